@@ -11,16 +11,17 @@ use crate::sync::{Access, Ordering};
 /// and can stop early (a `LIMIT` that has its rows).
 pub struct Consumer<'a> {
     ring: Ring<'a>,
-    /// Our position: every byte before it has been read (padding skipped
-    /// counts). `read_pos` in shared memory lags it until the next release.
+    /// Our position: every byte before it has been read and released
+    /// (padding counts). Equal to `read_pos` in shared memory between calls.
     read: u64,
     /// The producer's `write_pos` when we last loaded it; `read <=
     /// write_seen <= write_pos` always.
     write_seen: u64,
     /// We closed the ring.
     closed: bool,
-    /// Kind of the fragmented message being reassembled by
-    /// [`read_message`](Consumer::read_message), if one is in progress.
+    /// Kind of the fragmented message whose fragments we are part-way
+    /// through (set and cleared by `Frame::release`), if any: its next
+    /// frame must be of the same kind.
     assembling: Option<MessageKind>,
 }
 
@@ -106,6 +107,12 @@ impl<'a> Consumer<'a> {
         &self.ring
     }
 
+    /// Bytes released so far, frame headers and padding included: with
+    /// [`Producer::written`](crate::Producer::written), the bytes in flight.
+    pub fn consumed(&self) -> u64 {
+        self.read
+    }
+
     /// Borrows the next frame in place. It stays in the ring until
     /// [`Frame::release`]; dropping the frame without releasing it leaves it
     /// to be read again.
@@ -144,10 +151,15 @@ impl<'a> Consumer<'a> {
                     if header.len as usize != to_end - FRAME_HEADER_LEN || to_end as u64 > available {
                         return Err(Corruption::Padding.into());
                     }
-                    // Consumed locally; published with the next release.
+                    // Published at once, so that `read_pos` equals our
+                    // position whenever we are between calls.
                     self.read += to_end as u64;
+                    self.ring.header.consumer.read_pos.store(self.read, Ordering::Release);
                 }
                 StoredKind::Message(kind) => {
+                    if self.assembling.is_some_and(|k| k != kind) {
+                        return Err(Corruption::Fragment.into());
+                    }
                     let len = header.len as usize;
                     if len > self.ring.max_payload() {
                         return Err(Corruption::FrameLength.into());
@@ -181,19 +193,13 @@ impl<'a> Consumer<'a> {
     /// that did not fit stays in the ring).
     pub fn read_message(&mut self, buf: &mut dyn MessageBuf) -> Result<MessageKind, Error> {
         loop {
-            let assembling = self.assembling;
             let frame = self.read()?;
             let (kind, more) = (frame.kind(), frame.more);
-            if assembling.is_some_and(|k| k != kind) {
-                return Err(Corruption::Fragment.into());
-            }
             buf.append(frame.payload())?;
             frame.release();
             if !more {
-                self.assembling = None;
                 return Ok(kind);
             }
-            self.assembling = Some(kind);
         }
     }
 
@@ -332,11 +338,14 @@ impl Frame<'_, '_> {
         let Frame {
             consumer,
             size,
+            kind,
+            more,
             _access,
             ..
         } = self;
         // Under loom, end the tracked read before the producer may rewrite.
         _access.end();
+        consumer.assembling = more.then_some(kind);
         consumer.read += size as u64;
         // Release: our reads of the frame happen-before the producer's
         // reuse of its bytes after it Acquire-loads this position.

@@ -74,6 +74,11 @@ impl<'a> Producer<'a> {
         &self.ring
     }
 
+    /// Bytes published so far, frame headers and padding included.
+    pub fn written(&self) -> u64 {
+        self.write
+    }
+
     /// Reserves room for one data frame of `len` payload bytes, contiguous in
     /// the ring, for the caller to fill in place. Nothing is visible to the
     /// consumer until [`Grant::commit`]; dropping the grant aborts it.
