@@ -15,10 +15,16 @@ use weft_core::{Error, MessageBuf, MessageKind, Producer, Ring, SendProgress, FR
 enum Op {
     /// Reserve `len` (a fraction of max payload, or over it), fill, then
     /// commit all, commit a prefix, or abort.
-    Reserve { len: Size, end: GrantEnd },
+    Reserve {
+        len: Size,
+        end: GrantEnd,
+    },
     /// Send a message of any size and kind with `send_message`; if it would
     /// block, it stays pending and later producer ops continue it.
-    Message { len: Size, kind: u8 },
+    Message {
+        len: Size,
+        kind: u8,
+    },
     /// Read one frame in place and release it.
     ReadFrame,
     /// Read one frame, drop it unreleased, read it again: same bytes.

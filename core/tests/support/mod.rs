@@ -67,7 +67,11 @@ impl SharedFile {
     /// Creates a zero-filled file of `len` bytes and maps it.
     pub fn create(len: usize) -> SharedFile {
         let dir = Path::new("/dev/shm");
-        let dir = if dir.is_dir() { dir.to_path_buf() } else { std::env::temp_dir() };
+        let dir = if dir.is_dir() {
+            dir.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
         let (file, path) = tempfile::Builder::new()
             .prefix("weft-test-")
             .tempfile_in(dir)
@@ -84,7 +88,11 @@ impl SharedFile {
 
     /// Maps a file that another process created.
     pub fn open(path: &Path) -> SharedFile {
-        let file = OpenOptions::new().read(true).write(true).open(path).expect("open shared file");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open shared file");
         SharedFile {
             path: path.to_path_buf(),
             owner: false,
