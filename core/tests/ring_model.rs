@@ -183,7 +183,7 @@ fn run(capacity: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 grant.commit_len(n);
                                 o.queue.push_back((MessageKind::Data, bytes[..n].to_vec()));
                             }
-                            GrantEnd::Abort => drop(grant),
+                            GrantEnd::Abort => grant.abort(),
                         }
                     }
                     Err(Error::TooLarge) => prop_assert!(len > max),

@@ -407,6 +407,9 @@ impl Grant<'_, '_> {
             .store(producer.write, Ordering::Release);
     }
 
+    /// Gives the room back unpublished; the same as dropping the grant.
+    pub fn abort(self) {}
+
     fn payload_ptr(&self) -> *mut u8 {
         // SAFETY: header_at + FRAME_HEADER_LEN + len <= capacity (the frame
         // fits in the data area, checked at reserve).

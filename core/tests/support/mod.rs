@@ -41,6 +41,7 @@ impl HeapMem {
     /// # Safety
     ///
     /// No weft-core handle may be using the memory concurrently.
+    #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract
     pub unsafe fn bytes_mut(&self) -> &mut [u8] {
         // SAFETY: the allocation is valid and initialised; the caller
         // guarantees exclusivity.
