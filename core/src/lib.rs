@@ -6,7 +6,7 @@
 //!   on both sides ([`Producer::reserve`], [`Consumer::read`]); messages of
 //!   any length as fragments ([`Producer::send_message`],
 //!   [`Consumer::read_message`]); close from either side; a wake handshake
-//!   ([`Producer::arm_wakeup`] / [`Consumer::take_wakeup`] and vice versa)
+//!   ([`Producer::arm_wakeup`] / [`Consumer::peer_waiting`] and vice versa)
 //!   that needs no notification while the peer is busy and loses none.
 //! - [`Mesh`]: a query's region: participant slots with wake tokens, a
 //!   mesh-wide abort flag and first-error slot, and a ring per (exchange,

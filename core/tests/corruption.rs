@@ -257,7 +257,7 @@ fn corrupt_ring(capacity: usize, traffic: u8, read: u8, pokes: Vec<Poke>, header
                 let _ = rx.arm_wakeup();
             }
             Op::Take => {
-                let _ = (tx.take_wakeup(), rx.take_wakeup());
+                let _ = (tx.peer_waiting(), rx.peer_waiting());
             }
             Op::Attach => {
                 if let Ok(other) = Ring::attach(mem.region(), 1) {

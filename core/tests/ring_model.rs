@@ -248,8 +248,8 @@ fn run(capacity: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::TakeWakeups => {
                 // Nobody armed a wakeup, so nobody needs waking.
-                prop_assert!(!tx.take_wakeup());
-                prop_assert!(!rx.take_wakeup());
+                prop_assert!(!tx.peer_waiting());
+                prop_assert!(!rx.peer_waiting());
             }
             Op::CloseProducer => {
                 tx.close();
@@ -258,7 +258,7 @@ fn run(capacity: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::CloseConsumer => {
                 rx.close();
                 o.consumer_closed = true;
-                tx.take_wakeup();
+                tx.peer_waiting();
                 prop_assert!(tx.is_peer_closed());
                 prop_assert_eq!(tx.reserve(0).map(|_| ()), Err(Error::Closed));
             }

@@ -23,6 +23,8 @@ pub struct Consumer<'a> {
     /// through (set and cleared by `Frame::release`), if any: its next
     /// frame must be of the same kind.
     assembling: Option<MessageKind>,
+    /// Our waiting flag is set (we armed a wakeup and have not tried since).
+    armed: bool,
 }
 
 impl core::fmt::Debug for Consumer<'_> {
@@ -99,6 +101,7 @@ impl<'a> Consumer<'a> {
             write_seen: write,
             closed: false,
             assembling: None,
+            armed: false,
         }
     }
 
@@ -134,6 +137,8 @@ impl<'a> Consumer<'a> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read(&mut self) -> Result<Frame<'_, 'a>, Error> {
+        // Awake and trying again: the producer need not wake us any more.
+        self.disarm();
         if self.closed {
             return Err(Error::Closed);
         }
@@ -203,10 +208,10 @@ impl<'a> Consumer<'a> {
         }
     }
 
-    /// After releasing, takes the producer's request to be woken; `true`
-    /// means notify it. See [`Producer::take_wakeup`](crate::Producer::take_wakeup).
-    pub fn take_wakeup(&mut self) -> bool {
-        Ring::take_flag(&self.ring.header.control.producer_waiting)
+    /// After releasing, whether the producer waits to be woken; `true`
+    /// means notify it. See [`Producer::peer_waiting`](crate::Producer::peer_waiting).
+    pub fn peer_waiting(&mut self) -> bool {
+        Ring::check_flag(&self.ring.header.control.producer_waiting)
     }
 
     /// Prepares to sleep until a frame arrives: sets our waiting flag, then
@@ -214,18 +219,25 @@ impl<'a> Consumer<'a> {
     /// now; [`Armed::Sleep`] means the producer will see the flag and notify
     /// us when it next publishes or closes.
     pub fn arm_wakeup(&mut self) -> Result<Armed, Error> {
-        let ctl = &self.ring.header.control;
         if self.read != self.write_seen {
             return Ok(Armed::Retry);
         }
-        Ring::arm_flag(&ctl.consumer_waiting);
+        Ring::arm_flag(&self.ring.header.control.consumer_waiting);
+        self.armed = true;
         match self.refresh() {
             Err(Error::WouldBlock) => Ok(Armed::Sleep),
             Ok(()) | Err(Error::Closed) => {
-                ctl.consumer_waiting.store(0, Ordering::Relaxed);
+                self.disarm();
                 Ok(Armed::Retry)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn disarm(&mut self) {
+        if self.armed {
+            self.armed = false;
+            Ring::disarm_flag(&self.ring.header.control.consumer_waiting);
         }
     }
 

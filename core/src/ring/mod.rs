@@ -103,10 +103,11 @@ struct ControlBlock {
     /// the side's last position store.
     producer_state: AtomicU32,
     consumer_state: AtomicU32,
-    /// 1 while the producer sleeps waiting for space (set by the producer,
-    /// cleared by whichever side sees it first).
+    /// 1 from when the producer prepares to sleep waiting for space until
+    /// its next attempt after waking. Written only by the producer; the
+    /// consumer only reads it (one writer per flag: nothing to race).
     producer_waiting: AtomicU32,
-    /// 1 while the consumer sleeps waiting for frames.
+    /// The same for the consumer waiting for frames.
     consumer_waiting: AtomicU32,
 }
 
@@ -427,11 +428,12 @@ impl<'a> Ring<'a> {
     /// takes the peer's waiting flag: `true` if the peer must be notified.
     fn close_side(state: &AtomicU32, peer_waiting: &AtomicU32) -> bool {
         state.store(side::CLOSED, Ordering::Release);
-        Self::take_flag(peer_waiting)
+        Self::check_flag(peer_waiting)
     }
 
-    /// The publishing half of the wake handshake; see [`Producer::take_wakeup`].
-    fn take_flag(peer_waiting: &AtomicU32) -> bool {
+    /// The publishing half of the wake handshake; see
+    /// [`Producer::peer_waiting`].
+    fn check_flag(peer_waiting: &AtomicU32) -> bool {
         // Pairs with the fence in `arm_flag`: of the two SeqCst fences, one
         // comes first in the single total order. If ours does, the sleeper's
         // re-check after its fence sees our publish; if theirs does, our load
@@ -439,15 +441,25 @@ impl<'a> Ring<'a> {
         // through our publish. (Release alone cannot do this: it orders our
         // earlier stores, not this later load.)
         fence(Ordering::SeqCst);
-        // Load first so a busy peer (flag clear) costs no write to its line.
-        peer_waiting.load(Ordering::Relaxed) != 0 && peer_waiting.swap(0, Ordering::Relaxed) != 0
+        // Only read, never cleared here: a flag with one writer cannot be
+        // lost to a race between its owner re-arming and a peer clearing.
+        // A peer still asleep is told again at each publish, which the
+        // platform's notify absorbs (Postgres's SetLatch returns at once on
+        // a latch already set).
+        peer_waiting.load(Ordering::Relaxed) != 0
     }
 
     /// The sleeping half of the wake handshake: sets our waiting flag, then
     /// fences so that the caller's re-check of the peer's position cannot be
-    /// satisfied before the flag is visible. See `take_flag`.
+    /// satisfied before the flag is visible. See `check_flag`.
     fn arm_flag(own_waiting: &AtomicU32) {
         own_waiting.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
+    }
+
+    /// Clears our waiting flag once we are awake and trying again, so that
+    /// a busy side costs its peer no notifications.
+    fn disarm_flag(own_waiting: &AtomicU32) {
+        own_waiting.store(0, Ordering::Relaxed);
     }
 }

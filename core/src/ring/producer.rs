@@ -25,6 +25,8 @@ pub struct Producer<'a> {
     closed: bool,
     /// We saw the consumer's side closed.
     peer_closed: bool,
+    /// Our waiting flag is set (we armed a wakeup and have not tried since).
+    armed: bool,
 }
 
 impl core::fmt::Debug for Producer<'_> {
@@ -66,6 +68,7 @@ impl<'a> Producer<'a> {
             read_seen: read,
             closed: false,
             peer_closed: false,
+            armed: false,
         }
     }
 
@@ -173,17 +176,17 @@ impl<'a> Producer<'a> {
         Ok(())
     }
 
-    /// After publishing, takes the consumer's request to be woken: `true`
-    /// means the consumer may be asleep (it armed its wakeup and has not run
-    /// since) and the caller must notify it. The request is cleared, so a
-    /// busy consumer costs no notifications and a sleeping one exactly one.
+    /// After publishing, whether the consumer waits to be woken: `true`
+    /// means it armed its wakeup and has not tried again since, so the
+    /// caller must notify it. A busy consumer never has its flag set, so it
+    /// costs no notifications.
     ///
     /// Call it after committing and before this side stops making progress
     /// (blocks, yields, or finishes): a publish followed by neither this nor
-    /// another publish-and-take can leave a consumer asleep over data.
-    pub fn take_wakeup(&mut self) -> bool {
-        let wake = Ring::take_flag(&self.ring.header.control.consumer_waiting);
-        // The fence in take_flag ordered this load too; seeing the consumer
+    /// another publish-and-check can leave a consumer asleep over data.
+    pub fn peer_waiting(&mut self) -> bool {
+        let wake = Ring::check_flag(&self.ring.header.control.consumer_waiting);
+        // The fence in check_flag ordered this load too; seeing the consumer
         // gone here saves filling the ring for nobody.
         if self.ring.header.control.consumer_state.load(Ordering::Relaxed) == side::CLOSED {
             self.peer_closed = true;
@@ -197,22 +200,29 @@ impl<'a> Producer<'a> {
     /// [`Armed::Sleep`] means the consumer will see the flag and notify us
     /// when it next releases or closes.
     pub fn arm_wakeup(&mut self) -> Result<Armed, Error> {
-        let ctl = &self.ring.header.control;
-        Ring::arm_flag(&ctl.producer_waiting);
+        Ring::arm_flag(&self.ring.header.control.producer_waiting);
+        self.armed = true;
         let before = self.read_seen;
         match self.refresh() {
             Ok(()) if self.read_seen == before => Ok(Armed::Sleep),
             Ok(()) | Err(Error::Closed) => {
-                ctl.producer_waiting.store(0, Ordering::Relaxed);
+                self.disarm();
                 Ok(Armed::Retry)
             }
             Err(e) => Err(e),
         }
     }
 
+    fn disarm(&mut self) {
+        if self.armed {
+            self.armed = false;
+            Ring::disarm_flag(&self.ring.header.control.producer_waiting);
+        }
+    }
+
     /// Closes the ring from this side. Frames already committed stay
     /// readable; the consumer then sees [`Error::Closed`]. Returns `true` if
-    /// the consumer must be notified (see [`take_wakeup`](Self::take_wakeup)).
+    /// the consumer must be notified (see [`peer_waiting`](Self::peer_waiting)).
     /// Closing twice does nothing and returns `false`.
     pub fn close(&mut self) -> bool {
         if self.closed {
@@ -252,6 +262,8 @@ impl<'a> Producer<'a> {
 
     /// Where a frame of `len` payload bytes goes, if it fits now.
     fn room_for_frame(&mut self, len: usize) -> Result<Placement, Error> {
+        // Awake and trying again: the consumer need not wake us any more.
+        self.disarm();
         if self.closed || self.peer_closed {
             return Err(Error::Closed);
         }
