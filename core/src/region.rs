@@ -96,6 +96,7 @@ impl<'a> Region<'a> {
 
     /// Checks that the region starts on a [`REGION_ALIGN`] boundary and holds
     /// at least `len` bytes.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn check(&self, len: usize) -> Result<(), LayoutError> {
         if !(self.ptr.as_ptr() as usize).is_multiple_of(REGION_ALIGN) {
             return Err(LayoutError::Misaligned);

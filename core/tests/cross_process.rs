@@ -25,7 +25,7 @@ const SEED: u64 = 0x5eed;
 /// The n-th message of the stream: mostly small, every 997th larger than
 /// a frame (so sent as fragments).
 fn message(rng: &mut SplitMix, n: u64, max_payload: usize, buf: &mut Vec<u8>) {
-    let len = if n % 997 == 0 {
+    let len = if n.is_multiple_of(997) {
         2 * max_payload + rng.below(max_payload as u64) as usize
     } else {
         rng.below(1024) as usize

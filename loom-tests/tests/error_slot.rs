@@ -14,9 +14,10 @@ fn message(participant: u32) -> Vec<u8> {
     format!("participant {participant} failed: disk full").into_bytes()
 }
 
-/// Weakened: the Release store of WRITTEN in `ErrorSlot::record` made
-/// Relaxed (and the abort flag's too) -> loom found the reader seeing
-/// WRITTEN with message words still zero: assertion failed on the message.
+/// Weakened: the Release stores of WRITTEN and of the abort flag in
+/// `ErrorSlot::record` made Relaxed -> loom found the reader seeing WRITTEN
+/// with the record's fields not yet visible (`left: 0` for the code,
+/// `right: 100`).
 #[test]
 fn one_writer_wins_and_readers_see_it_whole() {
     loom::model(|| {

@@ -4,8 +4,10 @@
 //! Every model runs the real producer and consumer code over a 64-byte ring
 //! (largest payload 24 bytes), where a few frames wrap and pad.
 //!
-//! "Weakened" notes record the ordering change tried in weft-core to check
-//! that the model can fail, and what loom reported.
+//! "Weakened" notes record the change tried in weft-core to check that the
+//! model can fail, and what loom reported (at LOOM_MAX_PREEMPTIONS=4).
+//! `loom-tests/weaken.py` makes each change, runs the model and restores the
+//! file, so the claims can be re-checked after any change to the protocol.
 
 #![cfg(loom)]
 
@@ -24,11 +26,12 @@ const CAPACITY: usize = 64;
 /// 32 + 16 bytes, then a 24-byte frame that does not fit before the end, so
 /// the producer pads 16 bytes and waits for the first frame's space.
 ///
-/// Weakened: `write_pos` stored Relaxed in `Grant::commit_len` -> loom
-/// panicked "Causality violation: Concurrent read and write accesses" on the
-/// data area (the consumer read a frame whose bytes were not yet ordered
-/// before it). `read_pos` stored Relaxed in `Frame::release` -> the same
-/// causality panic, from the producer's rewrite after the wrap.
+/// Weakened: `write_pos` stored Relaxed in `Grant::commit_len` -> loom:
+/// "Causality violation: Concurrent read and write accesses" (the consumer
+/// read frame bytes not ordered after the producer wrote them). `read_pos`
+/// stored Relaxed in `Frame::release` -> "Causality violation: Concurrent
+/// read and write accesses to `UnsafeCell`" (the producer rewrote bytes
+/// after the wrap while the consumer's read was not ordered before).
 #[test]
 fn fifo_across_wrap_and_padding() {
     loom::model(|| {
@@ -54,10 +57,11 @@ fn fifo_across_wrap_and_padding() {
 /// (b1) A producer that commits then closes, racing a consumer: every
 /// committed frame is delivered, then Closed (never Closed first).
 ///
-/// Weakened: the producer's close stored Relaxed (in `Ring::close_side`) ->
-/// loom found an execution where the consumer saw CLOSED, reloaded
-/// `write_pos`, got the stale 0 and returned Closed with a frame unread
-/// (assertion `left: Err(Closed)` vs the frame).
+/// Weakened: the close stored Relaxed in `Ring::close_side` -> loom found
+/// the consumer seeing CLOSED, reloading a stale `write_pos` and returning
+/// Closed with the second frame unread (`left: Err(Closed)`, `right:
+/// Ok([31, 32, ..])`). The consumer's load of the producer state made
+/// Relaxed (in `Consumer::refresh`) -> the same failure.
 #[test]
 fn producer_close_delivers_everything_first() {
     loom::model(|| {
@@ -81,6 +85,10 @@ fn producer_close_delivers_everything_first() {
 
 /// (b2) A consumer that closes early makes the producer see Closed, even
 /// while the producer waits for space.
+///
+/// Weakened: the producer's `refresh` not checking the consumer's state ->
+/// loom gave up on the producer's endless retry (its branch limit, in
+/// `loom/src/rt/path.rs`): the producer would wait forever.
 #[test]
 fn consumer_close_stops_the_producer() {
     loom::model(|| {
@@ -113,10 +121,19 @@ fn consumer_close_stops_the_producer() {
 /// proceed, and wake the other only when `peer_waiting` says so. A lost
 /// wakeup leaves both asleep, which loom reports as a deadlock.
 ///
-/// Weakened: the SeqCst fence removed from `Ring::arm_flag` -> loom reported
-/// a deadlock: the consumer's re-check read the stale `write_pos` while the
-/// producer's `peer_waiting` read the stale (clear) waiting flag. Removing the
-/// fence from `Ring::check_flag` instead -> the same deadlock.
+/// Weakened: the SeqCst fence removed from `Ring::arm_flag` -> loom:
+/// "deadlock; threads = [(Id(0), Blocked), (Id(1), Blocked)]" (a sleeper's
+/// re-check read a stale position while the publisher read its flag still
+/// clear). The fence removed from `Ring::check_flag` instead -> the same.
+///
+/// History: the first design let the waker clear the sleeper's flag (a
+/// swap), so that a sleeper was notified exactly once. Loom reported a
+/// deadlock in it at iteration ~10,500 (unbounded preemptions): the
+/// producer's final check read its own earlier swap instead of the
+/// consumer's newer flag. C++'s total modification order forbids that
+/// execution, but loom's (partial) one allows it, so the design could not
+/// be checked. Flags now have one writer each, which loom verifies and
+/// which needs no such argument.
 #[test]
 fn wake_handshake_loses_no_wakeup() {
     loom::model(|| {

@@ -144,6 +144,7 @@ impl MeshLayout {
     }
 
     /// Offset of participant `i`'s slot.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn slot_offset(&self, participant: u32) -> Result<usize, LayoutError> {
         if participant >= self.participants {
             return Err(LayoutError::Index);

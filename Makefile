@@ -1,0 +1,54 @@
+# weft: the README's two commands, and the pieces they are made of.
+#
+#   make demo   build and run what works today (see README)
+#   make test   every test: the command CI runs (.ci/run)
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Bound on loom's preemptions per execution: at 4 every model in loom-tests/
+# runs in about 20 s on 2 cores (5: about 2 minutes; see loom-tests/README.md).
+LOOM_MAX_PREEMPTIONS ?= 4
+export LOOM_MAX_PREEMPTIONS
+
+.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std bench
+
+demo: setup
+	$(CARGO) run --release -p weft-core --example mesh_demo
+
+# nextest runs last so that its summary closes the output.
+test: setup fmt-check clippy no-std benches-build loom doc unit
+
+setup:
+	@scripts/setup.sh
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Unit, property, corruption and cross-process tests.
+unit:
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+# The examples in the documentation (nextest does not run doctests).
+doc:
+	$(CARGO) test -p weft-core --doc
+
+# The loom models, built with --cfg loom into their own target directory so
+# that the normal build is not invalidated.
+loom:
+	RUSTFLAGS="--cfg loom" $(CARGO) test -p weft-loom-tests --release --target-dir target/loom --tests
+
+benches-build:
+	$(CARGO) bench --workspace --no-run
+
+# weft-core must not need std: link it into a #![no_std] static library that
+# brings its own panic handler. Any std in its dependency tree would clash
+# with that handler (duplicate lang item `panic_impl`) and fail the build.
+no-std:
+	$(CARGO) rustc -p weft-no-std-check --release --crate-type staticlib -- -C panic=abort
+	@echo "weft-core dependency tree:"; $(CARGO) tree -p weft-core -e normal --prefix none
+
+bench:
+	$(CARGO) bench -p weft-benches
