@@ -1,6 +1,6 @@
 //! The consumer side: zero-copy frames, message reassembly, close.
 
-use super::{Armed, Ring};
+use super::{Armed, End, Ring};
 use crate::error::{Corruption, Error};
 use crate::frame::{frame_size, FrameHeader, MessageKind, StoredKind, FRAME_ALIGN, FRAME_HEADER_LEN};
 use crate::sync::{Access, Ordering};
@@ -17,14 +17,12 @@ pub struct Consumer<'a> {
     /// The producer's `write_pos` when we last loaded it; `read <=
     /// write_seen <= write_pos` always.
     write_seen: u64,
-    /// We closed the ring.
-    closed: bool,
+    /// Our side: closed, waiting flag armed.
+    end: End,
     /// Kind of the fragmented message whose fragments we are part-way
     /// through (set and cleared by `Frame::release`), if any: its next
     /// frame must be of the same kind.
     assembling: Option<MessageKind>,
-    /// Our waiting flag is set (we armed a wakeup and have not tried since).
-    armed: bool,
 }
 
 impl core::fmt::Debug for Consumer<'_> {
@@ -32,7 +30,7 @@ impl core::fmt::Debug for Consumer<'_> {
         f.debug_struct("Consumer")
             .field("read", &self.read)
             .field("write_seen", &self.write_seen)
-            .field("closed", &self.closed)
+            .field("end", &self.end)
             .field("assembling", &self.assembling)
             .finish()
     }
@@ -99,9 +97,8 @@ impl<'a> Consumer<'a> {
             ring,
             read,
             write_seen: write,
-            closed: false,
+            end: End::default(),
             assembling: None,
-            armed: false,
         }
     }
 
@@ -137,9 +134,8 @@ impl<'a> Consumer<'a> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read(&mut self) -> Result<Frame<'_, 'a>, Error> {
-        // Awake and trying again: the producer need not wake us any more.
-        self.disarm();
-        if self.closed {
+        self.end.disarm(&self.ring.header.control.consumer_waiting);
+        if self.end.closed {
             return Err(Error::Closed);
         }
         loop {
@@ -222,35 +218,22 @@ impl<'a> Consumer<'a> {
         if self.read != self.write_seen {
             return Ok(Armed::Retry);
         }
-        Ring::arm_flag(&self.ring.header.control.consumer_waiting);
-        self.armed = true;
-        match self.refresh() {
-            Err(Error::WouldBlock) => Ok(Armed::Sleep),
-            Ok(()) | Err(Error::Closed) => {
-                self.disarm();
-                Ok(Armed::Retry)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn disarm(&mut self) {
-        if self.armed {
-            self.armed = false;
-            Ring::disarm_flag(&self.ring.header.control.consumer_waiting);
-        }
+        let own_waiting = &self.ring.header.control.consumer_waiting;
+        self.end.arm(own_waiting);
+        let moved = match self.refresh() {
+            Err(Error::WouldBlock) => false,
+            Ok(()) | Err(Error::Closed) => true,
+            Err(e) => return Err(e),
+        };
+        Ok(self.end.settle(own_waiting, moved))
     }
 
     /// Closes the ring from this side: the producer's next operations see
     /// [`Error::Closed`]. Returns `true` if the producer must be notified.
     /// Closing twice does nothing and returns `false`.
     pub fn close(&mut self) -> bool {
-        if self.closed {
-            return false;
-        }
-        self.closed = true;
         let ctl = &self.ring.header.control;
-        Ring::close_side(&ctl.consumer_state, &ctl.producer_waiting)
+        self.end.close(&ctl.consumer_state, &ctl.producer_waiting)
     }
 
     /// Loads the producer's position; `Ok` if there is something to read,

@@ -201,6 +201,52 @@ impl RingHeader {
     }
 }
 
+/// One end's private view of its own side of the ring, the same for the
+/// producer and the consumer: whether it closed, and whether its waiting
+/// flag is set.
+#[derive(Debug, Default)]
+struct End {
+    closed: bool,
+    /// Our waiting flag is set: we armed a wakeup and have not tried since.
+    armed: bool,
+}
+
+impl End {
+    /// Sets our waiting flag (see `Ring::arm_flag`).
+    fn arm(&mut self, own_waiting: &AtomicU32) {
+        Ring::arm_flag(own_waiting);
+        self.armed = true;
+    }
+
+    /// After the re-check that follows `arm`: sleep if the peer did nothing
+    /// meanwhile, otherwise clear the flag again and retry.
+    fn settle(&mut self, own_waiting: &AtomicU32, peer_moved: bool) -> Armed {
+        if peer_moved {
+            self.disarm(own_waiting);
+            Armed::Retry
+        } else {
+            Armed::Sleep
+        }
+    }
+
+    /// Awake and trying again: the peer need not wake us any more.
+    fn disarm(&mut self, own_waiting: &AtomicU32) {
+        if self.armed {
+            self.armed = false;
+            Ring::disarm_flag(own_waiting);
+        }
+    }
+
+    /// Closes our side once; `true` if the peer must be notified.
+    fn close(&mut self, own_state: &AtomicU32, peer_waiting: &AtomicU32) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.closed = true;
+        Ring::close_side(own_state, peer_waiting)
+    }
+}
+
 /// Whether a sleep may begin: the answer of
 /// [`Producer::arm_wakeup`] and [`Consumer::arm_wakeup`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

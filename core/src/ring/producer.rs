@@ -2,7 +2,7 @@
 
 use core::ops::{Deref, DerefMut};
 
-use super::{side, Armed, Ring};
+use super::{side, Armed, End, Ring};
 use crate::error::{Corruption, Error};
 use crate::frame::{frame_size, FrameHeader, MessageKind, StoredKind, FRAME_ALIGN, FRAME_HEADER_LEN};
 use crate::sync::{Access, Ordering};
@@ -21,12 +21,10 @@ pub struct Producer<'a> {
     /// The consumer's `read_pos` when we last loaded it; `read_seen <=
     /// read_pos <= write` always.
     read_seen: u64,
-    /// We closed the ring.
-    closed: bool,
+    /// Our side: closed, waiting flag armed.
+    end: End,
     /// We saw the consumer's side closed.
     peer_closed: bool,
-    /// Our waiting flag is set (we armed a wakeup and have not tried since).
-    armed: bool,
 }
 
 impl core::fmt::Debug for Producer<'_> {
@@ -34,7 +32,7 @@ impl core::fmt::Debug for Producer<'_> {
         f.debug_struct("Producer")
             .field("write", &self.write)
             .field("read_seen", &self.read_seen)
-            .field("closed", &self.closed)
+            .field("end", &self.end)
             .field("peer_closed", &self.peer_closed)
             .finish()
     }
@@ -66,9 +64,8 @@ impl<'a> Producer<'a> {
             ring,
             write,
             read_seen: read,
-            closed: false,
+            end: End::default(),
             peer_closed: false,
-            armed: false,
         }
     }
 
@@ -200,24 +197,15 @@ impl<'a> Producer<'a> {
     /// [`Armed::Sleep`] means the consumer will see the flag and notify us
     /// when it next releases or closes.
     pub fn arm_wakeup(&mut self) -> Result<Armed, Error> {
-        Ring::arm_flag(&self.ring.header.control.producer_waiting);
-        self.armed = true;
+        let own_waiting = &self.ring.header.control.producer_waiting;
+        self.end.arm(own_waiting);
         let before = self.read_seen;
-        match self.refresh() {
-            Ok(()) if self.read_seen == before => Ok(Armed::Sleep),
-            Ok(()) | Err(Error::Closed) => {
-                self.disarm();
-                Ok(Armed::Retry)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn disarm(&mut self) {
-        if self.armed {
-            self.armed = false;
-            Ring::disarm_flag(&self.ring.header.control.producer_waiting);
-        }
+        let moved = match self.refresh() {
+            Ok(()) => self.read_seen != before,
+            Err(Error::Closed) => true,
+            Err(e) => return Err(e),
+        };
+        Ok(self.end.settle(own_waiting, moved))
     }
 
     /// Closes the ring from this side. Frames already committed stay
@@ -225,12 +213,8 @@ impl<'a> Producer<'a> {
     /// the consumer must be notified (see [`peer_waiting`](Self::peer_waiting)).
     /// Closing twice does nothing and returns `false`.
     pub fn close(&mut self) -> bool {
-        if self.closed {
-            return false;
-        }
-        self.closed = true;
         let ctl = &self.ring.header.control;
-        Ring::close_side(&ctl.producer_state, &ctl.consumer_waiting)
+        self.end.close(&ctl.producer_state, &ctl.consumer_waiting)
     }
 
     /// Whether the consumer is known to have closed.
@@ -262,9 +246,8 @@ impl<'a> Producer<'a> {
 
     /// Where a frame of `len` payload bytes goes, if it fits now.
     fn room_for_frame(&mut self, len: usize) -> Result<Placement, Error> {
-        // Awake and trying again: the consumer need not wake us any more.
-        self.disarm();
-        if self.closed || self.peer_closed {
+        self.end.disarm(&self.ring.header.control.producer_waiting);
+        if self.end.closed || self.peer_closed {
             return Err(Error::Closed);
         }
         if len > self.ring.max_payload() {
