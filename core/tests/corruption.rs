@@ -24,17 +24,17 @@ const PRODUCER_STATE: usize = 384;
 
 fn poke_u64(mem: &HeapMem, offset: usize, value: u64) {
     // SAFETY: no handle is in the middle of an operation (single thread).
-    unsafe { mem.bytes_mut()[offset..offset + 8].copy_from_slice(&value.to_le_bytes()) }
+    unsafe { mem.poke(offset, &value.to_le_bytes()) }
 }
 
 fn poke_u32(mem: &HeapMem, offset: usize, value: u32) {
     // SAFETY: as above.
-    unsafe { mem.bytes_mut()[offset..offset + 4].copy_from_slice(&value.to_le_bytes()) }
+    unsafe { mem.poke(offset, &value.to_le_bytes()) }
 }
 
 fn peek_u64(mem: &HeapMem, offset: usize) -> u64 {
     // SAFETY: as above.
-    let bytes = unsafe { &mem.bytes_mut()[offset..offset + 8] };
+    let bytes = unsafe { mem.peek(offset, 8) };
     u64::from_le_bytes(bytes.try_into().unwrap())
 }
 
@@ -171,15 +171,13 @@ fn poke() -> impl Strategy<Value = Poke> {
     ]
 }
 
-fn apply(mem: &HeapMem, len: usize, poke: &Poke, header_bias: bool) {
+fn apply(mem: &HeapMem, len: usize, poke: &Poke, limit: usize) {
+    let limit = limit.min(len);
     // SAFETY: single-threaded; no operation is in progress.
-    let bytes = unsafe { mem.bytes_mut() };
-    let limit = if header_bias { RING_HEADER_LEN + 64 } else { len };
-    match *poke {
-        Poke::Byte(o, b) => bytes[o % limit] = b,
-        Poke::Word(o, v) => {
-            let o = (o % (limit / 8)) * 8;
-            bytes[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    unsafe {
+        match *poke {
+            Poke::Byte(o, b) => mem.poke(o % limit, &[b]),
+            Poke::Word(o, v) => mem.poke((o % (limit / 8)) * 8, &v.to_le_bytes()),
         }
     }
 }
@@ -223,8 +221,9 @@ fn corrupt_ring(capacity: usize, traffic: u8, read: u8, pokes: Vec<Poke>, header
             f.release();
         }
     }
+    let limit = if header_bias { RING_HEADER_LEN + 64 } else { len };
     for p in &pokes {
-        apply(&mem, len, p, header_bias);
+        apply(&mem, len, p, limit);
     }
     let mut storage = vec![0u8; 4 * capacity];
     let mut buf = SliceBuf::new(&mut storage);
@@ -277,17 +276,9 @@ fn corrupt_mesh(pokes: Vec<Poke>, header_only: bool) {
     let mem = HeapMem::new(layout.size());
     Mesh::init(mem.region(), layout, 11).unwrap();
     let header_len = layout.ring_offset(0, 0, 0).unwrap();
+    let limit = if header_only { header_len } else { layout.size() };
     for p in &pokes {
-        let limit = if header_only { header_len } else { layout.size() };
-        // SAFETY: single-threaded; nothing is using the mesh.
-        let bytes = unsafe { mem.bytes_mut() };
-        match *p {
-            Poke::Byte(o, b) => bytes[o % limit] = b,
-            Poke::Word(o, v) => {
-                let o = (o % (limit / 8)) * 8;
-                bytes[o..o + 8].copy_from_slice(&v.to_le_bytes());
-            }
-        }
+        apply(&mem, layout.size(), p, limit);
     }
     let Ok(mesh) = Mesh::attach(mem.region(), 11) else {
         return;

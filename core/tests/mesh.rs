@@ -131,10 +131,9 @@ fn attach_validates_the_header() {
     assert_eq!(Mesh::attach(short, 1).unwrap_err(), LayoutError::TooSmall);
     assert_eq!(Mesh::init(short, layout, 1).unwrap_err(), LayoutError::TooSmall);
     // The rings carry the mesh's generation: a stale ring is refused.
+    let generation_at = layout.ring_offset(0, 1, 0).unwrap() + 24;
     // SAFETY: nothing uses the memory concurrently.
-    let bytes = unsafe { mem.bytes_mut() };
-    let ring_at = layout.ring_offset(0, 1, 0).unwrap();
-    bytes[ring_at + 24] ^= 1; // the ring's generation word
+    unsafe { mem.poke(generation_at, &2u64.to_le_bytes()) };
     let mesh = Mesh::attach(mem.region(), 1).unwrap();
     assert_eq!(mesh.ring(0, 1, 0).unwrap_err(), LayoutError::Generation);
     assert!(mesh.ring(0, 0, 1).is_ok());

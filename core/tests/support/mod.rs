@@ -32,20 +32,40 @@ impl HeapMem {
     pub fn region(&self) -> Region<'_> {
         // SAFETY: the allocation lives as long as the borrow of self, and
         // tests touch it only through weft-core (or deliberately, through
-        // `bytes_mut`, to corrupt it while no handle is in use).
+        // `poke`, to corrupt it while no other thread uses it).
         unsafe { Region::new(self.ptr, self.layout.size()) }
     }
 
-    /// The raw bytes, for corrupting them on purpose.
+    /// Overwrites bytes at `offset`, to corrupt the memory on purpose.
+    /// Panics if the span is outside the allocation.
+    ///
+    /// A raw write, not a `&mut [u8]`: handles hold shared references into
+    /// this memory (to atomics, whose cells permit writes through other
+    /// pointers), and a unique reference to the same bytes would alias them.
     ///
     /// # Safety
     ///
-    /// No weft-core handle may be using the memory concurrently.
-    #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract
-    pub unsafe fn bytes_mut(&self) -> &mut [u8] {
-        // SAFETY: the allocation is valid and initialised; the caller
-        // guarantees exclusivity.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    /// No other thread may be using the memory concurrently.
+    pub unsafe fn poke(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset
+            .checked_add(bytes.len())
+            .is_some_and(|end| end <= self.layout.size()));
+        // SAFETY: in bounds (checked above); no concurrent access (the
+        // caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(offset), bytes.len()) }
+    }
+
+    /// Copies `len` bytes out from `offset`. Panics if out of bounds.
+    ///
+    /// # Safety
+    ///
+    /// No other thread may be writing the memory concurrently.
+    pub unsafe fn peek(&self, offset: usize, len: usize) -> Vec<u8> {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.layout.size()));
+        let mut out = vec![0; len];
+        // SAFETY: in bounds (checked above); no concurrent writes.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), len) }
+        out
     }
 }
 
