@@ -61,7 +61,7 @@ mod real {
     use crate::error::{Corruption, LayoutError};
     use crate::region::{Region, SharedBlock};
     use crate::ring::{Ring, LAYOUT_VERSION};
-    use crate::sync::{AtomicU32, AtomicU64, Ordering};
+    use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
     /// "weftmesh", little-endian.
     const MESH_MAGIC: u64 = u64::from_le_bytes(*b"weftmesh");
@@ -239,6 +239,13 @@ mod real {
         /// Registers `participant` as ready, with the token peers use to wake
         /// it. Fails with [`LayoutError::Claimed`] if the slot is not
         /// [`ParticipantState::Absent`].
+        ///
+        /// The barrier before data flows: after registering, the caller
+        /// notifies every peer that is Ready (one may be waiting for us in
+        /// [`peer_ready`](Self::peer_ready)); a peer that registers later
+        /// notifies us in turn. The fences here and in `peer_ready` make
+        /// sure one of the two sides sees the other, as in the rings' wake
+        /// handshake.
         pub fn register(&self, participant: u32, wake_token: u64) -> Result<(), LayoutError> {
             let slot = self.slot(participant)?;
             if slot.state.load(Ordering::Relaxed) != ParticipantState::ABSENT {
@@ -253,8 +260,18 @@ mod real {
                     Ordering::Release,
                     Ordering::Relaxed,
                 )
-                .map(|_| ())
-                .map_err(|_| LayoutError::Claimed)
+                .map_err(|_| LayoutError::Claimed)?;
+            fence(Ordering::SeqCst);
+            Ok(())
+        }
+
+        /// Whether `participant` has registered (Ready, or already Done or
+        /// Failed), for a registered caller waiting to send to it. Fenced
+        /// against [`register`](Self::register): if this returns `false`,
+        /// the peer's registration will see the caller Ready and notify it.
+        pub fn peer_ready(&self, participant: u32) -> Result<bool, MeshError> {
+            fence(Ordering::SeqCst);
+            Ok(self.participant_state(participant)? != ParticipantState::Absent)
         }
 
         /// Records `participant`'s new state (typically Done or Failed).

@@ -1,0 +1,25 @@
+//! weft's runtime: async endpoints over weft-core's rings, scheduled on a
+//! current-thread tokio runtime per participant that parks on the
+//! platform (Postgres latches, or threads in tests) instead of spinning;
+//! Arrow record batch streams over those endpoints; cancellation through
+//! the mesh's abort; per-edge metrics; and [`LocalMesh`], which runs a
+//! whole mesh of participants on threads for tests and benchmarks.
+//!
+//! Nothing here knows about Postgres: the platform seam ([`Platform`]) is
+//! how pgext plugs in its latches.
+
+mod endpoint;
+mod error;
+mod local_mesh;
+mod metrics;
+mod participant;
+mod platform;
+mod stream;
+
+pub use endpoint::{Inbox, Outbox};
+pub use error::RuntimeError;
+pub use local_mesh::LocalMesh;
+pub use metrics::{Edge, EdgeStats, Metrics};
+pub use participant::{Config, Participant, RunResult};
+pub use platform::{Latch, Platform, ThreadPlatform};
+pub use stream::{BatchReceiver, BatchSender};

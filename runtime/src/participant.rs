@@ -1,0 +1,287 @@
+//! A participant: one thread of execution (a Postgres backend, or a thread
+//! in tests) running a current-thread tokio runtime and a `LocalSet`, whose
+//! idle hook parks on the [`Platform`] instead of spinning.
+//!
+//! # Scheduling
+//!
+//! An endpoint operation that would block registers its task's waker here
+//! and arms its ring's wakeup (weft-core's handshake), then returns
+//! `Pending`. When every task is pending, tokio calls its `on_thread_park`
+//! hook, [`Idle::on_idle`]: it parks on the platform (bounded by
+//! [`Config::park_timeout`]), then wakes every registered waiter so that
+//! each re-checks its ring. Peers wake a parked participant through
+//! [`Platform::notify`] after publishing to a ring it waits on.
+//!
+//! The hook also wakes the root future every time. Otherwise, with nothing
+//! woken, tokio would go on to park in its own driver with no timeout, and
+//! only a tokio wakeup (never a platform notify) could end that. Each idle
+//! round therefore blocks once in the platform's park and costs one poll of
+//! the root: no busy spinning, and no reliance on tokio's IO driver for
+//! cross-process wakeups.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::task::LocalSet;
+use weft_core::{Mesh, ParticipantState};
+
+use crate::error::RuntimeError;
+use crate::metrics::Metrics;
+use crate::platform::Platform;
+
+/// Tuning of a participant's scheduling.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Longest single park on the platform while idle. Only a safety net:
+    /// peers notify as soon as there is work.
+    pub park_timeout: Duration,
+    /// A sender yields to the other tasks of its participant after this many
+    /// frames; see [`Outbox::send`](crate::Outbox::send).
+    pub yield_every: u32,
+    /// Largest message a receiver reassembles, in bytes: a bound against a
+    /// corrupt or hostile peer.
+    pub max_message: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            park_timeout: Duration::from_millis(50),
+            yield_every: 8,
+            max_message: 1 << 30,
+        }
+    }
+}
+
+/// Wakers of tasks waiting on rings, and the idle hook that parks on the
+/// platform and then wakes them. Shared with tokio's hook, hence `Arc`.
+pub(crate) struct Idle {
+    platform: Arc<dyn Platform>,
+    /// Tasks waiting on a ring (their endpoint armed the ring's wakeup).
+    waiters: Mutex<Vec<Waker>>,
+    /// The root future's waker, woken after every park (see module docs).
+    root: Mutex<Option<Waker>>,
+    timeout: Duration,
+    /// Times the participant parked, for tests and metrics.
+    parks: AtomicU64,
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked (a list
+/// of wakers cannot be left half-updated).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Idle {
+    /// Remembers `waker` until the next idle round or notification.
+    pub(crate) fn wait_on(&self, waker: &Waker) {
+        let mut waiters = lock(&self.waiters);
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
+    }
+
+    /// Wakes every waiting task, so that each re-checks its ring.
+    pub(crate) fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+
+    /// tokio's `on_thread_park` hook: every task is pending.
+    fn on_idle(&self) {
+        self.parks.fetch_add(1, Ordering::Relaxed);
+        self.platform.park(self.timeout);
+        self.wake_waiters();
+        if let Some(root) = lock(&self.root).as_ref() {
+            root.wake_by_ref();
+        }
+    }
+}
+
+/// One participant of a query: its number, the query's mesh, and the
+/// platform that parks and notifies it. [`run`](Participant::run) drives
+/// its work; inside, it is shared as `Rc<Participant>`.
+pub struct Participant {
+    id: u32,
+    mesh: Mesh<'static>,
+    platform: Arc<dyn Platform>,
+    pub(crate) idle: Arc<Idle>,
+    pub(crate) config: Config,
+    pub(crate) metrics: RefCell<Metrics>,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant")
+            .field("id", &self.id)
+            .field("participants", &self.participants())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a participant's run produced: the body's value and the per-edge
+/// metrics, or the error that ended it.
+pub type RunResult<T> = Result<(T, Metrics), RuntimeError>;
+
+impl Participant {
+    /// Participant `id` of `mesh`, parking and notifying through `platform`.
+    ///
+    /// The mesh's memory must outlive [`run`](Self::run) (its `'static`
+    /// lifetime is the caller's promise, made when creating its `Region`).
+    pub fn new(mesh: Mesh<'static>, id: u32, platform: Arc<dyn Platform>, config: Config) -> Participant {
+        let idle = Arc::new(Idle {
+            platform: platform.clone(),
+            waiters: Mutex::new(Vec::new()),
+            root: Mutex::new(None),
+            timeout: config.park_timeout,
+            parks: AtomicU64::new(0),
+        });
+        Participant {
+            id,
+            mesh,
+            platform,
+            idle,
+            config,
+            metrics: RefCell::new(Metrics::default()),
+        }
+    }
+
+    /// This participant's number.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// How many participants the query has.
+    pub fn participants(&self) -> u32 {
+        self.mesh.layout().participants()
+    }
+
+    /// The query's mesh.
+    pub fn mesh(&self) -> &Mesh<'static> {
+        &self.mesh
+    }
+
+    /// Times this participant has parked so far.
+    pub fn parks(&self) -> u64 {
+        self.idle.parks.load(Ordering::Relaxed)
+    }
+
+    /// Runs `body` to completion on this thread: registers in the mesh,
+    /// drives `body` on a current-thread runtime and `LocalSet`, and tears
+    /// them down. An error ends the query for every participant (it is
+    /// recorded as the mesh's first error unless another came first).
+    pub fn run<T, F, Fut>(self, body: F) -> RunResult<T>
+    where
+        F: FnOnce(Rc<Participant>) -> Fut,
+        Fut: Future<Output = Result<T, RuntimeError>>,
+    {
+        self.mesh.register(self.id, self.platform.wake_token())?;
+        // Peers that registered first may be waiting for us (Mesh::register).
+        self.notify_all();
+
+        let idle = self.idle.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .on_thread_park(move || idle.on_idle())
+            .build()
+            .map_err(|e| RuntimeError::Runtime(e.to_string()))?;
+        let local = LocalSet::new();
+        let me = Rc::new(self);
+        let result = local.block_on(&runtime, Root::new(me.idle.clone(), body(me.clone())));
+
+        // Teardown order: first the tasks (and with them their streams, whose
+        // drops close rings and notify peers while the mesh is still there),
+        // then the runtime. The mesh memory goes last, with the caller.
+        drop(local);
+        drop(runtime);
+        let state = match &result {
+            Ok(_) => ParticipantState::Done,
+            Err(e) => {
+                if !matches!(e, RuntimeError::Aborted { .. }) {
+                    me.abort(1, &e.to_string());
+                }
+                ParticipantState::Failed
+            }
+        };
+        me.mesh.set_participant_state(me.id, state)?;
+        let metrics = me.metrics.take();
+        result.map(|value| (value, metrics))
+    }
+
+    /// Fails the query: records the error in the mesh if it is the first,
+    /// and wakes every participant so that their pending operations fail
+    /// promptly. Returns whether this was the first error.
+    pub fn abort(&self, code: u32, message: &str) -> bool {
+        let first = self.mesh.abort(self.id, code, message.as_bytes());
+        self.notify_all();
+        self.idle.wake_waiters();
+        first
+    }
+
+    /// The query's abort as an error, if it is aborting.
+    pub(crate) fn check_abort(&self) -> Result<(), RuntimeError> {
+        if !self.mesh.is_aborted() {
+            return Ok(());
+        }
+        Err(match self.mesh.first_error() {
+            Some(first) => RuntimeError::aborted(&first),
+            None => RuntimeError::Aborted {
+                participant: u32::MAX,
+                code: 0,
+                message: "query aborted".into(),
+            },
+        })
+    }
+
+    /// Wakes `participant`: our own waiters directly (a self-loop's
+    /// consumer is a task here), anyone else through the platform.
+    pub(crate) fn notify(&self, participant: u32) {
+        if participant == self.id {
+            self.idle.wake_waiters();
+        } else if let Ok(Some(token)) = self.mesh.wake_token(participant) {
+            self.platform.notify(token);
+        }
+    }
+
+    fn notify_all(&self) {
+        for p in (0..self.participants()).filter(|&p| p != self.id) {
+            self.notify(p);
+        }
+    }
+}
+
+/// The root future: records its waker for the idle hook at every poll.
+struct Root<F> {
+    idle: Arc<Idle>,
+    body: Pin<Box<F>>,
+}
+
+impl<F: Future> Root<F> {
+    fn new(idle: Arc<Idle>, body: F) -> Self {
+        Root {
+            idle,
+            body: Box::pin(body),
+        }
+    }
+}
+
+impl<F: Future> Future for Root<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        {
+            let mut root = lock(&self.idle.root);
+            if !root.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *root = Some(cx.waker().clone());
+            }
+        }
+        self.body.as_mut().poll(cx)
+    }
+}
