@@ -20,6 +20,6 @@ pub use endpoint::{Inbox, Outbox};
 pub use error::RuntimeError;
 pub use local_mesh::LocalMesh;
 pub use metrics::{Edge, EdgeStats, Metrics};
-pub use participant::{Config, Participant, RunResult};
+pub use participant::{AbortHandle, Config, Participant, RunResult};
 pub use platform::{Latch, Platform, ThreadPlatform};
 pub use stream::{BatchReceiver, BatchSender};

@@ -35,6 +35,9 @@ use crate::error::RuntimeError;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
 
+/// Code recorded in the mesh when a participant's body fails.
+pub const FAILURE_CODE: u32 = 1;
+
 /// Tuning of a participant's scheduling.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -196,20 +199,24 @@ impl Participant {
         let me = Rc::new(self);
         let result = local.block_on(&runtime, Root::new(me.idle.clone(), body(me.clone())));
 
+        // A failure is recorded before anything closes: peers that see our
+        // rings close must find the abort there already (Release/Acquire on
+        // the ring states orders the two), or they would report us as having
+        // vanished instead of with our own message.
+        let state = match &result {
+            Ok(_) => ParticipantState::Done,
+            Err(e) => {
+                if !matches!(e, RuntimeError::Aborted { .. }) {
+                    me.abort(FAILURE_CODE, &e.to_string());
+                }
+                ParticipantState::Failed
+            }
+        };
         // Teardown order: first the tasks (and with them their streams, whose
         // drops close rings and notify peers while the mesh is still there),
         // then the runtime. The mesh memory goes last, with the caller.
         drop(local);
         drop(runtime);
-        let state = match &result {
-            Ok(_) => ParticipantState::Done,
-            Err(e) => {
-                if !matches!(e, RuntimeError::Aborted { .. }) {
-                    me.abort(1, &e.to_string());
-                }
-                ParticipantState::Failed
-            }
-        };
         me.mesh.set_participant_state(me.id, state)?;
         let metrics = me.metrics.take();
         result.map(|value| (value, metrics))
@@ -223,6 +230,16 @@ impl Participant {
         self.notify_all();
         self.idle.wake_waiters();
         first
+    }
+
+    /// A handle that can abort the query from any thread (a watchdog, a
+    /// signal-driven cancel): it records the error and wakes everyone.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            id: self.id,
+            mesh: self.mesh,
+            platform: self.platform.clone(),
+        }
     }
 
     /// The query's abort as an error, if it is aborting.
@@ -251,9 +268,42 @@ impl Participant {
     }
 
     fn notify_all(&self) {
-        for p in (0..self.participants()).filter(|&p| p != self.id) {
-            self.notify(p);
+        notify_peers(&self.mesh, &*self.platform, self.id);
+    }
+}
+
+/// Notifies every registered participant but `me`.
+fn notify_peers(mesh: &Mesh<'static>, platform: &dyn Platform, me: u32) {
+    for p in (0..mesh.layout().participants()).filter(|&p| p != me) {
+        if let Ok(Some(token)) = mesh.wake_token(p) {
+            platform.notify(token);
         }
+    }
+}
+
+/// Aborts a query from any thread; see [`Participant::abort_handle`].
+#[derive(Clone)]
+pub struct AbortHandle {
+    id: u32,
+    mesh: Mesh<'static>,
+    platform: Arc<dyn Platform>,
+}
+
+impl std::fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AbortHandle").field("participant", &self.id).finish()
+    }
+}
+
+impl AbortHandle {
+    /// Records the error as this participant's (if it is the first) and
+    /// wakes every participant, this one included. Returns whether it was
+    /// the first error.
+    pub fn abort(&self, code: u32, message: &str) -> bool {
+        let first = self.mesh.abort(self.id, code, message.as_bytes());
+        notify_peers(&self.mesh, &*self.platform, self.id);
+        self.platform.notify(self.platform.wake_token());
+        first
     }
 }
 
