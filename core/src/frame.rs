@@ -84,10 +84,11 @@ impl FrameHeader {
 
     /// Decodes bytes read from shared memory; anything but a header this
     /// module could have written is [`Corruption::FrameHeader`].
-    pub(crate) fn decode(bytes: [u8; FRAME_HEADER_LEN]) -> Result<FrameHeader, Corruption> {
-        let [l0, l1, l2, l3, t0, t1, t2, t3] = bytes;
-        let len = u32::from_le_bytes([l0, l1, l2, l3]);
-        let tag = u32::from_le_bytes([t0, t1, t2, t3]);
+    /// `word` is the header's 8 bytes read as a little-endian `u64`.
+    #[inline]
+    pub(crate) fn decode(word: u64) -> Result<FrameHeader, Corruption> {
+        let len = word as u32;
+        let tag = (word >> 32) as u32;
         if tag & MARK_MASK != MARK || tag & !(MARK_MASK | FLAG_MORE | KIND_MASK) != 0 {
             return Err(Corruption::FrameHeader);
         }
@@ -130,7 +131,7 @@ mod tests {
         ] {
             for more in [false, true] {
                 let h = FrameHeader { len: 1234, kind, more };
-                let decoded = FrameHeader::decode(h.encode());
+                let decoded = FrameHeader::decode(u64::from_le_bytes(h.encode()));
                 if kind == StoredKind::Padding && more {
                     assert_eq!(decoded, Err(Corruption::FrameHeader));
                 } else {
@@ -142,7 +143,7 @@ mod tests {
 
     #[test]
     fn rejects_zeroes_and_unknown_bits() {
-        assert!(FrameHeader::decode([0; 8]).is_err());
+        assert!(FrameHeader::decode(0).is_err());
         let mut bytes = FrameHeader {
             len: 0,
             kind: StoredKind::Message(MessageKind::Data),
@@ -150,7 +151,7 @@ mod tests {
         }
         .encode();
         bytes[5] |= 0x02; // an undefined flag
-        assert!(FrameHeader::decode(bytes).is_err());
+        assert!(FrameHeader::decode(u64::from_le_bytes(bytes)).is_err());
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub mod loom_support;
 pub use error::{Corruption, Error, LayoutError};
 pub use frame::{MessageKind, FRAME_ALIGN, FRAME_HEADER_LEN};
 pub use mesh::{
-    ErrorSlot, FirstError, MeshLayout, ParticipantState, ERROR_MESSAGE_MAX, MAX_EXCHANGES, MAX_PARTICIPANTS,
+    ErrorSlot, FirstError, MeshLayout, ParticipantSlot, ParticipantState, ERROR_MESSAGE_MAX, MAX_EXCHANGES,
+    MAX_PARTICIPANTS,
 };
 #[cfg(not(loom))]
 pub use mesh::{Mesh, MeshError};

@@ -7,61 +7,23 @@
 
 mod error_slot;
 mod layout;
+mod slot;
 
 pub use error_slot::{ErrorSlot, FirstError, ERROR_MESSAGE_MAX};
 pub use layout::{MeshLayout, MAX_EXCHANGES, MAX_PARTICIPANTS};
+pub use slot::{ParticipantSlot, ParticipantState};
 
 #[cfg(not(loom))]
 pub use real::Mesh;
 
-/// Where a participant is in a query's life, as its slot records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParticipantState {
-    /// Not registered (yet): peers must not send to it.
-    Absent,
-    /// Registered with a wake token; peers may send to it and notify it.
-    Ready,
-    /// Finished its part of the query.
-    Done,
-    /// Left without finishing (error, cancellation, exit).
-    Failed,
-}
-
-#[cfg_attr(loom, allow(dead_code))] // used by the real Mesh only
-impl ParticipantState {
-    const ABSENT: u32 = 0;
-    const READY: u32 = 1;
-    const DONE: u32 = 2;
-    const FAILED: u32 = 3;
-
-    fn encode(self) -> u32 {
-        match self {
-            ParticipantState::Absent => Self::ABSENT,
-            ParticipantState::Ready => Self::READY,
-            ParticipantState::Done => Self::DONE,
-            ParticipantState::Failed => Self::FAILED,
-        }
-    }
-
-    fn decode(word: u32) -> Option<ParticipantState> {
-        Some(match word {
-            Self::ABSENT => ParticipantState::Absent,
-            Self::READY => ParticipantState::Ready,
-            Self::DONE => ParticipantState::Done,
-            Self::FAILED => ParticipantState::Failed,
-            _ => return None,
-        })
-    }
-}
-
 #[cfg(not(loom))]
 mod real {
     use super::layout::{ERROR_SLOT_LEN, IDENTITY_LEN, SLOT_LEN};
-    use super::{ErrorSlot, FirstError, MeshLayout, ParticipantState};
+    use super::{ErrorSlot, FirstError, MeshLayout, ParticipantSlot, ParticipantState};
     use crate::error::{Corruption, LayoutError};
     use crate::region::{Region, SharedBlock};
     use crate::ring::{Ring, LAYOUT_VERSION};
-    use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+    use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
     /// "weftmesh", little-endian.
     const MESH_MAGIC: u64 = u64::from_le_bytes(*b"weftmesh");
@@ -80,19 +42,6 @@ mod real {
         size: AtomicU64,
     }
 
-    /// One participant's slot; each participant writes only its own, so
-    /// slots are a block apart.
-    #[repr(C, align(128))]
-    struct ParticipantSlot {
-        /// A [`ParticipantState`] encoding; READY is stored (Release) after
-        /// the wake token.
-        state: AtomicU32,
-        _reserved: AtomicU32,
-        /// Opaque to weft-core; the platform's way to wake this participant
-        /// (in Postgres, its PGPROC number).
-        wake_token: AtomicU64,
-    }
-
     mod layout_checks {
         use super::*;
         use core::mem::{offset_of, size_of};
@@ -100,16 +49,12 @@ mod real {
 
         const_assert_eq!(size_of::<MeshIdentity>(), IDENTITY_LEN);
         const_assert_eq!(size_of::<ErrorSlot>(), ERROR_SLOT_LEN);
-        const_assert_eq!(size_of::<ParticipantSlot>(), SLOT_LEN);
         const_assert_eq!(offset_of!(MeshIdentity, ring_capacity), 24);
         const_assert_eq!(offset_of!(MeshIdentity, size), 40);
-        const_assert_eq!(offset_of!(ParticipantSlot, wake_token), 8);
     }
 
     // SAFETY: repr(C), atomics only.
     unsafe impl SharedBlock for MeshIdentity {}
-    // SAFETY: repr(C), atomics only.
-    unsafe impl SharedBlock for ParticipantSlot {}
 
     /// A handle to a query's mesh in a [`Region`]; one per process.
     ///
@@ -149,9 +94,7 @@ mod real {
             errors.initialise();
             for p in 0..layout.participants() {
                 let slot: &ParticipantSlot = region.shared(layout.slot_offset(p)?)?;
-                slot.state.store(ParticipantState::ABSENT, Ordering::Relaxed);
-                slot._reserved.store(0, Ordering::Relaxed);
-                slot.wake_token.store(0, Ordering::Relaxed);
+                slot.initialise();
             }
             for x in 0..layout.exchanges() {
                 for s in 0..layout.participants() {
@@ -237,63 +180,34 @@ mod real {
         }
 
         /// Registers `participant` as ready, with the token peers use to wake
-        /// it. Fails with [`LayoutError::Claimed`] if the slot is not
+        /// it; see [`ParticipantSlot::register`] for the barrier this is part
+        /// of. Fails with [`LayoutError::Claimed`] if the slot is not
         /// [`ParticipantState::Absent`].
-        ///
-        /// The barrier before data flows: after registering, the caller
-        /// notifies every peer that is Ready (one may be waiting for us in
-        /// [`peer_ready`](Self::peer_ready)); a peer that registers later
-        /// notifies us in turn. The fences here and in `peer_ready` make
-        /// sure one of the two sides sees the other, as in the rings' wake
-        /// handshake.
         pub fn register(&self, participant: u32, wake_token: u64) -> Result<(), LayoutError> {
-            let slot = self.slot(participant)?;
-            if slot.state.load(Ordering::Relaxed) != ParticipantState::ABSENT {
-                return Err(LayoutError::Claimed);
-            }
-            slot.wake_token.store(wake_token, Ordering::Relaxed);
-            // Release: whoever sees READY sees the token.
-            slot.state
-                .compare_exchange(
-                    ParticipantState::ABSENT,
-                    ParticipantState::READY,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .map_err(|_| LayoutError::Claimed)?;
-            fence(Ordering::SeqCst);
-            Ok(())
+            self.slot(participant)?.register(wake_token)
         }
 
-        /// Whether `participant` has registered (Ready, or already Done or
-        /// Failed), for a registered caller waiting to send to it. Fenced
-        /// against [`register`](Self::register): if this returns `false`,
-        /// the peer's registration will see the caller Ready and notify it.
+        /// Whether `participant` has registered, for a registered caller
+        /// about to wait for it; see [`ParticipantSlot::is_registered`].
         pub fn peer_ready(&self, participant: u32) -> Result<bool, MeshError> {
-            fence(Ordering::SeqCst);
-            Ok(self.participant_state(participant)? != ParticipantState::Absent)
+            Ok(self.slot(participant)?.is_registered()?)
         }
 
         /// Records `participant`'s new state (typically Done or Failed).
         pub fn set_participant_state(&self, participant: u32, state: ParticipantState) -> Result<(), LayoutError> {
-            self.slot(participant)?.state.store(state.encode(), Ordering::Release);
+            self.slot(participant)?.set_state(state);
             Ok(())
         }
 
         /// `participant`'s state, or [`Corruption::State`] for a word no
         /// participant writes.
         pub fn participant_state(&self, participant: u32) -> Result<ParticipantState, MeshError> {
-            let word = self.slot(participant)?.state.load(Ordering::Acquire);
-            ParticipantState::decode(word).ok_or(MeshError::Corrupt(Corruption::State))
+            Ok(self.slot(participant)?.state()?)
         }
 
         /// `participant`'s wake token, once it has registered.
         pub fn wake_token(&self, participant: u32) -> Result<Option<u64>, MeshError> {
-            let slot = self.slot(participant)?;
-            Ok(match self.participant_state(participant)? {
-                ParticipantState::Absent => None,
-                _ => Some(slot.wake_token.load(Ordering::Relaxed)),
-            })
+            Ok(self.slot(participant)?.wake_token()?)
         }
 
         /// Fails the query: records the error if it is the first, then raises
@@ -338,6 +252,12 @@ mod real {
         Layout(LayoutError),
         /// The slot holds a value no participant writes.
         Corrupt(Corruption),
+    }
+
+    impl From<Corruption> for MeshError {
+        fn from(c: Corruption) -> Self {
+            MeshError::Corrupt(c)
+        }
     }
 
     impl From<LayoutError> for MeshError {

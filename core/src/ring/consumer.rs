@@ -133,6 +133,7 @@ impl<'a> Consumer<'a> {
     /// assert_eq!(rx.read().unwrap_err(), weft_core::Error::WouldBlock);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn read(&mut self) -> Result<Frame<'_, 'a>, Error> {
         self.end.disarm(&self.ring.header.control.consumer_waiting);
         if self.end.closed {
@@ -146,7 +147,10 @@ impl<'a> Consumer<'a> {
             let to_end = self.ring.capacity - index;
             // Bytes published and not yet read: a positive multiple of 8.
             let available = self.write_seen - self.read;
-            let header = self.read_header(index)?;
+            let header = match self.read_header(index) {
+                Ok(header) => header,
+                Err(corruption) => return Err(Error::Corrupt(corruption)),
+            };
             match header.kind {
                 StoredKind::Padding => {
                     if header.len as usize != to_end - FRAME_HEADER_LEN || to_end as u64 > available {
@@ -274,16 +278,19 @@ impl<'a> Consumer<'a> {
     /// Copies out and decodes the frame header at `index`; the copy is
     /// validated, never the shared bytes, which a faulty peer could change
     /// under us.
-    fn read_header(&self, index: usize) -> Result<FrameHeader, Error> {
+    ///
+    /// One 8-byte load, decoded in registers: a header copied through a byte
+    /// array was spilled and reloaded at another width, which stalled the
+    /// consumer on store forwarding (measured, benches/README.md).
+    #[inline]
+    fn read_header(&self, index: usize) -> Result<FrameHeader, Corruption> {
         let _access = self.ring.shadow.read(index, FRAME_HEADER_LEN);
-        let mut bytes = [0u8; FRAME_HEADER_LEN];
         // SAFETY: index is on the frame grid inside the data area, and the
         // 8 bytes are published (read < write_seen), so the producer no
-        // longer writes them.
-        unsafe {
-            core::ptr::copy_nonoverlapping(self.ring.data.as_ptr().add(index), bytes.as_mut_ptr(), FRAME_HEADER_LEN);
-        }
-        Ok(FrameHeader::decode(bytes)?)
+        // longer writes them. Unaligned read: no alignment is assumed of the
+        // caller's memory beyond what attach checked.
+        let word = unsafe { core::ptr::read_unaligned(self.ring.data.as_ptr().add(index).cast::<u64>()) };
+        FrameHeader::decode(u64::from_le(word))
     }
 }
 
@@ -321,6 +328,7 @@ impl Frame<'_, '_> {
     }
 
     /// The payload, in place in shared memory.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         // SAFETY: payload_at + len lies inside the data area (checked in
         // read), the bytes are published, and the producer will not write
@@ -329,6 +337,7 @@ impl Frame<'_, '_> {
     }
 
     /// Consumes the frame, giving its space back to the producer.
+    #[inline]
     pub fn release(self) {
         let Frame {
             consumer,

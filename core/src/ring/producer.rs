@@ -101,11 +101,13 @@ impl<'a> Producer<'a> {
     /// assert_eq!(rx.read()?.payload(), b"abc");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_, 'a>, Error> {
         self.reserve_frame(len, MessageKind::Data, false)
     }
 
     /// Sends `payload` as one data frame: all of it or, on error, none.
+    #[inline]
     pub fn send(&mut self, payload: &[u8]) -> Result<(), Error> {
         let mut grant = self.reserve(payload.len())?;
         grant.copy_from_slice(payload);
@@ -222,6 +224,7 @@ impl<'a> Producer<'a> {
         self.peer_closed
     }
 
+    #[inline]
     fn reserve_frame(&mut self, len: usize, kind: MessageKind, more: bool) -> Result<Grant<'_, 'a>, Error> {
         let Placement { pad, header_at, size } = self.room_for_frame(len)?;
         let index = self.ring.index(self.write);
@@ -245,6 +248,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Where a frame of `len` payload bytes goes, if it fits now.
+    #[inline]
     fn room_for_frame(&mut self, len: usize) -> Result<Placement, Error> {
         self.end.disarm(&self.ring.header.control.producer_waiting);
         if self.end.closed || self.peer_closed {
@@ -302,6 +306,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Writes a frame header at `index` of the data area.
+    #[inline]
     fn write_header(&self, index: usize, header: FrameHeader) {
         debug_assert!(index.is_multiple_of(FRAME_ALIGN) && index + FRAME_HEADER_LEN <= self.ring.capacity);
         let bytes = header.encode();
@@ -354,6 +359,7 @@ pub struct Grant<'p, 'a> {
 
 impl Grant<'_, '_> {
     /// Publishes the whole reserved payload.
+    #[inline]
     pub fn commit(self) {
         let len = self.len;
         self.commit_len(len)
@@ -362,6 +368,7 @@ impl Grant<'_, '_> {
     /// Publishes the first `len` bytes of the payload (at most the reserved
     /// length; more is clamped to it). Useful when the final size is known
     /// only after writing, as when encoding into the grant.
+    #[inline]
     pub fn commit_len(self, len: usize) {
         let len = len.min(self.len);
         let Grant {

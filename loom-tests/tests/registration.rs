@@ -1,0 +1,55 @@
+//! (f) loom model of the registration barrier (weft-core's
+//! `ParticipantSlot`): two participants register and each waits until the
+//! other has, sleeping on its latch; whoever registers second wakes the
+//! other. A lost wakeup leaves one asleep forever, which loom reports as a
+//! deadlock.
+//!
+//! Weakened: the SeqCst fence removed from `ParticipantSlot::register` ->
+//! loom: "deadlock" (each read the other's slot as still Absent: the first
+//! slept, and the second saw it Absent too, so woke nobody). Removing it
+//! from `is_registered` instead -> the same deadlock.
+
+#![cfg(loom)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Latch;
+use loom::thread;
+use weft_core::{ParticipantSlot, ParticipantState};
+
+struct Mesh {
+    slots: [ParticipantSlot; 2],
+    latches: [Latch; 2],
+}
+
+/// Participant `me`'s start: register, wake registered peers, then wait
+/// until the other one has registered.
+fn start(mesh: &Mesh, me: usize) {
+    let other = 1 - me;
+    mesh.slots[me].register(me as u64).unwrap();
+    if mesh.slots[other].state().unwrap() != ParticipantState::Absent {
+        mesh.latches[other].set();
+    }
+    while !mesh.slots[other].is_registered().unwrap() {
+        mesh.latches[me].wait();
+    }
+}
+
+#[test]
+fn registration_barrier_loses_no_wakeup() {
+    loom::model(|| {
+        let mesh = Arc::new(Mesh {
+            slots: [ParticipantSlot::new(), ParticipantSlot::new()],
+            latches: [Latch::default(), Latch::default()],
+        });
+        let peer = {
+            let mesh = mesh.clone();
+            thread::spawn(move || start(&mesh, 1))
+        };
+        start(&mesh, 0);
+        peer.join().unwrap();
+        assert_eq!(mesh.slots[1].wake_token().unwrap(), Some(1));
+    });
+}
