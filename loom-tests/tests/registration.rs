@@ -5,9 +5,13 @@
 //! deadlock.
 //!
 //! Weakened: the SeqCst fence removed from `ParticipantSlot::register` ->
-//! loom: "deadlock" (each read the other's slot as still Absent: the first
-//! slept, and the second saw it Absent too, so woke nobody). Removing it
-//! from `is_registered` instead -> the same deadlock.
+//! loom: "deadlock; threads = [(Id(0), Blocked), (Id(1), Terminated)]"
+//! (each read the other's slot as still Absent: one slept, and the other,
+//! seeing it Absent too, woke nobody). Removing the fence from
+//! `is_registered` instead passes: a caller that registered on the same
+//! thread already has `register`'s fence before its check. The second fence
+//! stays for callers that check from elsewhere; it costs one fence per
+//! query and peer.
 
 #![cfg(loom)]
 
