@@ -329,7 +329,10 @@ struct RtrbRx(rtrb::Consumer<u8>);
 impl Sender for RtrbTx {
     fn send(&mut self, frame: &[u8]) {
         wait_for(|| {
-            let mut chunk = self.0.write_chunk_uninit(frame.len()).ok()?;
+            let Ok(mut chunk) = self.0.write_chunk_uninit(frame.len()) else {
+                assert!(!self.0.is_abandoned(), "rtrb consumer gone");
+                return None;
+            };
             let (first, second) = chunk.as_mut_slices();
             let (head, tail) = frame.split_at(first.len());
             first.write_copy_of_slice(head);
@@ -345,7 +348,10 @@ impl Sender for RtrbTx {
 impl Receiver for RtrbRx {
     fn recv(&mut self, frame: &mut [u8]) {
         wait_for(|| {
-            let chunk = self.0.read_chunk(frame.len()).ok()?;
+            let Ok(chunk) = self.0.read_chunk(frame.len()) else {
+                assert!(!self.0.is_abandoned(), "rtrb producer gone");
+                return None;
+            };
             let (first, second) = chunk.as_slices();
             let (head, tail) = frame.split_at_mut(first.len());
             head.copy_from_slice(first);
@@ -388,13 +394,22 @@ fn push_item<const N: usize>(frame: &[u8], mut try_push: impl FnMut([u8; N]) -> 
 
 impl<const N: usize> Sender for QueueTx<N> {
     fn send(&mut self, frame: &[u8]) {
-        push_item(frame, |item| self.0.push(item))
+        push_item(frame, |item| {
+            // The consumer thread holds the only other reference.
+            assert!(Arc::strong_count(&self.0) > 1, "queue consumer gone");
+            self.0.push(item)
+        })
     }
 }
 
 impl<const N: usize> Receiver for QueueRx<N> {
     fn recv(&mut self, frame: &mut [u8]) {
-        frame.copy_from_slice(&wait_for(|| self.0.pop()));
+        let item = wait_for(|| {
+            let item = self.0.pop();
+            assert!(item.is_some() || Arc::strong_count(&self.0) > 1, "queue producer gone");
+            item
+        });
+        frame.copy_from_slice(&item);
     }
 }
 
