@@ -16,6 +16,8 @@
 //! out into an aligned buffer (see `Inbox`), which the decoded arrays then
 //! share.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::StreamDecoder;
@@ -118,7 +120,13 @@ impl BatchReceiver {
         let Some(mut message) = self.inbox.recv().await? else {
             return Ok(None);
         };
-        let batch = self.decoder.decode(&mut message)?;
+        // The bytes come from another process: arrow-ipc validates what it
+        // reads and returns errors, and should it panic on some input we
+        // have not thought of, that is caught here and becomes an error too
+        // (the decoder is not used again after an error: the stream is over).
+        let decoded = catch_unwind(AssertUnwindSafe(|| self.decoder.decode(&mut message)))
+            .map_err(|_| RuntimeError::Arrow("the IPC decoder panicked on a corrupt message".into()))?;
+        let batch = decoded?;
         match batch {
             Some(batch) if message.is_empty() => {
                 self.inbox.count_batch(batch.num_rows());

@@ -133,3 +133,75 @@ fn a_waiting_participant_does_not_spin() {
         "{parks} parks in {wall:?}: the park timeout is not being honoured"
     );
 }
+
+/// A sender that drops its outbox without ending the stream is reported as
+/// vanished, not as a clean end.
+#[test]
+fn a_sender_that_vanishes_is_an_error_not_an_end() {
+    let results = LocalMesh::new(1, 1, 64 << 10).unwrap().run(|node| async move {
+        let mut tx = BatchSender::new(Outbox::open(&node, 0, 0).await?, &narrow())?;
+        tx.send(&batch(&narrow(), 10, &mut Rng::new(3))).await?;
+        drop(tx); // no finish()
+        let mut rx = BatchReceiver::new(Inbox::open(&node, 0, 0)?);
+        assert!(rx.next().await?.is_some());
+        Ok(rx.next().await.map(|b| b.is_some()))
+    });
+    let (second, _) = results.into_iter().next().unwrap().unwrap();
+    assert_eq!(
+        second,
+        Err(RuntimeError::SenderVanished {
+            exchange: 0,
+            participant: 0
+        })
+    );
+}
+
+/// Corrupt messages (valid IPC with bytes flipped, and plain garbage) give
+/// an error or a batch, never a panic.
+#[test]
+fn corrupt_messages_are_errors_not_panics() {
+    const CASES: u32 = 96;
+    let mut encoder = arrow_ipc::writer::StreamEncoder::try_new(&support::all_types()).unwrap();
+    let good: Vec<u8> = encoder
+        .encode(&batch(&support::all_types(), 50, &mut Rng::new(11)))
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.as_slice().to_vec())
+        .collect();
+    let results = LocalMesh::new(1, CASES, 64 << 10).unwrap().run(|node| {
+        let good = good.clone();
+        async move {
+            let mut outcomes = (0, 0);
+            for case in 0..CASES {
+                let mut rng = Rng::new(u64::from(case));
+                let mut message = if case % 4 == 0 {
+                    (0..rng.below(2000)).map(|_| rng.next_u64() as u8).collect()
+                } else {
+                    good.clone()
+                };
+                for _ in 0..1 + rng.below(8) {
+                    let at = rng.below(message.len() as u64) as usize;
+                    if let Some(byte) = message.get_mut(at) {
+                        *byte ^= 1 << rng.below(8);
+                    }
+                }
+                let mut out = Outbox::open(&node, case, 0).await?;
+                out.send(weft_core::MessageKind::Data, &message).await?;
+                out.finish().await?;
+                let mut rx = BatchReceiver::new(Inbox::open(&node, case, 0)?);
+                match rx.next().await {
+                    Ok(_) => outcomes.0 += 1,
+                    Err(RuntimeError::Arrow(_)) => outcomes.1 += 1,
+                    Err(other) => panic!("case {case}: unexpected {other:?}"),
+                }
+            }
+            Ok(outcomes)
+        }
+    });
+    let ((decoded, rejected), _) = results.into_iter().next().unwrap().unwrap();
+    assert_eq!(decoded + rejected, CASES);
+    assert!(
+        rejected > CASES / 4,
+        "only {rejected} of {CASES} corrupt messages were rejected"
+    );
+}
