@@ -143,12 +143,14 @@ impl Outbox {
     /// Sends one message of any length (fragmented if longer than a frame).
     ///
     /// Every [`Config::yield_every`](crate::Config::yield_every) messages
-    /// the task yields to the others of its participant. Without it, a
-    /// sender that keeps finding room would run until its ring is full
-    /// before the receiver of a self-loop (another task of the same
-    /// `LocalSet`, and the only one that can drain it) got a turn: the
-    /// ring would fill and drain in bursts instead of flowing, and with
-    /// several exchanges one busy sender would starve the rest.
+    /// the task yields to the others of its participant. The receiver of a
+    /// self-loop is another task of the same `LocalSet`, the only one that
+    /// can drain the ring: a sender that kept the thread while the ring was
+    /// full would deadlock the participant. Ours returns `Pending` on a full
+    /// ring, so the danger is milder but real: a sender that keeps finding
+    /// room runs until the ring is full before its receiver gets a turn, so
+    /// the ring fills and drains in bursts instead of flowing, and with
+    /// several exchanges one busy sender starves the rest.
     pub async fn send(&mut self, kind: MessageKind, message: &[u8]) -> Result<(), RuntimeError> {
         let mut progress = SendProgress::default();
         self.op(|tx| tx.send_message(kind, message, &mut progress)).await?;
