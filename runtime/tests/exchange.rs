@@ -6,7 +6,7 @@ mod support;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use support::{all_types, batch, narrow, rows, same, seed, Rng};
+use support::{all_types, batch, narrow, rows, same, seed, send_until_closed, Rng};
 use weft_runtime::{BatchReceiver, BatchSender, Inbox, LocalMesh, Outbox, Participant, RuntimeError};
 
 const BATCHES: usize = 12;
@@ -123,18 +123,7 @@ fn a_receiver_that_stops_early_stops_its_senders() {
         let mut senders = Vec::new();
         for to in 0..node.participants() {
             let out = Outbox::open(&node, 0, to).await?;
-            senders.push(tokio::task::spawn_local(async move {
-                let mut tx = BatchSender::new(out, &narrow())?;
-                let mut rng = Rng::new(u64::from(me));
-                for sent in 0.. {
-                    match tx.send(&batch(&narrow(), 500, &mut rng)).await {
-                        Ok(()) => {}
-                        Err(RuntimeError::ReceiverClosed) => return Ok(sent),
-                        Err(e) => return Err(e),
-                    }
-                }
-                unreachable!()
-            }));
+            senders.push(tokio::task::spawn_local(send_until_closed(out, 500, u64::from(me))));
         }
         for from in 0..node.participants() {
             let mut rx = BatchReceiver::new(Inbox::open(&node, 0, from)?);

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{batch, narrow, Rng};
+use support::{batch, narrow, send_until_closed, Rng};
 use weft_runtime::{BatchReceiver, BatchSender, Inbox, LocalMesh, Outbox, RunResult, RuntimeError};
 
 /// Participant 1 fails mid-stream while everyone streams to everyone; the
@@ -18,15 +18,7 @@ fn an_injected_failure_reaches_every_participant() {
         let mut senders = Vec::new();
         for to in 0..node.participants() {
             let out = Outbox::open(&node, 0, to).await?;
-            senders.push(tokio::task::spawn_local(async move {
-                let mut tx = BatchSender::new(out, &narrow())?;
-                let mut rng = Rng::new(u64::from(me));
-                loop {
-                    tx.send(&batch(&narrow(), 200, &mut rng)).await?;
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), RuntimeError>(())
-            }));
+            senders.push(tokio::task::spawn_local(send_until_closed(out, 200, u64::from(me))));
         }
         let mut rx = BatchReceiver::new(Inbox::open(&node, 0, (me + 1) % node.participants())?);
         for received in 0.. {
@@ -66,15 +58,7 @@ fn an_abort_ends_blocked_participants_promptly() {
         }
         // Exchange 0: fill the ring to the next participant, who never reads it.
         let out = Outbox::open(&node, 0, (me + 1) % node.participants()).await?;
-        let sender = tokio::task::spawn_local(async move {
-            let mut tx = BatchSender::new(out, &narrow())?;
-            let mut rng = Rng::new(7);
-            loop {
-                tx.send(&batch(&narrow(), 50, &mut rng)).await?;
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), RuntimeError>(())
-        });
+        let sender = tokio::task::spawn_local(send_until_closed(out, 50, 7));
         // Exchange 1: wait for a message nobody sends.
         let mut idle = Inbox::open(&node, 1, (me + 1) % node.participants())?;
         let received = idle.recv().await;

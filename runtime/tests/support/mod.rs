@@ -218,3 +218,22 @@ pub fn same(a: &RecordBatch, b: &RecordBatch) -> bool {
                     && x.logical_nulls() == y.logical_nulls())
         })
 }
+
+/// Sends batches of `rows` rows of [`narrow`] through `out` until the
+/// receiver closes (then returns how many were sent) or anything fails.
+pub async fn send_until_closed(
+    out: weft_runtime::Outbox,
+    rows: usize,
+    seed: u64,
+) -> Result<usize, weft_runtime::RuntimeError> {
+    let mut tx = weft_runtime::BatchSender::new(out, &narrow())?;
+    let mut rng = Rng::new(seed);
+    let mut sent = 0;
+    loop {
+        match tx.send(&batch(&narrow(), rows, &mut rng)).await {
+            Ok(()) => sent += 1,
+            Err(weft_runtime::RuntimeError::ReceiverClosed) => return Ok(sent),
+            Err(e) => return Err(e),
+        }
+    }
+}
