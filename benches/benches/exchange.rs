@@ -13,7 +13,6 @@
 //! Run: `cargo bench -p weft-benches --bench exchange` (add `-- --quick`
 //! for a short run).
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,7 +111,7 @@ fn datafusion_run(shares: &[Vec<RecordBatch>]) -> (usize, Duration) {
 /// starting to send to the last one finishing (threads, runtimes and the
 /// mesh's memory are made before).
 fn weft_run(mesh: &LocalMesh, shares: &[Vec<RecordBatch>]) -> (usize, Duration) {
-    let results = mesh.run(|node: Rc<Participant>| {
+    let results = mesh.run(|node: Arc<Participant>| {
         let share = shares[node.id() as usize].clone();
         async move {
             let mut outs = Vec::new();

@@ -2,7 +2,7 @@
 //! [`Inbox`] reads them. Bytes only; Arrow streams sit on top (`stream.rs`).
 
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use weft_core::{Armed, Consumer, Error as RingError, MessageBuf, MessageKind, Pr
 
 use crate::error::RuntimeError;
 use crate::metrics::{Edge, EdgeStats};
-use crate::participant::Participant;
+use crate::participant::{lock, Participant};
 
 /// What [`poll_ring`] needs of a ring end: the handshake, and who is on the
 /// other side.
@@ -87,7 +87,7 @@ fn poll_ring<E: RingEnd, T>(
 /// without an end, which its receiver reports as
 /// [`RuntimeError::SenderVanished`].
 pub struct Outbox {
-    node: Rc<Participant>,
+    node: Arc<Participant>,
     edge: Edge,
     tx: Producer<'static>,
     stats: EdgeStats,
@@ -108,7 +108,7 @@ impl Outbox {
     /// Opens participant `node`'s outgoing ring of `exchange` to `receiver`,
     /// once `receiver` has registered in the mesh (the barrier before data
     /// flows: it must be able to be woken).
-    pub async fn open(node: &Rc<Participant>, exchange: u32, receiver: u32) -> Result<Outbox, RuntimeError> {
+    pub async fn open(node: &Arc<Participant>, exchange: u32, receiver: u32) -> Result<Outbox, RuntimeError> {
         let edge = Edge {
             exchange,
             sender: node.id(),
@@ -254,7 +254,7 @@ impl Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         self.close();
-        let mut metrics = self.node.metrics.borrow_mut();
+        let mut metrics = lock(&self.node.metrics);
         metrics.sent.entry(self.edge).or_default().add(&self.stats);
     }
 }
@@ -287,7 +287,7 @@ impl MessageBuf for Assembly {
 /// [`RuntimeError::ReceiverClosed`], so producers stop early when a
 /// consumer (say, under a `LIMIT`) needs no more.
 pub struct Inbox {
-    node: Rc<Participant>,
+    node: Arc<Participant>,
     edge: Edge,
     rx: Consumer<'static>,
     stats: EdgeStats,
@@ -305,7 +305,7 @@ impl std::fmt::Debug for Inbox {
 
 impl Inbox {
     /// Opens participant `node`'s incoming ring of `exchange` from `sender`.
-    pub fn open(node: &Rc<Participant>, exchange: u32, sender: u32) -> Result<Inbox, RuntimeError> {
+    pub fn open(node: &Arc<Participant>, exchange: u32, sender: u32) -> Result<Inbox, RuntimeError> {
         let edge = Edge {
             exchange,
             sender,
@@ -396,7 +396,7 @@ impl Drop for Inbox {
         if self.rx.close() {
             self.node.notify(self.edge.sender);
         }
-        let mut metrics = self.node.metrics.borrow_mut();
+        let mut metrics = lock(&self.node.metrics);
         metrics.received.entry(self.edge).or_default().add(&self.stats);
     }
 }

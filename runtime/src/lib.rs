@@ -23,3 +23,12 @@ pub use metrics::{Edge, EdgeStats, Metrics};
 pub use participant::{AbortHandle, Config, Participant, RunResult};
 pub use platform::{Latch, Platform, ThreadPlatform};
 pub use stream::{BatchReceiver, BatchSender};
+
+// Endpoints and streams run inside DataFusion streams, which must be Send.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Outbox>();
+    send::<Inbox>();
+    send::<BatchSender>();
+    send::<BatchReceiver>();
+};

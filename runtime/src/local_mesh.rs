@@ -8,7 +8,6 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -107,7 +106,7 @@ impl LocalMesh {
     /// waiting for it) and reports [`RuntimeError::Runtime`].
     pub fn run<T, F, Fut>(&self, body: F) -> Vec<RunResult<T>>
     where
-        F: Fn(Rc<Participant>) -> Fut + Sync,
+        F: Fn(Arc<Participant>) -> Fut + Sync,
         Fut: Future<Output = Result<T, RuntimeError>>,
         T: Send,
     {

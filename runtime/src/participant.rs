@@ -19,10 +19,8 @@
 //! the root: no busy spinning, and no reliance on tokio's IO driver for
 //! cross-process wakeups.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -77,7 +75,7 @@ pub(crate) struct Idle {
 
 /// Locks a mutex whose data stays valid even if a holder panicked (a list
 /// of wakers cannot be left half-updated).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -111,14 +109,16 @@ impl Idle {
 
 /// One participant of a query: its number, the query's mesh, and the
 /// platform that parks and notifies it. [`run`](Participant::run) drives
-/// its work; inside, it is shared as `Rc<Participant>`.
+/// its work; inside, it is shared as `Arc<Participant>` (DataFusion's
+/// plans and streams must be `Send`, so endpoints are too, although all of
+/// a participant's tasks run on its one thread).
 pub struct Participant {
     id: u32,
     mesh: Mesh<'static>,
     platform: Arc<dyn Platform>,
     pub(crate) idle: Arc<Idle>,
     pub(crate) config: Config,
-    pub(crate) metrics: RefCell<Metrics>,
+    pub(crate) metrics: Mutex<Metrics>,
 }
 
 impl std::fmt::Debug for Participant {
@@ -153,7 +153,7 @@ impl Participant {
             platform,
             idle,
             config,
-            metrics: RefCell::new(Metrics::default()),
+            metrics: Mutex::new(Metrics::default()),
         }
     }
 
@@ -183,7 +183,7 @@ impl Participant {
     /// recorded as the mesh's first error unless another came first).
     pub fn run<T, F, Fut>(self, body: F) -> RunResult<T>
     where
-        F: FnOnce(Rc<Participant>) -> Fut,
+        F: FnOnce(Arc<Participant>) -> Fut,
         Fut: Future<Output = Result<T, RuntimeError>>,
     {
         self.mesh.register(self.id, self.platform.wake_token())?;
@@ -196,7 +196,7 @@ impl Participant {
             .build()
             .map_err(|e| RuntimeError::Runtime(e.to_string()))?;
         let local = LocalSet::new();
-        let me = Rc::new(self);
+        let me = Arc::new(self);
         let result = local.block_on(&runtime, Root::new(me.idle.clone(), body(me.clone())));
 
         // A failure is recorded before anything closes: peers that see our
@@ -218,7 +218,7 @@ impl Participant {
         drop(local);
         drop(runtime);
         me.mesh.set_participant_state(me.id, state)?;
-        let metrics = me.metrics.take();
+        let metrics = std::mem::take(&mut *lock(&me.metrics));
         result.map(|value| (value, metrics))
     }
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{all_types, batch, narrow, rows, same, seed, send_until_closed, Rng};
@@ -24,7 +24,7 @@ fn edge_batches(sender: u32, receiver: u32) -> impl Iterator<Item = arrow_array:
 /// Every participant sends its batches to every participant (itself
 /// included), one task per edge, and checks what arrives from each sender,
 /// in order, against what that sender must have sent.
-async fn all_to_all(node: Rc<Participant>) -> Result<usize, RuntimeError> {
+async fn all_to_all(node: Arc<Participant>) -> Result<usize, RuntimeError> {
     let me = node.id();
     let mut senders = Vec::new();
     for to in 0..node.participants() {
