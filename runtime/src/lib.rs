@@ -8,16 +8,20 @@
 //! Nothing here knows about Postgres: the platform seam ([`Platform`]) is
 //! how pgext plugs in its latches.
 
+mod distribute;
 mod endpoint;
 mod error;
+mod exchange;
 mod local_mesh;
 mod metrics;
 mod participant;
 mod platform;
 mod stream;
 
+pub use distribute::Distribute;
 pub use endpoint::{Inbox, Outbox};
 pub use error::RuntimeError;
+pub use exchange::{ExchangeExec, ExchangeMode, Senders};
 pub use local_mesh::LocalMesh;
 pub use metrics::{Edge, EdgeStats, Metrics};
 pub use participant::{AbortHandle, Config, Participant, RunResult};

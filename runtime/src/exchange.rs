@@ -1,0 +1,462 @@
+//! [`ExchangeExec`]: the DataFusion operator that moves rows between
+//! participants through the mesh.
+//!
+//! SPMD execution: every participant executes the same plan, and an
+//! exchange's `execute` always works for the calling participant (found in
+//! the task's session config), whatever partition index it is asked for:
+//! it starts the local producer, which runs the input and routes its rows
+//! to the participants' rings, and returns the merge of the rings that come
+//! to this participant.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{exec_datafusion_err, DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, Time};
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::{stream, StreamExt, TryStreamExt};
+
+use crate::endpoint::{Inbox, Outbox};
+use crate::error::RuntimeError;
+use crate::participant::Participant;
+use crate::stream::{BatchReceiver, BatchSender};
+
+/// Where an exchange's rows go.
+#[derive(Clone, Debug)]
+pub enum ExchangeMode {
+    /// Each row to the participant its key hashes to (DataFusion's own hash
+    /// partitioning, so a hash join or aggregate downstream agrees).
+    Hash(Vec<Arc<dyn PhysicalExpr>>),
+    /// Every row to participant 0, merged in `ordering` if given, keeping
+    /// at most `fetch` rows. The others' output is empty.
+    Gather {
+        /// Sort order of each sender's stream, kept by the merge.
+        ordering: Option<LexOrdering>,
+        /// Row limit after the merge.
+        fetch: Option<usize>,
+    },
+    /// Every row to every participant.
+    Broadcast,
+    /// Batch `k` of participant 0 to participant `k mod P`.
+    RoundRobin,
+}
+
+/// Which participants' inputs are real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Senders {
+    /// Every participant sends its share (the input is distributed).
+    All,
+    /// Only participant 0 sends: the input is a single-partition subplan,
+    /// real only there; the others run it (it may feed exchanges of its
+    /// own) and discard its rows.
+    Leader,
+}
+
+/// Code recorded in the mesh when a query fails inside an exchange.
+pub const QUERY_FAILURE_CODE: u32 = 2;
+
+/// The exchange operator; see the module docs.
+#[derive(Debug)]
+pub struct ExchangeExec {
+    /// The exchange's number: its rings in the mesh. Assigned by the
+    /// distribution rule in plan order, so the same in every process.
+    id: u32,
+    mode: ExchangeMode,
+    senders: Senders,
+    participants: usize,
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ExchangeExec {
+    /// An exchange numbered `id` of `input`'s rows among `participants`.
+    pub fn new(
+        id: u32,
+        mode: ExchangeMode,
+        senders: Senders,
+        participants: usize,
+        input: Arc<dyn ExecutionPlan>,
+    ) -> ExchangeExec {
+        let schema = input.schema();
+        let input_props = input.properties();
+        let (partitioning, eq) = match &mode {
+            ExchangeMode::Hash(keys) => (
+                Partitioning::Hash(keys.clone(), participants),
+                EquivalenceProperties::new(schema.clone()),
+            ),
+            ExchangeMode::RoundRobin => (
+                Partitioning::RoundRobinBatch(participants),
+                EquivalenceProperties::new(schema.clone()),
+            ),
+            ExchangeMode::Gather {
+                ordering: Some(ordering),
+                ..
+            } => (
+                Partitioning::UnknownPartitioning(1),
+                EquivalenceProperties::new_with_orderings(schema.clone(), [ordering.clone()]),
+            ),
+            ExchangeMode::Gather { ordering: None, .. } | ExchangeMode::Broadcast => (
+                Partitioning::UnknownPartitioning(1),
+                EquivalenceProperties::new(schema.clone()),
+            ),
+        };
+        let properties = PlanProperties::new(eq, partitioning, input_props.emission_type, input_props.boundedness);
+        ExchangeExec {
+            id,
+            mode,
+            senders,
+            participants,
+            input,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The exchange's number.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Where its rows go.
+    pub fn mode(&self) -> &ExchangeMode {
+        &self.mode
+    }
+
+    /// Whose inputs are real.
+    pub fn senders(&self) -> Senders {
+        self.senders
+    }
+
+    /// The participants it routes to, from participant `me`.
+    fn targets(&self, me: usize) -> Vec<usize> {
+        if self.senders == Senders::Leader && me != 0 {
+            return Vec::new();
+        }
+        match self.mode {
+            ExchangeMode::Gather { .. } => vec![0],
+            _ => (0..self.participants).collect(),
+        }
+    }
+
+    /// The participants it receives from, at participant `me`.
+    fn sources(&self, me: usize) -> Vec<usize> {
+        let senders: Vec<usize> = match self.senders {
+            Senders::All => (0..self.participants).collect(),
+            Senders::Leader => vec![0],
+        };
+        match self.mode {
+            ExchangeMode::Gather { .. } if me != 0 => Vec::new(),
+            _ => senders,
+        }
+    }
+}
+
+impl DisplayAs for ExchangeExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WeftExchange: id={}, ", self.id)?;
+        match &self.mode {
+            ExchangeMode::Hash(keys) => {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                write!(f, "mode=hash([{}])", keys.join(", "))?;
+            }
+            ExchangeMode::Gather { ordering, fetch } => {
+                f.write_str("mode=gather")?;
+                if let Some(ordering) = ordering {
+                    write!(f, ", merge=[{ordering}]")?;
+                }
+                if let Some(fetch) = fetch {
+                    write!(f, ", fetch={fetch}")?;
+                }
+            }
+            ExchangeMode::Broadcast => f.write_str("mode=broadcast")?,
+            ExchangeMode::RoundRobin => f.write_str("mode=round_robin")?,
+        }
+        if self.senders == Senders::Leader {
+            f.write_str(", from=participant 0")?;
+        }
+        write!(f, ", participants={}", self.participants)
+    }
+}
+
+impl ExecutionPlan for ExchangeExec {
+    fn name(&self) -> &str {
+        "WeftExchange"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![matches!(self.mode, ExchangeMode::Gather { ordering: Some(_), .. })]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        match &self.mode {
+            ExchangeMode::Hash(keys) => {
+                for key in keys {
+                    if f(key)? == TreeNodeRecursion::Stop {
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            }
+            _ => Ok(TreeNodeRecursion::Continue),
+        }
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = children
+            .pop()
+            .filter(|_| children.is_empty())
+            .ok_or_else(|| exec_datafusion_err!("WeftExchange takes exactly one child"))?;
+        Ok(Arc::new(ExchangeExec::new(
+            self.id,
+            self.mode.clone(),
+            self.senders,
+            self.participants,
+            input,
+        )))
+    }
+
+    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let node = context
+            .session_config()
+            .get_extension::<Participant>()
+            .ok_or_else(|| exec_datafusion_err!("WeftExchange executed outside a weft participant"))?;
+        let me = node.id() as usize;
+        if node.participants() as usize != self.participants {
+            return Err(exec_datafusion_err!(
+                "WeftExchange planned for {} participants runs among {}",
+                self.participants,
+                node.participants()
+            ));
+        }
+        let schema = self.schema();
+        // The input partition this participant holds: its own share, or the
+        // single partition of a leader-only subplan.
+        let input_partition = match self.senders {
+            Senders::All => me,
+            Senders::Leader => 0,
+        };
+        let input = self.input.execute(input_partition, context.clone())?;
+        let producer = SpawnedTask::spawn(produce(
+            node.clone(),
+            self.id,
+            self.mode.clone(),
+            self.targets(me),
+            me,
+            self.participants,
+            input,
+        ));
+
+        let sources = self.sources(me);
+        if sources.is_empty() {
+            // Nothing comes here; the stream ends when the producer has
+            // finished (so that its errors surface, and the participant
+            // does not end before its rows are sent).
+            let done = stream::once(async move { join(producer).await }).try_filter_map(|()| async { Ok(None) });
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, done)));
+        }
+        let mut inputs = Vec::with_capacity(sources.len());
+        for from in sources {
+            let inbox = Inbox::open(&node, self.id, from as u32).map_err(external)?;
+            inputs.push(receive(schema.clone(), BatchReceiver::new(inbox)));
+        }
+        let merged: SendableRecordBatchStream = match &self.mode {
+            ExchangeMode::Gather {
+                ordering: Some(ordering),
+                fetch,
+            } => StreamingMergeBuilder::new()
+                .with_streams(inputs)
+                .with_schema(schema.clone())
+                .with_expressions(ordering)
+                .with_metrics(BaselineMetrics::new(&self.metrics, me))
+                .with_batch_size(context.session_config().batch_size())
+                .with_fetch(*fetch)
+                .with_reservation(
+                    MemoryConsumer::new(format!("WeftExchange[{}] merge", self.id)).register(context.memory_pool()),
+                )
+                .build()?,
+            mode => {
+                let all = stream::select_all(inputs);
+                match mode {
+                    ExchangeMode::Gather { fetch: Some(fetch), .. } => limit(schema.clone(), all, *fetch),
+                    _ => Box::pin(RecordBatchStreamAdapter::new(schema.clone(), all)),
+                }
+            }
+        };
+        // The producer lives as long as the stream, and its outcome is
+        // checked at the end.
+        let tail = stream::once(async move { join(producer).await }).try_filter_map(|()| async { Ok(None) });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, merged.chain(tail))))
+    }
+
+    fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+fn external(e: RuntimeError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+async fn join(producer: SpawnedTask<Result<()>>) -> Result<()> {
+    producer
+        .join()
+        .await
+        .map_err(|e| exec_datafusion_err!("weft exchange producer task: {e}"))?
+}
+
+/// One incoming edge as a stream of batches.
+fn receive(schema: SchemaRef, rx: BatchReceiver) -> SendableRecordBatchStream {
+    let batches = stream::try_unfold(rx, |mut rx| async move {
+        Ok(rx.next().await.map_err(external)?.map(|batch| (batch, rx)))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
+/// At most `fetch` rows of `input`; then it ends, dropping (and so
+/// closing) its inboxes, which stops their senders.
+fn limit(
+    schema: SchemaRef,
+    input: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
+    fetch: usize,
+) -> SendableRecordBatchStream {
+    let limited = stream::try_unfold((Box::pin(input), fetch), |(mut input, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        Ok(input.try_next().await?.map(|batch| {
+            let take = batch.num_rows().min(left);
+            (batch.slice(0, take), (input, left - take))
+        }))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, limited))
+}
+
+/// The local producer: runs the input and routes its rows to `targets`.
+/// A failure aborts the query (every participant fails with its message);
+/// receivers that closed early (a satisfied limit) just end it.
+async fn produce(
+    node: Arc<Participant>,
+    id: u32,
+    mode: ExchangeMode,
+    targets: Vec<usize>,
+    me: usize,
+    participants: usize,
+    input: SendableRecordBatchStream,
+) -> Result<()> {
+    let result = route(&node, id, mode, targets, me, participants, input).await;
+    match result {
+        Ok(()) | Err(RuntimeError::ReceiverClosed) => Ok(()),
+        Err(e) => {
+            if !matches!(e, RuntimeError::Aborted { .. }) {
+                node.abort(QUERY_FAILURE_CODE, &e.to_string());
+            }
+            Err(external(e))
+        }
+    }
+}
+
+async fn route(
+    node: &Arc<Participant>,
+    id: u32,
+    mode: ExchangeMode,
+    targets: Vec<usize>,
+    me: usize,
+    participants: usize,
+    mut input: SendableRecordBatchStream,
+) -> Result<(), RuntimeError> {
+    let schema = input.schema();
+    // Index = participant; None where we do not send.
+    let mut outs: Vec<Option<BatchSender>> = (0..participants).map(|_| None).collect();
+    for &to in &targets {
+        outs[to] = Some(BatchSender::new(Outbox::open(node, id, to as u32).await?, &schema)?);
+    }
+    let query_error = |e: DataFusionError| RuntimeError::Runtime(e.to_string());
+    let mut partitioner = match &mode {
+        ExchangeMode::Hash(keys) => Some(
+            BatchPartitioner::try_new(
+                Partitioning::Hash(keys.clone(), participants),
+                Time::new(),
+                me,
+                participants,
+            )
+            .map_err(query_error)?,
+        ),
+        _ => None,
+    };
+    let mut sent = 0usize;
+    while let Some(batch) = input.next().await {
+        let batch = batch.map_err(query_error)?;
+        if targets.is_empty() {
+            continue; // a leader-only subplan run for its side effects
+        }
+        if outs.iter().all(Option::is_none) {
+            return Ok(()); // every receiver closed early: nobody needs more
+        }
+        match (&mode, partitioner.as_mut()) {
+            (ExchangeMode::Hash(_), Some(partitioner)) => {
+                let pieces: Vec<(usize, RecordBatch)> = partitioner
+                    .partition_iter(batch)
+                    .and_then(|pieces| pieces.collect())
+                    .map_err(query_error)?;
+                for (to, piece) in pieces {
+                    send(&mut outs, to, &piece).await?;
+                }
+            }
+            (ExchangeMode::Gather { .. }, _) => send(&mut outs, 0, &batch).await?,
+            (ExchangeMode::RoundRobin, _) => send(&mut outs, sent % participants, &batch).await?,
+            _ => {
+                for &to in &targets {
+                    send(&mut outs, to, &batch).await?;
+                }
+            }
+        }
+        sent += 1;
+    }
+    for out in outs.into_iter().flatten() {
+        out.finish().await?;
+    }
+    Ok(())
+}
+
+/// Sends to one target. A receiver that closed early (it needs no more
+/// rows) is dropped from `outs`, and the others go on: they still get their
+/// rows and a clean end of stream.
+async fn send(outs: &mut [Option<BatchSender>], to: usize, batch: &RecordBatch) -> Result<(), RuntimeError> {
+    let Some(slot) = outs.get_mut(to) else {
+        return Err(RuntimeError::Runtime(format!(
+            "exchange routed a batch to participant {to}"
+        )));
+    };
+    let Some(out) = slot.as_mut() else {
+        return Ok(()); // closed earlier
+    };
+    match out.send(batch).await {
+        Err(RuntimeError::ReceiverClosed) => {
+            *slot = None;
+            Ok(())
+        }
+        other => other,
+    }
+}
