@@ -16,6 +16,7 @@ mod local_mesh;
 mod metrics;
 mod participant;
 mod platform;
+mod share;
 mod stream;
 
 pub use distribute::Distribute;
@@ -26,6 +27,7 @@ pub use local_mesh::LocalMesh;
 pub use metrics::{Edge, EdgeStats, Metrics};
 pub use participant::{AbortHandle, Config, Participant, RunResult};
 pub use platform::{Latch, Platform, ThreadPlatform};
+pub use share::{share, share_range};
 pub use stream::{BatchReceiver, BatchSender};
 
 // Endpoints and streams run inside DataFusion streams, which must be Send.
