@@ -21,6 +21,9 @@
 //! | `CoalescePartitionsExec` over Distributed | a gather to participant 0 (Single) |
 //! | `SortPreservingMergeExec` over Distributed | a gather with an order-preserving merge |
 //! | a node that collects one child whole (hash join `CollectLeft`, cross join, nested-loop join) while its other child is Distributed | that child's gather becomes a broadcast (Replicated), or a Single child is broadcast from participant 0 |
+//! | a hash join `CollectLeft` that emits build rows at the end (left, full, semi, anti, mark) over a Distributed probe | a partitioned hash join, both sides hash-exchanged on the keys |
+//! | a nested-loop join of such a type over a Distributed right side | run whole on participant 0 (right side gathered) |
+//! | a scalar subquery's plan (Single) | broadcast: its value is read on every participant |
 //! | a Distributed root | gathered |
 //!
 //! Shapes it cannot place (a union of distributed inputs, mixed inputs
@@ -30,15 +33,33 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::JoinType;
 use datafusion::common::{plan_err, Result};
+use datafusion::execution::config::SessionConfig;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 use crate::exchange::{ExchangeExec, ExchangeMode, Senders};
+use crate::participant::Participant;
+
+/// A session config for planning and running SPMD plans as participant
+/// `node`: target partitions = participants, the participant as an
+/// extension (exchanges find it there), and no join dynamic filters (a
+/// partitioned join's filter waits for every partition's build side, and
+/// each participant builds only its own).
+pub fn spmd_config(config: SessionConfig, node: Arc<Participant>) -> SessionConfig {
+    let mut config = config
+        .with_target_partitions(node.participants() as usize)
+        .with_extension(node);
+    config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
+    config
+}
 
 /// Where a node's output lives; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +187,51 @@ impl Rewrite {
             });
         }
 
+        if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+            let (right, right_placement) = children[1].clone();
+            if *join.partition_mode() == PartitionMode::CollectLeft
+                && emits_build_rows_at_end(*join.join_type())
+                && right_placement == Placement::Distributed
+            {
+                // Such a join emits the build side's unmatched (or matched)
+                // rows once every probe partition is done, counted within
+                // one plan instance; with each participant holding one
+                // probe partition that count never completes. A
+                // partitioned join needs no shared count.
+                let (left, left_placement) = children[0].clone();
+                let (left_input, senders) = self.undo_gather(left, left_placement);
+                let left_keys = join.on().iter().map(|(l, _)| Arc::clone(l)).collect();
+                let right_keys = join.on().iter().map(|(_, r)| Arc::clone(r)).collect();
+                let left = self.exchange(ExchangeMode::Hash(left_keys), senders, left_input);
+                let right = self.exchange(ExchangeMode::Hash(right_keys), Senders::All, right);
+                let join = join
+                    .builder()
+                    .with_partition_mode(PartitionMode::Partitioned)
+                    .with_new_children(vec![left, right])?
+                    .build_exec()?;
+                return Ok((join, Placement::Distributed));
+            }
+        }
+        if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>() {
+            if emits_build_rows_at_end(*join.join_type()) && children[1].1 == Placement::Distributed {
+                // No keys to partition on: run it whole on participant 0.
+                let (right, _) = children.pop().expect("two children");
+                let gathered = self.exchange(
+                    ExchangeMode::Gather {
+                        ordering: None,
+                        fetch: None,
+                    },
+                    Senders::All,
+                    right,
+                );
+                let (left, _) = children.pop().expect("two children");
+                return Ok((
+                    replace_children_if_necessary(plan, vec![left, gathered])?,
+                    Placement::Single,
+                ));
+            }
+        }
+
         // Any other node: a leaf takes its place from its partition count;
         // an inner node from its children, after making whole every child
         // it collects whole beside a distributed one.
@@ -184,6 +250,21 @@ impl Rewrite {
                 );
             };
             return Ok((plan, placement));
+        }
+        if plan.downcast_ref::<ScalarSubqueryExec>().is_some() {
+            // Subquery values are read by operators anywhere below the main
+            // input (a filter on every participant's share): every
+            // participant needs them, not just participant 0.
+            for (child, placement) in children.iter_mut().skip(1) {
+                if *placement == Placement::Single {
+                    *child = self.replicate(Arc::clone(child));
+                    *placement = Placement::Replicated;
+                }
+            }
+            let (main, placement) = children.remove(0);
+            let mut inputs = vec![main];
+            inputs.extend(children.into_iter().map(|(child, _)| child));
+            return Ok((replace_children_if_necessary(plan, inputs)?, placement));
         }
         let any_distributed = children.iter().any(|(_, p)| *p == Placement::Distributed);
         if any_distributed {
@@ -229,6 +310,29 @@ impl Rewrite {
         Ok((replace_children_if_necessary(plan, inputs)?, placement))
     }
 
+    /// The distributed rows behind a Single child: the input of the gather
+    /// that made it (which is dropped), or the child itself, sent by the
+    /// leader only.
+    fn undo_gather(
+        &mut self,
+        child: Arc<dyn ExecutionPlan>,
+        placement: Placement,
+    ) -> (Arc<dyn ExecutionPlan>, Senders) {
+        if let Some(exchange) = child.downcast_ref::<ExchangeExec>() {
+            if let (
+                ExchangeMode::Gather {
+                    ordering: None,
+                    fetch: None,
+                },
+                Senders::All,
+            ) = (exchange.mode(), exchange.senders())
+            {
+                return (Arc::clone(exchange.children()[0]), Senders::All);
+            }
+        }
+        (child, senders_of(placement))
+    }
+
     /// Makes a Single subplan whole on every participant: a gather that
     /// produced it becomes a broadcast of the same rows; anything else is
     /// broadcast from participant 0.
@@ -251,6 +355,16 @@ impl Rewrite {
         }
         self.exchange(ExchangeMode::Broadcast, Senders::Leader, child)
     }
+}
+
+/// Join types that, with the build side collected whole, emit build rows
+/// after the last probe partition ends (DataFusion's
+/// `need_produce_result_in_final`).
+fn emits_build_rows_at_end(join_type: JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark | JoinType::Full
+    )
 }
 
 fn senders_of(placement: Placement) -> Senders {

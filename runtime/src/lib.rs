@@ -19,7 +19,7 @@ mod platform;
 mod share;
 mod stream;
 
-pub use distribute::Distribute;
+pub use distribute::{spmd_config, Distribute};
 pub use endpoint::{Inbox, Outbox};
 pub use error::RuntimeError;
 pub use exchange::{ExchangeExec, ExchangeMode, Senders};

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod spmd;
+
 use std::sync::Arc;
 
 use arrow_array::types::Int32Type;
