@@ -14,6 +14,7 @@ export LOOM_MAX_PREEMPTIONS
 
 demo: setup
 	$(CARGO) run --release -p weft-core --example mesh_demo
+	$(CARGO) run --release -p weft-runtime --example tpch_demo
 
 # nextest runs last so that its summary closes the output.
 test: setup fmt-check clippy no-std benches-build loom doc unit

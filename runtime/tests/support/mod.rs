@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod spmd;
+pub mod tpch;
 
 use std::sync::Arc;
 
