@@ -34,7 +34,7 @@ unit:
 
 # The examples in the documentation (nextest does not run doctests).
 doc:
-	$(CARGO) test -p weft-core --doc
+	$(CARGO) test -p weft-core -p weft-runtime --doc
 
 # The loom models, built with --cfg loom into their own target directory so
 # that the normal build is not invalidated.
