@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for `make demo` and `make test` on a fresh machine.
-# Today weft needs only the Rust toolchain (1.95 stable, with rustfmt and
-# clippy) and cargo-nextest; the Postgres pieces (apt packages, cargo-pgrx,
-# pgrx init) join here with the extension.
+# weft needs the Rust toolchain (1.95 stable, with rustfmt and clippy),
+# cargo-nextest, and for the extension: PG 15 server headers, libclang,
+# cargo-pgrx 0.18.0 and its config naming the system pg_config.
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -22,4 +22,30 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest from crates.io"
     cargo install cargo-nextest --locked
+fi
+
+# --- Postgres build pieces for the extension (pgext/) -----------------------
+# Headers and libclang for pgrx's bindgen; pinned cargo-pgrx 0.18.0 (0.19 needs
+# a newer Rust than 1.95); and pgrx's config pointing at the system PG 15.
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+if [ ! -x "$PG_CONFIG" ]; then
+    echo "setup: PostgreSQL 15 not found at $PG_CONFIG" >&2
+    exit 1
+fi
+if [ ! -d "$($PG_CONFIG --includedir-server)" ] || ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    echo "setup: installing postgresql-server-dev-15 and libclang-dev (apt)"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q postgresql-server-dev-15 libclang-dev pkg-config
+fi
+if [ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx 0.18.0" ]; then
+    echo "setup: installing cargo-pgrx 0.18.0 from crates.io"
+    cargo install cargo-pgrx --version 0.18.0 --locked
+fi
+if ! grep -qs "^pg15 *= *\"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    # pgrx init would run initdb for its own test cluster, which refuses root;
+    # writing the config it would write is all weft needs (tests make their
+    # own clusters).
+    mkdir -p "${PGRX_HOME:-$HOME/.pgrx}"
+    printf '[configs]\npg15 = "%s"\n' "$PG_CONFIG" > "${PGRX_HOME:-$HOME/.pgrx}/config.toml"
 fi

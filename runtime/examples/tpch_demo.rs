@@ -7,6 +7,7 @@
 //! `WEFT_DEMO_SF` sets the scale factor (default 0.1).
 
 #[path = "../tests/support/spmd.rs"]
+#[allow(dead_code)] // test support: the demo uses part of it
 mod spmd;
 #[path = "../tests/support/tpch.rs"]
 mod tpch;

@@ -36,6 +36,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::JoinType;
 use datafusion::common::{plan_err, Result};
 use datafusion::execution::config::SessionConfig;
+use datafusion::physical_optimizer::ensure_coop::EnsureCooperative;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
@@ -48,17 +49,22 @@ use datafusion::physical_plan::{Distribution, ExecutionPlan, ExecutionPlanProper
 use crate::exchange::{ExchangeExec, ExchangeMode, Senders};
 use crate::participant::Participant;
 
-/// A session config for planning and running SPMD plans as participant
-/// `node`: target partitions = participants, the participant as an
-/// extension (exchanges find it there), and no join dynamic filters (a
+/// A session config for planning SPMD plans for `participants`:
+/// target partitions = participants, and no join dynamic filters (a
 /// partitioned join's filter waits for every partition's build side, and
-/// each participant builds only its own).
-pub fn spmd_config(config: SessionConfig, node: Arc<Participant>) -> SessionConfig {
-    let mut config = config
-        .with_target_partitions(node.participants() as usize)
-        .with_extension(node);
+/// each participant builds only its own). Add [`Distribute`] as the last
+/// physical optimizer rule of the session.
+pub fn spmd_config(config: SessionConfig, participants: usize) -> SessionConfig {
+    let mut config = config.with_target_partitions(participants);
     config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
     config
+}
+
+/// A session config for running SPMD plans as participant `node`: the
+/// planning options of [`spmd_config`], and the participant itself as an
+/// extension, where exchanges find it.
+pub fn participant_config(config: SessionConfig, node: Arc<Participant>) -> SessionConfig {
+    spmd_config(config, node.participants() as usize).with_extension(node)
 }
 
 /// Where a node's output lives; see the module docs.
@@ -91,7 +97,7 @@ impl PhysicalOptimizerRule for Distribute {
         true
     }
 
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
         if self.participants == 1 {
             return Ok(plan); // one participant holds everything: nothing moves
         }
@@ -100,7 +106,7 @@ impl PhysicalOptimizerRule for Distribute {
             next_id: 0,
         };
         let (plan, placement) = rewrite.visit(plan)?;
-        Ok(match placement {
+        let plan = match placement {
             Placement::Distributed => rewrite.exchange(
                 ExchangeMode::Gather {
                     ordering: None,
@@ -110,7 +116,11 @@ impl PhysicalOptimizerRule for Distribute {
                 plan,
             ),
             Placement::Single | Placement::Replicated => plan,
-        })
+        };
+        // DataFusion left the leaves under its repartitions unwrapped (a
+        // repartition is cooperative); under an exchange they must yield,
+        // or a busy participant would never see an abort.
+        EnsureCooperative::new().optimize(plan, config)
     }
 }
 

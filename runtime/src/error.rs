@@ -43,6 +43,9 @@ pub enum RuntimeError {
     Arrow(String),
     /// The runtime itself could not be built.
     Runtime(String),
+    /// The query failed in this participant (a DataFusion error: bad data,
+    /// a failing source, a resource limit).
+    Query(String),
 }
 
 impl RuntimeError {
@@ -72,6 +75,7 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Layout(e) => write!(f, "exchange mesh: {e}"),
             RuntimeError::Arrow(e) => write!(f, "exchange encoding: {e}"),
             RuntimeError::Runtime(e) => write!(f, "participant runtime: {e}"),
+            RuntimeError::Query(e) => f.write_str(e),
         }
     }
 }
@@ -96,5 +100,21 @@ impl From<weft_core::MeshError> for RuntimeError {
 impl From<arrow_schema::ArrowError> for RuntimeError {
     fn from(e: arrow_schema::ArrowError) -> Self {
         RuntimeError::Arrow(e.to_string())
+    }
+}
+
+/// DataFusion errors that carry a `RuntimeError` (an exchange's, wrapped by
+/// the operators above it) give it back, so that an abort stays an abort;
+/// any other is a query error with DataFusion's message.
+impl From<datafusion::error::DataFusionError> for RuntimeError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError;
+        match e.find_root() {
+            DataFusionError::External(inner) => match inner.downcast_ref::<RuntimeError>() {
+                Some(runtime) => runtime.clone(),
+                None => RuntimeError::Query(e.to_string()),
+            },
+            _ => RuntimeError::Query(e.to_string()),
+        }
     }
 }

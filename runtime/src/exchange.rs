@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Poll;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -19,7 +20,8 @@ use datafusion::common::{exec_datafusion_err, DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, Time};
+use datafusion::physical_plan::execution_plan::{EvaluationType, SchedulingType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, RecordOutput, Time};
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -111,7 +113,13 @@ impl ExchangeExec {
                 EquivalenceProperties::new(schema.clone()),
             ),
         };
-        let properties = PlanProperties::new(eq, partitioning, input_props.emission_type, input_props.boundedness);
+        // Eager (its producer runs the input as its own task) and not
+        // cooperative by itself: DataFusion's EnsureCooperative then wraps
+        // the exchange and the leaves below it, so that long computations
+        // yield, and an abort is seen (see `route`).
+        let properties = PlanProperties::new(eq, partitioning, input_props.emission_type, input_props.boundedness)
+            .with_evaluation_type(EvaluationType::Eager)
+            .with_scheduling_type(SchedulingType::NonCooperative);
         ExchangeExec {
             id,
             mode,
@@ -136,6 +144,11 @@ impl ExchangeExec {
     /// Whose inputs are real.
     pub fn senders(&self) -> Senders {
         self.senders
+    }
+
+    /// How many participants it was planned for.
+    pub fn participants(&self) -> usize {
+        self.participants
     }
 
     /// The participants it routes to, from participant `me`.
@@ -297,7 +310,10 @@ impl ExecutionPlan for ExchangeExec {
                 )
                 .build()?,
             mode => {
-                let all = stream::select_all(inputs);
+                let output = BaselineMetrics::new(&self.metrics, me);
+                let all = stream::select_all(inputs).inspect_ok(move |batch| {
+                    batch.record_output(&output);
+                });
                 match mode {
                     ExchangeMode::Gather { fetch: Some(fetch), .. } => limit(schema.clone(), all, *fetch),
                     _ => Box::pin(RecordBatchStreamAdapter::new(schema.clone(), all)),
@@ -392,7 +408,17 @@ async fn route(
     for &to in &targets {
         outs[to] = Some(BatchSender::new(Outbox::open(node, id, to as u32).await?, &schema)?);
     }
-    let query_error = |e: DataFusionError| RuntimeError::Runtime(e.to_string());
+    let query_error = RuntimeError::from;
+    // The input may compute for long before its first batch (an aggregate,
+    // a sort); it yields now and then (tokio's cooperative budget), and
+    // every poll checks for an abort, which nothing else here would see
+    // while this participant is busy.
+    let mut input = stream::poll_fn(move |cx| {
+        if let Err(aborted) = node.check_abort() {
+            return Poll::Ready(Some(Err(aborted)));
+        }
+        input.poll_next_unpin(cx).map_err(RuntimeError::from)
+    });
     let mut partitioner = match &mode {
         ExchangeMode::Hash(keys) => Some(
             BatchPartitioner::try_new(
@@ -407,7 +433,7 @@ async fn route(
     };
     let mut sent = 0usize;
     while let Some(batch) = input.next().await {
-        let batch = batch.map_err(query_error)?;
+        let batch = batch?;
         if targets.is_empty() {
             continue; // a leader-only subplan run for its side effects
         }

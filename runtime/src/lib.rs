@@ -4,6 +4,10 @@
 //! Arrow record batch streams over those endpoints; cancellation through
 //! the mesh's abort; per-edge metrics; and [`LocalMesh`], which runs a
 //! whole mesh of participants on threads for tests and benchmarks.
+//! Above them, DataFusion: [`ExchangeExec`] moves rows between
+//! participants, the [`Distribute`] rule turns a single-process plan into
+//! an SPMD plan, and [`PlanCodec`] ships that plan from the leader to
+//! every participant.
 //!
 //! Nothing here knows about Postgres: the platform seam ([`Platform`]) is
 //! how pgext plugs in its latches.
@@ -12,22 +16,26 @@ mod distribute;
 mod endpoint;
 mod error;
 mod exchange;
+mod explain;
 mod local_mesh;
 mod metrics;
 mod participant;
 mod platform;
 mod share;
+mod ship;
 mod stream;
 
-pub use distribute::{spmd_config, Distribute};
+pub use distribute::{participant_config, spmd_config, Distribute};
 pub use endpoint::{Inbox, Outbox};
 pub use error::RuntimeError;
 pub use exchange::{ExchangeExec, ExchangeMode, Senders};
+pub use explain::explain;
 pub use local_mesh::LocalMesh;
 pub use metrics::{Edge, EdgeStats, Metrics};
 pub use participant::{AbortHandle, Config, Participant, RunResult};
 pub use platform::{Latch, Platform, ThreadPlatform};
 pub use share::{share, share_range};
+pub use ship::PlanCodec;
 pub use stream::{BatchReceiver, BatchSender};
 
 // Endpoints and streams run inside DataFusion streams, which must be Send.

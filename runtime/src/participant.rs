@@ -197,7 +197,7 @@ impl Participant {
             .map_err(|e| RuntimeError::Runtime(e.to_string()))?;
         let local = LocalSet::new();
         let me = Arc::new(self);
-        let result = local.block_on(&runtime, Root::new(me.idle.clone(), body(me.clone())));
+        let result = local.block_on(&runtime, Root::new(me.clone(), body(me.clone())));
 
         // A failure is recorded before anything closes: peers that see our
         // rings close must find the abort there already (Release/Acquire on
@@ -307,27 +307,35 @@ impl AbortHandle {
     }
 }
 
-/// The root future: records its waker for the idle hook at every poll.
+/// The root future: ends with the abort if the query aborts, and records
+/// its waker for the idle hook at every poll.
 struct Root<F> {
-    idle: Arc<Idle>,
+    node: Arc<Participant>,
     body: Pin<Box<F>>,
 }
 
 impl<F: Future> Root<F> {
-    fn new(idle: Arc<Idle>, body: F) -> Self {
+    fn new(node: Arc<Participant>, body: F) -> Self {
         Root {
-            idle,
+            node,
             body: Box::pin(body),
         }
     }
 }
 
-impl<F: Future> Future for Root<F> {
+impl<T, F: Future<Output = Result<T, RuntimeError>>> Future for Root<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // A participant busy computing never parks, so the idle hook cannot
+        // tell it about an abort; DataFusion's operators yield every so
+        // often (tokio's cooperative budget), and each yield of work in
+        // the root task comes back through here.
+        if let Err(aborted) = self.node.check_abort() {
+            return Poll::Ready(Err(aborted));
+        }
         {
-            let mut root = lock(&self.idle.root);
+            let mut root = lock(&self.node.idle.root);
             if !root.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *root = Some(cx.waker().clone());
             }

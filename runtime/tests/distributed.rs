@@ -1,15 +1,26 @@
 //! SPMD plans through LocalMesh against plain single-process DataFusion on
-//! the same tables: every participant plans the same SQL with the
-//! `Distribute` rule and executes it; participant 0's result must equal
-//! DataFusion's, and the plans must hold the exchanges expected.
+//! the same tables: the leader plans the SQL with the `Distribute` rule and
+//! ships the plan; every participant decodes and executes it; participant
+//! 0's result must equal DataFusion's, and the plans must hold the
+//! exchanges expected. Then shipping itself (round trips, plans that do
+//! not fit the mesh, corrupt bytes), EXPLAIN with edge metrics, and
+//! failures: an injected error, a limit that stops early, a cancel.
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use support::spmd::{distributed, expected, text, Table};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::displayable;
+use datafusion::prelude::SessionContext;
+use support::spmd::{
+    codec, context, distributed, execute, expected, register, run_shipped, ship, text, Fault, Table, BATCHES_SCANNED,
+};
+use weft_runtime::{LocalMesh, RuntimeError};
 
 fn tables() -> &'static [Table] {
     static TABLES: OnceLock<Vec<Table>> = OnceLock::new();
@@ -106,4 +117,202 @@ fn spmd_plans_match_single_process_datafusion() {
             }
         }
     }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// The leader's SPMD session for `participants`, with `orders` also
+/// registered as `faulty` with `fault`.
+fn leader(participants: usize, fault: Fault) -> SessionContext {
+    let ctx = context(tables(), participants, true);
+    register(&ctx, "faulty", &tables()[0], participants, fault);
+    ctx
+}
+
+/// Encoding, decoding and encoding again gives the same bytes and the same
+/// plan text, exchanges (numbers, modes, keys, merge orders, fetch) and
+/// sources included.
+#[test]
+fn shipped_plans_round_trip() {
+    let codec = codec(tables());
+    for (sql, _) in QUERIES {
+        let ctx = leader(3, Fault::None);
+        let plan = block_on(async { ctx.sql(sql).await?.create_physical_plan().await }).unwrap();
+        let bytes = codec.encode(plan.clone()).unwrap();
+        let back = codec.decode(&bytes, &ctx.task_ctx()).unwrap();
+        let show = |p: &dyn datafusion::physical_plan::ExecutionPlan| displayable(p).indent(true).to_string();
+        assert_eq!(show(back.as_ref()), show(plan.as_ref()), "{sql}");
+        assert_eq!(codec.encode(back).unwrap(), bytes, "{sql}");
+    }
+}
+
+/// A plan that does not fit the mesh it runs in (too few exchanges, or
+/// planned for another participant count) is refused before it runs, as
+/// is a corrupt plan.
+#[test]
+fn plans_that_do_not_fit_the_mesh_are_refused() {
+    let sql = QUERIES[2].0; // three exchanges and a gather
+    let codec = codec(tables());
+    let for_two = block_on(ship(&leader(2, Fault::None), tables(), sql)).unwrap();
+    let for_three = block_on(ship(&leader(3, Fault::None), tables(), sql)).unwrap();
+    let refusal = |bytes: &[u8], participants: u32, exchanges: u32| {
+        let results = LocalMesh::new(participants, exchanges, 1 << 16)
+            .unwrap()
+            .run(|node| execute(node, &codec, bytes));
+        results.into_iter().next().unwrap().map(|_| ()).unwrap_err().to_string()
+    };
+    let error = refusal(&for_two, 2, 2);
+    assert!(error.contains("does not fit a mesh of 2 exchanges"), "{error}");
+    let error = refusal(&for_three, 2, 16);
+    assert!(error.contains("planned for 3 participants, but 2 run it"), "{error}");
+    let mut corrupt = for_two.clone();
+    corrupt.truncate(corrupt.len() / 2);
+    assert!(codec.decode(&corrupt, &TaskContext::default()).is_err());
+    for flip in (0..for_two.len()).step_by(97) {
+        let mut corrupt = for_two.clone();
+        corrupt[flip] ^= 0x5a;
+        let _ = codec.decode(&corrupt, &TaskContext::default()); // an error or a plan, never a panic
+    }
+}
+
+/// After a run, EXPLAIN shows each exchange's mode and keys with its
+/// operator metrics, and every edge's rows, bytes and stall times; the
+/// rows sent over each exchange add up to what its receivers output.
+#[test]
+fn explain_shows_exchanges_and_edges() {
+    let sql = QUERIES[0].0;
+    let bytes = block_on(ship(&leader(3, Fault::None), tables(), sql)).unwrap();
+    let run = run_shipped(tables(), &bytes, 3, 16).unwrap();
+    assert!(
+        run.explain.contains("WeftExchange: id=0, mode=hash(["),
+        "{}",
+        run.explain
+    );
+    assert!(run.explain.contains("metrics=[output_rows="), "{}", run.explain);
+    assert!(
+        run.explain.contains("Edges (exchange sender->receiver):"),
+        "{}",
+        run.explain
+    );
+    for sender in 0..3 {
+        for receiver in 0..3 {
+            let edge = format!("x0 {sender}->{receiver}: batches=");
+            assert!(run.explain.contains(&edge), "no {edge:?} in\n{}", run.explain);
+        }
+    }
+    // Exchange 0 carries the partial aggregates: each participant's 10
+    // groups; what was sent was received.
+    let rows = |side: fn(
+        &weft_runtime::Metrics,
+    ) -> &std::collections::BTreeMap<weft_runtime::Edge, weft_runtime::EdgeStats>|
+     -> u64 {
+        run.metrics
+            .iter()
+            .flat_map(|m| side(m).iter())
+            .filter(|(edge, _)| edge.exchange == 0)
+            .map(|(_, stats)| stats.rows)
+            .sum()
+    };
+    assert_eq!(rows(|m| &m.sent), 30);
+    assert_eq!(rows(|m| &m.received), 30);
+}
+
+/// Participant 1's scan fails mid-query: every participant's query fails
+/// with that participant's message.
+#[test]
+fn an_injected_error_fails_the_query_everywhere() {
+    let sql = "SELECT o_cust % 10 AS g, count(*) FROM faulty GROUP BY g ORDER BY g";
+    let bytes = block_on(ship(
+        &leader(
+            3,
+            Fault::Fail {
+                participant: 1,
+                after: 2,
+            },
+        ),
+        tables(),
+        sql,
+    ))
+    .unwrap();
+    let codec = codec(tables());
+    let results = LocalMesh::new(3, 16, 1 << 16)
+        .unwrap()
+        .run(|node| execute(node, &codec, &bytes));
+    for (p, result) in results.into_iter().enumerate() {
+        let error = result.map(|_| ()).unwrap_err();
+        assert!(
+            error.to_string().contains("injected failure in participant 1"),
+            "participant {p}: {error}"
+        );
+    }
+}
+
+/// A huge table (every share read 100 000 times over: 2 million batches)
+/// under a LIMIT: the query ends having scanned a tiny part of it, both
+/// when the limit sits above a gather and above a partitioned join whose
+/// exchanges must stop their producers.
+#[test]
+fn a_limit_ends_the_query_without_draining_the_producers() {
+    let huge = Fault::Repeat { times: 100_000 };
+    for (sql, shape, setting) in [
+        ("SELECT o_id FROM faulty LIMIT 10", "fetch=10", None),
+        (
+            "SELECT o_id, c_name FROM faulty JOIN customers ON o_cust = c_id LIMIT 10",
+            "mode=hash",
+            Some("SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0"),
+        ),
+    ] {
+        BATCHES_SCANNED.store(0, Ordering::Relaxed);
+        let ctx = leader(3, huge);
+        if let Some(setting) = setting {
+            block_on(ctx.sql(setting)).unwrap();
+            block_on(ctx.sql("SET datafusion.optimizer.hash_join_single_partition_threshold = 0")).unwrap();
+        }
+        let bytes = block_on(ship(&ctx, tables(), sql)).unwrap();
+        let run = run_shipped(tables(), &bytes, 3, 16).unwrap();
+        assert!(run.explain.contains(shape), "{sql}: no {shape:?} in\n{}", run.explain);
+        assert_eq!(run.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10, "{sql}");
+        let scanned = BATCHES_SCANNED.load(Ordering::Relaxed);
+        assert!(scanned < 1_000, "{sql}: scanned {scanned} of 2 million batches");
+    }
+}
+
+/// A cancel (the mesh abort, from another thread, as pgext does on query
+/// cancel) during a long aggregate over the huge table ends every
+/// participant promptly with the cancel's message.
+#[test]
+fn a_cancel_ends_a_running_query_promptly() {
+    let sql = "SELECT o_cust, count(*) FROM faulty GROUP BY o_cust";
+    let bytes = block_on(ship(&leader(3, Fault::Repeat { times: 100_000 }), tables(), sql)).unwrap();
+    let codec = codec(tables());
+    let cancel_after = Duration::from_millis(300);
+    let started = Instant::now();
+    let results = LocalMesh::new(3, 16, 1 << 16).unwrap().run(|node| {
+        if node.id() == 0 {
+            let handle = node.abort_handle();
+            std::thread::spawn(move || {
+                std::thread::sleep(cancel_after);
+                handle.abort(57014, "canceling statement due to user request");
+            });
+        }
+        execute(node, &codec, &bytes)
+    });
+    let elapsed = started.elapsed();
+    for (p, result) in results.into_iter().enumerate() {
+        let error = result.map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&error, RuntimeError::Aborted { participant: 0, code: 57014, message } if message == "canceling statement due to user request"),
+            "participant {p}: {error:?}"
+        );
+    }
+    assert!(
+        elapsed < cancel_after + Duration::from_secs(2),
+        "cancel took {:?}",
+        elapsed - cancel_after
+    );
 }
