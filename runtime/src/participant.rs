@@ -36,6 +36,10 @@ use crate::platform::Platform;
 /// Code recorded in the mesh when a participant's body fails.
 pub const FAILURE_CODE: u32 = 1;
 
+/// Code recorded in the mesh when the platform interrupts a participant
+/// ([`Platform::interrupted`]).
+pub const INTERRUPT_CODE: u32 = 3;
+
 /// Tuning of a participant's scheduling.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -245,7 +249,12 @@ impl Participant {
     /// The query's abort as an error, if it is aborting.
     pub(crate) fn check_abort(&self) -> Result<(), RuntimeError> {
         if !self.mesh.is_aborted() {
-            return Ok(());
+            match self.platform.interrupted() {
+                None => return Ok(()),
+                Some(reason) => {
+                    self.abort(INTERRUPT_CODE, &reason);
+                }
+            }
         }
         Err(match self.mesh.first_error() {
             Some(first) => RuntimeError::aborted(&first),

@@ -28,6 +28,14 @@ pub trait Platform: Send + Sync + 'static {
     /// A notification that arrived since the last park makes it return at
     /// once (latch semantics), so no notification is ever lost.
     fn park(&self, timeout: Duration);
+
+    /// Why this participant must stop now, if it must: in Postgres, a
+    /// query cancel, a termination request, or a worker that died. Checked
+    /// whenever the participant looks for an abort (often), so it must be
+    /// cheap; the reason becomes the query's abort message.
+    fn interrupted(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A latch: `set` makes the owner's current or next `wait` return.

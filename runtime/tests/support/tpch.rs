@@ -61,15 +61,36 @@ pub fn tables(scale: f64) -> Vec<Table> {
     ]
 }
 
-/// The 22 queries with the kit's validation parameters, as (number, SQL).
+/// The 22 queries with the kit's validation parameters, as (number, SQL);
+/// embedded, so that any crate including this file finds them.
 pub fn queries() -> Vec<(usize, String)> {
-    (1..=22)
-        .map(|q| {
-            let path = format!("{}/tests/tpch/q{q:02}.sql", env!("CARGO_MANIFEST_DIR"));
-            (
-                q,
-                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
-            )
-        })
+    let texts = [
+        include_str!("../tpch/q01.sql"),
+        include_str!("../tpch/q02.sql"),
+        include_str!("../tpch/q03.sql"),
+        include_str!("../tpch/q04.sql"),
+        include_str!("../tpch/q05.sql"),
+        include_str!("../tpch/q06.sql"),
+        include_str!("../tpch/q07.sql"),
+        include_str!("../tpch/q08.sql"),
+        include_str!("../tpch/q09.sql"),
+        include_str!("../tpch/q10.sql"),
+        include_str!("../tpch/q11.sql"),
+        include_str!("../tpch/q12.sql"),
+        include_str!("../tpch/q13.sql"),
+        include_str!("../tpch/q14.sql"),
+        include_str!("../tpch/q15.sql"),
+        include_str!("../tpch/q16.sql"),
+        include_str!("../tpch/q17.sql"),
+        include_str!("../tpch/q18.sql"),
+        include_str!("../tpch/q19.sql"),
+        include_str!("../tpch/q20.sql"),
+        include_str!("../tpch/q21.sql"),
+        include_str!("../tpch/q22.sql"),
+    ];
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, sql)| (i + 1, sql.to_string()))
         .collect()
 }

@@ -1,0 +1,44 @@
+//! weft for PostgreSQL: runs work across Postgres parallel workers that
+//! exchange Arrow batches through weft-core's mesh in dynamic shared
+//! memory, driven by weft-runtime.
+//!
+//! - [`guc`]: the `weft.*` settings;
+//! - [`parallel`]: parallel sections (the DSM, the launch handshake, the
+//!   worker entry point's side) and their teardown;
+//! - [`platform`]: the runtime's platform in a backend (latches,
+//!   interrupts, dead workers);
+//! - [`participate`]: running one participant with interrupts held;
+//! - [`mesh_bench`]: `weft.mesh_bench`, the transport's check in real
+//!   Postgres.
+
+use pgrx::prelude::*;
+
+pub mod guc;
+pub mod mesh_bench;
+pub mod parallel;
+pub mod participate;
+pub mod platform;
+
+::pgrx::pg_module_magic!();
+
+/// Defines weft's settings. Runs in the postmaster when weft is in
+/// shared_preload_libraries, and in every worker as it loads the leader's
+/// libraries.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::define();
+}
+
+/// The entry point of weft's parallel workers, found by Postgres by name
+/// (`CreateParallelContext("weft", "weft_worker_main", ..)`). It runs with
+/// the leader's snapshot, transaction and settings.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn weft_worker_main(_seg: *mut pg_sys::dsm_segment, toc: *mut pg_sys::shm_toc) {
+    // SAFETY: `toc` is the table of contents Postgres passes to a parallel
+    // worker's entry point.
+    let (job, part) = unsafe { parallel::join(toc) };
+    match job {
+        parallel::Job::MeshBench => mesh_bench::worker(&part),
+    }
+}

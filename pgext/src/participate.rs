@@ -1,0 +1,81 @@
+//! Running one participant on this backend, with Postgres's interrupts
+//! held while the runtime runs.
+//!
+//! Postgres raises a cancel or termination as an ERROR (a longjmp) from
+//! CHECK_FOR_INTERRUPTS, which must never happen inside tokio frames. So
+//! interrupts are held for the whole run; the platform reports pending
+//! ones to the runtime ([`crate::platform::PgPlatform`]), which aborts the
+//! query and unwinds; then interrupts are resumed and Postgres raises its
+//! own error, outside every tokio frame.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use pgrx::pg_sys;
+use weft_runtime::{Config, Metrics, Participant, RuntimeError};
+
+use crate::parallel::Part;
+use crate::platform::PgPlatform;
+
+/// Postgres's HOLD_INTERRUPTS until dropped. Drop restores the count it
+/// found rather than decrementing: a Postgres ERROR resets the count to
+/// zero, and a decrement after that would wrap it and disable interrupts
+/// for good.
+struct HeldInterrupts(u32);
+
+impl HeldInterrupts {
+    fn hold() -> HeldInterrupts {
+        // SAFETY: a plain global of this backend, used on its thread.
+        unsafe {
+            let before = pg_sys::InterruptHoldoffCount;
+            pg_sys::InterruptHoldoffCount = before + 1;
+            HeldInterrupts(before)
+        }
+    }
+}
+
+impl Drop for HeldInterrupts {
+    fn drop(&mut self) {
+        // SAFETY: as in `hold`.
+        unsafe { pg_sys::InterruptHoldoffCount = self.0 };
+    }
+}
+
+/// Runs `body` as `part`'s participant; the leader passes its workers'
+/// handles (to notice one dying). Afterwards interrupts are processed, so
+/// a cancel, statement timeout or termination raises Postgres's own error
+/// from here; otherwise the outcome is returned, with the participant's
+/// edge metrics.
+pub fn run<T, F, Fut>(
+    part: &Part,
+    workers: Vec<*mut pg_sys::BackgroundWorkerHandle>,
+    body: F,
+) -> Result<(T, Metrics), RuntimeError>
+where
+    F: FnOnce(Arc<Participant>) -> Fut,
+    Fut: Future<Output = Result<T, RuntimeError>>,
+{
+    let platform = Arc::new(PgPlatform::new(part.mesh, workers));
+    let participant = Participant::new(part.mesh, part.id, platform, Config::default());
+    let outcome = {
+        let _held = HeldInterrupts::hold();
+        // A Rust panic unwinds out of the runtime (tokio propagates a
+        // panicking root future; the runtime and its tasks are dropped on
+        // the way) and stops here, as an error.
+        catch_unwind(AssertUnwindSafe(|| participant.run(body))).unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            part.mesh.abort(part.id, weft_runtime::FAILURE_CODE, message.as_bytes());
+            Err(RuntimeError::Runtime(format!(
+                "participant {} panicked: {message}",
+                part.id
+            )))
+        })
+    };
+    pgrx::check_for_interrupts!();
+    outcome
+}
