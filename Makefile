@@ -12,8 +12,10 @@ export LOOM_MAX_PREEMPTIONS
 
 .PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std bench
 
+# The Postgres part builds and installs weft (release) into the system's
+# PostgreSQL 15 and runs it in a throwaway cluster (pgext/examples/demo.rs).
 demo: setup
-	$(CARGO) run --release -p weft-core --example mesh_demo
+	WEFT_PG_PROFILE=release $(CARGO) run --release -p weft --example demo
 	$(CARGO) run --release -p weft-runtime --example tpch_demo
 
 # nextest runs last so that its summary closes the output.

@@ -15,7 +15,9 @@
 //! Target: weft's geometric mean at most 1.25x DataFusion's.
 //!
 //! Run: `cargo bench -p weft-benches --bench tpch` (`WEFT_BENCH_SF=0.1`
-//! for a quick run).
+//! for a quick run, `WEFT_BENCH_QUERIES=10,18` for some queries only,
+//! `WEFT_BENCH_EXPLAIN=1` to print each query's SPMD plan with the
+//! metrics of its warm-up run).
 
 #[path = "../../runtime/tests/support/spmd.rs"]
 #[allow(dead_code)] // test support: the benchmark uses part of it
@@ -26,7 +28,7 @@ mod tpch;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use spmd::{context, expected, run_shipped, ship, text, Table};
+use spmd::{context, expected, run_shipped, ship_sized, text, Table};
 
 const PARTICIPANTS: usize = 2;
 
@@ -66,10 +68,15 @@ fn main() {
     let weft = |sql: &str| {
         let started = Instant::now();
         let leader = context(tables(), PARTICIPANTS, true);
-        let bytes = runtime.block_on(ship(&leader, tables(), sql)).expect("plan");
-        let run = run_shipped(tables(), &bytes, PARTICIPANTS, 64).expect("run");
-        (run.batches, started.elapsed().as_secs_f64())
+        let (bytes, exchanges) = runtime.block_on(ship_sized(&leader, tables(), sql)).expect("plan");
+        let run = run_shipped(tables(), &bytes, PARTICIPANTS, exchanges).expect("run");
+        (run, started.elapsed().as_secs_f64())
     };
+    // Which queries to run: all, or a comma-separated list of numbers.
+    let selected: Option<Vec<usize>> = std::env::var("WEFT_BENCH_QUERIES")
+        .ok()
+        .map(|list| list.split(',').filter_map(|q| q.trim().parse().ok()).collect());
+    let explain = std::env::var_os("WEFT_BENCH_EXPLAIN").is_some();
 
     println!(
         "\n{:>5} {:>16} {:>10} {:>7} {:>6}",
@@ -78,9 +85,15 @@ fn main() {
     let mut log_ratio_sum = 0.0;
     let mut count = 0;
     for (q, sql) in tpch::queries() {
+        if selected.as_ref().is_some_and(|s| !s.contains(&q)) {
+            continue;
+        }
         let (want, _) = datafusion(&sql);
         let (got, _) = weft(&sql);
-        let same = text(&want) == text(&got);
+        if explain {
+            println!("Q{q}:\n{}", got.explain);
+        }
+        let same = text(&want) == text(&got.batches);
         let (mut df_times, mut weft_times) = (Vec::new(), Vec::new());
         for _ in 0..reps {
             df_times.push(datafusion(&sql).1);

@@ -54,7 +54,7 @@ fn main() {
         let want = runtime.block_on(expected(tables(), &sql, PARTICIPANTS));
         let df = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let result = distributed(tables(), &sql, PARTICIPANTS, 64);
+        let result = distributed(tables(), &sql, PARTICIPANTS);
         let weft = started.elapsed().as_secs_f64();
         match result {
             Ok((got, plan)) => {

@@ -38,8 +38,9 @@ impl RingEnd for Consumer<'static> {
     }
 }
 
-/// Polls a non-blocking ring operation: on success wakes the peer if it
-/// sleeps; on `WouldBlock` registers the task's waker and arms the ring's
+/// Polls a non-blocking ring operation: whatever the outcome, wakes the
+/// peer if it sleeps (a blocked operation may have moved part of a
+/// message); on `WouldBlock` also registers the task's waker and arms the ring's
 /// wakeup, retrying if the ring changed meanwhile. The query's abort wins
 /// over everything. Time spent between the first `WouldBlock` and success
 /// goes to `stalled`.
@@ -60,6 +61,14 @@ fn poll_ring<E: RingEnd, T>(
         match op(end) {
             Err(RingError::WouldBlock) => {
                 stalled_since.get_or_insert_with(Instant::now);
+                // A fragmented message makes progress before it blocks: the
+                // producer published some fragments, or the consumer
+                // released some. A peer asleep waiting for exactly that
+                // must be told now, or both sides sleep until the park
+                // timeout (this cost ~50 ms per large batch).
+                if end.peer_waiting() {
+                    node.notify(peer);
+                }
                 node.idle.wait_on(cx.waker());
                 match end.arm_wakeup() {
                     Ok(Armed::Sleep) => return Poll::Pending,

@@ -381,8 +381,17 @@ async fn produce(
     participants: usize,
     input: SendableRecordBatchStream,
 ) -> Result<()> {
-    let result = route(&node, id, mode, targets, me, participants, input).await;
-    match result {
+    // The outboxes outlive `route`: on a failure they must close only after
+    // the abort is recorded, or a receiver that sees its ring close first
+    // reports this participant as vanished, and that, not our error,
+    // becomes the query's first error.
+    let mut outs = Vec::new();
+    let result = async {
+        open(&node, id, &targets, participants, &input.schema(), &mut outs).await?;
+        route(&node, mode, &targets, me, participants, input, &mut outs).await
+    }
+    .await;
+    let result = match result {
         Ok(()) | Err(RuntimeError::ReceiverClosed) => Ok(()),
         Err(e) => {
             if !matches!(e, RuntimeError::Aborted { .. }) {
@@ -390,24 +399,39 @@ async fn produce(
             }
             Err(external(e))
         }
-    }
+    };
+    drop(outs);
+    result
 }
 
-async fn route(
+/// Opens the senders to `targets` into `outs`, indexed by participant
+/// (`None` where we do not send).
+async fn open(
     node: &Arc<Participant>,
     id: u32,
+    targets: &[usize],
+    participants: usize,
+    schema: &SchemaRef,
+    outs: &mut Vec<Option<BatchSender>>,
+) -> Result<(), RuntimeError> {
+    outs.extend((0..participants).map(|_| None));
+    for &to in targets {
+        outs[to] = Some(BatchSender::new(Outbox::open(node, id, to as u32).await?, schema)?);
+    }
+    Ok(())
+}
+
+/// Runs the input and routes its rows through `outs` (see [`open`]),
+/// then finishes them.
+async fn route(
+    node: &Arc<Participant>,
     mode: ExchangeMode,
-    targets: Vec<usize>,
+    targets: &[usize],
     me: usize,
     participants: usize,
     mut input: SendableRecordBatchStream,
+    outs: &mut [Option<BatchSender>],
 ) -> Result<(), RuntimeError> {
-    let schema = input.schema();
-    // Index = participant; None where we do not send.
-    let mut outs: Vec<Option<BatchSender>> = (0..participants).map(|_| None).collect();
-    for &to in &targets {
-        outs[to] = Some(BatchSender::new(Outbox::open(node, id, to as u32).await?, &schema)?);
-    }
     let query_error = RuntimeError::from;
     // The input may compute for long before its first batch (an aggregate,
     // a sort); it yields now and then (tokio's cooperative budget), and
@@ -447,21 +471,25 @@ async fn route(
                     .and_then(|pieces| pieces.collect())
                     .map_err(query_error)?;
                 for (to, piece) in pieces {
-                    send(&mut outs, to, &piece).await?;
+                    send(outs, to, &piece).await?;
                 }
             }
-            (ExchangeMode::Gather { .. }, _) => send(&mut outs, 0, &batch).await?,
-            (ExchangeMode::RoundRobin, _) => send(&mut outs, sent % participants, &batch).await?,
+            (ExchangeMode::Gather { .. }, _) => send(outs, 0, &batch).await?,
+            (ExchangeMode::RoundRobin, _) => send(outs, sent % participants, &batch).await?,
             _ => {
-                for &to in &targets {
-                    send(&mut outs, to, &batch).await?;
+                for &to in targets {
+                    send(outs, to, &batch).await?;
                 }
             }
         }
         sent += 1;
     }
-    for out in outs.into_iter().flatten() {
-        out.finish().await?;
+    // Taken one at a time, so that after an error the rest stay open
+    // until the abort is recorded (see `produce`).
+    for slot in outs.iter_mut() {
+        if let Some(out) = slot.take() {
+            out.finish().await?;
+        }
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ pub use metrics::{Edge, EdgeStats, Metrics};
 pub use participant::{AbortHandle, Config, Participant, RunResult, FAILURE_CODE, INTERRUPT_CODE};
 pub use platform::{Latch, Platform, ThreadPlatform};
 pub use share::{share, share_range};
-pub use ship::PlanCodec;
+pub use ship::{exchange_count, PlanCodec};
 pub use stream::{BatchReceiver, BatchSender};
 
 // Endpoints and streams run inside DataFusion streams, which must be Send.

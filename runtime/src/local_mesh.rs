@@ -21,26 +21,50 @@ use crate::platform::{Platform, ThreadPlatform};
 pub const PANIC_CODE: u32 = 0xdead;
 
 /// Zeroed, aligned heap memory holding one mesh.
+///
+/// A mesh is mostly ring space that a query may never touch (tests size
+/// meshes generously), so the memory must be zeroed lazily: asked for with
+/// [`REGION_ALIGN`], `alloc_zeroed` cannot use `calloc` (whose large
+/// allocations are fresh, already-zero pages) and memsets the whole
+/// region instead, which for a 256 MiB mesh cost about 100 ms per query.
+/// So the allocation uses the allocator's natural alignment, which lets it
+/// take the `calloc` path, and the region starts at the first
+/// [`REGION_ALIGN`] boundary inside it.
 struct HeapRegion {
-    ptr: NonNull<u8>,
+    /// The allocation, as the allocator returned it.
+    base: NonNull<u8>,
     layout: Layout,
+    /// The first [`REGION_ALIGN`] boundary in the allocation.
+    ptr: NonNull<u8>,
 }
 
 impl HeapRegion {
     fn new(len: usize) -> Result<HeapRegion, RuntimeError> {
-        let layout = Layout::from_size_align(len.max(1), REGION_ALIGN)
-            .map_err(|e| RuntimeError::Runtime(format!("mesh of {len} bytes: {e}")))?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) })
+        let error = |e: &dyn std::fmt::Display| RuntimeError::Runtime(format!("mesh of {len} bytes: {e}"));
+        let padded = len.checked_add(REGION_ALIGN).ok_or_else(|| error(&"too large"))?;
+        // Alignment 16 is what malloc gives on every 64-bit platform, so
+        // the standard allocator zeroes through calloc.
+        let layout = Layout::from_size_align(padded, 16).map_err(|e| error(&e))?;
+        // SAFETY: the layout has a non-zero size (at least REGION_ALIGN).
+        let base = NonNull::new(unsafe { alloc_zeroed(layout) })
             .ok_or_else(|| RuntimeError::Runtime(format!("cannot allocate a mesh of {len} bytes")))?;
-        Ok(HeapRegion { ptr, layout })
+        let offset = base.as_ptr().align_offset(REGION_ALIGN);
+        if offset > REGION_ALIGN {
+            // SAFETY: allocated just above with this layout.
+            unsafe { dealloc(base.as_ptr(), layout) };
+            return Err(error(&"cannot align the allocation"));
+        }
+        // SAFETY: offset <= REGION_ALIGN, so ptr..ptr + len lies within the
+        // allocation of len + REGION_ALIGN bytes.
+        let ptr = unsafe { base.add(offset) };
+        Ok(HeapRegion { base, layout, ptr })
     }
 }
 
 impl Drop for HeapRegion {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        unsafe { dealloc(self.base.as_ptr(), self.layout) }
     }
 }
 

@@ -92,6 +92,31 @@ impl fmt::Debug for PlanCodec {
     }
 }
 
+/// How many exchanges a mesh needs to run `plan`: one more than its
+/// largest exchange number (0 for a plan without exchanges). The leader
+/// sizes the query's mesh with it: every exchange's rings cost ring
+/// memory, so a mesh sized for the plan rather than for the largest plan
+/// imaginable is both smaller and quicker to set up.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use datafusion::physical_plan::empty::EmptyExec;
+/// # use datafusion::arrow::datatypes::Schema;
+/// let plan: Arc<dyn datafusion::physical_plan::ExecutionPlan> = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+/// assert_eq!(weft_runtime::exchange_count(&plan), 0);
+/// ```
+pub fn exchange_count(plan: &Arc<dyn ExecutionPlan>) -> u32 {
+    let mut count = 0;
+    plan.apply(|node| {
+        if let Some(exchange) = node.downcast_ref::<ExchangeExec>() {
+            count = count.max(exchange.id() + 1);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .expect("the visitor never fails");
+    count
+}
+
 /// Distinct exchange numbers within the mesh, all planned for its
 /// participant count: a plan that breaks these would cross rings.
 fn check_exchanges(plan: &Arc<dyn ExecutionPlan>, participant: &Participant) -> Result<()> {

@@ -110,7 +110,7 @@ fn spmd_plans_match_single_process_datafusion() {
         for (sql, shapes) in QUERIES {
             let want = text(&runtime.block_on(expected(tables(), sql, participants)));
             let (got, plan) =
-                distributed(tables(), sql, participants, 16).unwrap_or_else(|e| panic!("P={participants} {sql}: {e}"));
+                distributed(tables(), sql, participants).unwrap_or_else(|e| panic!("P={participants} {sql}: {e}"));
             assert_eq!(text(&got), want, "P={participants}: {sql}\n{plan}");
             for shape in shapes.iter().filter(|_| participants > 1) {
                 assert!(plan.contains(shape), "P={participants}: no {shape:?} in\n{plan}");

@@ -23,7 +23,7 @@ fn tpch_sf01_matches_single_process_datafusion() {
     for (q, sql) in support::tpch::queries() {
         let want = text(&runtime.block_on(expected(tables(), &sql, 2)));
         for participants in [1usize, 2, 4] {
-            match distributed(tables(), &sql, participants, 64) {
+            match distributed(tables(), &sql, participants) {
                 Ok((got, plan)) if text(&got) != want => failures.push(format!(
                     "Q{q} P={participants}: results differ\nwant:\n{want}\ngot:\n{}\nplan:\n{plan}",
                     text(&got)

@@ -32,8 +32,8 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use futures::stream;
 use prost::Message;
 use weft_runtime::{
-    explain, participant_config, share_range, spmd_config, Distribute, LocalMesh, Metrics, Participant, PlanCodec,
-    RuntimeError,
+    exchange_count, explain, participant_config, share_range, spmd_config, Distribute, LocalMesh, Metrics, Participant,
+    PlanCodec, RuntimeError,
 };
 
 /// A table: its name, schema and batches.
@@ -100,8 +100,15 @@ pub fn codec(tables: &'static [Table]) -> PlanCodec {
 
 /// `sql` planned by the leader in `ctx` and encoded.
 pub async fn ship(ctx: &SessionContext, tables: &'static [Table], sql: &str) -> Result<Vec<u8>> {
+    Ok(ship_sized(ctx, tables, sql).await?.0)
+}
+
+/// `sql` planned by the leader in `ctx` and encoded, with the number of
+/// exchanges its mesh needs ([`exchange_count`]).
+pub async fn ship_sized(ctx: &SessionContext, tables: &'static [Table], sql: &str) -> Result<(Vec<u8>, u32)> {
     let plan = ctx.sql(sql).await?.create_physical_plan().await?;
-    codec(tables).encode(plan)
+    let exchanges = exchange_count(&plan);
+    Ok((codec(tables).encode(plan)?, exchanges))
 }
 
 /// What a distributed run returns: participant 0's result, its decoded
@@ -155,16 +162,16 @@ pub fn run_shipped(
 }
 
 /// `sql` run by `participants` LocalMesh participants: planned once,
-/// shipped, run; participant 0's result and its plan as text.
+/// shipped, run in a mesh sized for the plan; participant 0's result and
+/// its plan as text.
 pub fn distributed(
     tables: &'static [Table],
     sql: &str,
     participants: usize,
-    exchanges: u32,
 ) -> Result<(Vec<RecordBatch>, String), RuntimeError> {
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let ctx = context(tables, participants, true);
-    let bytes = runtime.block_on(ship(&ctx, tables, sql))?;
+    let (bytes, exchanges) = runtime.block_on(ship_sized(&ctx, tables, sql))?;
     let run = run_shipped(tables, &bytes, participants, exchanges)?;
     Ok((run.batches, run.explain))
 }
