@@ -91,7 +91,13 @@ fn main() {
         let (want, _) = datafusion(&sql);
         let (got, _) = weft(&sql);
         if explain {
-            println!("Q{q}:\n{}", got.explain);
+            let analyzed: datafusion::error::Result<String> = runtime.block_on(async {
+                let ctx = context(tables(), PARTICIPANTS, false);
+                let plan = ctx.sql(&format!("EXPLAIN ANALYZE {sql}")).await?.collect().await?;
+                Ok(text(&plan))
+            });
+            println!("Q{q}, DataFusion:\n{}", analyzed.expect("explain"));
+            println!("Q{q}, weft:\n{}", got.explain);
         }
         let same = text(&want) == text(&got.batches);
         let (mut df_times, mut weft_times) = (Vec::new(), Vec::new());
