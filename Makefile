@@ -43,8 +43,10 @@ doc:
 loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test -p weft-loom-tests --release --target-dir target/loom --tests
 
+# Only the benchmark crate: --workspace would also build the extension's
+# library (pgrx, bindgen) in release for nothing.
 benches-build:
-	$(CARGO) bench --workspace --no-run
+	$(CARGO) bench -p weft-benches --no-run
 
 # weft-core must not need std: link it into a #![no_std] static library that
 # brings its own panic handler. Any std in its dependency tree would clash
