@@ -16,7 +16,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{exec_datafusion_err, DataFusionError, Result};
+use datafusion::common::{exec_datafusion_err, DataFusionError, Result, Statistics};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
@@ -25,7 +25,9 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSe
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, StatisticsArgs,
+};
 use futures::{stream, StreamExt, TryStreamExt};
 
 use crate::endpoint::{Inbox, Outbox};
@@ -324,6 +326,33 @@ impl ExecutionPlan for ExchangeExec {
         // checked at the end.
         let tail = stream::once(async move { join(producer).await }).try_filter_map(|()| async { Ok(None) });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, merged.chain(tail))))
+    }
+
+    /// Statistics of the whole input, wherever it ends up: the planner
+    /// (`Distribute`) estimates subplans that contain exchanges.
+    fn child_stats_requests(&self, _partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(None)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let whole = input_stats[0].as_ref().clone();
+        let statistics = match (&self.mode, args.partition()) {
+            (ExchangeMode::Gather { fetch, .. }, _) => whole.with_fetch(*fetch, 0, 1)?,
+            (ExchangeMode::Broadcast, _) | (_, None) => whole,
+            // One participant's part of a hash or round-robin exchange.
+            (_, Some(_)) => {
+                let share = |n: usize| n / self.participants.max(1);
+                let mut part = Statistics::new_unknown(&self.schema());
+                part.num_rows = whole.num_rows.map(share).to_inexact();
+                part.total_byte_size = whole.total_byte_size.map(share).to_inexact();
+                part
+            }
+        };
+        Ok(Arc::new(statistics))
     }
 
     fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
