@@ -19,7 +19,7 @@ demo: setup
 	$(CARGO) run --release -p weft-runtime --example tpch_demo
 
 # nextest runs last so that its summary closes the output.
-test: setup fmt-check clippy no-std benches-build loom doc unit
+test: setup fmt-check clippy no-std loom doc unit
 
 setup:
 	@scripts/setup.sh
@@ -43,8 +43,9 @@ doc:
 loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test -p weft-loom-tests --release --target-dir target/loom --tests
 
-# Only the benchmark crate: --workspace would also build the extension's
-# library (pgrx, bindgen) in release for nothing.
+# Not part of `make test`: clippy --all-targets already compiles the
+# benchmarks (a release build of them cost CI about 18 minutes). Only the
+# benchmark crate: --workspace would also build the extension in release.
 benches-build:
 	$(CARGO) bench -p weft-benches --no-run
 

@@ -159,9 +159,13 @@ pub fn worker(part: &Part) {
     let outcome = participate::run(part, Vec::new(), |node| traffic(node, part.area::<AtomicU64>(), params));
     match outcome {
         Ok(_) => {}
+        // Our own failure, recorded as the query's abort: its own words.
+        Err(RuntimeError::Aborted {
+            participant, message, ..
+        }) if participant == part.id => error!("{message}"),
         // Another participant failed first: it reports its own error (the
         // leader raises it); repeating it from here would only race it.
-        Err(RuntimeError::Aborted { participant, .. }) if participant != part.id => {}
+        Err(RuntimeError::Aborted { .. }) => {}
         Err(e) => error!("{e}"),
     }
 }
@@ -205,9 +209,12 @@ async fn send(node: Arc<Participant>, receiver: u32, slot: &[AtomicU64], params:
         sent += len as u64;
         frames += 1;
         if params.fail == Some(me) && sent >= params.bytes / 2 {
-            return Err(RuntimeError::Query(format!(
-                "injected failure in participant {me} (weft.test_fail_participant)"
-            )));
+            let message = format!("injected failure in participant {me} (weft.test_fail_participant)");
+            // Recorded before `out` drops: a receiver that found the ring
+            // closed first would otherwise report this sender as vanished,
+            // and that would be the query's error instead of this one.
+            node.abort(weft_runtime::FAILURE_CODE, &message);
+            return Err(RuntimeError::Query(message));
         }
     }
     out.finish().await?;
