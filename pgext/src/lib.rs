@@ -8,16 +8,26 @@
 //! - [`platform`]: the runtime's platform in a backend (latches,
 //!   interrupts, dead workers);
 //! - [`participate`]: running one participant with interrupts held;
+//! - [`pgcall`]: calling Postgres from inside the runtime;
+//! - [`types`]: Postgres types as Arrow types, both ways;
+//! - [`heap`]: heap tables as DataFusion sources, one parallel scan shared
+//!   by all participants;
+//! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
+//!   database's tables;
 //! - [`mesh_bench`]: `weft.mesh_bench`, the transport's check in real
 //!   Postgres.
 
 use pgrx::prelude::*;
 
 pub mod guc;
+pub mod heap;
 pub mod mesh_bench;
 pub mod parallel;
 pub mod participate;
+pub mod pgcall;
 pub mod platform;
+pub mod query;
+pub mod types;
 
 ::pgrx::pg_module_magic!();
 
@@ -40,5 +50,7 @@ pub extern "C-unwind" fn weft_worker_main(_seg: *mut pg_sys::dsm_segment, toc: *
     let (job, part) = unsafe { parallel::join(toc) };
     match job {
         parallel::Job::MeshBench => mesh_bench::worker(&part),
+        parallel::Job::Query => query::worker(&part),
     }
+    part.leave();
 }

@@ -103,13 +103,11 @@ fn mesh_bench(
         fail: u32::try_from(fail).ok(),
     };
     let area = stride * stride * SLOT * size_of::<u64>();
-    let section = Section::launch(
-        Job::MeshBench,
-        params.encode(),
-        workers as usize,
+    let section = Section::launch(Job::MeshBench, params.encode(), workers as usize, area).publish(
         1,
         guc::ring_size(),
-        area,
+        0,
+        |_| {},
     );
     let participants = section.participants() as usize;
     let outcome = participate::run(section.part(), section.worker_handles(), |node| {

@@ -1,0 +1,691 @@
+//! Postgres heap tables as DataFusion sources.
+//!
+//! [`HeapTable`] is a table as the leader plans with it (its columns as
+//! Arrow fields, its size from pg_class). Its scan, [`HeapScanExec`],
+//! travels in the shipped plan as the relation's OID and relfilenode, the
+//! projected columns and a scan slot number ([`HeapCodec`]). Every
+//! participant binds the slot to its own opened relation and to the scan's
+//! shared state, a Postgres parallel heap scan the leader set up in the
+//! section's segment ([`ScanBinding`]): participants take blocks from it
+//! as they go, so together they read the table once, under the leader's
+//! snapshot (which the parallel scan carries).
+//!
+//! A scan reads the projected columns of 8192 rows per batch straight into
+//! Arrow builders ([`crate::types::ColumnReader`]). Every Postgres call is
+//! made on the participant's backend thread (its runtime is
+//! current-thread; pgrx refuses any other thread) through
+//! [`crate::pgcall::call`], so a Postgres error becomes the query's error.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{exec_err, internal_datafusion_err, DataFusionError, Result, Statistics};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use futures::Stream;
+use pgrx::pg_sys;
+use prost::Message;
+
+use crate::pgcall;
+use crate::types::{ColumnReader, PgType};
+
+/// Rows per batch a scan produces.
+pub const BATCH_ROWS: usize = 8192;
+
+/// A column of a heap table.
+#[derive(Clone, Debug)]
+pub struct HeapColumn {
+    /// Its attribute number (1-based).
+    pub attnum: i16,
+    /// Its name.
+    pub name: String,
+    /// Its type, as Postgres declares it.
+    pub typid: pg_sys::Oid,
+    /// Its type modifier (-1 for none).
+    pub typmod: i32,
+    /// Its type as weft reads it, or why weft cannot.
+    pub ty: Result<PgType, String>,
+    /// Whether it may hold NULLs (no NOT NULL constraint).
+    pub nullable: bool,
+    /// `format_type` of its type, for messages.
+    pub type_name: String,
+}
+
+/// A heap table as the leader plans with it.
+#[derive(Debug)]
+pub struct HeapTable {
+    /// The relation.
+    pub relid: pg_sys::Oid,
+    /// Its storage's number, which participants check.
+    pub relfilenode: u32,
+    /// Its (schema-qualified) name, for messages and EXPLAIN.
+    pub name: String,
+    /// Its live columns, in attribute order.
+    pub columns: Vec<HeapColumn>,
+    /// pg_class's row estimate (None before the first ANALYZE or VACUUM).
+    pub rows: Option<f64>,
+    schema: SchemaRef,
+}
+
+impl HeapTable {
+    /// The table over `columns` (live columns, in attribute order).
+    pub fn new(
+        relid: pg_sys::Oid,
+        relfilenode: u32,
+        name: String,
+        columns: Vec<HeapColumn>,
+        rows: Option<f64>,
+    ) -> HeapTable {
+        // A column weft cannot read keeps its place (so that its name
+        // resolves) as a Null field; scanning it is refused with a reason.
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| {
+                let ty = c.ty.as_ref().map_or(DataType::Null, |t| t.arrow());
+                Field::new(&c.name, ty, c.nullable || c.ty.is_err())
+            })
+            .collect();
+        HeapTable {
+            relid,
+            relfilenode,
+            name,
+            columns,
+            rows,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for HeapTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let indexes: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.columns.len()).collect(),
+        };
+        let mut columns = Vec::with_capacity(indexes.len());
+        for &i in &indexes {
+            let column = &self.columns[i];
+            match &column.ty {
+                Ok(ty) => columns.push(ScanColumn {
+                    attnum: column.attnum,
+                    name: column.name.clone(),
+                    typid: column.typid,
+                    typmod: column.typmod,
+                    ty: *ty,
+                    nullable: column.nullable,
+                }),
+                Err(reason) => {
+                    return Err(DataFusionError::Plan(format!(
+                        "column \"{}\" of table {} has type {}, which weft cannot read: {reason}",
+                        column.name, self.name, column.type_name
+                    )))
+                }
+            }
+        }
+        Ok(Arc::new(HeapScanExec::new(
+            ScanTarget {
+                relid: self.relid,
+                relfilenode: self.relfilenode,
+                name: self.name.clone(),
+            },
+            columns,
+            state.config().target_partitions(),
+            self.rows,
+            None,
+            None,
+        )))
+    }
+}
+
+/// A projected column of a scan.
+#[derive(Clone, Debug)]
+struct ScanColumn {
+    attnum: i16,
+    name: String,
+    typid: pg_sys::Oid,
+    typmod: i32,
+    ty: PgType,
+    nullable: bool,
+}
+
+/// The relation a scan reads.
+#[derive(Clone, Debug)]
+struct ScanTarget {
+    relid: pg_sys::Oid,
+    relfilenode: u32,
+    name: String,
+}
+
+/// A participant's hold on a shipped scan: its opened relation and the
+/// scan's shared state in the section's segment.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanBinding {
+    /// The relation, opened by this participant.
+    pub rel: pg_sys::Relation,
+    /// The parallel scan's shared state.
+    pub pscan: pg_sys::ParallelTableScanDesc,
+}
+
+// SAFETY: a binding is only dereferenced by Postgres calls on the backend
+// thread that made it (pgrx's guarded calls check the thread); the plan
+// holding it must be Send + Sync to be an ExecutionPlan at all.
+unsafe impl Send for ScanBinding {}
+// SAFETY: as above.
+unsafe impl Sync for ScanBinding {}
+
+/// Scans one heap table as a share of a parallel scan; see the module docs.
+#[derive(Debug)]
+pub struct HeapScanExec {
+    target: ScanTarget,
+    columns: Vec<ScanColumn>,
+    partitions: usize,
+    rows: Option<f64>,
+    /// The scan's slot in the section's payload (set by the leader once
+    /// the plan is final).
+    slot: Option<u32>,
+    /// This participant's binding of the slot (set when decoded).
+    binding: Option<ScanBinding>,
+    properties: Arc<PlanProperties>,
+}
+
+impl HeapScanExec {
+    fn new(
+        target: ScanTarget,
+        columns: Vec<ScanColumn>,
+        partitions: usize,
+        rows: Option<f64>,
+        slot: Option<u32>,
+        binding: Option<ScanBinding>,
+    ) -> HeapScanExec {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow(), c.nullable))
+            .collect();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::new(Schema::new(fields))),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        HeapScanExec {
+            target,
+            columns,
+            partitions,
+            rows,
+            slot,
+            binding,
+            properties: Arc::new(properties),
+        }
+    }
+
+    /// The relation this scan reads.
+    pub fn relid(&self) -> pg_sys::Oid {
+        self.target.relid
+    }
+
+    /// The scan's slot, once assigned.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+
+    /// This scan with its slot number.
+    pub fn with_slot(&self, slot: u32) -> HeapScanExec {
+        HeapScanExec::new(
+            self.target.clone(),
+            self.columns.clone(),
+            self.partitions,
+            self.rows,
+            Some(slot),
+            self.binding,
+        )
+    }
+
+    /// Estimated bytes of one projected row in Arrow.
+    fn row_width(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|c| match c.ty {
+                PgType::Bool => 1,
+                PgType::Int2 => 2,
+                PgType::Int4 | PgType::Float4 | PgType::Oid | PgType::Date => 4,
+                PgType::Numeric { .. } | PgType::Interval | PgType::Uuid => 16,
+                PgType::Text | PgType::BpChar | PgType::Name | PgType::Bytea => 24,
+                _ => 8,
+            })
+            .sum()
+    }
+}
+
+impl DisplayAs for HeapScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        write!(f, "HeapScan: {} [{}]", self.target.name, names.join(", "))
+    }
+}
+
+impl ExecutionPlan for HeapScanExec {
+    fn name(&self) -> &str {
+        "HeapScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    /// pg_class's estimate, spread over the partitions (participants).
+    fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
+        let mut statistics = Statistics::new_unknown(&self.schema());
+        if let Some(rows) = self.rows {
+            let rows = match args.partition() {
+                Some(_) => rows / self.partitions.max(1) as f64,
+                None => rows,
+            } as usize;
+            statistics.num_rows = Precision::Inexact(rows);
+            statistics.total_byte_size = Precision::Inexact(rows * self.row_width());
+        }
+        Ok(Arc::new(statistics))
+    }
+
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let Some(binding) = self.binding else {
+            return exec_err!("weft: the scan of {} is not bound to a parallel scan", self.target.name);
+        };
+        Ok(Box::pin(HeapStream {
+            schema: self.schema(),
+            table: self.target.name.clone(),
+            binding,
+            readers: self
+                .columns
+                .iter()
+                .map(|c| (c.attnum, ColumnReader::new(c.ty, BATCH_ROWS)))
+                .collect(),
+            last_attnum: self.columns.iter().map(|c| c.attnum).max().unwrap_or(0),
+            open: None,
+            done: false,
+        }))
+    }
+}
+
+/// A running scan's Postgres state.
+struct OpenScan {
+    scan: pg_sys::TableScanDesc,
+    slot: *mut pg_sys::TupleTableSlot,
+    /// Holds the scan and its slot; deleted at the end.
+    memory: pg_sys::MemoryContext,
+    /// Detoasted values of the current batch; reset per batch.
+    batch_memory: pg_sys::MemoryContext,
+}
+
+/// One participant's share of a parallel heap scan, as batches.
+struct HeapStream {
+    schema: SchemaRef,
+    /// The table's name, for messages.
+    table: String,
+    binding: ScanBinding,
+    readers: Vec<(i16, ColumnReader)>,
+    last_attnum: i16,
+    open: Option<OpenScan>,
+    done: bool,
+}
+
+// SAFETY: the raw Postgres pointers are used only on the backend thread
+// that created them (pgrx's guarded calls check it); DataFusion requires
+// streams to be Send, and a current-thread runtime never moves them.
+unsafe impl Send for HeapStream {}
+
+impl HeapStream {
+    /// Reads the next batch; None at the end of this participant's share.
+    ///
+    /// # Safety
+    /// On the backend thread, inside [`pgcall::call`].
+    unsafe fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let open = match self.open {
+            Some(open) => open,
+            // SAFETY: per the caller.
+            None => unsafe { self.begin() },
+        };
+        // SAFETY: per the caller; the memory contexts and the scan are ours
+        // and alive until `end`.
+        let rows = unsafe {
+            let previous = pg_sys::MemoryContextSwitchTo(open.batch_memory);
+            let filled = self.fill(open);
+            pg_sys::MemoryContextSwitchTo(previous);
+            pg_sys::MemoryContextReset(open.batch_memory);
+            filled?
+        };
+        if rows == 0 {
+            return Ok(None);
+        }
+        let columns = self
+            .readers
+            .iter_mut()
+            .map(|(_, reader)| reader.finish().map_err(DataFusionError::Execution))
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?))
+    }
+
+    /// Begins this participant's share of the parallel scan.
+    ///
+    /// # Safety
+    /// On the backend thread, inside [`pgcall::call`].
+    unsafe fn begin(&mut self) -> OpenScan {
+        // SAFETY: per the caller; the binding's relation is open and locked
+        // for the whole run, its pscan initialized by the leader before
+        // any participant started.
+        let open = unsafe {
+            let memory = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::TopTransactionContext,
+                c"weft heap scan".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            );
+            let batch_memory = pg_sys::AllocSetContextCreateInternal(
+                memory,
+                c"weft heap scan batch".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            );
+            let previous = pg_sys::MemoryContextSwitchTo(memory);
+            let scan = pg_sys::table_beginscan_parallel(self.binding.rel, self.binding.pscan);
+            let slot = pg_sys::table_slot_create(self.binding.rel, std::ptr::null_mut());
+            pg_sys::MemoryContextSwitchTo(previous);
+            OpenScan {
+                scan,
+                slot,
+                memory,
+                batch_memory,
+            }
+        };
+        self.open = Some(open);
+        open
+    }
+
+    /// Reads up to a batch of rows into the readers; the rows read.
+    ///
+    /// # Safety
+    /// On the backend thread, inside [`pgcall::call`], `open` alive.
+    unsafe fn fill(&mut self, open: OpenScan) -> Result<usize> {
+        let mut rows = 0;
+        while rows < BATCH_ROWS {
+            // SAFETY: per the caller; the slot belongs to the scan's
+            // relation.
+            let found =
+                unsafe { pg_sys::heap_getnextslot(open.scan, pg_sys::ScanDirection::ForwardScanDirection, open.slot) };
+            if !found {
+                break;
+            }
+            // SAFETY: as above; deforming up to the last projected
+            // attribute makes tts_values/tts_isnull valid up to it.
+            unsafe {
+                if (*open.slot).tts_nvalid < self.last_attnum {
+                    pg_sys::slot_getsomeattrs_int(open.slot, i32::from(self.last_attnum));
+                }
+                let values = (*open.slot).tts_values;
+                let nulls = (*open.slot).tts_isnull;
+                for (i, (attnum, reader)) in self.readers.iter_mut().enumerate() {
+                    let at = (*attnum - 1) as usize;
+                    if let Err(e) = reader.push(*values.add(at), *nulls.add(at)) {
+                        let name = self.schema.field(i).name();
+                        return Err(DataFusionError::Execution(format!(
+                            "column \"{name}\" of {}: {e}",
+                            self.table
+                        )));
+                    }
+                }
+            }
+            rows += 1;
+        }
+        Ok(rows)
+    }
+}
+
+impl Stream for HeapStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        // SAFETY: polled on the participant's backend thread (its runtime
+        // is current-thread), inside pgcall::call.
+        let next = pgcall::call("heap scan", || unsafe { self.next_batch() });
+        match next {
+            Ok(Some(batch)) => Poll::Ready(Some(Ok(batch))),
+            Ok(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for HeapStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl Drop for HeapStream {
+    fn drop(&mut self) {
+        let Some(open) = self.open.take() else { return };
+        // After a Postgres error only the transaction's abort may clean up
+        // (the failed call may have left buffers locked); it releases all
+        // of this with the transaction's resources.
+        if pgcall::error_pending() {
+            return;
+        }
+        // SAFETY: on the backend thread (streams are dropped where they
+        // ran); the scan and its memory are ours. An error is kept and
+        // raised after the run.
+        let _ = pgcall::call("end of a heap scan", || unsafe {
+            pg_sys::ExecDropSingleTupleTableSlot(open.slot);
+            pg_sys::heap_endscan(open.scan);
+            pg_sys::MemoryContextDelete(open.memory);
+            Ok(())
+        });
+    }
+}
+
+impl Clone for OpenScan {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl Copy for OpenScan {}
+
+/// A [`HeapScanExec`] in a shipped plan.
+#[derive(Clone, PartialEq, Message)]
+struct ScanNode {
+    #[prost(uint32, tag = "1")]
+    relid: u32,
+    #[prost(uint32, tag = "2")]
+    relfilenode: u32,
+    #[prost(string, tag = "3")]
+    name: String,
+    #[prost(uint32, tag = "4")]
+    slot: u32,
+    #[prost(uint32, tag = "5")]
+    partitions: u32,
+    #[prost(double, optional, tag = "6")]
+    rows: Option<f64>,
+    #[prost(message, repeated, tag = "7")]
+    columns: Vec<ColumnNode>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ColumnNode {
+    #[prost(int32, tag = "1")]
+    attnum: i32,
+    #[prost(string, tag = "2")]
+    name: String,
+    #[prost(uint32, tag = "3")]
+    typid: u32,
+    #[prost(int32, tag = "4")]
+    typmod: i32,
+    #[prost(bool, tag = "5")]
+    nullable: bool,
+}
+
+/// A shipped scan's slot: the relation it must read, as the leader saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotTarget {
+    /// The relation.
+    pub relid: pg_sys::Oid,
+    /// Its storage's number when the leader planned.
+    pub relfilenode: u32,
+}
+
+/// The sources' codec: encodes [`HeapScanExec`]s; decodes them bound to
+/// this participant's `bindings` (by slot).
+#[derive(Debug, Default)]
+pub struct HeapCodec {
+    bindings: Vec<(SlotTarget, ScanBinding)>,
+}
+
+impl HeapCodec {
+    /// A codec that binds decoded scans to `bindings`, slot i to entry i.
+    pub fn new(bindings: Vec<(SlotTarget, ScanBinding)>) -> HeapCodec {
+        HeapCodec { bindings }
+    }
+}
+
+impl PhysicalExtensionCodec for HeapCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = ScanNode::decode(buf).map_err(|e| internal_datafusion_err!("weft heap scan node: {e}"))?;
+        let Some((target, binding)) = self.bindings.get(node.slot as usize) else {
+            return exec_err!("weft: a shipped scan names slot {}, which the section lacks", node.slot);
+        };
+        if target.relid.to_u32() != node.relid || target.relfilenode != node.relfilenode {
+            return exec_err!(
+                "weft: the shipped scan of {} does not match its slot's relation",
+                node.name
+            );
+        }
+        let mut columns = Vec::with_capacity(node.columns.len());
+        for c in node.columns {
+            let typid = pg_sys::Oid::from(c.typid);
+            let ty = PgType::of(typid, c.typmod).map_err(DataFusionError::Execution)?;
+            let attnum = i16::try_from(c.attnum).ok().filter(|a| *a > 0);
+            let Some(attnum) = attnum else {
+                return exec_err!("weft: a shipped scan names attribute {}", c.attnum);
+            };
+            columns.push(ScanColumn {
+                attnum,
+                name: c.name,
+                typid,
+                typmod: c.typmod,
+                ty,
+                nullable: c.nullable,
+            });
+        }
+        Ok(Arc::new(HeapScanExec::new(
+            ScanTarget {
+                relid: pg_sys::Oid::from(node.relid),
+                relfilenode: node.relfilenode,
+                name: node.name,
+            },
+            columns,
+            node.partitions as usize,
+            node.rows,
+            Some(node.slot),
+            Some(*binding),
+        )))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(scan) = node.downcast_ref::<HeapScanExec>() else {
+            return exec_err!("weft cannot ship {}", node.name());
+        };
+        let Some(slot) = scan.slot else {
+            return exec_err!("weft: the scan of {} has no slot", scan.target.name);
+        };
+        let message = ScanNode {
+            relid: scan.target.relid.to_u32(),
+            relfilenode: scan.target.relfilenode,
+            name: scan.target.name.clone(),
+            slot,
+            partitions: scan.partitions as u32,
+            rows: scan.rows,
+            columns: scan
+                .columns
+                .iter()
+                .map(|c| ColumnNode {
+                    attnum: i32::from(c.attnum),
+                    name: c.name.clone(),
+                    typid: c.typid.to_u32(),
+                    typmod: c.typmod,
+                    nullable: c.nullable,
+                })
+                .collect(),
+        };
+        message
+            .encode(buf)
+            .map_err(|e| internal_datafusion_err!("weft heap scan node: {e}"))
+    }
+}

@@ -1,0 +1,85 @@
+//! Calling Postgres from inside the runtime.
+//!
+//! A heap scan runs inside DataFusion's streams, inside tokio frames, on
+//! the backend's own thread. pgrx turns a Postgres ERROR raised by a
+//! (guarded) `pg_sys` call into a Rust panic carrying the error report,
+//! having already flushed Postgres's error state. [`call`] catches that
+//! panic where the call is made, keeps the report for later, and returns
+//! an ordinary error, which ends the query through the mesh like any
+//! other failure. Once the runtime is torn down, [`rethrow_pending`]
+//! raises the kept report as this backend's ERROR (with its SQLSTATE),
+//! and the transaction abort releases whatever the failed call held
+//! (buffer pins, locks, memory), as Postgres always does.
+//!
+//! A report is kept per thread and only the first one: later ones are
+//! usually consequences of it.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use datafusion::common::DataFusionError;
+use pgrx::pg_sys::{self, panic::CaughtError};
+
+thread_local! {
+    /// The first Postgres error caught on this thread and not yet raised.
+    static PENDING: RefCell<Option<CaughtError>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, which calls Postgres, turning a Postgres ERROR (or a panic)
+/// into a DataFusion error whose message is Postgres's. `what` names the
+/// work for panics.
+pub fn call<T>(what: &str, f: impl FnOnce() -> Result<T, DataFusionError>) -> Result<T, DataFusionError> {
+    // SAFETY: a plain global of this backend, read on its thread.
+    let context = unsafe { pg_sys::CurrentMemoryContext };
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            // The error left us in whatever context the failed call had
+            // switched to; later allocations belong in the caller's.
+            // SAFETY: as above; `context` outlives the call.
+            unsafe { pg_sys::CurrentMemoryContext = context };
+            let message = match panic.downcast::<CaughtError>() {
+                Ok(caught) => {
+                    let message = match caught.as_ref() {
+                        CaughtError::PostgresError(report)
+                        | CaughtError::ErrorReport(report)
+                        | CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
+                    };
+                    PENDING.with(|pending| {
+                        let mut pending = pending.borrow_mut();
+                        if pending.is_none() {
+                            *pending = Some(*caught);
+                        }
+                    });
+                    message
+                }
+                Err(other) => format!("{what} panicked: {}", panic_message(other.as_ref())),
+            };
+            Err(DataFusionError::External(message.into()))
+        }
+    }
+}
+
+/// Whether a Postgres error is waiting to be raised: Postgres's state is
+/// then only fit for the transaction's abort, so cleanup code skips its
+/// own Postgres calls.
+pub fn error_pending() -> bool {
+    PENDING.with(|pending| pending.borrow().is_some())
+}
+
+/// Raises the Postgres error [`call`] caught, if any. Call it outside
+/// every tokio frame.
+pub fn rethrow_pending() {
+    if let Some(caught) = PENDING.with(|pending| pending.borrow_mut().take()) {
+        caught.rethrow();
+    }
+}
+
+/// A panic payload's message.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

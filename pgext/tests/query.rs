@@ -1,0 +1,281 @@
+//! `weft.query` and `weft.explain` in real Postgres: every supported type
+//! read through weft equals what Postgres returns; MVCC visibility is the
+//! statement's; bad input is a clear error that leaves the session usable;
+//! concurrent sessions get correct results.
+
+use std::thread;
+
+use weft_pg_harness::postgres::Client;
+use weft_pg_harness::Cluster;
+
+fn setup(cluster: &Cluster) -> Client {
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client
+}
+
+/// `sql`'s rows as text (each row's record output), in order.
+fn rows(client: &mut Client, sql: &str) -> Result<Vec<String>, String> {
+    let wrapped = format!("SELECT r::text FROM ({sql}) AS r");
+    client
+        .query(&wrapped, &[])
+        .map(|rows| rows.iter().map(|row| row.get::<_, String>(0)).collect())
+        .map_err(|e| e.as_db_error().map_or(e.to_string(), |db| db.message().to_owned()))
+}
+
+/// `sql` through weft.query with the column definition list `columns`.
+fn weft(client: &mut Client, sql: &str, columns: &str) -> Result<Vec<String>, String> {
+    rows(
+        client,
+        &format!("SELECT * FROM weft.query($weft${sql}$weft$) AS t({columns})"),
+    )
+}
+
+/// The columns of the type table and their definition list.
+const TYPES: &str = "id int, b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, \
+     n numeric(38,10), n2 numeric(15,2), nneg numeric(10,-3), t text, v varchar(20), c char(5), nm name, \
+     d date, ts timestamp, tz timestamptz, tm time, iv interval, u uuid, by bytea, o oid";
+
+fn types_table(client: &mut Client) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE types ({TYPES});
+             INSERT INTO types VALUES
+               (1, true, 32767, 2147483647, 9223372036854775807, 'NaN', 'Infinity',
+                '9999999999999999999999999999.9999999999', 12.34, 1234567, '', 'héllo wörld ✓', 'ab', 'pg',
+                '2024-02-29', '2000-01-01 00:00:00.000001', '2024-06-30 23:59:59.999999+02', '23:59:59.999999',
+                '1 year 2 mons -3 days 04:05:06.789', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff10', 4294967295),
+               (2, false, -32768, -2147483648, -9223372036854775808, '-Infinity', '-0',
+                '-9999999999999999999999999999.9999999999', -0.01, -1000, 'x', '', '', '',
+                '0001-01-01', '1970-01-01 00:00:00', '1900-01-01 00:00:00+00', '00:00:00',
+                '-178000000 years', '00000000-0000-0000-0000-000000000000', '\\x', 0),
+               (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+               (4, true, 0, 0, 0, 1.5e-30, 1e300, 0.0000000001, 0, 0, repeat('€', 3), 'a b  ', 'a  b', 'x',
+                '5874897-12-31', '100000-01-01 23:59:59.999999', '4714-11-24 00:00:00+00 BC', '12:00',
+                '0', 'ffffffff-ffff-ffff-ffff-ffffffffffff', decode(repeat('ab', 1000), 'hex'), 1);"
+        ))
+        .unwrap();
+}
+
+#[test]
+fn every_type_reads_back_as_postgres_returns_it() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    types_table(&mut client);
+    for zone in ["UTC", "America/St_Johns"] {
+        client.batch_execute(&format!("SET TimeZone = '{zone}'")).unwrap();
+        for workers in [0, 2] {
+            client.batch_execute(&format!("SET weft.workers = {workers}")).unwrap();
+            let expected = rows(&mut client, "SELECT * FROM types ORDER BY id").unwrap();
+            let got = weft(&mut client, "SELECT * FROM types ORDER BY id", TYPES).unwrap();
+            assert_eq!(got, expected, "TimeZone {zone}, {workers} workers");
+        }
+    }
+}
+
+#[test]
+fn toasted_and_long_values_read_whole() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    client
+        .batch_execute(
+            "CREATE TABLE big (id int, t text, b bytea);
+             INSERT INTO big SELECT g, repeat(md5(g::text), 32768), decode(repeat(md5(g::text), 1000), 'hex')
+               FROM generate_series(1, 5) g;
+             INSERT INTO big VALUES (6, repeat('ж', 600000), NULL);",
+        )
+        .unwrap();
+    let expected = rows(&mut client, "SELECT id, md5(t), length(t), md5(b) FROM big ORDER BY id").unwrap();
+    // The whole values come back through weft; Postgres hashes them.
+    let got = rows(
+        &mut client,
+        "SELECT id, md5(t), length(t), md5(b) FROM weft.query('SELECT id, t, b FROM big ORDER BY id') AS q(id int, t text, b bytea)",
+    )
+    .unwrap();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn values_arrow_cannot_hold_are_errors() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    client
+        .batch_execute(
+            "CREATE TABLE inf (d date, ts timestamp, n numeric(10,2), u numeric, far timestamp);
+             INSERT INTO inf VALUES ('infinity', NULL, 'NaN', 1, '294276-12-31 23:59:59');",
+        )
+        .unwrap();
+    let error = weft(&mut client, "SELECT d FROM inf", "d date").unwrap_err();
+    assert!(
+        error.contains("date infinity") && error.contains("column \"d\" of public.inf"),
+        "{error}"
+    );
+    // Postgres's timestamps reach further than Arrow's microseconds.
+    let error = weft(&mut client, "SELECT far FROM inf", "far timestamp").unwrap_err();
+    assert!(error.contains("beyond Arrow's range"), "{error}");
+    let error = weft(&mut client, "SELECT n FROM inf", "n numeric").unwrap_err();
+    assert!(error.contains("NaN"), "{error}");
+    let error = weft(&mut client, "SELECT u FROM inf", "u numeric").unwrap_err();
+    assert!(
+        error.contains("column \"u\"") && error.contains("numeric") && error.contains("precision"),
+        "{error}"
+    );
+    // Columns the query does not read do not matter.
+    assert_eq!(weft(&mut client, "SELECT ts FROM inf", "ts timestamp").unwrap(), ["()"]);
+}
+
+#[test]
+fn each_participant_sees_the_statements_snapshot() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    client
+        .batch_execute("CREATE TABLE m (id int); INSERT INTO m SELECT generate_series(1, 100000);")
+        .unwrap();
+    let count = |client: &mut Client| -> i64 {
+        let rows = weft(client, "SELECT count(*) AS n FROM m", "n bigint").unwrap();
+        rows[0].trim_matches(|c| c == '(' || c == ')').parse().unwrap()
+    };
+    client.batch_execute("SET weft.workers = 2").unwrap();
+    assert_eq!(count(&mut client), 100000);
+
+    // A concurrent uncommitted insert is invisible.
+    let mut other = cluster.connect();
+    other
+        .batch_execute("BEGIN; INSERT INTO m SELECT generate_series(1, 5000);")
+        .unwrap();
+    assert_eq!(count(&mut client), 100000);
+
+    // Rows this transaction deleted are invisible to it.
+    client.batch_execute("BEGIN; DELETE FROM m WHERE id <= 10").unwrap();
+    assert_eq!(count(&mut client), 99990);
+    client.batch_execute("ROLLBACK").unwrap();
+
+    // REPEATABLE READ: a concurrent commit is not seen.
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").unwrap();
+    assert_eq!(count(&mut client), 100000);
+    other.batch_execute("COMMIT").unwrap();
+    assert_eq!(count(&mut client), 100000);
+    client.batch_execute("COMMIT").unwrap();
+    assert_eq!(count(&mut client), 105000);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_the_session_goes_on() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    client
+        .batch_execute(
+            "CREATE TABLE ok (a int, b text); INSERT INTO ok VALUES (1, 'x');
+             CREATE TABLE secret (a int); INSERT INTO secret VALUES (1);
+             CREATE TABLE guarded (a int); ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
+             CREATE TABLE odd (a int, p point);
+             CREATE ROLE reader LOGIN; GRANT USAGE ON SCHEMA weft TO reader;
+             GRANT SELECT ON ok, guarded, odd TO reader;",
+        )
+        .unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("SELECT * FROM missing", "a int", "relation \"missing\" does not exist"),
+        ("SELECT nope FROM ok", "a int", "nope"),
+        ("SELEC 1", "a int", "weft.query"),
+        (
+            "SELECT p FROM odd",
+            "p text",
+            "column \"p\" of table public.odd has type point",
+        ),
+        ("SELECT a, b FROM ok", "a int", "the query returns 2 columns"),
+        ("SELECT b FROM ok", "b int", "cannot be returned as integer"),
+        ("INSERT INTO ok VALUES (2, 'y')", "a int", "weft.query"),
+    ];
+    for (sql, columns, message) in cases {
+        let error = weft(&mut client, sql, columns).unwrap_err();
+        assert!(error.contains(message), "{sql}: {error}");
+        assert_eq!(weft(&mut client, "SELECT a FROM ok", "a int").unwrap(), ["(1)"]);
+    }
+    // A column weft cannot read is fine when the query does not read it.
+    assert!(weft(&mut client, "SELECT a FROM odd", "a int").unwrap().is_empty());
+
+    let mut reader = cluster.connect_as("reader");
+    let denied = weft(&mut reader, "SELECT a FROM secret", "a int").unwrap_err();
+    let stock = rows(&mut reader, "SELECT a FROM secret").unwrap_err();
+    assert_eq!(denied, stock, "the same permission error as Postgres's");
+    let error = weft(&mut reader, "SELECT a FROM guarded", "a int").unwrap_err();
+    assert!(error.contains("row-level security"), "{error}");
+    assert_eq!(
+        weft(&mut reader, "SELECT a, b FROM ok", "a int, b text").unwrap(),
+        ["(1,x)"]
+    );
+}
+
+#[test]
+fn explain_shows_the_distributed_plan() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    client
+        .batch_execute(
+            "CREATE TABLE e (k int, v int); INSERT INTO e SELECT g % 100, g FROM generate_series(1, 100000) g;
+             ANALYZE e; SET weft.workers = 2;",
+        )
+        .unwrap();
+    let sql = "SELECT k, sum(v) FROM e GROUP BY k";
+    let plan: Vec<String> = client
+        .query("SELECT * FROM weft.explain($1)", &[&sql])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("3 participants") && plan.contains("HeapScan: public.e"),
+        "{plan}"
+    );
+    assert!(plan.contains("WeftExchange"), "{plan}");
+    let analyzed: Vec<String> = client
+        .query("SELECT * FROM weft.explain($1, run => true)", &[&sql])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let analyzed = analyzed.join("\n");
+    assert!(
+        analyzed.contains("Edges") && analyzed.contains("output_rows"),
+        "{analyzed}"
+    );
+    // Every edge of the hash exchange between 3 participants appears.
+    assert!(analyzed.contains("x0 2->1"), "{analyzed}");
+}
+
+#[test]
+fn concurrent_sessions_get_their_own_results() {
+    let cluster = Cluster::start_with(&[("max_worker_processes", "16"), ("max_parallel_workers", "16")]);
+    let mut client = setup(&cluster);
+    client
+        .batch_execute(
+            "CREATE TABLE c (k int, v bigint); INSERT INTO c SELECT g % 10, g FROM generate_series(1, 200000) g;",
+        )
+        .unwrap();
+    let expected = rows(&mut client, "SELECT k, sum(v) AS s FROM c GROUP BY k ORDER BY k").unwrap();
+    let sessions: Vec<_> = (0..4)
+        .map(|i| {
+            let mut client = cluster.connect();
+            thread::spawn(move || {
+                client.batch_execute(&format!("SET weft.workers = {}", i % 3)).unwrap();
+                (0..3)
+                    .map(|_| {
+                        weft(
+                            &mut client,
+                            "SELECT k, sum(v) AS s FROM c GROUP BY k ORDER BY k",
+                            "k int, s numeric",
+                        )
+                        .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for session in sessions {
+        for got in session.join().unwrap() {
+            assert_eq!(got, expected);
+        }
+    }
+}
