@@ -377,10 +377,13 @@ async fn execute(
 
 /// The session configuration every participant plans and runs with.
 fn session_config(participants: usize) -> SessionConfig {
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SEARCH_PATH_SCHEMA)
         .with_information_schema(false)
         .with_batch_size(crate::heap::BATCH_ROWS);
+    // `7.0` is a numeric in Postgres, not a float: keep such arithmetic
+    // exact.
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
     spmd_config(config, participants)
 }
 

@@ -35,6 +35,8 @@
 /// their own and always get the matching version.
 pub use postgres;
 
+pub mod tpch;
+
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
