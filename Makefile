@@ -10,7 +10,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 4
 export LOOM_MAX_PREEMPTIONS
 
-.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std bench
+.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std bench bench-pg
 
 # The Postgres part builds and installs weft (release) into the system's
 # PostgreSQL 15 and runs it in a throwaway cluster (pgext/examples/demo.rs).
@@ -58,3 +58,8 @@ no-std:
 
 bench:
 	$(CARGO) bench -p weft-benches
+
+# TPC-H through weft.query against stock Postgres in a throwaway cluster
+# (pgext/benches/tpch_pg.rs; WEFT_BENCH_SF, _WORKERS, _REPS, _QUERIES).
+bench-pg: setup
+	WEFT_PG_PROFILE=release $(CARGO) bench -p weft --bench tpch_pg

@@ -1,27 +1,44 @@
 //! `make demo`, Postgres part: builds and installs weft into the system's
-//! PostgreSQL 15, starts a throwaway cluster with weft preloaded, and runs
-//! `weft.mesh_bench` with 0, 1 and 2 parallel workers, printing per-edge
-//! throughput through the DSM mesh between real Postgres processes.
+//! PostgreSQL 15 and starts a throwaway cluster with weft preloaded. Then:
 //!
-//! `WEFT_DEMO_MB` sets the megabytes per edge (default 256).
+//! 1. `weft.mesh_bench` with 0, 1 and 2 parallel workers: per-edge
+//!    throughput through the DSM mesh between real Postgres processes;
+//! 2. TPC-H generated locally and loaded with COPY, and a few of its
+//!    queries through `weft.query` beside the same SQL on stock Postgres:
+//!    both times, weft's rows, and `weft.explain` of one of them.
+//!
+//! `WEFT_DEMO_MB` sets the megabytes per edge (default 256),
+//! `WEFT_DEMO_SF` the TPC-H scale factor (default 0.1).
 
 use std::time::Instant;
 
-use weft_pg_harness::Cluster;
+use weft_pg_harness::postgres::{Client, SimpleQueryMessage};
+use weft_pg_harness::{tpch, Cluster};
+
+/// The TPC-H queries shown.
+const QUERIES: [usize; 5] = [1, 3, 6, 12, 18];
 
 fn main() {
-    let megabytes: i32 = std::env::var("WEFT_DEMO_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let megabytes: i32 = env("WEFT_DEMO_MB", 256);
+    let scale: f64 = env("WEFT_DEMO_SF", 0.1);
     println!("building and installing weft, starting a throwaway PostgreSQL 15 cluster...");
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_with(&[("shared_buffers", "1GB"), ("work_mem", "64MB"), ("jit", "off")]);
     let mut client = cluster.connect();
     client
         .batch_execute("CREATE EXTENSION weft")
         .expect("CREATE EXTENSION weft");
     let version: String = client.query_one("SELECT version()", &[]).unwrap().get(0);
     println!("{version}\n");
+    mesh(&mut client, megabytes);
+    queries(&mut client, scale);
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn mesh(client: &mut Client, megabytes: i32) {
+    println!("== 1. the mesh: weft.mesh_bench ==\n");
     for workers in 0..=2 {
         let sql = format!("SELECT * FROM weft.mesh_bench({workers}, {megabytes}, 64)");
         println!("{sql};");
@@ -40,4 +57,66 @@ fn main() {
         }
         println!("({} participants, {:.2?} in all)\n", workers + 1, started.elapsed());
     }
+}
+
+fn queries(client: &mut Client, scale: f64) {
+    println!("== 2. TPC-H at scale factor {scale} through weft.query ==\n");
+    let started = Instant::now();
+    tpch::load(client, scale);
+    println!("generated and loaded in {:.1?}\n", started.elapsed());
+    let workers: i64 = client
+        .query_one("SELECT current_setting('max_parallel_workers_per_gather')::int8", &[])
+        .unwrap()
+        .get(0);
+    println!("weft.workers = -1: weft uses max_parallel_workers_per_gather = {workers} workers besides the leader\n");
+    let all = tpch::queries();
+    for number in QUERIES {
+        let sql = &all[number - 1].1;
+        let weft = tpch::through_weft(client, sql).expect("prepare");
+        let (stock_time, stock_rows) = timed(client, sql);
+        let (weft_time, rows) = timed(client, &weft);
+        assert_eq!(
+            rows.len(),
+            stock_rows.len(),
+            "Q{number}: weft and Postgres disagree on the row count"
+        );
+        println!(
+            "Q{number:02}: stock Postgres {stock_time:>8.1} ms   weft.query {weft_time:>8.1} ms   ({:.2}x)   {} rows",
+            stock_time / weft_time,
+            rows.len()
+        );
+        for row in rows.iter().take(3) {
+            println!("      {}", row.join(" | "));
+        }
+        if rows.len() > 3 {
+            println!("      ...");
+        }
+    }
+    let sql = &all[2].1;
+    println!("\nSELECT * FROM weft.explain($$<Q03>$$, run => true);");
+    for row in client
+        .query("SELECT * FROM weft.explain($1, run => true)", &[sql])
+        .expect("weft.explain")
+    {
+        println!("  {}", row.get::<_, String>(0));
+    }
+}
+
+/// Runs `sql`; milliseconds taken and the rows as text.
+fn timed(client: &mut Client, sql: &str) -> (f64, Vec<Vec<String>>) {
+    let started = Instant::now();
+    let messages = client.simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let millis = started.elapsed().as_secs_f64() * 1e3;
+    let rows = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").trim_end().to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    (millis, rows)
 }

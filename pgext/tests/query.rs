@@ -279,3 +279,34 @@ fn concurrent_sessions_get_their_own_results() {
         }
     }
 }
+
+#[test]
+fn a_statement_timeout_ends_a_running_query() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    client
+        .batch_execute(
+            "CREATE TABLE n (id int); INSERT INTO n SELECT generate_series(1, 200000);
+             SET weft.workers = 2; SET statement_timeout = '1s';",
+        )
+        .unwrap();
+    let started = std::time::Instant::now();
+    // A 4 * 10^10-pair nested loop: far longer than the timeout.
+    let error = weft(
+        &mut client,
+        "SELECT count(*) AS n FROM n a, n b WHERE a.id + b.id = 3",
+        "n bigint",
+    )
+    .unwrap_err();
+    assert!(error.contains("statement timeout"), "{error}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    client.batch_execute("SET statement_timeout = 0").unwrap();
+    assert_eq!(
+        weft(&mut client, "SELECT count(*) AS n FROM n", "n bigint").unwrap(),
+        ["(200000)"]
+    );
+}

@@ -137,3 +137,16 @@ pub fn queries() -> Vec<(usize, String)> {
         .map(|(i, text)| (i + 1, text.trim().trim_end_matches(';').to_string()))
         .collect()
 }
+
+/// `sql` wrapped in `weft.query`, with a column definition list of the
+/// types Postgres gives its result columns (found by preparing `sql`).
+pub fn through_weft(client: &mut Client, sql: &str) -> Result<String, postgres::Error> {
+    let statement = client.prepare(sql)?;
+    let list = statement
+        .columns()
+        .iter()
+        .map(|c| format!("\"{}\" {}", c.name(), c.type_().name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!("SELECT * FROM weft.query($weft${sql}$weft$) AS t({list})"))
+}
