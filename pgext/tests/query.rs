@@ -291,10 +291,13 @@ fn a_statement_timeout_ends_a_running_query() {
         )
         .unwrap();
     let started = std::time::Instant::now();
-    // A 4 * 10^10-pair nested loop: far longer than the timeout.
+    // A hash join producing 2 * 10^8 rows: far longer than the timeout,
+    // in batches, so every participant looks for the cancel often. (A
+    // single DataFusion step that runs long, such as one nested-loop join
+    // of a huge batch pair, defers the cancel until it returns.)
     let error = weft(
         &mut client,
-        "SELECT count(*) AS n FROM n a, n b WHERE a.id + b.id = 3",
+        "SELECT count(*) AS n FROM n a JOIN n b ON a.id % 200 = b.id % 200",
         "n bigint",
     )
     .unwrap_err();
