@@ -39,7 +39,9 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use futures::Stream;
 use pgrx::pg_sys;
 use prost::Message;
+use weft_runtime::Participant;
 
+use crate::guc;
 use crate::pgcall;
 use crate::types::{ColumnReader, PgType};
 
@@ -330,10 +332,12 @@ impl ExecutionPlan for HeapScanExec {
         Ok(Arc::new(statistics))
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let Some(binding) = self.binding else {
             return exec_err!("weft: the scan of {} is not bound to a parallel scan", self.target.name);
         };
+        let me = context.session_config().get_extension::<Participant>().map(|p| p.id());
+        let fail = u32::try_from(guc::TEST_FAIL_PARTICIPANT.get()).ok();
         Ok(Box::pin(HeapStream {
             schema: self.schema(),
             table: self.target.name.clone(),
@@ -346,6 +350,7 @@ impl ExecutionPlan for HeapScanExec {
             last_attnum: self.columns.iter().map(|c| c.attnum).max().unwrap_or(0),
             open: None,
             done: false,
+            fail: me.is_some() && me == fail,
         }))
     }
 }
@@ -370,6 +375,8 @@ struct HeapStream {
     last_attnum: i16,
     open: Option<OpenScan>,
     done: bool,
+    /// Raise an ERROR after the first batch (weft.test_fail_participant).
+    fail: bool,
 }
 
 // SAFETY: the raw Postgres pointers are used only on the backend thread
@@ -384,6 +391,10 @@ impl HeapStream {
     /// On the backend thread, inside [`pgcall::call`].
     unsafe fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         let open = match self.open {
+            Some(_) if self.fail => {
+                let me = guc::TEST_FAIL_PARTICIPANT.get();
+                pgrx::error!("injected failure in participant {me} (weft.test_fail_participant)")
+            }
             Some(open) => open,
             // SAFETY: per the caller.
             None => unsafe { self.begin() },

@@ -64,11 +64,7 @@ where
         // panicking root future; the runtime and its tasks are dropped on
         // the way) and stops here, as an error.
         catch_unwind(AssertUnwindSafe(|| participant.run(body))).unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let message = crate::pgcall::panic_message(panic.as_ref());
             part.mesh.abort(part.id, weft_runtime::FAILURE_CODE, message.as_bytes());
             Err(RuntimeError::Runtime(format!(
                 "participant {} panicked: {message}",

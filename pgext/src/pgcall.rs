@@ -18,7 +18,8 @@ use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use datafusion::common::DataFusionError;
-use pgrx::pg_sys::{self, panic::CaughtError};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 
 thread_local! {
     /// The first Postgres error caught on this thread and not yet raised.
@@ -38,9 +39,18 @@ pub fn call<T>(what: &str, f: impl FnOnce() -> Result<T, DataFusionError>) -> Re
             // switched to; later allocations belong in the caller's.
             // SAFETY: as above; `context` outlives the call.
             unsafe { pg_sys::CurrentMemoryContext = context };
-            let message = match panic.downcast::<CaughtError>() {
+            // A Postgres ERROR comes as a CaughtError, a pgrx::error!
+            // raised in Rust as a bare report; both are kept to be raised
+            // as they are. Any other panic is only a message.
+            let caught = match panic.downcast::<CaughtError>() {
+                Ok(caught) => Ok(*caught),
+                Err(panic) => panic
+                    .downcast::<ErrorReportWithLevel>()
+                    .map(|report| CaughtError::ErrorReport(*report)),
+            };
+            let message = match caught {
                 Ok(caught) => {
-                    let message = match caught.as_ref() {
+                    let message = match &caught {
                         CaughtError::PostgresError(report)
                         | CaughtError::ErrorReport(report)
                         | CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
@@ -48,7 +58,7 @@ pub fn call<T>(what: &str, f: impl FnOnce() -> Result<T, DataFusionError>) -> Re
                     PENDING.with(|pending| {
                         let mut pending = pending.borrow_mut();
                         if pending.is_none() {
-                            *pending = Some(*caught);
+                            *pending = Some(caught);
                         }
                     });
                     message

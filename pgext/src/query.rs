@@ -105,10 +105,10 @@ fn explain(sql: &str, run: default!(bool, false)) -> SetOfIterator<'static, Stri
     } else {
         let planned = Planned::new(sql);
         let participants = guc::workers() as usize + 1;
-        let plan = planned.physical(participants);
+        let (plan, refused) = planned.physical(participants);
         let text = format!(
-            "weft plan for {participants} participants (the leader and {} workers)\n{}",
-            participants - 1,
+            "{}\n{}",
+            heading(participants, participants, refused.as_deref()),
             explain_plan(plan.as_ref(), None)
         );
         planned.close();
@@ -181,26 +181,38 @@ impl Planned {
         }
     }
 
-    /// The physical SPMD plan for `participants`, every scan with its slot.
-    fn physical(&self, participants: usize) -> Arc<dyn ExecutionPlan> {
+    /// The physical SPMD plan for `participants`, every scan with its
+    /// slot; or, when weft cannot distribute the query (a shape
+    /// [`Distribute`] refuses), the plan for the leader alone and why.
+    fn physical(&self, participants: usize) -> (Arc<dyn ExecutionPlan>, Option<String>) {
+        match self.try_physical(participants) {
+            Ok(plan) => (plan, None),
+            Err(e) if participants > 1 => match self.try_physical(1) {
+                Ok(plan) => (plan, Some(e.to_string())),
+                Err(e) => report("weft.query", &e.to_string()),
+            },
+            Err(e) => report("weft.query", &e.to_string()),
+        }
+    }
+
+    fn try_physical(&self, participants: usize) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         let state = SessionStateBuilder::new_from_existing(self.state.clone())
             .with_config(session_config(participants))
             .with_physical_optimizer_rule(Arc::new(Distribute::new(participants)))
             .build();
-        let plan = block_on(state.create_physical_plan(&self.logical))
-            .unwrap_or_else(|e| report("weft.query", &e.to_string()));
+        let plan = block_on(state.create_physical_plan(&self.logical))?;
         let mut next = 0u32;
-        plan.transform_up(|node| {
-            Ok(match node.downcast_ref::<HeapScanExec>() {
-                Some(scan) => {
-                    next += 1;
-                    Transformed::yes(Arc::new(scan.with_slot(next - 1)) as Arc<dyn ExecutionPlan>)
-                }
-                None => Transformed::no(node),
-            })
-        })
-        .unwrap_or_else(|e| report("weft.query", &e.to_string()))
-        .data
+        Ok(plan
+            .transform_up(|node| {
+                Ok(match node.downcast_ref::<HeapScanExec>() {
+                    Some(scan) => {
+                        next += 1;
+                        Transformed::yes(Arc::new(scan.with_slot(next - 1)) as Arc<dyn ExecutionPlan>)
+                    }
+                    None => Transformed::no(node),
+                })
+            })?
+            .data)
     }
 
     /// The opened relation `relid`.
@@ -228,7 +240,9 @@ fn run(sql: &str, explain_run: bool) -> Output {
     let requested = guc::workers() as usize;
     let launched = Section::launch(Job::Query, [0; 4], requested, 1);
     let participants = launched.participants() as usize;
-    let plan = planned.physical(participants);
+    let (plan, refused) = planned.physical(participants);
+    // Workers run the plan only if it was made for them.
+    let runners = if refused.is_some() { 1 } else { participants };
     let schema = plan.schema();
     let bytes = PlanCodec::new(Arc::new(HeapCodec::default()))
         .encode(plan.clone())
@@ -268,7 +282,7 @@ fn run(sql: &str, explain_run: bool) -> Output {
         .map(|(_, rel)| unsafe { pg_sys::table_parallelscan_estimate(*rel, snapshot) })
         .collect();
     let exchanges = exchange_count(&plan);
-    let layout = Payload::layout(bytes.len(), &scan_sizes, participants, exchanges);
+    let layout = Payload::layout(bytes.len(), &scan_sizes, participants, runners, exchanges);
     let section = launched.publish(exchanges, guc::ring_size(), layout.len, |start| {
         // SAFETY: `start` is the payload, `layout.len` bytes, ours alone
         // until published.
@@ -299,8 +313,8 @@ fn run(sql: &str, explain_run: bool) -> Output {
         let mut all = vec![leader_metrics];
         all.extend(metrics);
         format!(
-            "weft plan for {participants} participants (the leader and {} workers; {requested} requested)\n{}",
-            participants - 1,
+            "{}\n{}",
+            heading(requested + 1, participants, refused.as_deref()),
             explain_plan(decoded.as_ref(), Some(&all))
         )
     } else {
@@ -311,6 +325,21 @@ fn run(sql: &str, explain_run: bool) -> Output {
         schema,
         batches,
         explain,
+    }
+}
+
+/// EXPLAIN's first line: who runs the plan.
+fn heading(requested: usize, participants: usize, refused: Option<&str>) -> String {
+    let who = format!(
+        "{participants} participants (the leader and {} workers; {} requested)",
+        participants - 1,
+        requested - 1
+    );
+    match refused {
+        None => format!("weft plan for {who}"),
+        Some(reason) => {
+            format!("weft plan for the leader alone, of {who}: weft cannot distribute this query ({reason})")
+        }
     }
 }
 
@@ -338,7 +367,12 @@ pub fn worker(part: &Part) {
     let bindings = unsafe { layout.bindings(payload, targets.into_iter()) };
     // SAFETY: the plan's bytes, written before publish, never changed.
     let bytes = unsafe { layout.plan(payload) };
-    let outcome = participate::run(part, Vec::new(), |node| execute(node, bytes, bindings));
+    let outcome = if (part.id as usize) < layout.runners {
+        participate::run(part, Vec::new(), |node| execute(node, bytes, bindings)).map(|(_, metrics)| ((), metrics))
+    } else {
+        // The plan is the leader's alone; being done is all that is asked.
+        participate::run(part, Vec::new(), |_| async { Ok(()) })
+    };
     pgcall::rethrow_pending();
     let metrics = match outcome {
         Ok((_, metrics)) => metrics,
@@ -609,8 +643,8 @@ unsafe fn materialize(
 ///
 /// | at | what |
 /// |---|---|
-/// | 0 | header: magic, plan offset and length, slot count, metrics offset and words per participant, participants, total length |
-/// | 64 | one entry per slot: relid, relfilenode, scan state offset and length |
+/// | 0 | header: magic, plan offset and length, slot count, metrics offset and words per participant, participants, total length, participants running the plan |
+/// | 128 | one entry per slot: relid, relfilenode, scan state offset and length |
 /// | after | the encoded plan |
 /// | after, 64-aligned | each slot's parallel scan state |
 /// | after, 64-aligned | each participant's metrics: a count of edges, then 9 words per edge |
@@ -629,20 +663,23 @@ struct Payload {
     /// Words per participant's metrics slot.
     metrics_words: usize,
     participants: usize,
+    /// Participants that run the plan (all, or the leader alone).
+    runners: usize,
 }
 
 const PAYLOAD_MAGIC: u64 = 0x7765_6674_7175_6572; // "weftquer"
-const HEADER_WORDS: usize = 8;
-const ENTRIES_AT: usize = 64;
+const HEADER_WORDS: usize = 9;
+const ENTRIES_AT: usize = 128;
 const ENTRY_WORDS: usize = 4;
 const EDGE_WORDS: usize = 9;
 const ALIGN: usize = 64;
+const _: () = assert!(HEADER_WORDS * 8 <= ENTRIES_AT);
 
 impl Payload {
     /// The layout for a plan of `plan_len` bytes, scans whose shared state
     /// takes `scan_sizes` bytes, and `participants` participants' metrics
     /// over `exchanges` exchanges.
-    fn layout(plan_len: usize, scan_sizes: &[usize], participants: usize, exchanges: u32) -> Payload {
+    fn layout(plan_len: usize, scan_sizes: &[usize], participants: usize, runners: usize, exchanges: u32) -> Payload {
         let plan_at = ENTRIES_AT + scan_sizes.len() * ENTRY_WORDS * 8;
         let mut at = (plan_at + plan_len).next_multiple_of(ALIGN);
         let mut scans = Vec::with_capacity(scan_sizes.len());
@@ -660,6 +697,7 @@ impl Payload {
             metrics_at: at,
             metrics_words,
             participants,
+            runners,
         }
     }
 
@@ -686,6 +724,7 @@ impl Payload {
             self.metrics_words as u64,
             self.participants as u64,
             self.len as u64,
+            self.runners as u64,
         ];
         // SAFETY: per the caller, every write is inside the payload, and
         // the words are 8-aligned (offsets are multiples of 8 from a
@@ -720,11 +759,13 @@ impl Payload {
         }
         // SAFETY: per the caller; checked to be inside the payload.
         let header = unsafe { base.cast::<[u64; HEADER_WORDS]>().read() };
-        let [magic, plan_at, plan_len, slots, metrics_at, metrics_words, participants, total] =
+        let [magic, plan_at, plan_len, slots, metrics_at, metrics_words, participants, total, runners] =
             header.map(|w| w as usize);
         let fits = |at: usize, size: usize| at.checked_add(size).is_some_and(|end| end <= len);
         if magic as u64 != PAYLOAD_MAGIC
             || total != len
+            || runners == 0
+            || runners > participants
             || !fits(ENTRIES_AT, slots.saturating_mul(ENTRY_WORDS * 8))
             || !fits(plan_at, plan_len)
             || !fits(metrics_at, participants.saturating_mul(metrics_words).saturating_mul(8))
@@ -753,6 +794,7 @@ impl Payload {
             metrics_at,
             metrics_words,
             participants,
+            runners,
         })
     }
 

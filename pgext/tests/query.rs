@@ -313,3 +313,57 @@ fn a_statement_timeout_ends_a_running_query() {
         ["(200000)"]
     );
 }
+
+#[test]
+fn a_shape_weft_cannot_distribute_runs_on_the_leader() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    client
+        .batch_execute(
+            "CREATE TABLE u1 (a int, gone text, b int); CREATE TABLE u2 (a int);
+             INSERT INTO u1 SELECT g, 'x', g * 2 FROM generate_series(1, 50000) g;
+             INSERT INTO u2 SELECT g FROM generate_series(1, 30000) g;
+             ALTER TABLE u1 DROP COLUMN gone; SET weft.workers = 2;",
+        )
+        .unwrap();
+    // A union of distributed inputs is a shape Distribute refuses.
+    let sql = "SELECT count(*) AS n, sum(a) AS s FROM (SELECT a FROM u1 UNION ALL SELECT a FROM u2) AS x";
+    let expected = rows(&mut client, sql).unwrap();
+    assert_eq!(weft(&mut client, sql, "n bigint, s bigint").unwrap(), expected);
+    let plan: Vec<String> = client
+        .query("SELECT * FROM weft.explain($1)", &[&sql])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan[0].contains("leader alone"), "{plan:?}");
+    // Dropped columns are skipped: the live ones keep their names.
+    assert_eq!(
+        weft(&mut client, "SELECT * FROM u1 WHERE a = 7", "a int, b int").unwrap(),
+        ["(7,14)"]
+    );
+}
+
+#[test]
+fn a_participants_postgres_error_reaches_the_client() {
+    let cluster = Cluster::start();
+    let mut client = setup(&cluster);
+    client
+        .batch_execute("CREATE TABLE f (a int); INSERT INTO f SELECT generate_series(1, 300000); SET weft.workers = 2;")
+        .unwrap();
+    for participant in [0, 2] {
+        client
+            .batch_execute(&format!("SET weft.test_fail_participant = {participant}"))
+            .unwrap();
+        let error = weft(&mut client, "SELECT sum(a) AS s FROM f", "s bigint").unwrap_err();
+        assert!(
+            error.contains(&format!("injected failure in participant {participant}")),
+            "{error}"
+        );
+        client.batch_execute("RESET weft.test_fail_participant").unwrap();
+        assert_eq!(
+            weft(&mut client, "SELECT sum(a) AS s FROM f", "s bigint").unwrap(),
+            ["(45000150000)"]
+        );
+    }
+}
