@@ -205,7 +205,7 @@ unsafe impl Send for ScanBinding {}
 unsafe impl Sync for ScanBinding {}
 
 /// Scans one heap table as a share of a parallel scan; see the module docs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct HeapScanExec {
     target: ScanTarget,
     columns: Vec<ScanColumn>,
@@ -261,14 +261,10 @@ impl HeapScanExec {
 
     /// This scan with its slot number.
     pub fn with_slot(&self, slot: u32) -> HeapScanExec {
-        HeapScanExec::new(
-            self.target.clone(),
-            self.columns.clone(),
-            self.partitions,
-            self.rows,
-            Some(slot),
-            self.binding,
-        )
+        HeapScanExec {
+            slot: Some(slot),
+            ..self.clone()
+        }
     }
 
     /// Estimated bytes of one projected row in Arrow.

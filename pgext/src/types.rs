@@ -353,10 +353,15 @@ impl ColumnReader {
 /// `datum` must be a valid varlena datum, on the backend thread; the bytes
 /// live until the current memory context is reset or the tuple goes.
 unsafe fn varlena_bytes<'a>(datum: Datum) -> &'a [u8] {
-    // SAFETY: per the caller; pg_detoast_datum_packed returns the datum
-    // itself unless it must be detoasted, and keeps a short header.
+    // SAFETY: per the caller. Only a compressed or out-of-line value needs
+    // Postgres (pg_detoast_datum_packed); an inline one, with a short
+    // header or not, is read in place, which saves a guarded call per
+    // value.
     unsafe {
-        let value = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+        let mut value: *mut pg_sys::varlena = datum.cast_mut_ptr();
+        if pgrx::varlena::varatt_is_1b_e(value) || pgrx::varlena::varatt_is_4b_c(value) {
+            value = pg_sys::pg_detoast_datum_packed(value);
+        }
         let len = pgrx::varlena::varsize_any_exhdr(value);
         std::slice::from_raw_parts(pgrx::varlena::vardata_any(value).cast::<u8>(), len)
     }

@@ -8,10 +8,24 @@ use std::thread;
 use weft_pg_harness::postgres::Client;
 use weft_pg_harness::Cluster;
 
-fn setup(cluster: &Cluster) -> Client {
+/// A session with weft created, after running `sql` (the test's tables
+/// and settings).
+fn setup(cluster: &Cluster, sql: &str) -> Client {
     let mut client = cluster.connect();
     client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(sql).unwrap();
     client
+}
+
+/// `weft.explain(sql, run)` as one text.
+fn explain(client: &mut Client, sql: &str, run: bool) -> String {
+    let lines: Vec<String> = client
+        .query("SELECT * FROM weft.explain($1, run => $2)", &[&sql, &run])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    lines.join("\n")
 }
 
 /// `sql`'s rows as text (each row's record output), in order.
@@ -61,7 +75,7 @@ fn types_table(client: &mut Client) {
 #[test]
 fn every_type_reads_back_as_postgres_returns_it() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
+    let mut client = setup(&cluster, "");
     types_table(&mut client);
     for zone in ["UTC", "America/St_Johns"] {
         client.batch_execute(&format!("SET TimeZone = '{zone}'")).unwrap();
@@ -77,15 +91,13 @@ fn every_type_reads_back_as_postgres_returns_it() {
 #[test]
 fn toasted_and_long_values_read_whole() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
-    client
-        .batch_execute(
-            "CREATE TABLE big (id int, t text, b bytea);
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE big (id int, t text, b bytea);
              INSERT INTO big SELECT g, repeat(md5(g::text), 32768), decode(repeat(md5(g::text), 1000), 'hex')
                FROM generate_series(1, 5) g;
              INSERT INTO big VALUES (6, repeat('ж', 600000), NULL);",
-        )
-        .unwrap();
+    );
     let expected = rows(&mut client, "SELECT id, md5(t), length(t), md5(b) FROM big ORDER BY id").unwrap();
     // The whole values come back through weft; Postgres hashes them.
     let got = rows(
@@ -99,13 +111,11 @@ fn toasted_and_long_values_read_whole() {
 #[test]
 fn values_arrow_cannot_hold_are_errors() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
-    client
-        .batch_execute(
-            "CREATE TABLE inf (d date, ts timestamp, n numeric(10,2), u numeric, far timestamp);
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE inf (d date, ts timestamp, n numeric(10,2), u numeric, far timestamp);
              INSERT INTO inf VALUES ('infinity', NULL, 'NaN', 1, '294276-12-31 23:59:59');",
-        )
-        .unwrap();
+    );
     let error = weft(&mut client, "SELECT d FROM inf", "d date").unwrap_err();
     assert!(
         error.contains("date infinity") && error.contains("column \"d\" of public.inf"),
@@ -128,10 +138,10 @@ fn values_arrow_cannot_hold_are_errors() {
 #[test]
 fn each_participant_sees_the_statements_snapshot() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
-    client
-        .batch_execute("CREATE TABLE m (id int); INSERT INTO m SELECT generate_series(1, 100000);")
-        .unwrap();
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE m (id int); INSERT INTO m SELECT generate_series(1, 100000);",
+    );
     let count = |client: &mut Client| -> i64 {
         let rows = weft(client, "SELECT count(*) AS n FROM m", "n bigint").unwrap();
         rows[0].trim_matches(|c| c == '(' || c == ')').parse().unwrap()
@@ -163,17 +173,15 @@ fn each_participant_sees_the_statements_snapshot() {
 #[test]
 fn bad_input_is_a_clear_error_and_the_session_goes_on() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
-    client
-        .batch_execute(
-            "CREATE TABLE ok (a int, b text); INSERT INTO ok VALUES (1, 'x');
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE ok (a int, b text); INSERT INTO ok VALUES (1, 'x');
              CREATE TABLE secret (a int); INSERT INTO secret VALUES (1);
              CREATE TABLE guarded (a int); ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
              CREATE TABLE odd (a int, p point);
              CREATE ROLE reader LOGIN; GRANT USAGE ON SCHEMA weft TO reader;
              GRANT SELECT ON ok, guarded, odd TO reader;",
-        )
-        .unwrap();
+    );
     let cases: &[(&str, &str, &str)] = &[
         ("SELECT * FROM missing", "a int", "relation \"missing\" does not exist"),
         ("SELECT nope FROM ok", "a int", "nope"),
@@ -210,33 +218,19 @@ fn bad_input_is_a_clear_error_and_the_session_goes_on() {
 #[test]
 fn explain_shows_the_distributed_plan() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
-    client
-        .batch_execute(
-            "CREATE TABLE e (k int, v int); INSERT INTO e SELECT g % 100, g FROM generate_series(1, 100000) g;
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE e (k int, v int); INSERT INTO e SELECT g % 100, g FROM generate_series(1, 100000) g;
              ANALYZE e; SET weft.workers = 2;",
-        )
-        .unwrap();
+    );
     let sql = "SELECT k, sum(v) FROM e GROUP BY k";
-    let plan: Vec<String> = client
-        .query("SELECT * FROM weft.explain($1)", &[&sql])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
+    let plan = explain(&mut client, sql, false);
     assert!(
         plan.contains("3 participants") && plan.contains("HeapScan: public.e"),
         "{plan}"
     );
     assert!(plan.contains("WeftExchange"), "{plan}");
-    let analyzed: Vec<String> = client
-        .query("SELECT * FROM weft.explain($1, run => true)", &[&sql])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let analyzed = analyzed.join("\n");
+    let analyzed = explain(&mut client, sql, true);
     assert!(
         analyzed.contains("Edges") && analyzed.contains("output_rows"),
         "{analyzed}"
@@ -248,12 +242,10 @@ fn explain_shows_the_distributed_plan() {
 #[test]
 fn concurrent_sessions_get_their_own_results() {
     let cluster = Cluster::start_with(&[("max_worker_processes", "16"), ("max_parallel_workers", "16")]);
-    let mut client = setup(&cluster);
-    client
-        .batch_execute(
-            "CREATE TABLE c (k int, v bigint); INSERT INTO c SELECT g % 10, g FROM generate_series(1, 200000) g;",
-        )
-        .unwrap();
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE c (k int, v bigint); INSERT INTO c SELECT g % 10, g FROM generate_series(1, 200000) g;",
+    );
     let expected = rows(&mut client, "SELECT k, sum(v) AS s FROM c GROUP BY k ORDER BY k").unwrap();
     let sessions: Vec<_> = (0..4)
         .map(|i| {
@@ -283,13 +275,11 @@ fn concurrent_sessions_get_their_own_results() {
 #[test]
 fn a_statement_timeout_ends_a_running_query() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
-    client
-        .batch_execute(
-            "CREATE TABLE n (id int); INSERT INTO n SELECT generate_series(1, 200000);
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE n (id int); INSERT INTO n SELECT generate_series(1, 200000);
              SET weft.workers = 2; SET statement_timeout = '1s';",
-        )
-        .unwrap();
+    );
     let started = std::time::Instant::now();
     // A hash join producing 2 * 10^8 rows: far longer than the timeout,
     // in batches, so every participant looks for the cancel often. (A
@@ -317,26 +307,19 @@ fn a_statement_timeout_ends_a_running_query() {
 #[test]
 fn a_shape_weft_cannot_distribute_runs_on_the_leader() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
-    client
-        .batch_execute(
-            "CREATE TABLE u1 (a int, gone text, b int); CREATE TABLE u2 (a int);
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE u1 (a int, gone text, b int); CREATE TABLE u2 (a int);
              INSERT INTO u1 SELECT g, 'x', g * 2 FROM generate_series(1, 50000) g;
              INSERT INTO u2 SELECT g FROM generate_series(1, 30000) g;
              ALTER TABLE u1 DROP COLUMN gone; SET weft.workers = 2;",
-        )
-        .unwrap();
+    );
     // A union of distributed inputs is a shape Distribute refuses.
     let sql = "SELECT count(*) AS n, sum(a) AS s FROM (SELECT a FROM u1 UNION ALL SELECT a FROM u2) AS x";
     let expected = rows(&mut client, sql).unwrap();
     assert_eq!(weft(&mut client, sql, "n bigint, s bigint").unwrap(), expected);
-    let plan: Vec<String> = client
-        .query("SELECT * FROM weft.explain($1)", &[&sql])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(plan[0].contains("leader alone"), "{plan:?}");
+    let plan = explain(&mut client, sql, false);
+    assert!(plan.lines().next().unwrap().contains("leader alone"), "{plan}");
     // Dropped columns are skipped: the live ones keep their names.
     assert_eq!(
         weft(&mut client, "SELECT * FROM u1 WHERE a = 7", "a int, b int").unwrap(),
@@ -347,10 +330,10 @@ fn a_shape_weft_cannot_distribute_runs_on_the_leader() {
 #[test]
 fn a_participants_postgres_error_reaches_the_client() {
     let cluster = Cluster::start();
-    let mut client = setup(&cluster);
-    client
-        .batch_execute("CREATE TABLE f (a int); INSERT INTO f SELECT generate_series(1, 300000); SET weft.workers = 2;")
-        .unwrap();
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE f (a int); INSERT INTO f SELECT generate_series(1, 300000); SET weft.workers = 2;",
+    );
     for participant in [0, 2] {
         client
             .batch_execute(&format!("SET weft.test_fail_participant = {participant}"))

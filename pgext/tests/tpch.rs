@@ -22,23 +22,6 @@ fn text_rows(client: &mut Client, sql: &str) -> Result<Rows, String> {
         .collect())
 }
 
-/// `sql`'s result columns as a column definition list, and their types.
-fn definition(client: &mut Client, sql: &str) -> (String, Vec<String>) {
-    let statement = client.prepare(sql).unwrap();
-    let types: Vec<String> = statement
-        .columns()
-        .iter()
-        .map(|c| c.type_().name().to_string())
-        .collect();
-    let list = statement
-        .columns()
-        .iter()
-        .map(|c| format!("\"{}\" {}", c.name(), c.type_().name()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    (list, types)
-}
-
 /// `value` (decimal text) rounded half away from zero to `scale` digits,
 /// as Postgres's round() does.
 fn round(value: &str, scale: usize) -> String {
@@ -146,7 +129,7 @@ fn tpch_through_weft_query_matches_stock_postgres() {
     let mut failures = Vec::new();
     for (number, sql) in tpch::queries() {
         let expected = text_rows(&mut client, &sql).unwrap_or_else(|e| panic!("Q{number} on Postgres: {e}"));
-        let (list, types) = definition(&mut client, &sql);
+        let (list, types) = tpch::definition(&mut client, &sql).unwrap();
         let ordered = sql.to_lowercase().contains("order by");
         let mut by_workers: Vec<Rows> = Vec::new();
         for workers in [0, 1, 2] {

@@ -138,15 +138,22 @@ pub fn queries() -> Vec<(usize, String)> {
         .collect()
 }
 
-/// `sql` wrapped in `weft.query`, with a column definition list of the
-/// types Postgres gives its result columns (found by preparing `sql`).
-pub fn through_weft(client: &mut Client, sql: &str) -> Result<String, postgres::Error> {
+/// `sql`'s result columns as a column definition list (the types Postgres
+/// gives them, found by preparing `sql`), and those types' names.
+pub fn definition(client: &mut Client, sql: &str) -> Result<(String, Vec<String>), postgres::Error> {
     let statement = client.prepare(sql)?;
-    let list = statement
-        .columns()
+    let columns = statement.columns();
+    let types = columns.iter().map(|c| c.type_().name().to_string()).collect();
+    let list = columns
         .iter()
         .map(|c| format!("\"{}\" {}", c.name(), c.type_().name()))
         .collect::<Vec<_>>()
         .join(", ");
+    Ok((list, types))
+}
+
+/// `sql` wrapped in `weft.query` with its [`definition`] list.
+pub fn through_weft(client: &mut Client, sql: &str) -> Result<String, postgres::Error> {
+    let (list, _) = definition(client, sql)?;
     Ok(format!("SELECT * FROM weft.query($weft${sql}$weft$) AS t({list})"))
 }
