@@ -34,9 +34,12 @@ clippy:
 unit:
 	$(CARGO) nextest run --workspace --no-fail-fast
 
-# The examples in the documentation (nextest does not run doctests).
+# The examples in the documentation (nextest does not run doctests). The
+# whole workspace, so that it shares nextest's build of DataFusion (a build
+# of two crates alone unifies features differently and costs another one);
+# the no-std check and the loom models have no doc examples to run.
 doc:
-	$(CARGO) test -p weft-core -p weft-runtime --doc
+	$(CARGO) test --workspace --doc --exclude weft-no-std-check --exclude weft-loom-tests
 
 # The loom models, built with --cfg loom into their own target directory so
 # that the normal build is not invalidated.
