@@ -371,7 +371,7 @@ struct HeapStream {
     last_attnum: i16,
     open: Option<OpenScan>,
     done: bool,
-    /// Raise an ERROR after the first batch (weft.test_fail_participant).
+    /// Raise an ERROR when asked for a batch (weft.test_fail_participant).
     fail: bool,
 }
 
@@ -386,11 +386,13 @@ impl HeapStream {
     /// # Safety
     /// On the backend thread, inside [`pgcall::call`].
     unsafe fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        if self.fail {
+            // At the first batch asked for: every participant asks at least
+            // once, even one whose share turns out empty.
+            let me = guc::TEST_FAIL_PARTICIPANT.get();
+            pgrx::error!("injected failure in participant {me} (weft.test_fail_participant)")
+        }
         let open = match self.open {
-            Some(_) if self.fail => {
-                let me = guc::TEST_FAIL_PARTICIPANT.get();
-                pgrx::error!("injected failure in participant {me} (weft.test_fail_participant)")
-            }
             Some(open) => open,
             // SAFETY: per the caller.
             None => unsafe { self.begin() },

@@ -278,16 +278,16 @@ fn a_statement_timeout_ends_a_running_query() {
     let mut client = setup(
         &cluster,
         "CREATE TABLE n (id int); INSERT INTO n SELECT generate_series(1, 200000);
-             SET weft.workers = 2; SET statement_timeout = '1s';",
+             SET weft.workers = 2; SET statement_timeout = '500ms';",
     );
     let started = std::time::Instant::now();
-    // A hash join producing 2 * 10^8 rows: far longer than the timeout,
+    // A hash join producing 2 * 10^9 rows: far longer than the timeout,
     // in batches, so every participant looks for the cancel often. (A
     // single DataFusion step that runs long, such as one nested-loop join
     // of a huge batch pair, defers the cancel until it returns.)
     let error = weft(
         &mut client,
-        "SELECT count(*) AS n FROM n a JOIN n b ON a.id % 200 = b.id % 200",
+        "SELECT count(*) AS n FROM n a JOIN n b ON a.id % 20 = b.id % 20",
         "n bigint",
     )
     .unwrap_err();
