@@ -352,6 +352,7 @@ impl ExecutionPlan for HeapScanExec {
 }
 
 /// A running scan's Postgres state.
+#[derive(Clone, Copy)]
 struct OpenScan {
     scan: pg_sys::TableScanDesc,
     slot: *mut pg_sys::TupleTableSlot,
@@ -549,13 +550,6 @@ impl Drop for HeapStream {
         });
     }
 }
-
-impl Clone for OpenScan {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl Copy for OpenScan {}
 
 /// A [`HeapScanExec`] in a shipped plan.
 #[derive(Clone, PartialEq, Message)]
