@@ -1,0 +1,165 @@
+//! Postgres types as Arrow types, exactly, both ways: heap values into
+//! Arrow builders for scans ([`ColumnReader`]), Arrow values into Datums
+//! of a declared type for results ([`ColumnWriter`]).
+//!
+//! | Postgres | Arrow |
+//! |---|---|
+//! | bool | Boolean |
+//! | int2, int4, int8 | Int16, Int32, Int64 |
+//! | float4, float8 | Float32, Float64 (NaN and infinities kept) |
+//! | numeric(p, s), p ≤ 38 | Decimal128(p, s) |
+//! | text, varchar, name | Utf8 |
+//! | bpchar | Utf8 without its trailing blanks (as Postgres casts bpchar to text) |
+//! | date | Date32 |
+//! | timestamp | Timestamp(µs) |
+//! | timestamptz | Timestamp(µs, "UTC") |
+//! | time | Time64(µs) |
+//! | interval | Interval(MonthDayNano) |
+//! | uuid | FixedSizeBinary(16) |
+//! | bytea | Binary |
+//! | oid | UInt32 |
+//!
+//! Values Arrow cannot hold (infinite dates and timestamps, NaN in a
+//! numeric column) are errors, never other values. numeric without a
+//! declared precision and scale has no exact Arrow type and is refused.
+
+mod read;
+mod write;
+
+pub use read::ColumnReader;
+pub use write::ColumnWriter;
+
+use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
+use pgrx::pg_sys::{self, Oid};
+
+/// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (Postgres's).
+const EPOCH_DAYS: i32 = 10_957;
+/// Microseconds from 1970-01-01 to 2000-01-01.
+const EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// Arrow's largest decimal precision (Decimal128).
+const MAX_PRECISION: i32 = 38;
+/// The timezone timestamptz values carry in Arrow.
+pub const TIMESTAMPTZ_ZONE: &str = "UTC";
+
+/// A Postgres column type weft reads; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgType {
+    /// bool.
+    Bool,
+    /// int2.
+    Int2,
+    /// int4.
+    Int4,
+    /// int8.
+    Int8,
+    /// float4.
+    Float4,
+    /// float8.
+    Float8,
+    /// oid.
+    Oid,
+    /// numeric(precision, scale).
+    Numeric {
+        /// Declared precision (at most 38).
+        precision: u8,
+        /// Declared scale (negative scales round to tens, hundreds...).
+        scale: i8,
+    },
+    /// text or varchar.
+    Text,
+    /// bpchar (char(n)).
+    BpChar,
+    /// name.
+    Name,
+    /// date.
+    Date,
+    /// timestamp without time zone.
+    Timestamp,
+    /// timestamp with time zone.
+    TimestampTz,
+    /// time without time zone.
+    Time,
+    /// interval.
+    Interval,
+    /// uuid.
+    Uuid,
+    /// bytea.
+    Bytea,
+}
+
+impl PgType {
+    /// The type of a column of type `typid` with modifier `typmod`, or why
+    /// weft cannot read it.
+    pub fn of(typid: Oid, typmod: i32) -> Result<PgType, String> {
+        Ok(match typid {
+            pg_sys::BOOLOID => PgType::Bool,
+            pg_sys::INT2OID => PgType::Int2,
+            pg_sys::INT4OID => PgType::Int4,
+            pg_sys::INT8OID => PgType::Int8,
+            pg_sys::FLOAT4OID => PgType::Float4,
+            pg_sys::FLOAT8OID => PgType::Float8,
+            pg_sys::OIDOID => PgType::Oid,
+            pg_sys::TEXTOID | pg_sys::VARCHAROID => PgType::Text,
+            pg_sys::BPCHAROID => PgType::BpChar,
+            pg_sys::NAMEOID => PgType::Name,
+            pg_sys::DATEOID => PgType::Date,
+            pg_sys::TIMESTAMPOID => PgType::Timestamp,
+            pg_sys::TIMESTAMPTZOID => PgType::TimestampTz,
+            pg_sys::TIMEOID => PgType::Time,
+            pg_sys::INTERVALOID => PgType::Interval,
+            pg_sys::UUIDOID => PgType::Uuid,
+            pg_sys::BYTEAOID => PgType::Bytea,
+            pg_sys::NUMERICOID => numeric_type(typmod)?,
+            _ => return Err("weft has no exact Arrow type for it".into()),
+        })
+    }
+
+    /// The Arrow type holding this type's values.
+    pub fn arrow(self) -> DataType {
+        match self {
+            PgType::Bool => DataType::Boolean,
+            PgType::Int2 => DataType::Int16,
+            PgType::Int4 => DataType::Int32,
+            PgType::Int8 => DataType::Int64,
+            PgType::Float4 => DataType::Float32,
+            PgType::Float8 => DataType::Float64,
+            PgType::Oid => DataType::UInt32,
+            PgType::Numeric { precision, scale } => DataType::Decimal128(precision, scale),
+            PgType::Text | PgType::BpChar | PgType::Name => DataType::Utf8,
+            PgType::Date => DataType::Date32,
+            PgType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            PgType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(TIMESTAMPTZ_ZONE.into())),
+            PgType::Time => DataType::Time64(TimeUnit::Microsecond),
+            PgType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
+            PgType::Uuid => DataType::FixedSizeBinary(16),
+            PgType::Bytea => DataType::Binary,
+        }
+    }
+}
+
+/// numeric(p, s) as Decimal128(p, s), when Arrow can hold it.
+fn numeric_type(typmod: i32) -> Result<PgType, String> {
+    let header = pg_sys::VARHDRSZ as i32;
+    if typmod < header {
+        return Err(
+            "numeric without a declared precision and scale has no exact Arrow type; \
+                    declare the column numeric(p, s) with p <= 38, or cast it"
+                .into(),
+        );
+    }
+    let precision = ((typmod - header) >> 16) & 0xffff;
+    // Postgres 15 packs the scale in 11 bits, signed.
+    let scale = (((typmod - header) & 0x7ff) ^ 1024) - 1024;
+    if precision > MAX_PRECISION {
+        return Err(format!(
+            "numeric({precision},{scale}) is wider than Arrow's Decimal128 (at most 38 digits)"
+        ));
+    }
+    if scale > precision || scale < -(i8::MAX as i32) {
+        return Err(format!("numeric({precision},{scale}) has no Decimal128 counterpart"));
+    }
+    Ok(PgType::Numeric {
+        precision: precision as u8,
+        scale: scale as i8,
+    })
+}

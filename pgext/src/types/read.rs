@@ -1,0 +1,463 @@
+//! Heap values into Arrow arrays: one [`ColumnReader`] per scanned column.
+//!
+//! This is the scan's inner loop (a value per column per row), so the reader
+//! fills plain vectors, reserved for a whole batch, and hands them to Arrow
+//! without copying: Arrow's builders give their buffers away at `finish` and
+//! regrow from nothing for the next batch. Text is checked for UTF-8 once per
+//! batch over all its bytes (as `StringArray::try_new` does), not value by
+//! value.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    make_array, ArrayDataBuilder, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, StringArray,
+};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::datatypes::{ArrowNativeType, DataType, IntervalMonthDayNano};
+use datafusion::arrow::util::bit_util;
+use pgrx::pg_sys::{self, Datum};
+
+use super::{PgType, EPOCH_DAYS, EPOCH_MICROS};
+
+/// Reads one column of heap tuples into an Arrow array of
+/// [`PgType::arrow`]'s type.
+pub struct ColumnReader {
+    ty: PgType,
+    /// Rows a batch holds at most: every vector is reserved for this many.
+    rows: usize,
+    /// Validity, one bit per row pushed; `None` until the first NULL (a
+    /// column without NULLs then needs no bitmap at all).
+    nulls: Option<Vec<u8>>,
+    /// Rows pushed since the last `finish`.
+    len: usize,
+    values: Values,
+}
+
+/// A batch's values so far. A NULL row holds the type's zero.
+enum Values {
+    Bool(Vec<u8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    U32(Vec<u32>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I128(Vec<i128>),
+    Interval(Vec<IntervalMonthDayNano>),
+    /// Text and bytea: row i is `data[offsets[i]..offsets[i + 1]]`.
+    Bytes {
+        offsets: Vec<i32>,
+        data: Vec<u8>,
+    },
+    /// uuid, 16 bytes a row.
+    Fixed16(Vec<u8>),
+}
+
+impl Values {
+    fn new(ty: PgType, rows: usize, bytes: usize) -> Values {
+        match ty {
+            PgType::Bool => Values::Bool(vec![0; bit_util::ceil(rows, 8)]),
+            PgType::Int2 => Values::I16(Vec::with_capacity(rows)),
+            PgType::Int4 | PgType::Date => Values::I32(Vec::with_capacity(rows)),
+            PgType::Int8 | PgType::Timestamp | PgType::TimestampTz | PgType::Time => {
+                Values::I64(Vec::with_capacity(rows))
+            }
+            PgType::Oid => Values::U32(Vec::with_capacity(rows)),
+            PgType::Float4 => Values::F32(Vec::with_capacity(rows)),
+            PgType::Float8 => Values::F64(Vec::with_capacity(rows)),
+            PgType::Numeric { .. } => Values::I128(Vec::with_capacity(rows)),
+            PgType::Interval => Values::Interval(Vec::with_capacity(rows)),
+            PgType::Text | PgType::BpChar | PgType::Name | PgType::Bytea => {
+                let mut offsets = Vec::with_capacity(rows + 1);
+                offsets.push(0);
+                Values::Bytes {
+                    offsets,
+                    data: Vec::with_capacity(bytes),
+                }
+            }
+            PgType::Uuid => Values::Fixed16(Vec::with_capacity(rows * 16)),
+        }
+    }
+}
+
+impl ColumnReader {
+    /// A reader of `ty` values, at most `rows` per batch.
+    pub fn new(ty: PgType, rows: usize) -> ColumnReader {
+        ColumnReader {
+            ty,
+            rows,
+            nulls: None,
+            len: 0,
+            values: Values::new(ty, rows, rows * 16),
+        }
+    }
+
+    /// Appends one value (`null`, or `datum` of this reader's type).
+    ///
+    /// # Safety
+    /// `datum` must be a valid, non-null value of this column's Postgres
+    /// type (detoasting happens here, in the current memory context), on
+    /// the backend thread; at most `rows` values between `finish`es.
+    #[inline]
+    pub unsafe fn push(&mut self, datum: Datum, null: bool) -> Result<(), String> {
+        debug_assert!(self.len < self.rows, "more rows than a batch holds");
+        if null {
+            let nulls = self.nulls.get_or_insert_with(|| all_valid(self.len, self.rows));
+            bit_util::unset_bit(nulls, self.len);
+        } else if let Some(nulls) = &mut self.nulls {
+            bit_util::set_bit(nulls, self.len);
+        }
+        // SAFETY: per the caller.
+        let pushed = unsafe { self.push_value(datum, null) };
+        self.len += 1;
+        pushed
+    }
+
+    /// Appends `datum`'s value, or the type's zero for a NULL.
+    ///
+    /// # Safety
+    /// As [`ColumnReader::push`].
+    unsafe fn push_value(&mut self, datum: Datum, null: bool) -> Result<(), String> {
+        let value = if null { 0 } else { datum.value() };
+        match &mut self.values {
+            Values::Bool(bits) => {
+                if value != 0 {
+                    bit_util::set_bit(bits, self.len)
+                }
+            }
+            Values::I16(v) => v.push(value as i16),
+            Values::I32(v) => v.push(match self.ty {
+                PgType::Date if !null => date_to_arrow(value as i32)?,
+                _ => value as i32,
+            }),
+            Values::I64(v) => v.push(match self.ty {
+                PgType::Timestamp | PgType::TimestampTz if !null => timestamp_to_arrow(value as i64)?,
+                _ => value as i64,
+            }),
+            Values::U32(v) => v.push(value as u32),
+            Values::F32(v) => v.push(f32::from_bits(value as u32)),
+            Values::F64(v) => v.push(f64::from_bits(value as u64)),
+            Values::I128(v) => v.push(if null {
+                0
+            } else {
+                let PgType::Numeric { scale, .. } = self.ty else {
+                    unreachable!("i128 values are numerics")
+                };
+                // SAFETY: per the caller, a numeric datum.
+                numeric_to_i128(unsafe { varlena_bytes(datum) }, scale)?
+            }),
+            Values::Interval(v) => v.push(if null {
+                IntervalMonthDayNano::ZERO
+            } else {
+                // SAFETY: per the caller, an Interval by reference.
+                let interval = unsafe { &*datum.cast_mut_ptr::<pg_sys::Interval>() };
+                let nanoseconds = interval
+                    .time
+                    .checked_mul(1000)
+                    .ok_or("an interval's time part is too large for Arrow's nanoseconds")?;
+                IntervalMonthDayNano::new(interval.month, interval.day, nanoseconds)
+            }),
+            Values::Bytes { offsets, data } => {
+                if !null {
+                    let bytes = match self.ty {
+                        // SAFETY: a name is a NUL-terminated NameData.
+                        PgType::Name => unsafe { std::ffi::CStr::from_ptr(datum.cast_mut_ptr()).to_bytes() },
+                        // SAFETY: per the caller, a text-like varlena.
+                        PgType::BpChar => trim_blanks(unsafe { varlena_bytes(datum) }),
+                        // SAFETY: as above (text, varchar or bytea).
+                        _ => unsafe { varlena_bytes(datum) },
+                    };
+                    data.extend_from_slice(bytes);
+                }
+                // Arrow's offsets are i32: a batch holds at most 2 GB of one
+                // column's values.
+                let end = i32::try_from(data.len())
+                    .map_err(|_| "more than 2 GB of this column's values in one batch of rows")?;
+                offsets.push(end);
+            }
+            Values::Fixed16(v) => {
+                if null {
+                    v.extend_from_slice(&[0; 16]);
+                } else {
+                    // SAFETY: per the caller, a pg_uuid_t (16 bytes) by
+                    // reference.
+                    v.extend_from_slice(unsafe { std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), 16) });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The values pushed since the last call, as an array of
+    /// [`PgType::arrow`]'s type; the reader starts the next batch empty.
+    pub fn finish(&mut self) -> Result<ArrayRef, String> {
+        let len = std::mem::take(&mut self.len);
+        let nulls = self
+            .nulls
+            .take()
+            .map(|bits| NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(bits), 0, len)));
+        // The next batch's text reserve: what this batch needed.
+        let bytes = match &self.values {
+            Values::Bytes { data, .. } => data.len(),
+            _ => 0,
+        };
+        let values = std::mem::replace(&mut self.values, Values::new(self.ty, self.rows, bytes));
+        let data_type = self.ty.arrow();
+        let error = |e: datafusion::arrow::error::ArrowError| e.to_string();
+        Ok(match values {
+            Values::Bool(bits) => Arc::new(BooleanArray::new(
+                BooleanBuffer::new(Buffer::from_vec(bits), 0, len),
+                nulls,
+            )),
+            Values::I16(v) => primitive(v, nulls, data_type)?,
+            Values::I32(v) => primitive(v, nulls, data_type)?,
+            Values::I64(v) => primitive(v, nulls, data_type)?,
+            Values::U32(v) => primitive(v, nulls, data_type)?,
+            Values::F32(v) => primitive(v, nulls, data_type)?,
+            Values::F64(v) => primitive(v, nulls, data_type)?,
+            Values::I128(v) => primitive(v, nulls, data_type)?,
+            Values::Interval(v) => primitive(v, nulls, data_type)?,
+            Values::Bytes { offsets, data } => {
+                let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+                let data = Buffer::from_vec(data);
+                if self.ty == PgType::Bytea {
+                    Arc::new(BinaryArray::try_new(offsets, data, nulls).map_err(error)?)
+                } else {
+                    // Validates the batch's UTF-8 in one pass: a database
+                    // in UTF8 stores valid text, but a damaged page must
+                    // not become an invalid Arrow string.
+                    Arc::new(
+                        StringArray::try_new(offsets, data, nulls)
+                            .map_err(|e| format!("invalid UTF-8 in a text value: {e}"))?,
+                    )
+                }
+            }
+            Values::Fixed16(v) => {
+                Arc::new(FixedSizeBinaryArray::try_new(16, Buffer::from_vec(v), nulls).map_err(error)?)
+            }
+        })
+    }
+}
+
+/// A validity bitmap for `rows` rows whose first `valid` are set.
+fn all_valid(valid: usize, rows: usize) -> Vec<u8> {
+    let mut bits = vec![0; bit_util::ceil(rows, 8)];
+    (0..valid).for_each(|i| bit_util::set_bit(&mut bits, i));
+    bits
+}
+
+/// An array of the fixed-width `data_type` (a timestamp's unit and zone,
+/// a decimal's precision and scale) over `values`.
+fn primitive<T: ArrowNativeType>(
+    values: Vec<T>,
+    nulls: Option<NullBuffer>,
+    data_type: DataType,
+) -> Result<ArrayRef, String> {
+    let data = ArrayDataBuilder::new(data_type)
+        .len(values.len())
+        .nulls(nulls)
+        .add_buffer(Buffer::from_vec(values))
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(make_array(data))
+}
+/// A varlena datum's bytes, detoasted (into the current memory context)
+/// when compressed or stored out of line.
+///
+/// # Safety
+/// `datum` must be a valid varlena datum, on the backend thread; the bytes
+/// live until the current memory context is reset or the tuple goes.
+#[inline]
+unsafe fn varlena_bytes<'a>(datum: Datum) -> &'a [u8] {
+    // SAFETY: per the caller. Only a compressed or out-of-line value needs
+    // Postgres (pg_detoast_datum_packed); an inline one, with a short
+    // header or not, is read in place, which saves a guarded call per
+    // value.
+    unsafe {
+        let mut value: *mut pg_sys::varlena = datum.cast_mut_ptr();
+        if pgrx::varlena::varatt_is_1b_e(value) || pgrx::varlena::varatt_is_4b_c(value) {
+            value = pg_sys::pg_detoast_datum_packed(value);
+        }
+        let len = pgrx::varlena::varsize_any_exhdr(value);
+        std::slice::from_raw_parts(pgrx::varlena::vardata_any(value).cast::<u8>(), len)
+    }
+}
+
+/// A bpchar's value without its padding (as `bpchar::text` gives it).
+#[inline]
+fn trim_blanks(bytes: &[u8]) -> &[u8] {
+    let mut end = bytes.len();
+    // Eight blanks at a time: char(n) columns often carry long padding.
+    while end >= 8 && bytes[end - 8..end] == [b' '; 8] {
+        end -= 8;
+    }
+    while end > 0 && bytes[end - 1] == b' ' {
+        end -= 1;
+    }
+    &bytes[..end]
+}
+
+/// A Postgres date as Arrow's days since 1970.
+fn date_to_arrow(days: i32) -> Result<i32, String> {
+    if days == i32::MIN || days == i32::MAX {
+        return Err("date infinity has no Arrow value".into());
+    }
+    days.checked_add(EPOCH_DAYS)
+        .ok_or_else(|| "a date beyond Arrow's Date32 range".into())
+}
+
+/// A Postgres timestamp as Arrow's microseconds since 1970.
+fn timestamp_to_arrow(micros: i64) -> Result<i64, String> {
+    if micros == i64::MIN || micros == i64::MAX {
+        return Err("timestamp infinity has no Arrow value".into());
+    }
+    micros
+        .checked_add(EPOCH_MICROS)
+        .ok_or_else(|| "a timestamp beyond Arrow's range".into())
+}
+
+/// A numeric's value scaled by 10^`scale`, exactly, from its on-disk form
+/// (numeric.c's `NumericData` after the varlena header): a 16-bit header,
+/// then, in the long format, a 16-bit weight, then base-10000 digits, the
+/// first of weight `weight` (value = sum of digit[i] * 10000^(weight - i)).
+/// The short format packs sign, display scale and a 6-bit weight into the
+/// header; special values (NaN, infinities) have the top two bits set.
+/// 10^0 ..= 10^38, the powers a Decimal128 can hold.
+const POW10: [i128; 39] = {
+    let mut table = [1i128; 39];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// A numeric's value scaled by 10^`scale`, exactly, from its on-disk form
+/// (numeric.c's `NumericData` after the varlena header): a 16-bit header,
+/// then, in the long format, a 16-bit weight, then base-10000 digits, the
+/// first of weight `weight` (value = sum of digit[i] * 10000^(weight - i)).
+/// The short format packs sign, display scale and a 6-bit weight into the
+/// header; special values (NaN, infinities) have the top two bits set.
+/// Postgres strips leading and trailing zero digits, so the digits read as
+/// one integer times 10000^(weight - (ndigits - 1)).
+fn numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
+    const SIGN_MASK: u16 = 0xC000;
+    const NEGATIVE: u16 = 0x4000;
+    const SHORT: u16 = 0x8000;
+    const SPECIAL: u16 = 0xC000;
+    const SHORT_NEGATIVE: u16 = 0x2000;
+    const SHORT_WEIGHT_SIGN: u16 = 0x0040;
+    const SHORT_WEIGHT: u16 = 0x003F;
+    const CORRUPT: &str = "a corrupt numeric value";
+
+    let word = |at: usize| -> Result<u16, String> {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+            .ok_or_else(|| CORRUPT.to_string())
+    };
+    let header = word(0)?;
+    let (negative, weight, digits_at) = match header & SIGN_MASK {
+        SPECIAL => {
+            return Err(match header & 0xF000 {
+                0xC000 => "numeric NaN has no Decimal128 value".into(),
+                _ => "numeric infinity has no Decimal128 value".into(),
+            })
+        }
+        SHORT => {
+            let mut weight = i32::from(header & SHORT_WEIGHT);
+            if header & SHORT_WEIGHT_SIGN != 0 {
+                weight -= 64;
+            }
+            (header & SHORT_NEGATIVE != 0, weight, 2)
+        }
+        sign => (sign == NEGATIVE, i32::from(word(2)? as i16), 4),
+    };
+    let digits = bytes.get(digits_at..).ok_or(CORRUPT)?.chunks_exact(2);
+    let digit = |pair: &[u8]| match u16::from_ne_bytes([pair[0], pair[1]]) {
+        d if d < 10_000 => Ok(d),
+        _ => Err(CORRUPT.to_string()),
+    };
+    let ndigits = digits.len() as i32;
+    let overflow = || format!("a numeric value too large for Decimal128 at scale {scale}");
+    let too_fine = || format!("a numeric value with more than {scale} decimal digits");
+    let mut acc = 0i128;
+    let scaled = if ndigits <= 4 {
+        // Most values: at most 16 decimal digits, in 64-bit arithmetic
+        // (128-bit division is a library call).
+        let mut acc = 0u64;
+        for pair in digits {
+            acc = acc * 10_000 + u64::from(digit(pair)?);
+        }
+        let exponent = 4 * (weight - (ndigits - 1)) + i32::from(scale);
+        if acc == 0 {
+            0
+        } else if exponent >= 0 {
+            POW10
+                .get(exponent as usize)
+                .and_then(|&p| i128::from(acc).checked_mul(p))
+                .ok_or_else(overflow)?
+        } else {
+            match POW10.get(exponent.unsigned_abs() as usize) {
+                Some(&p) if p > i128::from(u64::MAX) => return Err(too_fine()),
+                Some(&p) if acc.is_multiple_of(p as u64) => i128::from(acc / p as u64),
+                _ => return Err(too_fine()),
+            }
+        }
+    } else if ndigits <= 9 {
+        // The common case: the digits as one integer (at most 36 decimal
+        // digits, so no overflow), then value * 10^scale = acc * 10^exponent.
+        for pair in digits {
+            acc = acc * 10_000 + i128::from(digit(pair)?);
+        }
+        let exponent = 4 * (weight - (ndigits - 1)) + i32::from(scale);
+        if acc == 0 {
+            0
+        } else if exponent >= 0 {
+            POW10
+                .get(exponent as usize)
+                .and_then(|&p| acc.checked_mul(p))
+                .ok_or_else(overflow)?
+        } else {
+            match POW10.get(exponent.unsigned_abs() as usize) {
+                Some(&p) if acc % p == 0 => acc / p,
+                _ => return Err(too_fine()),
+            }
+        }
+    } else {
+        // Wide values: digit by digit, so that digits beyond the scale are
+        // dropped (they must be zeros) before they can overflow.
+        // Digit i counts units of 10^unit in the scaled value; `acc` counts
+        // units of 10^last.
+        let mut last = 0i32;
+        for (i, pair) in digits.enumerate() {
+            let digit = i128::from(digit(pair)?);
+            let unit = 4 * (weight - i as i32) + i32::from(scale);
+            let (shift, add) = if unit >= 0 {
+                (4, digit)
+            } else if unit > -4 {
+                // Straddles the last kept decimal: its low digits must be 0.
+                let divisor = POW10[unit.unsigned_abs() as usize];
+                if digit % divisor != 0 {
+                    return Err(too_fine());
+                }
+                (4 + unit, digit / divisor)
+            } else if digit != 0 {
+                return Err(too_fine());
+            } else {
+                continue;
+            };
+            acc = acc
+                .checked_mul(POW10[shift as usize])
+                .and_then(|a| a.checked_add(add))
+                .ok_or_else(overflow)?;
+            last = unit.max(0);
+        }
+        POW10
+            .get(last as usize)
+            .and_then(|&p| acc.checked_mul(p))
+            .ok_or_else(overflow)?
+    };
+    Ok(if negative { -scaled } else { scaled })
+}
