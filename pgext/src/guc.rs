@@ -2,6 +2,25 @@
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
+/// `weft.enable`: whether the planner hook may take plain SQL over.
+pub static ENABLE: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `weft.force`: take over every query weft can run, whatever its cost
+/// and worker settings (for tests).
+pub static FORCE: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// `weft.explain_fallback`: report why weft left a query to Postgres.
+pub static EXPLAIN_FALLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// `weft.min_cost`: the stock plan's total cost from which weft takes a
+/// query over.
+pub static MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_MIN_COST);
+
+/// `weft.min_cost`'s default: about 0.1 s of stock execution on TPC-H
+/// here (a plan of that cost gains from workers; below, launching them
+/// costs more than it saves).
+pub const DEFAULT_MIN_COST: f64 = 100_000.0;
+
 /// `weft.workers`: parallel workers per query besides the leader; -1
 /// follows Postgres's `max_parallel_workers_per_gather`.
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(-1);
@@ -20,6 +39,40 @@ pub const MAX_WORKERS: i32 = 64;
 /// Registers the settings. Called from `_PG_init`, in the postmaster (via
 /// shared_preload_libraries) or in a backend that loads weft late.
 pub fn define() {
+    GucRegistry::define_bool_guc(
+        c"weft.enable",
+        c"Lets weft run plain SQL queries across parallel workers.",
+        c"When off, every query runs through the stock executor; weft.query still works.",
+        &ENABLE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"weft.force",
+        c"Lets weft take over every query it can run, whatever its cost (for tests).",
+        c"Queries weft cannot run exactly as Postgres would still run through the stock executor.",
+        &FORCE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"weft.explain_fallback",
+        c"Reports why weft leaves a query to the stock executor.",
+        c"As a NOTICE when the query is planned (so also under EXPLAIN).",
+        &EXPLAIN_FALLBACK,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"weft.min_cost",
+        c"Stock plan cost from which weft takes a query over.",
+        c"Cheaper queries run through the stock executor, where starting workers would cost more than it saves.",
+        &MIN_COST,
+        0.0,
+        f64::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"weft.workers",
         c"Parallel workers weft uses per query, besides the leader.",

@@ -110,6 +110,16 @@ impl HeapTable {
             schema: Arc::new(Schema::new(fields)),
         }
     }
+
+    /// Column names by attribute number - 1; None for dropped columns.
+    pub fn column_names(&self) -> Vec<Option<String>> {
+        let last = self.columns.iter().map(|c| c.attnum).max().unwrap_or(0);
+        let mut names = vec![None; last.max(0) as usize];
+        for c in &self.columns {
+            names[c.attnum as usize - 1] = Some(c.name.clone());
+        }
+        names
+    }
 }
 
 #[async_trait]

@@ -14,6 +14,10 @@
 //!   by all participants;
 //! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
 //!   database's tables;
+//! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
+//!   an allowlist of exact operators and functions;
+//! - [`planner`] and [`scan`]: the planner hook that hands plain SQL to
+//!   weft, and the Custom Scan (Weft) that runs it;
 //! - [`mesh_bench`]: `weft.mesh_bench`, the transport's check in real
 //!   Postgres.
 
@@ -25,8 +29,11 @@ pub mod mesh_bench;
 pub mod parallel;
 pub mod participate;
 pub mod pgcall;
+pub mod planner;
 pub mod platform;
 pub mod query;
+pub mod scan;
+pub mod translate;
 pub mod types;
 
 ::pgrx::pg_module_magic!();
@@ -37,6 +44,7 @@ pub mod types;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::define();
+    planner::install();
 }
 
 /// The entry point of weft's parallel workers, found by Postgres by name

@@ -43,6 +43,7 @@ use crate::heap::{HeapCodec, HeapColumn, HeapScanExec, HeapTable, ScanBinding, S
 use crate::parallel::{Job, Part, Section};
 use crate::participate;
 use crate::pgcall;
+use crate::translate::{pgfn, Translation};
 use crate::types::{ColumnWriter, PgType};
 
 /// The default schema DataFusion resolves unqualified names in: a name no
@@ -88,10 +89,10 @@ pub unsafe extern "C-unwind" fn weft_query(fcinfo: pg_sys::FunctionCallInfo) -> 
         let rsinfo = (*fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
         ((*rsinfo).setDesc, (*rsinfo).setResult)
     };
-    let output = run(&sql, false);
+    let output = run(Planned::new(&sql), false);
     // SAFETY: the descriptor and store InitMaterializedSRF made, on the
     // backend thread, outside every tokio frame.
-    unsafe { materialize(&output.schema, &output.batches, tupdesc, store) };
+    unsafe { materialize("weft.query", &output.schema, &output.batches, tupdesc, store) };
     pg_sys::Datum::null()
 }
 
@@ -101,31 +102,40 @@ pub unsafe extern "C-unwind" fn weft_query(fcinfo: pg_sys::FunctionCallInfo) -> 
 #[pg_extern(volatile, parallel_unsafe)]
 fn explain(sql: &str, run: default!(bool, false)) -> SetOfIterator<'static, String> {
     let text = if run {
-        self::run(sql, true).explain
+        self::run(Planned::new(sql), true).explain
     } else {
         let planned = Planned::new(sql);
-        let participants = guc::workers() as usize + 1;
-        let (plan, refused) = planned.physical(participants);
-        let text = format!(
-            "{}\n{}",
-            heading(participants, participants, refused.as_deref()),
-            explain_plan(plan.as_ref(), None)
-        );
+        let text = explain_text(&planned);
         planned.close();
         text
     };
     SetOfIterator::new(text.lines().map(str::to_string).collect::<Vec<_>>())
 }
 
+/// The SPMD plan `planned` would run with, for the workers weft asks for
+/// (EXPLAIN without running).
+pub fn explain_text(planned: &Planned) -> String {
+    let participants = guc::workers() as usize + 1;
+    let (plan, refused) = planned.physical(participants);
+    format!(
+        "{}\n{}",
+        heading(participants, participants, refused.as_deref()),
+        explain_plan(plan.as_ref(), None)
+    )
+}
+
 /// A query's result at the leader, and its EXPLAIN (when asked for).
-struct Output {
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-    explain: String,
+pub struct Output {
+    /// The result's schema.
+    pub schema: SchemaRef,
+    /// The result, in order.
+    pub batches: Vec<RecordBatch>,
+    /// The plan with the run's metrics, when asked for.
+    pub explain: String,
 }
 
 /// A query planned logically over opened relations.
-struct Planned {
+pub struct Planned {
     state: SessionState,
     logical: LogicalPlan,
     /// Every relation the query names, opened (locked AccessShare).
@@ -136,13 +146,7 @@ impl Planned {
     /// Parses `sql`, resolves and checks its tables, plans it logically.
     fn new(sql: &str) -> Planned {
         check_encoding();
-        let config = session_config(1);
-        let ctx = SessionContext::new_with_state(
-            SessionStateBuilder::new()
-                .with_default_features()
-                .with_config(config)
-                .build(),
-        );
+        let ctx = SessionContext::new_with_state(new_state(session_config(1)));
         let state = ctx.state();
         let statement = state
             .sql_to_statement(sql, &Dialect::PostgreSQL)
@@ -181,17 +185,28 @@ impl Planned {
         }
     }
 
+    /// A plan translated from a Postgres Query, over the relations the
+    /// translation opened.
+    pub fn from_translation(translation: Translation) -> Planned {
+        check_encoding();
+        Planned {
+            state: new_state(session_config(1)),
+            logical: translation.plan,
+            relations: translation.relations,
+        }
+    }
+
     /// The physical SPMD plan for `participants`, every scan with its
     /// slot; or, when weft cannot distribute the query (a shape
     /// [`Distribute`] refuses), the plan for the leader alone and why.
-    fn physical(&self, participants: usize) -> (Arc<dyn ExecutionPlan>, Option<String>) {
+    pub fn physical(&self, participants: usize) -> (Arc<dyn ExecutionPlan>, Option<String>) {
         match self.try_physical(participants) {
             Ok(plan) => (plan, None),
             Err(e) if participants > 1 => match self.try_physical(1) {
                 Ok(plan) => (plan, Some(e.to_string())),
-                Err(e) => report("weft.query", &e.to_string()),
+                Err(e) => report("weft", &e.to_string()),
             },
-            Err(e) => report("weft.query", &e.to_string()),
+            Err(e) => report("weft", &e.to_string()),
         }
     }
 
@@ -225,7 +240,7 @@ impl Planned {
     }
 
     /// Closes the relations (their locks last until the transaction ends).
-    fn close(self) {
+    pub fn close(self) {
         for (_, rel) in self.relations {
             // SAFETY: opened by `resolve`, closed once.
             unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
@@ -235,8 +250,7 @@ impl Planned {
 
 /// Plans and runs `sql`; with `explain_run`, also renders the plan with
 /// the run's metrics.
-fn run(sql: &str, explain_run: bool) -> Output {
-    let planned = Planned::new(sql);
+pub fn run(planned: Planned, explain_run: bool) -> Output {
     let requested = guc::workers() as usize;
     let launched = Section::launch(Job::Query, [0; 4], requested, 1);
     let participants = launched.participants() as usize;
@@ -246,7 +260,7 @@ fn run(sql: &str, explain_run: bool) -> Output {
     let schema = plan.schema();
     let bytes = PlanCodec::new(Arc::new(HeapCodec::default()))
         .encode(plan.clone())
-        .unwrap_or_else(|e| report("weft.query", &e.to_string()));
+        .unwrap_or_else(|e| report("weft", &e.to_string()));
 
     // Each slot's relation, by slot number.
     let mut slots: Vec<Option<(SlotTarget, pg_sys::Relation)>> = Vec::new();
@@ -267,7 +281,7 @@ fn run(sql: &str, explain_run: bool) -> Output {
         }
         Ok(TreeNodeRecursion::Continue)
     })
-    .unwrap_or_else(|e| report("weft.query", &e.to_string()));
+    .unwrap_or_else(|e| report("weft", &e.to_string()));
     let slots: Vec<(SlotTarget, pg_sys::Relation)> = slots
         .into_iter()
         .map(|slot| slot.unwrap_or_else(|| pgrx::error!("weft: a scan slot was left unassigned")))
@@ -307,7 +321,7 @@ fn run(sql: &str, explain_run: bool) -> Output {
     });
     let (batches, decoded, leader_metrics) = match outcome {
         Ok(((batches, decoded), metrics)) => (batches, decoded, metrics),
-        Err(e) => report("weft.query", &e.to_string()),
+        Err(e) => report("weft", &e.to_string()),
     };
     let explain = if explain_run {
         let mut all = vec![leader_metrics];
@@ -399,10 +413,7 @@ async fn execute(
     bindings: Vec<(SlotTarget, ScanBinding)>,
 ) -> Result<(Vec<RecordBatch>, Arc<dyn ExecutionPlan>), RuntimeError> {
     let config = participant_config(session_config(node.participants() as usize), node);
-    let state = SessionStateBuilder::new()
-        .with_default_features()
-        .with_config(config)
-        .build();
+    let state = new_state(config);
     let task = Arc::new(TaskContext::from(&state));
     let plan = PlanCodec::new(Arc::new(HeapCodec::new(bindings))).decode(bytes, &task)?;
     let batches = collect(plan.clone(), task).await?;
@@ -421,6 +432,16 @@ fn session_config(participants: usize) -> SessionConfig {
     spmd_config(config, participants)
 }
 
+/// A session with DataFusion's functions and weft's ([`pgfn`]).
+fn new_state(config: SessionConfig) -> SessionState {
+    let mut state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .build();
+    pgfn::register(&mut state).unwrap_or_else(|e| report("weft", &e.to_string()));
+    state
+}
+
 /// Runs a planning future on a throwaway current-thread runtime.
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -430,7 +451,16 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// Raises `message` as an ERROR from `what`.
-fn report(what: &str, message: &str) -> ! {
+pub fn report(what: &str, message: &str) -> ! {
+    // An error Postgres itself would raise (overflow, division by zero)
+    // keeps Postgres's SQLSTATE and words.
+    if let Some((sqlstate, own)) = pgfn::sqlstate_of(message) {
+        // SAFETY: raising an error on the backend thread, outside tokio.
+        unsafe {
+            let sqlstate = std::mem::transmute::<i32, PgSqlErrorCode>(sqlstate);
+            pgrx::ereport!(ERROR, sqlstate, own);
+        }
+    }
     pgrx::ereport!(
         ERROR,
         PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -469,17 +499,54 @@ fn resolve(reference: &TableReference) -> (pg_sys::Oid, pg_sys::Relation, HeapTa
     // Postgres's own "relation does not exist" error, locks the relation
     // AccessShare (until the transaction ends) and follows search_path
     // for an unqualified name.
-    let (relid, rel) = unsafe {
+    let relid = unsafe {
         let range = pg_sys::makeRangeVar(
             schema.as_ref().map_or(std::ptr::null_mut(), |s| s.as_ptr().cast_mut()),
             table.as_ptr().cast_mut(),
             -1,
         );
-        let relid =
-            pg_sys::RangeVarGetRelidExtended(range, pg_sys::AccessShareLock as i32, 0, None, std::ptr::null_mut());
-        (relid, pg_sys::table_open(relid, pg_sys::NoLock as i32))
+        pg_sys::RangeVarGetRelidExtended(range, pg_sys::AccessShareLock as i32, 0, None, std::ptr::null_mut())
     };
+    // SAFETY: the relation is locked; a plain catalog check.
+    unsafe {
+        let kind = pg_sys::get_rel_relkind(relid);
+        let acl = pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode);
+        if acl != pg_sys::AclResult::ACLCHECK_OK {
+            pg_sys::aclcheck_error(acl, pg_sys::get_relkind_objtype(kind), pg_sys::get_rel_name(relid));
+        }
+    }
+    // SAFETY: on the backend thread, the relation locked.
+    match unsafe { open_table(relid) } {
+        Ok((rel, table)) => (relid, rel, table),
+        Err(reason) => report("weft.query", &reason),
+    }
+}
+
+/// Opens `relid` (AccessShareLock, until the transaction ends) as a heap
+/// table weft can scan, or says why weft cannot (closing it again).
+/// Privileges are the caller's to check.
+///
+/// # Safety
+/// On the backend thread.
+pub unsafe fn open_table(relid: pg_sys::Oid) -> Result<(pg_sys::Relation, HeapTable), String> {
+    // SAFETY: per the caller; table_open raises Postgres's own error for a
+    // relation that does not exist.
+    let rel = unsafe { pg_sys::table_open(relid, pg_sys::AccessShareLock as i32) };
     // SAFETY: an open relation's catalog row and descriptor.
+    let table = unsafe { describe(relid, rel) };
+    if table.is_err() {
+        // SAFETY: opened above.
+        unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
+    }
+    table.map(|table| (rel, table))
+}
+
+/// The heap table `rel` is, or why weft cannot scan it.
+///
+/// # Safety
+/// `rel` is open, on the backend thread.
+unsafe fn describe(relid: pg_sys::Oid, rel: pg_sys::Relation) -> Result<HeapTable, String> {
+    // SAFETY: per the caller.
     unsafe {
         let class = &*(*rel).rd_rel;
         let name = format!(
@@ -487,34 +554,21 @@ fn resolve(reference: &TableReference) -> (pg_sys::Oid, pg_sys::Relation, HeapTa
             std::ffi::CStr::from_ptr(pg_sys::get_namespace_name(class.relnamespace)).to_string_lossy(),
             std::ffi::CStr::from_ptr(class.relname.data.as_ptr()).to_string_lossy()
         );
-        let acl = pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode);
-        if acl != pg_sys::AclResult::ACLCHECK_OK {
-            pg_sys::aclcheck_error(
-                acl,
-                pg_sys::get_relkind_objtype(class.relkind),
-                class.relname.data.as_ptr(),
-            );
-        }
         let kind = class.relkind as u8;
         if kind != pg_sys::RELKIND_RELATION && kind != pg_sys::RELKIND_MATVIEW {
-            report(
-                "weft.query",
-                &format!("{name} is not a table; weft reads tables and materialized views"),
-            );
+            return Err(format!(
+                "{name} is not a table; weft reads tables and materialized views"
+            ));
         }
         if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false)
             == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
         {
-            report(
-                "weft.query",
-                &format!("table {name} has row-level security enabled, and weft does not apply policies"),
-            );
+            return Err(format!(
+                "table {name} has row-level security enabled, and weft does not apply policies"
+            ));
         }
         if (*rel).rd_tableam != pg_sys::GetHeapamTableAmRoutine() {
-            report(
-                "weft.query",
-                &format!("table {name} does not use the heap access method"),
-            );
+            return Err(format!("table {name} does not use the heap access method"));
         }
         let descriptor = &*(*rel).rd_att;
         let attributes = descriptor.attrs.as_slice(descriptor.natts as usize);
@@ -537,7 +591,7 @@ fn resolve(reference: &TableReference) -> (pg_sys::Oid, pg_sys::Relation, HeapTa
             .collect();
         let rows = (class.reltuples >= 0.0).then_some(f64::from(class.reltuples));
         let relfilenode = (*rel).rd_node.relNode.to_u32();
-        (relid, rel, HeapTable::new(relid, relfilenode, name, columns, rows))
+        Ok(HeapTable::new(relid, relfilenode, name, columns, rows))
     }
 }
 
@@ -546,7 +600,8 @@ fn resolve(reference: &TableReference) -> (pg_sys::Oid, pg_sys::Relation, HeapTa
 /// # Safety
 /// `tupdesc` and `store` from InitMaterializedSRF; on the backend thread,
 /// outside tokio frames.
-unsafe fn materialize(
+pub unsafe fn materialize(
+    what: &str,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     tupdesc: pg_sys::TupleDesc,
@@ -558,7 +613,7 @@ unsafe fn materialize(
     let attributes = unsafe { descriptor.attrs.as_slice(descriptor.natts as usize) };
     if attributes.len() != schema.fields().len() {
         report(
-            "weft.query",
+            what,
             &format!(
                 "the query returns {} columns, and the column definition list has {}",
                 schema.fields().len(),
@@ -586,7 +641,7 @@ unsafe fn materialize(
                     ERROR,
                     PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
                     format!(
-                        "weft.query: result column {} (\"{}\") is {} in the query, which cannot be returned as {declared}",
+                        "{what}: result column {} (\"{}\") is {} in the query, which cannot be returned as {declared}",
                         i + 1,
                         field.name(),
                         field.data_type()

@@ -1,0 +1,133 @@
+//! The planner hook: plain SELECTs that weft can run exactly as Postgres
+//! would, and that are expensive enough to gain, become a Custom Scan
+//! (Weft) ([`crate::scan`]).
+//!
+//! The stock plan is made first, always: its cost decides, and everything
+//! the executor needs besides the plan tree (the range table, so that
+//! privileges are checked as usual; the relations and items that
+//! invalidate a cached plan) stays as Postgres made it. Only the plan tree
+//! is replaced, by a scan that keeps a copy of the analyzed Query and
+//! translates it again when it runs.
+
+use std::cell::RefCell;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::guc;
+use crate::translate::{self, Refusal};
+
+static mut PREVIOUS: pg_sys::planner_hook_type = None;
+
+thread_local! {
+    /// Why weft left the last planned query to Postgres (for EXPLAIN
+    /// with weft.explain_fallback).
+    static LAST_REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs the hook (from `_PG_init`).
+pub fn install() {
+    // SAFETY: _PG_init runs once per process on its only thread; hooks
+    // chain by keeping the previous value.
+    unsafe {
+        PREVIOUS = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(weft_planner);
+    }
+    crate::scan::register();
+}
+
+/// Why the last query planned in this backend was not taken over, if it
+/// was not.
+pub fn last_refusal() -> Option<String> {
+    LAST_REFUSAL.with(|r| r.borrow().clone())
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn weft_planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: called by Postgres with a valid Query, on the backend thread.
+    let eligible = unsafe { eligible(parse, cursor_options) };
+    // The stock planner scribbles on its Query: translate a copy.
+    let copy = match &eligible {
+        // SAFETY: as above.
+        Ok(()) => unsafe { pg_sys::copyObjectImpl(parse.cast()).cast::<pg_sys::Query>() },
+        Err(_) => std::ptr::null_mut(),
+    };
+    // SAFETY: as above; the previous hook or the stock planner.
+    let stmt = unsafe {
+        match PREVIOUS {
+            Some(previous) => previous(parse, query_string, cursor_options, bound_params),
+            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        }
+    };
+    // SAFETY: the stock plan and our copy of its Query.
+    let decision = eligible.and_then(|()| unsafe { take_over(stmt, copy) });
+    if let Err(reason) = &decision {
+        if guc::EXPLAIN_FALLBACK.get() {
+            pgrx::notice!("weft: left to Postgres: {reason}");
+        }
+    }
+    LAST_REFUSAL.with(|r| *r.borrow_mut() = decision.err());
+    stmt
+}
+
+/// Whether weft may consider the query at all: Postgres's own conditions
+/// for a parallel plan, and weft's settings.
+unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(), Refusal> {
+    if !guc::ENABLE.get() {
+        return Err("weft.enable is off".into());
+    }
+    // SAFETY: per the caller.
+    let q = unsafe { &*parse };
+    if q.commandType != pg_sys::CmdType::CMD_SELECT || !q.utilityStmt.is_null() {
+        return Err("not a SELECT".into());
+    }
+    if cursor_options & pg_sys::CURSOR_OPT_PARALLEL_OK as i32 == 0 {
+        return Err("Postgres does not allow a parallel plan here (a cursor, or a function's query)".into());
+    }
+    // SAFETY: plain reads of the backend's state.
+    if unsafe { pg_sys::IsInParallelMode() || pg_sys::ParallelWorkerNumber >= 0 } {
+        return Err("already in parallel mode".into());
+    }
+    // SAFETY: per the caller.
+    if unsafe { pg_sys::max_parallel_hazard(parse) } as u8 != pg_sys::PROPARALLEL_SAFE {
+        return Err("the query is not parallel safe".into());
+    }
+    // SAFETY: a GUC variable.
+    let workers_allowed = guc::workers() > 0;
+    if !workers_allowed && !guc::FORCE.get() {
+        return Err("no parallel workers allowed (weft.workers, max_parallel_workers_per_gather)".into());
+    }
+    Ok(())
+}
+
+/// Replaces the stock plan tree by a Weft scan when the stock plan costs
+/// enough and the query translates.
+unsafe fn take_over(stmt: *mut pg_sys::PlannedStmt, query: *mut pg_sys::Query) -> Result<(), Refusal> {
+    // SAFETY: per the caller.
+    let stock = unsafe { (*stmt).planTree };
+    // SAFETY: as above.
+    let cost = unsafe { (*stock).total_cost };
+    if !guc::FORCE.get() && cost < guc::MIN_COST.get() {
+        return Err(format!("the stock plan's cost {cost:.0} is below weft.min_cost"));
+    }
+    // SAFETY: our copy of the Query, on the backend thread.
+    let translation = unsafe { translate::translate(query)? };
+    for (_, rel) in translation.relations {
+        // SAFETY: opened by the translation; the lock stays.
+        unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*stmt).planTree = crate::scan::plan(query, stock);
+        // The stock plan's subplans and parallel mode were for its tree.
+        (*stmt).subplans = std::ptr::null_mut();
+        (*stmt).rewindPlanIDs = std::ptr::null_mut();
+        (*stmt).parallelModeNeeded = false;
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Custom Scan (Weft): runs a taken-over query across the leader and its
+//! workers and returns its rows.
+//!
+//! The plan node keeps a copy of the analyzed Query (`custom_private`) and
+//! the query's result columns (`custom_scan_tlist`, typed as the Query's
+//! target list). At its first row the scan translates the Query, runs it
+//! ([`crate::query::run`]) and materializes the result into a tuplestore
+//! (spilling past work_mem as Postgres's own nodes do), from which it
+//! returns rows; a rescan rereads the tuplestore.
+
+use std::ffi::CString;
+
+use pgrx::pg_sys::{self, NodeTag};
+use pgrx::prelude::*;
+
+use crate::query::{self, Planned};
+use crate::translate;
+
+/// The scan's name in EXPLAIN.
+const NAME: &std::ffi::CStr = c"Weft";
+
+static mut SCAN_METHODS: pg_sys::CustomScanMethods = pg_sys::CustomScanMethods {
+    CustomName: NAME.as_ptr(),
+    CreateCustomScanState: Some(create_state),
+};
+
+static mut EXEC_METHODS: pg_sys::CustomExecMethods = pg_sys::CustomExecMethods {
+    CustomName: NAME.as_ptr(),
+    BeginCustomScan: Some(begin),
+    ExecCustomScan: Some(exec),
+    EndCustomScan: Some(end),
+    ReScanCustomScan: Some(rescan),
+    MarkPosCustomScan: None,
+    RestrPosCustomScan: None,
+    EstimateDSMCustomScan: None,
+    InitializeDSMCustomScan: None,
+    ReInitializeDSMCustomScan: None,
+    InitializeWorkerCustomScan: None,
+    ShutdownCustomScan: None,
+    ExplainCustomScan: Some(explain),
+};
+
+/// Registers the scan's methods by name (plans are copied and may be
+/// read back, and Postgres finds the methods by name then).
+pub fn register() {
+    // SAFETY: once, from _PG_init; Postgres keeps the pointer.
+    unsafe { pg_sys::RegisterCustomScanMethods(&raw const SCAN_METHODS) };
+}
+
+/// The scan's state: Postgres's part first, then ours.
+#[repr(C)]
+struct WeftScanState {
+    css: pg_sys::CustomScanState,
+    /// The query, from the plan.
+    query: *mut pg_sys::Query,
+    /// The result, once run (in the executor's query memory context).
+    store: *mut pg_sys::Tuplestorestate,
+    /// The slot rows are returned in (the tuplestore holds minimal
+    /// tuples; the scan slot Postgres makes is virtual).
+    slot: *mut pg_sys::TupleTableSlot,
+    /// EXPLAIN ANALYZE's plan text with the run's metrics (a palloc'd C
+    /// string), once run under instrumentation.
+    explained: *mut std::ffi::c_char,
+}
+
+/// The Weft scan replacing `stock`, for `query`.
+///
+/// # Safety
+/// `query` is a translated Query (ours, kept by the plan), `stock` the
+/// stock plan tree for it, on the backend thread.
+pub unsafe fn plan(query: *mut pg_sys::Query, stock: *mut pg_sys::Plan) -> *mut pg_sys::Plan {
+    // SAFETY: per the caller; palloc0 gives a zeroed node we fill.
+    unsafe {
+        let scan = pg_sys::palloc0(std::mem::size_of::<pg_sys::CustomScan>()).cast::<pg_sys::CustomScan>();
+        let plan = &mut (*scan).scan.plan;
+        plan.type_ = NodeTag::T_CustomScan;
+        plan.startup_cost = (*stock).startup_cost;
+        plan.total_cost = (*stock).total_cost;
+        plan.plan_rows = (*stock).plan_rows;
+        plan.plan_width = (*stock).plan_width;
+        let mut targetlist = std::ptr::null_mut();
+        let mut scan_tlist = std::ptr::null_mut();
+        let mut resno = 0i16;
+        for target in translate::targets(query) {
+            let target = &*target;
+            if target.resjunk {
+                continue;
+            }
+            resno += 1;
+            let expr: *mut pg_sys::Node = target.expr.cast();
+            let (typid, typmod, collation) = (
+                pg_sys::exprType(expr),
+                pg_sys::exprTypmod(expr),
+                pg_sys::exprCollation(expr),
+            );
+            let name = if target.resname.is_null() {
+                std::ptr::null_mut()
+            } else {
+                pg_sys::pstrdup(target.resname)
+            };
+            let var = pg_sys::makeVar(pg_sys::INDEX_VAR, resno, typid, typmod, collation, 0);
+            targetlist = pg_sys::lappend(
+                targetlist,
+                pg_sys::makeTargetEntry(var.cast(), resno, name, false).cast(),
+            );
+            let column = pg_sys::makeNullConst(typid, typmod, collation);
+            scan_tlist = pg_sys::lappend(
+                scan_tlist,
+                pg_sys::makeTargetEntry(column.cast(), resno, name, false).cast(),
+            );
+        }
+        plan.targetlist = targetlist;
+        (*scan).custom_scan_tlist = scan_tlist;
+        (*scan).custom_private = pg_sys::lappend(std::ptr::null_mut(), query.cast());
+        (*scan).methods = &raw const SCAN_METHODS;
+        scan.cast()
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn create_state(cscan: *mut pg_sys::CustomScan) -> *mut pg_sys::Node {
+    // SAFETY: called by the executor with our plan node.
+    unsafe {
+        let state = pg_sys::palloc0(std::mem::size_of::<WeftScanState>()).cast::<WeftScanState>();
+        (*state).css.ss.ps.type_ = NodeTag::T_CustomScanState;
+        (*state).css.methods = &raw const EXEC_METHODS;
+        let private = crate::translate::node_list((*cscan).custom_private);
+        (*state).query = private.first().copied().unwrap_or(std::ptr::null_mut()).cast();
+        state.cast()
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn begin(node: *mut pg_sys::CustomScanState, estate: *mut pg_sys::EState, _eflags: i32) {
+    let state = node.cast::<WeftScanState>();
+    // SAFETY: our state, initialized by ExecInitCustomScan up to here.
+    unsafe {
+        let tupdesc = (*(*state).css.ss.ss_ScanTupleSlot).tts_tupleDescriptor;
+        (*state).slot = pg_sys::ExecInitExtraTupleSlot(estate, tupdesc, &raw const pg_sys::TTSOpsMinimalTuple);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn exec(node: *mut pg_sys::CustomScanState) -> *mut pg_sys::TupleTableSlot {
+    let state = node.cast::<WeftScanState>();
+    // SAFETY: our state, on the backend thread.
+    unsafe {
+        if (*state).store.is_null() {
+            run(state);
+        }
+        let slot = (*state).slot;
+        if pg_sys::tuplestore_gettupleslot((*state).store, true, false, slot) {
+            slot
+        } else {
+            pg_sys::ExecClearTuple(slot)
+        }
+    }
+}
+
+/// Translates and runs the query, materializing its rows.
+///
+/// # Safety
+/// `state` is our scan's state, on the backend thread.
+unsafe fn run(state: *mut WeftScanState) {
+    // SAFETY: per the caller.
+    unsafe {
+        let translation = translate::translate((*state).query)
+            .unwrap_or_else(|refusal| query::report("weft", &format!("the query no longer translates: {refusal}")));
+        let planned = Planned::from_translation(translation);
+        let analyze = !(*state).css.ss.ps.instrument.is_null();
+        let output = query::run(planned, analyze);
+        let estate = (*state).css.ss.ps.state;
+        let previous = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+        let store = pg_sys::tuplestore_begin_heap(true, false, pg_sys::work_mem);
+        if analyze {
+            let text = CString::new(output.explain.replace('\0', " ")).unwrap_or_default();
+            (*state).explained = pg_sys::pstrdup(text.as_ptr());
+        }
+        pg_sys::MemoryContextSwitchTo(previous);
+        let tupdesc = (*(*state).css.ss.ss_ScanTupleSlot).tts_tupleDescriptor;
+        query::materialize("weft", &output.schema, &output.batches, tupdesc, store);
+        (*state).store = store;
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn end(node: *mut pg_sys::CustomScanState) {
+    let state = node.cast::<WeftScanState>();
+    // SAFETY: our state; the store is ours.
+    unsafe {
+        if !(*state).store.is_null() {
+            pg_sys::tuplestore_end((*state).store);
+            (*state).store = std::ptr::null_mut();
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn rescan(node: *mut pg_sys::CustomScanState) {
+    let state = node.cast::<WeftScanState>();
+    // SAFETY: our state.
+    unsafe {
+        if !(*state).store.is_null() {
+            pg_sys::tuplestore_rescan((*state).store);
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn explain(
+    node: *mut pg_sys::CustomScanState,
+    _ancestors: *mut pg_sys::List,
+    es: *mut pg_sys::ExplainState,
+) {
+    let state = node.cast::<WeftScanState>();
+    // SAFETY: our state and Postgres's explain state.
+    unsafe {
+        let text = if !(*state).explained.is_null() {
+            std::ffi::CStr::from_ptr((*state).explained)
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            let translation = translate::translate((*state).query)
+                .unwrap_or_else(|refusal| query::report("weft", &format!("the query no longer translates: {refusal}")));
+            let planned = Planned::from_translation(translation);
+            let text = query::explain_text(&planned);
+            planned.close();
+            text
+        };
+        if (*es).format == pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT {
+            for line in text.lines() {
+                pg_sys::appendStringInfoSpaces((*es).str_, (*es).indent * 2 + 2);
+                let line = CString::new(line.replace('\0', " ")).unwrap_or_default();
+                pg_sys::appendStringInfoString((*es).str_, line.as_ptr());
+                pg_sys::appendStringInfoString((*es).str_, c"\n".as_ptr());
+            }
+        } else {
+            let mut lines = std::ptr::null_mut();
+            for line in text.lines() {
+                let line = CString::new(line.replace('\0', " ")).unwrap_or_default();
+                lines = pg_sys::lappend(lines, pg_sys::pstrdup(line.as_ptr()).cast());
+            }
+            pg_sys::ExplainPropertyList(c"Weft Plan".as_ptr(), lines, es);
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! Expressions: the allowlist, keyed by the OIDs of Postgres's functions
+//! (an operator by its function, `opfuncid`), each entry computing exactly
+//! what Postgres computes for the Arrow types weft reads.
+//!
+//! What is on it, and why it is exact:
+//! - comparisons of integers (any mix of widths), numerics, dates,
+//!   timestamps and booleans: the values are exact in Arrow and compare
+//!   the same way;
+//! - text and bpchar equality: a UTF8 database with deterministic
+//!   collations compares equal strings byte for byte, and bpchar values are
+//!   read without their padding, which is what bpchar equality ignores;
+//!   text ordering only under the C collation (byte order);
+//! - integer + - * / through [`pgfn`], which raises Postgres's own errors
+//!   on overflow and division by zero; numeric + - * in Decimal128, whose
+//!   scale rules (max of the scales, sum of the scales) are numeric's;
+//! - LIKE on text with Postgres's default escape (backslash);
+//! - date ± integer, date - date, date ± interval when the interval has
+//!   no time part... (only what the allowlist names);
+//! - count, sum over integers and numerics (int8 and numeric sums in
+//!   Decimal128, never wrapping), min and max of the comparable types.
+//!
+//! Everything else (float comparisons, where -0 = 0 and NaN sorts last in
+//! Postgres; numeric division and avg, whose result scale depends on the
+//! values; collations) is refused for now.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::logical_expr::expr::{Case, Like};
+use datafusion::logical_expr::{
+    binary_expr, cast, exists, in_list, in_subquery, lit, not, scalar_subquery, Expr, ExprSchemable, Operator,
+};
+use pgrx::pg_sys::{self, NodeTag, Oid};
+
+use super::nodes::{cast as node_cast, constant, list, tag};
+use super::pgfn::{self, IntOp};
+use super::{df, Refusal, Translator};
+
+/// What an expression's Vars and Aggrefs mean.
+pub enum Scope {
+    /// Rows of the FROM clause.
+    Rows,
+    /// Rows after GROUP BY: a grouping expression is its group column, an
+    /// aggregate its result column.
+    Grouped {
+        groups: Vec<(*mut pg_sys::Node, String)>,
+        aggs: Vec<(*mut pg_sys::Aggref, String)>,
+    },
+}
+
+impl Translator {
+    /// Translates one expression.
+    ///
+    /// # Safety
+    /// `node` is a valid expression of the current level, on the backend
+    /// thread.
+    pub(super) unsafe fn expr(&mut self, node: *mut pg_sys::Node, scope: &Scope) -> Result<Expr, Refusal> {
+        if let Scope::Grouped { groups, aggs } = scope {
+            // SAFETY: per the caller; equal() compares parse trees.
+            unsafe {
+                if let Some((_, name)) = groups.iter().find(|(g, _)| pg_sys::equal(g.cast(), node.cast())) {
+                    return Ok(Expr::Column(name.as_str().into()));
+                }
+                if let Some(aggref) = node_cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
+                    let (_, name) = aggs
+                        .iter()
+                        .find(|(a, _)| pg_sys::equal(a.cast(), aggref.cast()))
+                        .ok_or("an aggregate weft did not compute")?;
+                    return Ok(Expr::Column(name.as_str().into()));
+                }
+            }
+        }
+        // SAFETY: per the caller.
+        unsafe {
+            match tag(node) {
+                NodeTag::T_Var => {
+                    if matches!(scope, Scope::Grouped { .. }) {
+                        return Err("a column neither grouped nor aggregated".into());
+                    }
+                    self.var(&*node.cast())
+                }
+                NodeTag::T_Const => Ok(lit(constant(node.cast())?)),
+                NodeTag::T_RelabelType => {
+                    // Binary-compatible (varchar as text): the same Arrow value.
+                    let relabel = &*node.cast::<pg_sys::RelabelType>();
+                    self.expr(relabel.arg.cast(), scope)
+                }
+                NodeTag::T_OpExpr => {
+                    let op = &*node.cast::<pg_sys::OpExpr>();
+                    let args = self.exprs(op.args, scope)?;
+                    self.function(op.opfuncid, op.inputcollid, args, node)
+                }
+                NodeTag::T_FuncExpr => {
+                    let func = &*node.cast::<pg_sys::FuncExpr>();
+                    if func.funcretset {
+                        return Err("a set-returning function".into());
+                    }
+                    let args = self.exprs(func.args, scope)?;
+                    self.function(func.funcid, func.inputcollid, args, node)
+                }
+                NodeTag::T_BoolExpr => {
+                    let b = &*node.cast::<pg_sys::BoolExpr>();
+                    let args = self.exprs(b.args, scope)?;
+                    match b.boolop {
+                        pg_sys::BoolExprType::AND_EXPR => Ok(args.into_iter().reduce(Expr::and).ok_or("empty AND")?),
+                        pg_sys::BoolExprType::OR_EXPR => Ok(args.into_iter().reduce(Expr::or).ok_or("empty OR")?),
+                        _ => Ok(not(args.into_iter().next().ok_or("empty NOT")?)),
+                    }
+                }
+                NodeTag::T_NullTest => {
+                    let t = &*node.cast::<pg_sys::NullTest>();
+                    if t.argisrow {
+                        return Err("IS NULL on a row".into());
+                    }
+                    let arg = self.expr(t.arg.cast(), scope)?;
+                    Ok(match t.nulltesttype {
+                        pg_sys::NullTestType::IS_NULL => arg.is_null(),
+                        _ => arg.is_not_null(),
+                    })
+                }
+                NodeTag::T_CaseExpr => {
+                    let c = &*node.cast::<pg_sys::CaseExpr>();
+                    let operand = if c.arg.is_null() {
+                        None
+                    } else {
+                        Some(Box::new(self.expr(c.arg.cast(), scope)?))
+                    };
+                    let mut when_then = Vec::new();
+                    for when in list::<pg_sys::CaseWhen>(c.args) {
+                        let when = &*when;
+                        // With an operand, Postgres's WHEN is `CaseTestExpr = value`.
+                        if operand.is_some() {
+                            return Err("CASE with an operand".into());
+                        }
+                        when_then.push((
+                            Box::new(self.expr(when.expr.cast(), scope)?),
+                            Box::new(self.expr(when.result.cast(), scope)?),
+                        ));
+                    }
+                    let otherwise = if c.defresult.is_null() {
+                        None
+                    } else {
+                        Some(Box::new(self.expr(c.defresult.cast(), scope)?))
+                    };
+                    Ok(Expr::Case(Case::new(operand, when_then, otherwise)))
+                }
+                NodeTag::T_CoalesceExpr => {
+                    let c = &*node.cast::<pg_sys::CoalesceExpr>();
+                    let args = self.exprs(c.args, scope)?;
+                    Ok(datafusion::functions::core::expr_fn::coalesce(args))
+                }
+                NodeTag::T_ScalarArrayOpExpr => {
+                    let s = &*node.cast::<pg_sys::ScalarArrayOpExpr>();
+                    self.in_list(s, scope)
+                }
+                NodeTag::T_SubLink => self.sublink(&*node.cast(), scope),
+                NodeTag::T_Aggref => Err("an aggregate outside the select list and HAVING".into()),
+                other => Err(format!("an expression of node type {other:?}")),
+            }
+        }
+    }
+
+    /// Translates a list of expressions.
+    unsafe fn exprs(&mut self, args: *mut pg_sys::List, scope: &Scope) -> Result<Vec<Expr>, Refusal> {
+        // SAFETY: per the caller.
+        unsafe { list::<pg_sys::Node>(args) }
+            .into_iter()
+            // SAFETY: as above.
+            .map(|arg| unsafe { self.expr(arg, scope) })
+            .collect()
+    }
+
+    /// `x IN (constants)` / `x = ANY(array constant)`, and NOT IN's
+    /// `<> ALL`.
+    unsafe fn in_list(&mut self, s: &pg_sys::ScalarArrayOpExpr, scope: &Scope) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller.
+        let args = unsafe { list::<pg_sys::Node>(s.args) };
+        let [left, right] = args[..] else {
+            return Err("an unusual ANY/ALL".into());
+        };
+        let negated = match (s.useOr, equality_kind(s.opfuncid)) {
+            (true, Some(true)) => false,
+            (false, Some(false)) => true,
+            _ => return Err("ANY/ALL other than IN and NOT IN".into()),
+        };
+        // SAFETY: per the caller.
+        let value = unsafe { self.expr(left, scope)? };
+        // SAFETY: as above.
+        let items: Vec<*mut pg_sys::Node> = unsafe {
+            if let Some(array) = node_cast::<pg_sys::ArrayExpr>(right, NodeTag::T_ArrayExpr) {
+                list((*array).elements)
+            } else {
+                return Err("IN over an array value".into());
+            }
+        };
+        let items = items
+            .into_iter()
+            // SAFETY: as above.
+            .map(|item| unsafe { self.expr(item, scope) })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(in_list(value, items, negated))
+    }
+
+    /// EXISTS, IN (subquery), and scalar subqueries.
+    unsafe fn sublink(&mut self, link: &pg_sys::SubLink, scope: &Scope) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller; a SubLink's subselect is a Query.
+        let plan = Arc::new(unsafe { self.query(link.subselect.cast())? });
+        match link.subLinkType {
+            pg_sys::SubLinkType::EXISTS_SUBLINK => Ok(exists(plan)),
+            pg_sys::SubLinkType::EXPR_SUBLINK => Ok(scalar_subquery(plan)),
+            pg_sys::SubLinkType::ANY_SUBLINK => {
+                // testexpr is `outer = Param(sub's column)`.
+                // SAFETY: as above.
+                let op = unsafe { node_cast::<pg_sys::OpExpr>(link.testexpr, NodeTag::T_OpExpr) }
+                    .ok_or("IN with a row or an unusual test")?;
+                // SAFETY: as above.
+                let op = unsafe { &*op };
+                if equality_kind(op.opfuncid) != Some(true) {
+                    return Err("ANY with an operator other than =".into());
+                }
+                // SAFETY: as above.
+                let args = unsafe { list::<pg_sys::Node>(op.args) };
+                let outer = *args.first().ok_or("an empty IN test")?;
+                // SAFETY: as above.
+                let value = unsafe { self.expr(outer, scope)? };
+                if plan.schema().fields().len() != 1 {
+                    return Err("IN over several columns".into());
+                }
+                Ok(in_subquery(value, plan))
+            }
+            _ => Err("ALL, ARRAY or row subqueries".into()),
+        }
+    }
+
+    /// One aggregate call.
+    ///
+    /// # Safety
+    /// `aggref` is an Aggref of the current level.
+    pub(super) unsafe fn aggref(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller.
+        let a = unsafe { &*aggref };
+        if a.agglevelsup != 0 {
+            return Err("an outer-level aggregate".into());
+        }
+        if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdirectargs.is_null() {
+            return Err("an aggregate with ORDER BY, FILTER or direct arguments".into());
+        }
+        let distinct = !a.aggdistinct.is_null();
+        let mut args = Vec::new();
+        // SAFETY: an Aggref's args are TargetEntries.
+        for target in unsafe { list::<pg_sys::TargetEntry>(a.args) } {
+            // SAFETY: as above.
+            args.push(unsafe { self.expr((*target).expr.cast(), &Scope::Rows)? });
+        }
+        let one = || {
+            args.first()
+                .cloned()
+                .ok_or_else(|| "an aggregate without arguments".to_string())
+        };
+        let call = match a.aggfnoid.to_u32() {
+            pg_sys::F_COUNT_ if a.aggstar => count(lit(1i64)),
+            pg_sys::F_COUNT_ANY => count(one()?),
+            // Postgres sums int2 and int4 into int8, exactly.
+            pg_sys::F_SUM_INT2 | pg_sys::F_SUM_INT4 => sum(cast(one()?, DataType::Int64)),
+            // int8 sums to numeric: sum in Decimal128, which cannot wrap
+            // (an overflow past 38 digits is an error).
+            pg_sys::F_SUM_INT8 => sum(cast(one()?, DataType::Decimal128(38, 0))),
+            pg_sys::F_SUM_NUMERIC => {
+                let value = one()?;
+                let scale = decimal_scale(&value, self)?;
+                sum(cast(value, DataType::Decimal128(38, scale)))
+            }
+            pg_sys::F_MIN_INT2
+            | pg_sys::F_MIN_INT4
+            | pg_sys::F_MIN_INT8
+            | pg_sys::F_MIN_NUMERIC
+            | pg_sys::F_MIN_DATE
+            | pg_sys::F_MIN_TIMESTAMP
+            | pg_sys::F_MIN_TIMESTAMPTZ => min(one()?),
+            pg_sys::F_MAX_INT2
+            | pg_sys::F_MAX_INT4
+            | pg_sys::F_MAX_INT8
+            | pg_sys::F_MAX_NUMERIC
+            | pg_sys::F_MAX_DATE
+            | pg_sys::F_MAX_TIMESTAMP
+            | pg_sys::F_MAX_TIMESTAMPTZ => max(one()?),
+            // SAFETY: a function OID.
+            other => return Err(format!("aggregate {}", unsafe { function_name(other) })),
+        };
+        if distinct {
+            return match call {
+                Expr::AggregateFunction(mut f) if a.aggfnoid.to_u32() == pg_sys::F_COUNT_ANY => {
+                    f.params.distinct = true;
+                    Ok(Expr::AggregateFunction(f))
+                }
+                _ => Err("DISTINCT in an aggregate other than count".into()),
+            };
+        }
+        Ok(call)
+    }
+
+    /// An operator's or function's call, by function OID.
+    unsafe fn function(
+        &mut self,
+        funcid: Oid,
+        collation: Oid,
+        args: Vec<Expr>,
+        node: *mut pg_sys::Node,
+    ) -> Result<Expr, Refusal> {
+        let f = funcid.to_u32();
+        if let Some(op) = comparison(f) {
+            let [l, r] = two(args)?;
+            if text_ordering(f) && !collation_is_c(collation) {
+                return Err("text ordered under a collation other than C".into());
+            }
+            return Ok(binary_expr(l, op, r));
+        }
+        if let Some(op) = int_arithmetic(f) {
+            // SAFETY: per the caller.
+            let result = unsafe { pg_sys::exprType(node) };
+            let [l, r] = two(args)?;
+            return pgfn::int_op(op, result, l, r).map_err(df);
+        }
+        let op = match f {
+            pg_sys::F_NUMERIC_ADD => Some(Operator::Plus),
+            pg_sys::F_NUMERIC_SUB => Some(Operator::Minus),
+            pg_sys::F_NUMERIC_MUL => Some(Operator::Multiply),
+            _ => None,
+        };
+        if let Some(op) = op {
+            let [l, r] = two(args)?;
+            return Ok(binary_expr(l, op, r));
+        }
+        Ok(match f {
+            pg_sys::F_TEXTLIKE | pg_sys::F_TEXTNLIKE => {
+                let [l, r] = two(args)?;
+                Expr::Like(Like::new(
+                    f == pg_sys::F_TEXTNLIKE,
+                    Box::new(l),
+                    Box::new(r),
+                    Some('\\'),
+                    false,
+                ))
+            }
+            // Casts that widen exactly.
+            pg_sys::F_INT8_INT4 => cast(one(args)?, DataType::Int64),
+            pg_sys::F_NUMERIC_INT2 | pg_sys::F_NUMERIC_INT4 | pg_sys::F_NUMERIC_INT8 => {
+                cast(one(args)?, DataType::Decimal128(38, 0))
+            }
+            pg_sys::F_TIMESTAMP_DATE => cast(
+                one(args)?,
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+            ),
+            // bpchar values are read without their padding already.
+            pg_sys::F_TEXT_BPCHAR => one(args)?,
+            // SAFETY: a function OID.
+            _ => return Err(format!("function {}", unsafe { function_name(funcid.to_u32()) })),
+        })
+    }
+}
+
+/// The DataFusion comparison of a Postgres comparison function weft
+/// takes, by function OID.
+fn comparison(f: u32) -> Option<Operator> {
+    Some(match f {
+        pg_sys::F_INT2EQ
+        | pg_sys::F_INT4EQ
+        | pg_sys::F_INT8EQ
+        | pg_sys::F_INT24EQ
+        | pg_sys::F_INT42EQ
+        | pg_sys::F_INT28EQ
+        | pg_sys::F_INT82EQ
+        | pg_sys::F_INT48EQ
+        | pg_sys::F_INT84EQ
+        | pg_sys::F_NUMERIC_EQ
+        | pg_sys::F_DATE_EQ
+        | pg_sys::F_TIMESTAMP_EQ
+        | pg_sys::F_DATE_EQ_TIMESTAMP
+        | pg_sys::F_TIMESTAMP_EQ_DATE
+        | pg_sys::F_BOOLEQ
+        | pg_sys::F_TEXTEQ
+        | pg_sys::F_BPCHAREQ => Operator::Eq,
+        pg_sys::F_INT2NE
+        | pg_sys::F_INT4NE
+        | pg_sys::F_INT8NE
+        | pg_sys::F_INT24NE
+        | pg_sys::F_INT42NE
+        | pg_sys::F_INT28NE
+        | pg_sys::F_INT82NE
+        | pg_sys::F_INT48NE
+        | pg_sys::F_INT84NE
+        | pg_sys::F_NUMERIC_NE
+        | pg_sys::F_DATE_NE
+        | pg_sys::F_TIMESTAMP_NE
+        | pg_sys::F_DATE_NE_TIMESTAMP
+        | pg_sys::F_TIMESTAMP_NE_DATE
+        | pg_sys::F_BOOLNE
+        | pg_sys::F_TEXTNE
+        | pg_sys::F_BPCHARNE => Operator::NotEq,
+        pg_sys::F_INT2LT
+        | pg_sys::F_INT4LT
+        | pg_sys::F_INT8LT
+        | pg_sys::F_INT24LT
+        | pg_sys::F_INT42LT
+        | pg_sys::F_INT28LT
+        | pg_sys::F_INT82LT
+        | pg_sys::F_INT48LT
+        | pg_sys::F_INT84LT
+        | pg_sys::F_NUMERIC_LT
+        | pg_sys::F_DATE_LT
+        | pg_sys::F_TIMESTAMP_LT
+        | pg_sys::F_DATE_LT_TIMESTAMP
+        | pg_sys::F_TIMESTAMP_LT_DATE
+        | pg_sys::F_TEXT_LT => Operator::Lt,
+        pg_sys::F_INT2LE
+        | pg_sys::F_INT4LE
+        | pg_sys::F_INT8LE
+        | pg_sys::F_INT24LE
+        | pg_sys::F_INT42LE
+        | pg_sys::F_INT28LE
+        | pg_sys::F_INT82LE
+        | pg_sys::F_INT48LE
+        | pg_sys::F_INT84LE
+        | pg_sys::F_NUMERIC_LE
+        | pg_sys::F_DATE_LE
+        | pg_sys::F_TIMESTAMP_LE
+        | pg_sys::F_DATE_LE_TIMESTAMP
+        | pg_sys::F_TIMESTAMP_LE_DATE
+        | pg_sys::F_TEXT_LE => Operator::LtEq,
+        pg_sys::F_INT2GT
+        | pg_sys::F_INT4GT
+        | pg_sys::F_INT8GT
+        | pg_sys::F_INT24GT
+        | pg_sys::F_INT42GT
+        | pg_sys::F_INT28GT
+        | pg_sys::F_INT82GT
+        | pg_sys::F_INT48GT
+        | pg_sys::F_INT84GT
+        | pg_sys::F_NUMERIC_GT
+        | pg_sys::F_DATE_GT
+        | pg_sys::F_TIMESTAMP_GT
+        | pg_sys::F_DATE_GT_TIMESTAMP
+        | pg_sys::F_TIMESTAMP_GT_DATE
+        | pg_sys::F_TEXT_GT => Operator::Gt,
+        pg_sys::F_INT2GE
+        | pg_sys::F_INT4GE
+        | pg_sys::F_INT8GE
+        | pg_sys::F_INT24GE
+        | pg_sys::F_INT42GE
+        | pg_sys::F_INT28GE
+        | pg_sys::F_INT82GE
+        | pg_sys::F_INT48GE
+        | pg_sys::F_INT84GE
+        | pg_sys::F_NUMERIC_GE
+        | pg_sys::F_DATE_GE
+        | pg_sys::F_TIMESTAMP_GE
+        | pg_sys::F_DATE_GE_TIMESTAMP
+        | pg_sys::F_TIMESTAMP_GE_DATE
+        | pg_sys::F_TEXT_GE => Operator::GtEq,
+        _ => return None,
+    })
+}
+
+/// Text orderings, which depend on the collation.
+fn text_ordering(f: u32) -> bool {
+    matches!(
+        f,
+        pg_sys::F_TEXT_LT | pg_sys::F_TEXT_LE | pg_sys::F_TEXT_GT | pg_sys::F_TEXT_GE
+    )
+}
+
+/// Whether `f` is an equality (Some(true)) or inequality (Some(false))
+/// weft compares exactly.
+fn equality_kind(f: Oid) -> Option<bool> {
+    match comparison(f.to_u32()) {
+        Some(Operator::Eq) => Some(true),
+        Some(Operator::NotEq) => Some(false),
+        _ => None,
+    }
+}
+
+/// The integer arithmetic functions, as [`IntOp`]s.
+fn int_arithmetic(f: u32) -> Option<IntOp> {
+    Some(match f {
+        pg_sys::F_INT2PL
+        | pg_sys::F_INT4PL
+        | pg_sys::F_INT8PL
+        | pg_sys::F_INT24PL
+        | pg_sys::F_INT42PL
+        | pg_sys::F_INT28PL
+        | pg_sys::F_INT82PL
+        | pg_sys::F_INT48PL
+        | pg_sys::F_INT84PL => IntOp::Add,
+        pg_sys::F_INT2MI
+        | pg_sys::F_INT4MI
+        | pg_sys::F_INT8MI
+        | pg_sys::F_INT24MI
+        | pg_sys::F_INT42MI
+        | pg_sys::F_INT28MI
+        | pg_sys::F_INT82MI
+        | pg_sys::F_INT48MI
+        | pg_sys::F_INT84MI => IntOp::Sub,
+        pg_sys::F_INT2MUL
+        | pg_sys::F_INT4MUL
+        | pg_sys::F_INT8MUL
+        | pg_sys::F_INT24MUL
+        | pg_sys::F_INT42MUL
+        | pg_sys::F_INT28MUL
+        | pg_sys::F_INT82MUL
+        | pg_sys::F_INT48MUL
+        | pg_sys::F_INT84MUL => IntOp::Mul,
+        pg_sys::F_INT2DIV
+        | pg_sys::F_INT4DIV
+        | pg_sys::F_INT8DIV
+        | pg_sys::F_INT24DIV
+        | pg_sys::F_INT42DIV
+        | pg_sys::F_INT28DIV
+        | pg_sys::F_INT82DIV
+        | pg_sys::F_INT48DIV
+        | pg_sys::F_INT84DIV => IntOp::Div,
+        _ => return None,
+    })
+}
+
+/// Whether `collation` sorts text in byte order.
+fn collation_is_c(collation: Oid) -> bool {
+    match collation {
+        pg_sys::C_COLLATION_OID | pg_sys::POSIX_COLLATION_OID => true,
+        pg_sys::DEFAULT_COLLATION_OID => {
+            // SAFETY: reading a GUC (the database's collation) on the
+            // backend thread.
+            let lc = unsafe { pg_sys::GetConfigOption(c"lc_collate".as_ptr(), false, false) };
+            // SAFETY: a GUC's value, a C string.
+            let lc = unsafe { super::nodes::text(lc) };
+            lc == "C" || lc == "POSIX"
+        }
+        _ => false,
+    }
+}
+
+/// The direction of an ORDER BY on `expr` with `sortop`: true for
+/// descending. Refuses text under a non-C collation.
+///
+/// # Safety
+/// `expr` is a valid expression node.
+pub(super) unsafe fn sort_direction(sortop: Oid, expr: *mut pg_sys::Node) -> Result<bool, Refusal> {
+    let mut reverse = false;
+    // SAFETY: a catalog lookup on the backend thread.
+    let eq = unsafe { pg_sys::get_equality_op_for_ordering_op(sortop, &mut reverse) };
+    if eq == Oid::INVALID {
+        return Err("an ORDER BY operator that is not a btree ordering".into());
+    }
+    // SAFETY: per the caller.
+    let (typid, _, collation) = unsafe { super::nodes::expr_type(expr) };
+    let sortable = matches!(
+        typid,
+        pg_sys::INT2OID
+            | pg_sys::INT4OID
+            | pg_sys::INT8OID
+            | pg_sys::NUMERICOID
+            | pg_sys::DATEOID
+            | pg_sys::TIMESTAMPOID
+            | pg_sys::TIMESTAMPTZOID
+            | pg_sys::BOOLOID
+    ) || (matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID)
+        && collation_is_c(collation));
+    if !sortable {
+        return Err("ORDER BY on a type or collation weft does not sort as Postgres does".into());
+    }
+    Ok(reverse)
+}
+
+/// Collects the Aggrefs of this level in `node` (not inside sublinks).
+///
+/// # Safety
+/// `node` is NULL or a valid expression.
+pub(super) unsafe fn collect_aggrefs(
+    node: *mut pg_sys::Node,
+    out: &mut Vec<*mut pg_sys::Aggref>,
+) -> Result<(), Refusal> {
+    if node.is_null() {
+        return Ok(());
+    }
+    // SAFETY: per the caller; pull_var_clause-like walk done by Postgres:
+    // list every Aggref (including nested ones, which Postgres forbids).
+    unsafe {
+        let found = pg_sys::pull_var_clause(
+            node,
+            pg_sys::PVC_INCLUDE_AGGREGATES as i32 | pg_sys::PVC_RECURSE_PLACEHOLDERS as i32,
+        );
+        for item in list::<pg_sys::Node>(found) {
+            if let Some(aggref) = node_cast::<pg_sys::Aggref>(item, NodeTag::T_Aggref) {
+                out.push(aggref);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The scale of a Decimal128 expression.
+fn decimal_scale(value: &Expr, translator: &Translator) -> Result<i8, Refusal> {
+    let schema = translator
+        .levels
+        .last()
+        .and_then(|l| l.schema.clone())
+        .ok_or("an aggregate without a FROM clause")?;
+    match value.get_type(&schema).map_err(df)? {
+        DataType::Decimal128(_, scale) => Ok(scale),
+        other => Err(format!("sum over {other}")),
+    }
+}
+
+/// A function's name, for refusals.
+///
+/// # Safety
+/// On the backend thread.
+unsafe fn function_name(f: u32) -> String {
+    // SAFETY: per the caller; get_func_name returns NULL for no function.
+    unsafe { super::nodes::text(pg_sys::get_func_name(Oid::from(f))) }
+}
+
+fn two(args: Vec<Expr>) -> Result<[Expr; 2], Refusal> {
+    <[Expr; 2]>::try_from(args).map_err(|_| "an operator without two arguments".into())
+}
+
+fn one(args: Vec<Expr>) -> Result<Expr, Refusal> {
+    let [value] = <[Expr; 1]>::try_from(args).map_err(|_| "a cast with extra arguments")?;
+    Ok(value)
+}

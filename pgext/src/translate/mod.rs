@@ -1,0 +1,592 @@
+//! An analyzed Postgres Query as a DataFusion logical plan, or why not.
+//!
+//! The Query's types and operators are already resolved by Postgres, so
+//! the translation goes node by node: every operator, function, aggregate
+//! and cast is looked up by its OID in an allowlist ([`expr`]) whose
+//! entries compute exactly what Postgres computes. Anything else is a
+//! [`Refusal`], and the query stays with the stock executor.
+//!
+//! Naming: each query level gets a number; range table entry `r` of level
+//! `l` is the DataFusion relation `l{l}_r{r}`, with a base table's columns
+//! under their attribute names and a subquery's under `c{resno}`. So a Var
+//! (level, varno, varattno) names one column, also from inside a
+//! correlated subquery (an outer reference).
+
+mod expr;
+mod nodes;
+pub mod pgfn;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::{Column, DFSchemaRef, ExprSchema, JoinType};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
+use pgrx::pg_sys::{self, NodeTag};
+
+use expr::Scope;
+use nodes::{cast, list, text};
+
+/// Why weft leaves a query to Postgres.
+pub type Refusal = String;
+
+/// A translated query: its plan and the relations it reads (opened,
+/// AccessShare-locked; the caller closes them).
+pub struct Translation {
+    /// The logical plan; its output columns are the Query's non-junk
+    /// target entries, in order.
+    pub plan: LogicalPlan,
+    /// The opened relations, by OID.
+    pub relations: Vec<(pg_sys::Oid, pg_sys::Relation)>,
+}
+
+/// Translates `query`, or says why not (closing what it opened).
+///
+/// # Safety
+/// `query` is a valid analyzed (and rewritten) Query, on the backend
+/// thread.
+pub unsafe fn translate(query: *mut pg_sys::Query) -> Result<Translation, Refusal> {
+    let mut translator = Translator::default();
+    // SAFETY: per the caller.
+    match unsafe { translator.query(query) } {
+        Ok(plan) => Ok(Translation {
+            plan,
+            relations: translator.relations,
+        }),
+        Err(refusal) => {
+            for (_, rel) in translator.relations {
+                // SAFETY: opened by this translation.
+                unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
+            }
+            Err(refusal)
+        }
+    }
+}
+
+/// The target entries of `query`.
+///
+/// # Safety
+/// `query` is a valid Query.
+pub unsafe fn targets(query: *mut pg_sys::Query) -> Vec<*mut pg_sys::TargetEntry> {
+    // SAFETY: per the caller.
+    unsafe { list((*query).targetList) }
+}
+
+/// The pointers of a node list.
+///
+/// # Safety
+/// `l` is NIL or a valid pointer list.
+pub unsafe fn node_list(l: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
+    // SAFETY: per the caller.
+    unsafe { list(l) }
+}
+
+/// One query level being translated.
+struct Level {
+    /// Unique within the translation.
+    id: usize,
+    query: *mut pg_sys::Query,
+    /// Column names of each range table entry scanned so far, by rtindex;
+    /// `None` for a dropped column.
+    columns: HashMap<i32, Vec<Option<String>>>,
+    /// The FROM clause's output schema, once built (outer references of
+    /// sublinks are typed from it).
+    schema: Option<DFSchemaRef>,
+}
+
+#[derive(Default)]
+struct Translator {
+    relations: Vec<(pg_sys::Oid, pg_sys::Relation)>,
+    levels: Vec<Level>,
+    next_level: usize,
+}
+
+impl Translator {
+    /// One query level.
+    unsafe fn query(&mut self, query: *mut pg_sys::Query) -> Result<LogicalPlan, Refusal> {
+        // SAFETY: per the caller of `translate`.
+        let q = unsafe { &*query };
+        if q.commandType != pg_sys::CmdType::CMD_SELECT || !q.utilityStmt.is_null() {
+            return Err("not a SELECT".into());
+        }
+        let refuse_if = |cond: bool, what: &str| if cond { Err(what.to_string()) } else { Ok(()) };
+        refuse_if(q.hasWindowFuncs, "window functions")?;
+        refuse_if(q.hasTargetSRFs, "set-returning functions")?;
+        refuse_if(q.hasDistinctOn, "DISTINCT ON")?;
+        refuse_if(q.hasRecursive, "a recursive WITH")?;
+        refuse_if(q.hasModifyingCTE, "a data-modifying WITH")?;
+        refuse_if(q.hasForUpdate || !q.rowMarks.is_null(), "FOR UPDATE/SHARE")?;
+        refuse_if(q.hasRowSecurity, "row-level security")?;
+        refuse_if(!q.setOperations.is_null(), "UNION/INTERSECT/EXCEPT")?;
+        refuse_if(!q.groupingSets.is_null(), "grouping sets")?;
+        refuse_if(
+            q.limitOption == pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES,
+            "FETCH ... WITH TIES",
+        )?;
+
+        self.levels.push(Level {
+            id: self.next_level,
+            query,
+            columns: HashMap::new(),
+            schema: None,
+        });
+        self.next_level += 1;
+        // SAFETY: as above.
+        let plan = unsafe { self.query_body(q) };
+        self.levels.pop();
+        plan
+    }
+
+    unsafe fn query_body(&mut self, q: &pg_sys::Query) -> Result<LogicalPlan, Refusal> {
+        // FROM and WHERE.
+        // SAFETY: the jointree of a valid Query.
+        let jointree = unsafe { &*q.jointree };
+        let mut from: Option<LogicalPlan> = None;
+        // SAFETY: as above.
+        for item in unsafe { list::<pg_sys::Node>(jointree.fromlist) } {
+            // SAFETY: a fromlist item of a valid Query.
+            let plan = unsafe { self.join_item(item)? };
+            from = Some(match from {
+                None => plan,
+                Some(left) => LogicalPlanBuilder::from(left)
+                    .cross_join(plan)
+                    .map_err(df)?
+                    .build()
+                    .map_err(df)?,
+            });
+        }
+        let mut plan = match from {
+            Some(plan) => plan,
+            None => LogicalPlanBuilder::empty(true).build().map_err(df)?,
+        };
+        self.level().schema = Some(plan.schema().clone());
+        if !jointree.quals.is_null() {
+            // SAFETY: the WHERE clause of a valid Query.
+            let predicate = unsafe { self.expr(jointree.quals, &Scope::Rows)? };
+            plan = LogicalPlanBuilder::from(plan)
+                .filter(predicate)
+                .map_err(df)?
+                .build()
+                .map_err(df)?;
+        }
+
+        // SAFETY: the target list of a valid Query.
+        let targets = unsafe { list::<pg_sys::TargetEntry>(q.targetList) };
+        // GROUP BY, aggregates, HAVING.
+        let scope = if q.hasAggs || !q.groupClause.is_null() || !q.havingQual.is_null() {
+            // SAFETY: as above.
+            let (aggregated, scope) = unsafe { self.aggregate(q, plan, &targets)? };
+            plan = aggregated;
+            if !q.havingQual.is_null() {
+                // SAFETY: as above.
+                let predicate = unsafe { self.expr(q.havingQual, &scope)? };
+                plan = LogicalPlanBuilder::from(plan)
+                    .filter(predicate)
+                    .map_err(df)?
+                    .build()
+                    .map_err(df)?;
+            }
+            scope
+        } else {
+            Scope::Rows
+        };
+
+        // Every target entry, junk included, as c{resno}.
+        let mut exprs = Vec::with_capacity(targets.len());
+        for &target in &targets {
+            // SAFETY: a target entry of a valid Query.
+            let target = unsafe { &*target };
+            // SAFETY: as above.
+            let value = unsafe { self.expr(target.expr.cast(), &scope)? };
+            exprs.push(value.alias(format!("c{}", target.resno)));
+        }
+        plan = LogicalPlanBuilder::from(plan)
+            .project(exprs)
+            .map_err(df)?
+            .build()
+            .map_err(df)?;
+
+        // DISTINCT (over every non-junk column).
+        if !q.distinctClause.is_null() {
+            // SAFETY: as above.
+            let clauses = unsafe { list::<pg_sys::SortGroupClause>(q.distinctClause) };
+            // SAFETY: target entries of a valid Query.
+            let visible = targets.iter().filter(|&&t| unsafe { !(*t).resjunk }).count();
+            if clauses.len() != visible || targets.len() != visible {
+                return Err("DISTINCT with ORDER BY expressions outside the select list".into());
+            }
+            plan = LogicalPlanBuilder::from(plan)
+                .distinct()
+                .map_err(df)?
+                .build()
+                .map_err(df)?;
+        }
+
+        // ORDER BY.
+        if !q.sortClause.is_null() {
+            let mut keys = Vec::new();
+            // SAFETY: as above.
+            for clause in unsafe { list::<pg_sys::SortGroupClause>(q.sortClause) } {
+                // SAFETY: as above.
+                let clause = unsafe { &*clause };
+                let target = find_target(&targets, clause.tleSortGroupRef)?;
+                // SAFETY: as above.
+                let descending = unsafe { expr::sort_direction(clause.sortop, (*target).expr.cast())? };
+                // SAFETY: as above.
+                let resno = unsafe { (*target).resno };
+                keys.push(SortExpr::new(col(format!("c{resno}")), !descending, clause.nulls_first));
+            }
+            plan = LogicalPlanBuilder::from(plan)
+                .sort(keys)
+                .map_err(df)?
+                .build()
+                .map_err(df)?;
+        }
+
+        // LIMIT / OFFSET (constants only).
+        if !q.limitCount.is_null() || !q.limitOffset.is_null() {
+            // SAFETY: as above.
+            let fetch = unsafe { limit_value(q.limitCount)? };
+            // SAFETY: as above.
+            let skip = unsafe { limit_value(q.limitOffset)? }.unwrap_or(0);
+            plan = LogicalPlanBuilder::from(plan)
+                .limit(skip, fetch)
+                .map_err(df)?
+                .build()
+                .map_err(df)?;
+        }
+
+        // The visible columns.
+        let visible: Vec<Expr> = targets
+            .iter()
+            // SAFETY: as above.
+            .filter(|&&t| unsafe { !(*t).resjunk })
+            // SAFETY: as above.
+            .map(|&t| col(format!("c{}", unsafe { (*t).resno })))
+            .collect();
+        if visible.len() != targets.len() {
+            plan = LogicalPlanBuilder::from(plan)
+                .project(visible)
+                .map_err(df)?
+                .build()
+                .map_err(df)?;
+        }
+        Ok(plan)
+    }
+
+    /// A FROM item: a range table reference, a join, or a nested list.
+    unsafe fn join_item(&mut self, item: *mut pg_sys::Node) -> Result<LogicalPlan, Refusal> {
+        // SAFETY: per the caller.
+        unsafe {
+            if let Some(r) = cast::<pg_sys::RangeTblRef>(item, NodeTag::T_RangeTblRef) {
+                return self.range_entry((*r).rtindex);
+            }
+            if let Some(j) = cast::<pg_sys::JoinExpr>(item, NodeTag::T_JoinExpr) {
+                let j = &*j;
+                let join_type = match j.jointype {
+                    pg_sys::JoinType::JOIN_INNER => JoinType::Inner,
+                    pg_sys::JoinType::JOIN_LEFT => JoinType::Left,
+                    pg_sys::JoinType::JOIN_RIGHT => JoinType::Right,
+                    pg_sys::JoinType::JOIN_FULL => JoinType::Full,
+                    _ => return Err("an unusual join type".into()),
+                };
+                let left = self.join_item(j.larg)?;
+                let right = self.join_item(j.rarg)?;
+                // The join's columns are its inputs' (Vars of the join RTE
+                // are resolved through joinaliasvars).
+                self.record_join(j.rtindex)?;
+                let schema = left.schema().join(right.schema()).map_err(df)?;
+                let saved = self.level().schema.replace(Arc::new(schema));
+                let on = if j.quals.is_null() {
+                    Vec::new()
+                } else {
+                    vec![self.expr(j.quals, &Scope::Rows)?]
+                };
+                self.level().schema = saved;
+                return LogicalPlanBuilder::from(left)
+                    .join_on(right, join_type, on)
+                    .map_err(df)?
+                    .build()
+                    .map_err(df);
+            }
+            if let Some(f) = cast::<pg_sys::FromExpr>(item, NodeTag::T_FromExpr) {
+                let f = &*f;
+                let mut plan: Option<LogicalPlan> = None;
+                for item in list::<pg_sys::Node>(f.fromlist) {
+                    let next = self.join_item(item)?;
+                    plan = Some(match plan {
+                        None => next,
+                        Some(left) => LogicalPlanBuilder::from(left)
+                            .cross_join(next)
+                            .map_err(df)?
+                            .build()
+                            .map_err(df)?,
+                    });
+                }
+                let mut plan = plan.ok_or("an empty FROM list")?;
+                if !f.quals.is_null() {
+                    let saved = self.level().schema.replace(plan.schema().clone());
+                    let predicate = self.expr(f.quals, &Scope::Rows);
+                    self.level().schema = saved;
+                    plan = LogicalPlanBuilder::from(plan)
+                        .filter(predicate?)
+                        .map_err(df)?
+                        .build()
+                        .map_err(df)?;
+                }
+                return Ok(plan);
+            }
+        }
+        Err("an unusual FROM item".into())
+    }
+
+    /// Range table entry `rtindex` of the current level as a plan named
+    /// `l{level}_r{rtindex}`.
+    unsafe fn range_entry(&mut self, rtindex: i32) -> Result<LogicalPlan, Refusal> {
+        let level = self.levels.last().expect("inside a query level");
+        let (level_id, query) = (level.id, level.query);
+        // SAFETY: per the caller; rtindex is 1-based.
+        let rte = unsafe { &*rt_fetch(query, rtindex)? };
+        let alias = format!("l{level_id}_r{rtindex}");
+        match rte.rtekind {
+            pg_sys::RTEKind::RTE_RELATION => {
+                if !rte.securityQuals.is_null() {
+                    return Err("security-barrier quals".into());
+                }
+                if !rte.tablesample.is_null() {
+                    return Err("TABLESAMPLE".into());
+                }
+                // SAFETY: on the backend thread.
+                let (rel, table) = unsafe { crate::query::open_table(rte.relid) }?;
+                self.relations.push((rte.relid, rel));
+                // SAFETY: an open relation's catalog row.
+                if rte.inh && unsafe { (*(*rel).rd_rel).relhassubclass } {
+                    return Err("a table with inheritance children".into());
+                }
+                let names = table.column_names();
+                self.level().columns.insert(rtindex, names);
+                LogicalPlanBuilder::scan(alias, provider_as_source(Arc::new(table)), None)
+                    .map_err(df)?
+                    .build()
+                    .map_err(df)
+            }
+            pg_sys::RTEKind::RTE_SUBQUERY => {
+                if rte.lateral {
+                    return Err("LATERAL".into());
+                }
+                // SAFETY: a subquery RTE's query.
+                let plan = unsafe { self.query(rte.subquery)? };
+                self.aliased(plan, rtindex, alias)
+            }
+            pg_sys::RTEKind::RTE_CTE => {
+                // SAFETY: a CTE reference names a CTE of an enclosing level.
+                let cte = unsafe { self.find_cte(rte)? };
+                // Inlined at every reference (a non-recursive CTE's result
+                // does not depend on where it is read).
+                // SAFETY: the CTE's query.
+                let plan = unsafe { self.query((*cte).ctequery.cast())? };
+                self.aliased(plan, rtindex, alias)
+            }
+            _ => Err("a FROM item other than a table, subquery or WITH query".into()),
+        }
+    }
+
+    /// A subquery's plan under `alias`, its columns c1..cn.
+    fn aliased(&mut self, plan: LogicalPlan, rtindex: i32, alias: String) -> Result<LogicalPlan, Refusal> {
+        let names = plan.schema().fields().iter().map(|f| Some(f.name().clone())).collect();
+        self.level().columns.insert(rtindex, names);
+        LogicalPlanBuilder::from(plan)
+            .alias(alias)
+            .map_err(df)?
+            .build()
+            .map_err(df)
+    }
+
+    /// The CTE an RTE_CTE entry reads.
+    unsafe fn find_cte(&self, rte: &pg_sys::RangeTblEntry) -> Result<*mut pg_sys::CommonTableExpr, Refusal> {
+        let up = rte.ctelevelsup as usize;
+        let level = self
+            .levels
+            .len()
+            .checked_sub(1 + up)
+            .ok_or("a WITH query outside the statement")?;
+        // SAFETY: per the caller.
+        unsafe {
+            let name = text(rte.ctename);
+            list::<pg_sys::CommonTableExpr>((*self.levels[level].query).cteList)
+                .into_iter()
+                .find(|&cte| text((*cte).ctename) == name)
+                .ok_or_else(|| format!("WITH query {name} not found"))
+        }
+    }
+
+    /// Records a join RTE (its Vars resolve through joinaliasvars, so it
+    /// needs no columns of its own); checks it exists.
+    fn record_join(&mut self, rtindex: i32) -> Result<(), Refusal> {
+        if rtindex <= 0 {
+            return Err("a join without a range table entry".into());
+        }
+        Ok(())
+    }
+
+    /// GROUP BY and the aggregates of the target list and HAVING: the
+    /// aggregated plan, and the scope later expressions see it through.
+    unsafe fn aggregate(
+        &mut self,
+        q: &pg_sys::Query,
+        plan: LogicalPlan,
+        targets: &[*mut pg_sys::TargetEntry],
+    ) -> Result<(LogicalPlan, Scope), Refusal> {
+        let mut groups = Vec::new();
+        let mut group_exprs = Vec::new();
+        // SAFETY: per the caller.
+        for clause in unsafe { list::<pg_sys::SortGroupClause>(q.groupClause) } {
+            // SAFETY: as above.
+            let target = find_target(targets, unsafe { (*clause).tleSortGroupRef })?;
+            // SAFETY: as above.
+            let node: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
+            // SAFETY: as above.
+            let value = unsafe { self.expr(node, &Scope::Rows)? };
+            let name = format!("g{}", groups.len());
+            group_exprs.push(value.alias(&name));
+            groups.push((node, name));
+        }
+        let mut aggrefs = Vec::new();
+        for &target in targets {
+            // SAFETY: as above.
+            unsafe { expr::collect_aggrefs((*target).expr.cast(), &mut aggrefs)? };
+        }
+        // SAFETY: as above.
+        unsafe { expr::collect_aggrefs(q.havingQual, &mut aggrefs)? };
+        let mut aggs = Vec::new();
+        let mut agg_exprs = Vec::new();
+        for aggref in aggrefs {
+            let same = |&(seen, _): &(*mut pg_sys::Aggref, String)| {
+                // SAFETY: Aggrefs of this level.
+                unsafe { pg_sys::equal(seen as *const _, aggref as *const _) }
+            };
+            if aggs.iter().any(same) {
+                continue;
+            }
+            // SAFETY: as above.
+            let value = unsafe { self.aggref(aggref)? };
+            let name = format!("a{}", aggs.len());
+            agg_exprs.push(value.alias(&name));
+            aggs.push((aggref, name));
+        }
+        let plan = LogicalPlanBuilder::from(plan)
+            .aggregate(group_exprs, agg_exprs)
+            .map_err(df)?
+            .build()
+            .map_err(df)?;
+        Ok((plan, Scope::Grouped { groups, aggs }))
+    }
+
+    fn level(&mut self) -> &mut Level {
+        self.levels.last_mut().expect("inside a query level")
+    }
+
+    /// The column a Var names, as a DataFusion column of the current
+    /// level, or an outer reference.
+    unsafe fn var(&mut self, var: &pg_sys::Var) -> Result<Expr, Refusal> {
+        let up = var.varlevelsup as usize;
+        let index = self
+            .levels
+            .len()
+            .checked_sub(1 + up)
+            .ok_or("a Var of an unknown query level")?;
+        let level = &self.levels[index];
+        // SAFETY: per the caller.
+        let rte = unsafe { &*rt_fetch(level.query, var.varno)? };
+        if rte.rtekind == pg_sys::RTEKind::RTE_JOIN {
+            if var.varattno <= 0 {
+                return Err("a whole-row reference to a join".into());
+            }
+            // SAFETY: a join RTE's alias vars.
+            let aliased = unsafe { list::<pg_sys::Node>(rte.joinaliasvars) };
+            let node = *aliased
+                .get(var.varattno as usize - 1)
+                .ok_or("a join column out of range")?;
+            if node.is_null() {
+                return Err("a dropped join column".into());
+            }
+            // The alias var is relative to the join's own level.
+            if up > 0 {
+                return Err("an outer reference to a join's column".into());
+            }
+            // SAFETY: an expression of this level.
+            return unsafe { self.expr(node, &Scope::Rows) };
+        }
+        if var.varattno <= 0 {
+            return Err("a system column or whole-row reference".into());
+        }
+        let name = level
+            .columns
+            .get(&var.varno)
+            .and_then(|names| names.get(var.varattno as usize - 1).cloned().flatten())
+            .ok_or("a column weft did not scan")?;
+        let column = Column::new(Some(format!("l{}_r{}", level.id, var.varno)), name);
+        if up == 0 {
+            return Ok(Expr::Column(column));
+        }
+        let schema = level
+            .schema
+            .as_ref()
+            .ok_or("an outer reference before its FROM clause")?;
+        let field = schema.field_from_column(&column).map_err(df)?;
+        Ok(Expr::OuterReferenceColumn(
+            Arc::new(field.as_ref().clone().with_nullable(true)),
+            column,
+        ))
+    }
+}
+
+/// The target entry a sort/group clause refers to.
+fn find_target(targets: &[*mut pg_sys::TargetEntry], sortgroupref: u32) -> Result<*mut pg_sys::TargetEntry, Refusal> {
+    targets
+        .iter()
+        .copied()
+        // SAFETY: target entries of a valid Query.
+        .find(|&t| unsafe { (*t).ressortgroupref } == sortgroupref)
+        .ok_or_else(|| "a sort or group clause without its target".into())
+}
+
+/// Range table entry `rtindex` (1-based) of `query`.
+unsafe fn rt_fetch(query: *mut pg_sys::Query, rtindex: i32) -> Result<*mut pg_sys::RangeTblEntry, Refusal> {
+    // SAFETY: per the caller.
+    let entries = unsafe { list::<pg_sys::RangeTblEntry>((*query).rtable) };
+    usize::try_from(rtindex - 1)
+        .ok()
+        .and_then(|i| entries.get(i).copied())
+        .ok_or_else(|| format!("range table entry {rtindex} does not exist"))
+}
+
+/// A LIMIT or OFFSET value: a non-negative int8 constant, NULL (none), or
+/// a refusal.
+unsafe fn limit_value(node: *mut pg_sys::Node) -> Result<Option<usize>, Refusal> {
+    if node.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: per the caller. The planner folds constant expressions.
+    let folded = unsafe { pg_sys::eval_const_expressions(std::ptr::null_mut(), node) };
+    // SAFETY: as above.
+    match unsafe { cast::<pg_sys::Const>(folded, NodeTag::T_Const) } {
+        // SAFETY: a Const of LIMIT's type, int8.
+        Some(c) => unsafe {
+            if (*c).constisnull {
+                Ok(None)
+            } else {
+                let value = (*c).constvalue.value() as i64;
+                usize::try_from(value)
+                    .map(Some)
+                    .map_err(|_| "a negative LIMIT or OFFSET".into())
+            }
+        },
+        None => Err("a LIMIT or OFFSET that is not a constant".into()),
+    }
+}
+
+/// A DataFusion error as a refusal.
+fn df(e: impl std::fmt::Display) -> Refusal {
+    format!("DataFusion: {e}")
+}
