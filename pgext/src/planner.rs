@@ -94,8 +94,11 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
         return Err("already in parallel mode".into());
     }
     // SAFETY: per the caller.
-    if unsafe { pg_sys::max_parallel_hazard(parse) } as u8 != pg_sys::PROPARALLEL_SAFE {
-        return Err("the query is not parallel safe".into());
+    // Restricted is enough: Postgres counts every sublink as restricted
+    // (its executor runs them in the leader), and what weft runs in
+    // workers is only its allowlist of built-in, parallel-safe functions.
+    if unsafe { pg_sys::max_parallel_hazard(parse) } as u8 == pg_sys::PROPARALLEL_UNSAFE {
+        return Err("the query calls a parallel-unsafe function".into());
     }
     // SAFETY: a GUC variable.
     let workers_allowed = guc::workers() > 0;

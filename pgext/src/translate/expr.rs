@@ -26,6 +26,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::expr::{Case, Like};
 use datafusion::logical_expr::{
@@ -352,6 +353,22 @@ impl Translator {
                 one(args)?,
                 DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
             ),
+            // EXTRACT(field FROM date) is a numeric in Postgres 15, an
+            // integer for these fields.
+            pg_sys::F_EXTRACT_TEXT_DATE => {
+                let [field, value] = two(args)?;
+                let field = match &field {
+                    Expr::Literal(ScalarValue::Utf8(Some(f)), _) => f.to_ascii_lowercase(),
+                    _ => return Err("EXTRACT of a field that is not a constant".into()),
+                };
+                if !matches!(field.as_str(), "year" | "month" | "day") {
+                    return Err(format!("EXTRACT({field} FROM date)"));
+                }
+                cast(
+                    datafusion::functions::datetime::expr_fn::date_part(lit(field), value),
+                    DataType::Decimal128(38, 0),
+                )
+            }
             // bpchar values are read without their padding already.
             pg_sys::F_TEXT_BPCHAR => one(args)?,
             // SAFETY: a function OID.

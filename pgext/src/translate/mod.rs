@@ -162,7 +162,7 @@ impl Translator {
         self.level().schema = Some(plan.schema().clone());
         if !jointree.quals.is_null() {
             // SAFETY: the WHERE clause of a valid Query.
-            let predicate = unsafe { self.expr(jointree.quals, &Scope::Rows)? };
+            let predicate = unsafe { self.expr(fold(jointree.quals), &Scope::Rows)? };
             plan = LogicalPlanBuilder::from(plan)
                 .filter(predicate)
                 .map_err(df)?
@@ -170,16 +170,28 @@ impl Translator {
                 .map_err(df)?;
         }
 
-        // SAFETY: the target list of a valid Query.
-        let targets = unsafe { list::<pg_sys::TargetEntry>(q.targetList) };
+        // The target list and HAVING with their constant subexpressions
+        // folded, as the planner folds them (`date '1998-12-01' -
+        // interval '90 days'` is a constant timestamp).
+        // SAFETY: the target list of a valid Query; folding copies.
+        let targets: Vec<*mut pg_sys::TargetEntry> = unsafe { list::<pg_sys::TargetEntry>(q.targetList) }
+            .into_iter()
+            .map(|target| unsafe {
+                let copy = pg_sys::flatCopyTargetEntry(target);
+                (*copy).expr = fold((*target).expr.cast()).cast();
+                copy
+            })
+            .collect();
+        // SAFETY: as above.
+        let having = unsafe { fold(q.havingQual) };
         // GROUP BY, aggregates, HAVING.
-        let scope = if q.hasAggs || !q.groupClause.is_null() || !q.havingQual.is_null() {
+        let scope = if q.hasAggs || !q.groupClause.is_null() || !having.is_null() {
             // SAFETY: as above.
-            let (aggregated, scope) = unsafe { self.aggregate(q, plan, &targets)? };
+            let (aggregated, scope) = unsafe { self.aggregate(q, plan, &targets, having)? };
             plan = aggregated;
-            if !q.havingQual.is_null() {
+            if !having.is_null() {
                 // SAFETY: as above.
-                let predicate = unsafe { self.expr(q.havingQual, &scope)? };
+                let predicate = unsafe { self.expr(having, &scope)? };
                 plan = LogicalPlanBuilder::from(plan)
                     .filter(predicate)
                     .map_err(df)?
@@ -300,7 +312,7 @@ impl Translator {
                 let on = if j.quals.is_null() {
                     Vec::new()
                 } else {
-                    vec![self.expr(j.quals, &Scope::Rows)?]
+                    vec![self.expr(fold(j.quals), &Scope::Rows)?]
                 };
                 self.level().schema = saved;
                 return LogicalPlanBuilder::from(left)
@@ -326,7 +338,7 @@ impl Translator {
                 let mut plan = plan.ok_or("an empty FROM list")?;
                 if !f.quals.is_null() {
                     let saved = self.level().schema.replace(plan.schema().clone());
-                    let predicate = self.expr(f.quals, &Scope::Rows);
+                    let predicate = self.expr(fold(f.quals), &Scope::Rows);
                     self.level().schema = saved;
                     plan = LogicalPlanBuilder::from(plan)
                         .filter(predicate?)
@@ -436,6 +448,7 @@ impl Translator {
         q: &pg_sys::Query,
         plan: LogicalPlan,
         targets: &[*mut pg_sys::TargetEntry],
+        having: *mut pg_sys::Node,
     ) -> Result<(LogicalPlan, Scope), Refusal> {
         let mut groups = Vec::new();
         let mut group_exprs = Vec::new();
@@ -457,7 +470,7 @@ impl Translator {
             unsafe { expr::collect_aggrefs((*target).expr.cast(), &mut aggrefs)? };
         }
         // SAFETY: as above.
-        unsafe { expr::collect_aggrefs(q.havingQual, &mut aggrefs)? };
+        unsafe { expr::collect_aggrefs(having, &mut aggrefs)? };
         let mut aggs = Vec::new();
         let mut agg_exprs = Vec::new();
         for aggref in aggrefs {
@@ -584,6 +597,21 @@ unsafe fn limit_value(node: *mut pg_sys::Node) -> Result<Option<usize>, Refusal>
         },
         None => Err("a LIMIT or OFFSET that is not a constant".into()),
     }
+}
+
+/// `node` with its constant subexpressions evaluated (a copy), as the
+/// planner's own `eval_const_expressions`; NULL stays NULL.
+///
+/// # Safety
+/// `node` is NULL or a valid expression, on the backend thread.
+unsafe fn fold(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    if node.is_null() {
+        return node;
+    }
+    // SAFETY: per the caller. Folding evaluates only immutable functions
+    // on constants, which the stock planner did the same way already
+    // (it planned this query first).
+    unsafe { pg_sys::eval_const_expressions(std::ptr::null_mut(), node) }
 }
 
 /// A DataFusion error as a refusal.
