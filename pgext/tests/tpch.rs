@@ -120,7 +120,9 @@ fn tpch_through_weft_query_matches_stock_postgres() {
     let mut client = cluster.connect();
     // Stock Postgres is the reference here: keep the planner hook out of it
     // (weft.query itself does not depend on weft.enable).
-    client.batch_execute("CREATE EXTENSION weft; SET weft.enable = off").unwrap();
+    client
+        .batch_execute("CREATE EXTENSION weft; SET weft.enable = off")
+        .unwrap();
     tpch::load(&mut client, 0.1);
     // Lets stock Postgres answer Q17 and Q20 (correlated subqueries) in
     // seconds; weft reads the heap and ignores it.
