@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 
 use crate::guc;
 use crate::translate::{self, Refusal};
+use crate::types::ColumnWriter;
 
 static mut PREVIOUS: pg_sys::planner_hook_type = None;
 
@@ -120,13 +121,25 @@ unsafe fn take_over(stmt: *mut pg_sys::PlannedStmt, query: *mut pg_sys::Query) -
     }
     // SAFETY: our copy of the Query, on the backend thread.
     let translation = unsafe { translate::translate(query)? };
-    for (_, rel) in translation.relations {
+    for &(_, rel) in &translation.relations {
         // SAFETY: opened by the translation; the lock stays.
         unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
     }
+    // Every column DataFusion returns must convert into its Postgres type.
+    let schema = translation.plan.schema();
+    for (field, output) in schema.fields().iter().zip(&translation.outputs) {
+        // SAFETY: on the backend thread.
+        if unsafe { ColumnWriter::new(field.data_type(), output.typid, output.typmod) }.is_none() {
+            return Err(format!(
+                "result column {} is {} in DataFusion, which does not convert exactly",
+                field.name(),
+                field.data_type()
+            ));
+        }
+    }
     // SAFETY: as above.
     unsafe {
-        (*stmt).planTree = crate::scan::plan(query, stock);
+        (*stmt).planTree = crate::scan::plan(query, stock, &translation);
         // The stock plan's subplans and parallel mode were for its tree.
         (*stmt).subplans = std::ptr::null_mut();
         (*stmt).rewindPlanIDs = std::ptr::null_mut();

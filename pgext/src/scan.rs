@@ -14,7 +14,7 @@ use pgrx::pg_sys::{self, NodeTag};
 use pgrx::prelude::*;
 
 use crate::query::{self, Planned};
-use crate::translate;
+use crate::translate::{self, Translation};
 
 /// The scan's name in EXPLAIN.
 const NAME: &std::ffi::CStr = c"Weft";
@@ -63,12 +63,17 @@ struct WeftScanState {
     explained: *mut std::ffi::c_char,
 }
 
-/// The Weft scan replacing `stock`, for `query`.
+/// The Weft scan replacing `stock`, for `query` as `translation` computes
+/// it.
 ///
 /// # Safety
-/// `query` is a translated Query (ours, kept by the plan), `stock` the
+/// `query` is the translated Query (ours, kept by the plan), `stock` the
 /// stock plan tree for it, on the backend thread.
-pub unsafe fn plan(query: *mut pg_sys::Query, stock: *mut pg_sys::Plan) -> *mut pg_sys::Plan {
+pub unsafe fn plan(
+    query: *mut pg_sys::Query,
+    stock: *mut pg_sys::Plan,
+    translation: &Translation,
+) -> *mut pg_sys::Plan {
     // SAFETY: per the caller; palloc0 gives a zeroed node we fill.
     unsafe {
         let scan = pg_sys::palloc0(std::mem::size_of::<pg_sys::CustomScan>()).cast::<pg_sys::CustomScan>();
@@ -78,35 +83,29 @@ pub unsafe fn plan(query: *mut pg_sys::Query, stock: *mut pg_sys::Plan) -> *mut 
         plan.total_cost = (*stock).total_cost;
         plan.plan_rows = (*stock).plan_rows;
         plan.plan_width = (*stock).plan_width;
-        let mut targetlist = std::ptr::null_mut();
+        // The scan tuple: the DataFusion plan's columns.
         let mut scan_tlist = std::ptr::null_mut();
-        let mut resno = 0i16;
-        for target in translate::targets(query) {
-            let target = &*target;
-            if target.resjunk {
-                continue;
-            }
-            resno += 1;
-            let expr: *mut pg_sys::Node = target.expr.cast();
-            let (typid, typmod, collation) = (
-                pg_sys::exprType(expr),
-                pg_sys::exprTypmod(expr),
-                pg_sys::exprCollation(expr),
-            );
-            let name = if target.resname.is_null() {
-                std::ptr::null_mut()
-            } else {
-                pg_sys::pstrdup(target.resname)
-            };
-            let var = pg_sys::makeVar(pg_sys::INDEX_VAR, resno, typid, typmod, collation, 0);
-            targetlist = pg_sys::lappend(
-                targetlist,
-                pg_sys::makeTargetEntry(var.cast(), resno, name, false).cast(),
-            );
-            let column = pg_sys::makeNullConst(typid, typmod, collation);
+        for (i, output) in translation.outputs.iter().enumerate() {
+            let column = pg_sys::makeNullConst(output.typid, output.typmod, output.collation);
+            let name = CString::new(format!("weft_{}", i + 1)).expect("no NUL");
             scan_tlist = pg_sys::lappend(
                 scan_tlist,
-                pg_sys::makeTargetEntry(column.cast(), resno, name, false).cast(),
+                pg_sys::makeTargetEntry(column.cast(), (i + 1) as i16, pg_sys::pstrdup(name.as_ptr()), false).cast(),
+            );
+        }
+        // The result: each visible target entry, finished over the scan
+        // tuple.
+        let visible = translate::targets(query).into_iter().filter(|&t| !(*t).resjunk);
+        let mut targetlist = std::ptr::null_mut();
+        for (i, (target, finished)) in visible.zip(&translation.finish).enumerate() {
+            let name = if (*target).resname.is_null() {
+                std::ptr::null_mut()
+            } else {
+                pg_sys::pstrdup((*target).resname)
+            };
+            targetlist = pg_sys::lappend(
+                targetlist,
+                pg_sys::makeTargetEntry(finished.cast(), (i + 1) as i16, name, false).cast(),
             );
         }
         plan.targetlist = targetlist;
@@ -143,18 +142,41 @@ unsafe extern "C-unwind" fn begin(node: *mut pg_sys::CustomScanState, estate: *m
 #[pg_guard]
 unsafe extern "C-unwind" fn exec(node: *mut pg_sys::CustomScanState) -> *mut pg_sys::TupleTableSlot {
     let state = node.cast::<WeftScanState>();
-    // SAFETY: our state, on the backend thread.
+    // SAFETY: our state, on the backend thread. ExecScan projects each
+    // row through the plan's target list (the finishing expressions).
     unsafe {
         if (*state).store.is_null() {
             run(state);
         }
-        let slot = (*state).slot;
-        if pg_sys::tuplestore_gettupleslot((*state).store, true, false, slot) {
-            slot
+        pg_sys::ExecScan(&raw mut (*state).css.ss, Some(next), Some(recheck))
+    }
+}
+
+/// The next materialized row in the scan slot, or an empty slot at the
+/// end.
+#[pg_guard]
+unsafe extern "C-unwind" fn next(node: *mut pg_sys::ScanState) -> *mut pg_sys::TupleTableSlot {
+    let state = node.cast::<WeftScanState>();
+    // SAFETY: our state (ScanState is its first member), run already. The
+    // projection was compiled for the scan slot's kind (virtual), so the
+    // row is copied there from the tuplestore's minimal tuple.
+    unsafe {
+        let scan = (*state).css.ss.ss_ScanTupleSlot;
+        let fetched = (*state).slot;
+        if pg_sys::tuplestore_gettupleslot((*state).store, true, false, fetched) {
+            let copy = (*(*scan).tts_ops).copyslot.expect("every slot kind copies");
+            copy(scan, fetched);
+            scan
         } else {
-            pg_sys::ExecClearTuple(slot)
+            pg_sys::ExecClearTuple(scan)
         }
     }
+}
+
+/// Rows are never rechecked (no EvalPlanQual: weft reads no row locks).
+#[pg_guard]
+unsafe extern "C-unwind" fn recheck(_node: *mut pg_sys::ScanState, _slot: *mut pg_sys::TupleTableSlot) -> bool {
+    true
 }
 
 /// Translates and runs the query, materializing its rows.

@@ -80,4 +80,9 @@ fn tpch_in_plain_sql_matches_stock_postgres() {
     }
     println!("taken over: {taken_over:?}");
     assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        taken_over.len() >= 18,
+        "weft took over only {} of 22 queries: {taken_over:?}",
+        taken_over.len()
+    );
 }

@@ -34,7 +34,7 @@ use datafusion::logical_expr::{
 };
 use pgrx::pg_sys::{self, NodeTag, Oid};
 
-use super::nodes::{cast as node_cast, constant, list, tag};
+use super::nodes::{array_elements, cast as node_cast, constant, list, tag};
 use super::pgfn::{self, IntOp};
 use super::{df, Refusal, Translator};
 
@@ -43,10 +43,12 @@ pub enum Scope {
     /// Rows of the FROM clause.
     Rows,
     /// Rows after GROUP BY: a grouping expression is its group column, an
-    /// aggregate its result column.
+    /// aggregate its result column; an avg is computed as a sum and a
+    /// count column, which only Postgres's finishing expression divides.
     Grouped {
         groups: Vec<(*mut pg_sys::Node, String)>,
         aggs: Vec<(*mut pg_sys::Aggref, String)>,
+        avgs: Vec<(*mut pg_sys::Aggref, String, String)>,
     },
 }
 
@@ -57,13 +59,17 @@ impl Translator {
     /// `node` is a valid expression of the current level, on the backend
     /// thread.
     pub(super) unsafe fn expr(&mut self, node: *mut pg_sys::Node, scope: &Scope) -> Result<Expr, Refusal> {
-        if let Scope::Grouped { groups, aggs } = scope {
+        if let Scope::Grouped { groups, aggs, .. } = scope {
             // SAFETY: per the caller; equal() compares parse trees.
             unsafe {
                 if let Some((_, name)) = groups.iter().find(|(g, _)| pg_sys::equal(g.cast(), node.cast())) {
                     return Ok(Expr::Column(name.as_str().into()));
                 }
                 if let Some(aggref) = node_cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
+                    if matches!(scope, Scope::Grouped { avgs, .. } if avgs.iter().any(|(a, _, _)| pg_sys::equal(a.cast(), aggref.cast())))
+                    {
+                        return Err("avg inside the query (only a result column's avg is finished by Postgres)".into());
+                    }
                     let (_, name) = aggs
                         .iter()
                         .find(|(a, _)| pg_sys::equal(a.cast(), aggref.cast()))
@@ -188,18 +194,22 @@ impl Translator {
         // SAFETY: per the caller.
         let value = unsafe { self.expr(left, scope)? };
         // SAFETY: as above.
-        let items: Vec<*mut pg_sys::Node> = unsafe {
+        let items: Vec<Expr> = unsafe {
             if let Some(array) = node_cast::<pg_sys::ArrayExpr>(right, NodeTag::T_ArrayExpr) {
-                list((*array).elements)
+                list::<pg_sys::Node>((*array).elements)
+                    .into_iter()
+                    .map(|item| self.expr(item, scope))
+                    .collect::<Result<_, _>>()?
+            } else if let Some(array) = node_cast::<pg_sys::Const>(right, NodeTag::T_Const) {
+                // What the planner folds `x IN ('a', 'b')` into.
+                array_elements(array)?.into_iter().map(lit).collect()
             } else {
-                return Err("IN over an array value".into());
+                return Err("IN over an array that is not a constant list".into());
             }
         };
-        let items = items
-            .into_iter()
-            // SAFETY: as above.
-            .map(|item| unsafe { self.expr(item, scope) })
-            .collect::<Result<Vec<_>, _>>()?;
+        if items.is_empty() {
+            return Err("IN over an empty array".into());
+        }
         Ok(in_list(value, items, negated))
     }
 
@@ -299,6 +309,42 @@ impl Translator {
             };
         }
         Ok(call)
+    }
+
+    /// An avg's sum and count, when `aggref` is an avg weft computes so
+    /// (sums in Decimal128, as numeric's avg sums).
+    ///
+    /// # Safety
+    /// `aggref` is an Aggref of the current level.
+    pub(super) unsafe fn avg_parts(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<(Expr, Expr)>, Refusal> {
+        // SAFETY: per the caller.
+        let a = unsafe { &*aggref };
+        let f = a.aggfnoid.to_u32();
+        if !matches!(
+            f,
+            pg_sys::F_AVG_INT2 | pg_sys::F_AVG_INT4 | pg_sys::F_AVG_INT8 | pg_sys::F_AVG_NUMERIC
+        ) {
+            return Ok(None);
+        }
+        if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdistinct.is_null() || a.agglevelsup != 0 {
+            return Err("avg with ORDER BY, FILTER, DISTINCT or of an outer level".into());
+        }
+        // SAFETY: an Aggref's args are TargetEntries.
+        let args = unsafe { list::<pg_sys::TargetEntry>(a.args) };
+        let [arg] = args[..] else {
+            return Err("avg of several arguments".into());
+        };
+        // SAFETY: as above.
+        let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows)? };
+        let scale = if f == pg_sys::F_AVG_NUMERIC {
+            decimal_scale(&value, self)?
+        } else {
+            0
+        };
+        Ok(Some((
+            sum(cast(value.clone(), DataType::Decimal128(38, scale))),
+            count(value),
+        )))
     }
 
     /// An operator's or function's call, by function OID.

@@ -13,6 +13,7 @@
 //! correlated subquery (an outer reference).
 
 mod expr;
+mod finish;
 mod nodes;
 pub mod pgfn;
 
@@ -38,6 +39,12 @@ pub struct Translation {
     pub plan: LogicalPlan,
     /// The opened relations, by OID.
     pub relations: Vec<(pg_sys::Oid, pg_sys::Relation)>,
+    /// The Postgres type of each of the plan's output columns.
+    pub outputs: Vec<finish::Output>,
+    /// Each visible target entry of the Query as a Postgres expression
+    /// over the plan's output columns (Vars of INDEX_VAR): a plain column,
+    /// or what Postgres computes from columns DataFusion computed.
+    pub finish: Vec<*mut pg_sys::Node>,
 }
 
 /// Translates `query`, or says why not (closing what it opened).
@@ -52,6 +59,8 @@ pub unsafe fn translate(query: *mut pg_sys::Query) -> Result<Translation, Refusa
         Ok(plan) => Ok(Translation {
             plan,
             relations: translator.relations,
+            outputs: translator.outputs,
+            finish: translator.finish,
         }),
         Err(refusal) => {
             for (_, rel) in translator.relations {
@@ -97,6 +106,10 @@ struct Level {
 #[derive(Default)]
 struct Translator {
     relations: Vec<(pg_sys::Oid, pg_sys::Relation)>,
+    /// The top level's output columns and finishing expressions (see
+    /// [`Translation`]).
+    outputs: Vec<finish::Output>,
+    finish: Vec<*mut pg_sys::Node>,
     levels: Vec<Level>,
     next_level: usize,
 }
@@ -203,15 +216,60 @@ impl Translator {
             Scope::Rows
         };
 
-        // Every target entry, junk included, as c{resno}.
+        // Every target entry, junk included, as c{resno}; at the top
+        // level, a visible entry DataFusion cannot compute exactly may be
+        // finished by Postgres from columns DataFusion computes
+        // (c{resno}_{k}, see `finish`).
+        let top = self.levels.len() == 1;
         let mut exprs = Vec::with_capacity(targets.len());
+        let mut visible = Vec::new();
         for &target in &targets {
             // SAFETY: a target entry of a valid Query.
             let target = unsafe { &*target };
+            let node: *mut pg_sys::Node = target.expr.cast();
             // SAFETY: as above.
-            let value = unsafe { self.expr(target.expr.cast(), &scope)? };
-            exprs.push(value.alias(format!("c{}", target.resno)));
+            match unsafe { self.expr(node, &scope) } {
+                Ok(value) => {
+                    let name = format!("c{}", target.resno);
+                    exprs.push(value.alias(&name));
+                    if top && !target.resjunk {
+                        // SAFETY: as above.
+                        let output = unsafe { finish::Output::of(node) };
+                        // SAFETY: on the backend thread.
+                        self.finish.push(unsafe { output.var(visible.len() + 1) });
+                        self.outputs.push(output);
+                        visible.push(name);
+                    }
+                }
+                Err(refusal) => {
+                    let liftable = top && !target.resjunk && target.ressortgroupref == 0 && q.distinctClause.is_null();
+                    if !liftable {
+                        return Err(refusal);
+                    }
+                    let mut leaves = Vec::new();
+                    // SAFETY: as above.
+                    let finished =
+                        unsafe { self.lift(node, &scope, visible.len(), &mut leaves) }.map_err(|_| refusal)?;
+                    for (k, (value, output)) in leaves.into_iter().enumerate() {
+                        let name = format!("c{}_{k}", target.resno);
+                        exprs.push(value.alias(&name));
+                        self.outputs.push(output);
+                        visible.push(name);
+                    }
+                    self.finish.push(finished);
+                }
+            }
         }
+        if !top {
+            // SAFETY: target entries of a valid Query.
+            visible = targets
+                .iter()
+                .filter(|&&t| unsafe { !(*t).resjunk })
+                // SAFETY: as above.
+                .map(|&t| format!("c{}", unsafe { (*t).resno }))
+                .collect();
+        }
+        let exprs_len = exprs.len();
         plan = LogicalPlanBuilder::from(plan)
             .project(exprs)
             .map_err(df)?
@@ -269,14 +327,8 @@ impl Translator {
         }
 
         // The visible columns.
-        let visible: Vec<Expr> = targets
-            .iter()
-            // SAFETY: as above.
-            .filter(|&&t| unsafe { !(*t).resjunk })
-            // SAFETY: as above.
-            .map(|&t| col(format!("c{}", unsafe { (*t).resno })))
-            .collect();
-        if visible.len() != targets.len() {
+        if visible.len() != exprs_len {
+            let visible: Vec<Expr> = visible.into_iter().map(col).collect();
             plan = LogicalPlanBuilder::from(plan)
                 .project(visible)
                 .map_err(df)?
@@ -472,8 +524,25 @@ impl Translator {
         // SAFETY: as above.
         unsafe { expr::collect_aggrefs(having, &mut aggrefs)? };
         let mut aggs = Vec::new();
+        let mut avgs = Vec::new();
         let mut agg_exprs = Vec::new();
         for aggref in aggrefs {
+            // avg is sum / count with numeric's division, which Postgres
+            // finishes (see `finish`): DataFusion computes the two parts.
+            // SAFETY: an Aggref of this level.
+            if let Some((sum, count)) = unsafe { self.avg_parts(aggref)? } {
+                let same = |&(seen, _, _): &(*mut pg_sys::Aggref, String, String)| {
+                    // SAFETY: Aggrefs of this level.
+                    unsafe { pg_sys::equal(seen as *const _, aggref as *const _) }
+                };
+                if !avgs.iter().any(same) {
+                    let names = (format!("v{}_sum", avgs.len()), format!("v{}_count", avgs.len()));
+                    agg_exprs.push(sum.alias(&names.0));
+                    agg_exprs.push(count.alias(&names.1));
+                    avgs.push((aggref, names.0, names.1));
+                }
+                continue;
+            }
             let same = |&(seen, _): &(*mut pg_sys::Aggref, String)| {
                 // SAFETY: Aggrefs of this level.
                 unsafe { pg_sys::equal(seen as *const _, aggref as *const _) }
@@ -492,7 +561,7 @@ impl Translator {
             .map_err(df)?
             .build()
             .map_err(df)?;
-        Ok((plan, Scope::Grouped { groups, aggs }))
+        Ok((plan, Scope::Grouped { groups, aggs, avgs }))
     }
 
     fn level(&mut self) -> &mut Level {

@@ -77,14 +77,58 @@ pub unsafe fn expr_type(node: *mut Node) -> (pg_sys::Oid, i32, pg_sys::Oid) {
 pub unsafe fn constant(c: *mut pg_sys::Const) -> Result<ScalarValue, String> {
     // SAFETY: per the caller.
     let c = unsafe { &*c };
-    let ty = PgType::of(c.consttype, c.consttypmod).or_else(|e| match c.consttype {
+    // SAFETY: a Const's value is a valid datum of its type (or NULL).
+    unsafe { value(c.consttype, c.consttypmod, c.constvalue, c.constisnull) }
+}
+
+/// The elements of a constant array, as [`constant`] reads each.
+///
+/// # Safety
+/// `c` is a valid, non-null Const of an array type.
+pub unsafe fn array_elements(c: *mut pg_sys::Const) -> Result<Vec<ScalarValue>, String> {
+    // SAFETY: per the caller.
+    let c = unsafe { &*c };
+    // SAFETY: a catalog lookup.
+    let element = unsafe { pg_sys::get_element_type(c.consttype) };
+    if c.constisnull || element == pg_sys::InvalidOid {
+        return Err("an array constant that is NULL or not an array".into());
+    }
+    let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+    let (mut datums, mut nulls, mut count) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+    // SAFETY: an array datum of `element`s (detoasted by DatumGetArrayTypeP's
+    // equivalent, pg_detoast_datum); deconstruct_array pallocs the outputs.
+    unsafe {
+        pg_sys::get_typlenbyvalalign(element, &mut len, &mut byval, &mut align);
+        let array = pg_sys::pg_detoast_datum(c.constvalue.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+        pg_sys::deconstruct_array(
+            array,
+            element,
+            len.into(),
+            byval,
+            align,
+            &mut datums,
+            &mut nulls,
+            &mut count,
+        );
+        (0..count as usize)
+            .map(|i| value(element, -1, *datums.add(i), *nulls.add(i)))
+            .collect()
+    }
+}
+
+/// A datum of `typid(typmod)` as a DataFusion value.
+///
+/// # Safety
+/// `datum` is a valid value of the type, unless `null`.
+unsafe fn value(typid: pg_sys::Oid, typmod: i32, datum: pg_sys::Datum, null: bool) -> Result<ScalarValue, String> {
+    let ty = PgType::of(typid, typmod).or_else(|e| match typid {
         // A numeric literal has no typmod; read it at its own scale.
-        pg_sys::NUMERICOID if !c.constisnull => numeric_literal_type(c.constvalue),
+        pg_sys::NUMERICOID if !null => numeric_literal_type(datum),
         _ => Err(e),
     })?;
     let mut reader = ColumnReader::new(ty, 1);
-    // SAFETY: a Const's value is a valid datum of its type (or NULL).
-    unsafe { reader.push(c.constvalue, c.constisnull)? };
+    // SAFETY: per the caller.
+    unsafe { reader.push(datum, null)? };
     let array = reader.finish()?;
     ScalarValue::try_from_array(&array, 0).map_err(|e| e.to_string())
 }

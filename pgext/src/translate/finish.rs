@@ -1,0 +1,195 @@
+//! Result columns that Postgres finishes.
+//!
+//! Some values are cheap for Postgres and hard to get exactly right in
+//! DataFusion: numeric division and avg, whose result scale Postgres picks
+//! per value, or any function off the allowlist applied to a result row.
+//! When such an expression is a visible result column of the top-level
+//! query, and nothing inside DataFusion depends on it (no ORDER BY, GROUP
+//! BY or DISTINCT on it), DataFusion computes its largest translatable
+//! parts as columns and the Custom Scan's projection evaluates the rest
+//! with Postgres's own functions, over those columns, once per result row:
+//! exactly what the stock executor computes.
+
+use datafusion::logical_expr::Expr;
+use pgrx::pg_sys::{self, NodeTag};
+
+use super::expr::Scope;
+use super::nodes::{cast, list};
+use super::{Refusal, Translator};
+
+/// A column of the plan's output, as Postgres types it.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    /// Its type.
+    pub typid: pg_sys::Oid,
+    /// Its type modifier.
+    pub typmod: i32,
+    /// Its collation.
+    pub collation: pg_sys::Oid,
+}
+
+impl Output {
+    /// The type of expression `node`.
+    ///
+    /// # Safety
+    /// `node` is a valid expression.
+    pub unsafe fn of(node: *mut pg_sys::Node) -> Output {
+        // SAFETY: per the caller.
+        let (typid, typmod, collation) = unsafe { super::nodes::expr_type(node) };
+        Output {
+            typid,
+            typmod,
+            collation,
+        }
+    }
+
+    /// Unconstrained numeric, as avg's parts are.
+    fn numeric() -> Output {
+        Output {
+            typid: pg_sys::NUMERICOID,
+            typmod: -1,
+            collation: pg_sys::InvalidOid,
+        }
+    }
+
+    /// int8, as count is.
+    fn int8() -> Output {
+        Output {
+            typid: pg_sys::INT8OID,
+            typmod: -1,
+            collation: pg_sys::InvalidOid,
+        }
+    }
+
+    /// A Var of this type reading the scan tuple's column `attno`.
+    ///
+    /// # Safety
+    /// On the backend thread (allocates in the current memory context).
+    pub unsafe fn var(&self, attno: usize) -> *mut pg_sys::Node {
+        // SAFETY: per the caller.
+        unsafe {
+            pg_sys::makeVar(
+                pg_sys::INDEX_VAR,
+                attno as i16,
+                self.typid,
+                self.typmod,
+                self.collation,
+                0,
+            )
+            .cast()
+        }
+    }
+}
+
+impl Translator {
+    /// `node` as a Postgres expression over DataFusion columns: each
+    /// translatable subexpression becomes a column (appended to `leaves`,
+    /// the scan tuple's column `offset + its position`), the rest is
+    /// copied with Postgres's own functions.
+    ///
+    /// # Safety
+    /// `node` is a valid expression of the top level, on the backend
+    /// thread.
+    pub(super) unsafe fn lift(
+        &mut self,
+        node: *mut pg_sys::Node,
+        scope: &Scope,
+        offset: usize,
+        leaves: &mut Vec<(Expr, Output)>,
+    ) -> Result<*mut pg_sys::Node, Refusal> {
+        // SAFETY: per the caller.
+        unsafe {
+            // The leader evaluates once per result row, as the stock
+            // executor's projection would; volatile functions aside.
+            if pg_sys::contain_volatile_functions(node) {
+                return Err("a volatile function".into());
+            }
+            if let Ok(value) = self.expr(node, scope) {
+                let output = Output::of(node);
+                leaves.push((value, output));
+                return Ok(output.var(offset + leaves.len()));
+            }
+            if let Some(aggref) = cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
+                return self.lift_avg(aggref, scope, offset, leaves);
+            }
+            match (*node).type_ {
+                NodeTag::T_OpExpr | NodeTag::T_FuncExpr => {
+                    let copy = pg_sys::copyObjectImpl(node.cast()).cast::<pg_sys::Node>();
+                    let args = if (*node).type_ == NodeTag::T_OpExpr {
+                        &mut (*copy.cast::<pg_sys::OpExpr>()).args
+                    } else {
+                        &mut (*copy.cast::<pg_sys::FuncExpr>()).args
+                    };
+                    let mut lifted = std::ptr::null_mut();
+                    for arg in list::<pg_sys::Node>(*args) {
+                        let arg = self.lift(arg, scope, offset, leaves)?;
+                        lifted = pg_sys::lappend(lifted, arg.cast());
+                    }
+                    *args = lifted;
+                    Ok(copy)
+                }
+                NodeTag::T_RelabelType => {
+                    let copy = pg_sys::copyObjectImpl(node.cast()).cast::<pg_sys::RelabelType>();
+                    (*copy).arg = self.lift((*copy).arg.cast(), scope, offset, leaves)?.cast();
+                    Ok(copy.cast())
+                }
+                NodeTag::T_CoerceViaIO => {
+                    let copy = pg_sys::copyObjectImpl(node.cast()).cast::<pg_sys::CoerceViaIO>();
+                    (*copy).arg = self.lift((*copy).arg.cast(), scope, offset, leaves)?.cast();
+                    Ok(copy.cast())
+                }
+                _ => Err("an expression Postgres cannot finish from columns".into()),
+            }
+        }
+    }
+
+    /// avg(x) as Postgres computes it from its parts:
+    /// `numeric_div(sum, count::numeric)` (numeric_avg and int8_avg do
+    /// exactly that; both are NULL over no rows, as is the division of a
+    /// NULL sum).
+    ///
+    /// # Safety
+    /// As [`Translator::lift`].
+    unsafe fn lift_avg(
+        &mut self,
+        aggref: *mut pg_sys::Aggref,
+        scope: &Scope,
+        offset: usize,
+        leaves: &mut Vec<(Expr, Output)>,
+    ) -> Result<*mut pg_sys::Node, Refusal> {
+        let Scope::Grouped { avgs, .. } = scope else {
+            return Err("an aggregate outside an aggregation".into());
+        };
+        // SAFETY: per the caller.
+        let (_, sum, count) = avgs
+            .iter()
+            .find(|(a, _, _)| unsafe { pg_sys::equal(a.cast(), aggref.cast()) })
+            .ok_or("an aggregate weft does not finish")?;
+        leaves.push((Expr::Column(sum.as_str().into()), Output::numeric()));
+        // SAFETY: on the backend thread.
+        let sum = unsafe { Output::numeric().var(offset + leaves.len()) };
+        leaves.push((Expr::Column(count.as_str().into()), Output::int8()));
+        // SAFETY: as above.
+        unsafe {
+            let count = Output::int8().var(offset + leaves.len());
+            let count = pg_sys::makeFuncExpr(
+                pg_sys::Oid::from(pg_sys::F_NUMERIC_INT8),
+                pg_sys::NUMERICOID,
+                pg_sys::lappend(std::ptr::null_mut(), count.cast()),
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::CoercionForm::COERCE_EXPLICIT_CAST,
+            );
+            let args = pg_sys::lappend(pg_sys::lappend(std::ptr::null_mut(), sum.cast()), count.cast());
+            Ok(pg_sys::makeFuncExpr(
+                pg_sys::Oid::from(pg_sys::F_NUMERIC_DIV),
+                pg_sys::NUMERICOID,
+                args,
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+            )
+            .cast())
+        }
+    }
+}
