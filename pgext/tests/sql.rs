@@ -86,3 +86,298 @@ fn tpch_in_plain_sql_matches_stock_postgres() {
         taken_over.len()
     );
 }
+
+/// Tables with the edge values the semantics tests read.
+const SEMANTICS_SETUP: &str = "
+    CREATE TABLE t (a int, b bigint, n numeric(12,3), f float8, ch char(5), s text, d date, ts timestamptz);
+    INSERT INTO t VALUES
+        (1, 10, 1.5, 1.0, 'ab', 'a_b', '2020-01-31', '2020-01-31 23:30:00+00'),
+        (2, NULL, 2.25, 'NaN', 'ab  ', 'aXb', '2021-06-15', '2021-06-15 12:00:00+00'),
+        (3, 30, NULL, '-Infinity', 'b', 'abc', NULL, NULL),
+        (NULL, 40, -0.125, 'Infinity', NULL, NULL, '1999-12-31', '1999-12-31 23:59:59+00'),
+        (2147483647, 9223372036854775807, 999999999.999, -0.0, 'zz', 'z', '2020-02-29', '2020-02-29 00:00:00+00'),
+        (7, -7, 0.001, 0.0, 'a', 'é', '2020-01-01', '2020-01-01 00:00:00+00');
+    CREATE TABLE nulls (c int);
+    INSERT INTO nulls VALUES (1), (NULL), (3);
+    CREATE TABLE nonnull (c int);
+    INSERT INTO nonnull VALUES (1), (3);
+    CREATE TABLE empty (a int, n numeric(10,2));
+    CREATE TABLE keyed (k int NOT NULL);
+    INSERT INTO keyed VALUES (1), (2), (3), (4);
+    CREATE TABLE keyed2 (k int NOT NULL);
+    INSERT INTO keyed2 VALUES (2), (4), (6);
+    ANALYZE;
+";
+
+/// Runs each query with weft forced and with weft off, and requires the
+/// same rows (or the same error), and weft to take over exactly the ones
+/// marked so.
+fn check_both_ways(client: &mut Client, cases: &[(bool, &str)]) {
+    let mut failures = Vec::new();
+    for &(expect_taken, sql) in cases {
+        client.batch_execute("SET weft.force = on").unwrap();
+        let was_taken = taken(client, sql);
+        if was_taken != expect_taken {
+            failures.push(format!("taken over: {was_taken}, expected {expect_taken}: {sql}"));
+        }
+        let (weft, stock) = both_ways(client, sql);
+        if weft != stock {
+            failures.push(format!("{sql}\n  weft:  {weft:?}\n  stock: {stock:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn postgres_semantics_hold_when_weft_runs_a_query() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    check_both_ways(
+        &mut client,
+        &[
+            // Integer overflow and division by zero: Postgres's errors.
+            (true, "SELECT a + 1 FROM t WHERE a > 100"),
+            (true, "SELECT sum(a * 2) FROM t"),
+            (true, "SELECT b * 2 FROM t WHERE b > 1000"),
+            (true, "SELECT a / (a - a) FROM t WHERE a = 1"),
+            (true, "SELECT a / 2, -a / 2, a - 10 FROM t ORDER BY 1, 2, 3"),
+            // NULLs in NOT IN, IN and aggregates.
+            // (IN over columns that may hold NULLs stays with Postgres.)
+            (false, "SELECT count(*) FROM t WHERE a NOT IN (SELECT c FROM nulls)"),
+            (false, "SELECT count(*) FROM t WHERE a NOT IN (SELECT c FROM nonnull)"),
+            (false, "SELECT count(*) FROM t WHERE a IN (SELECT c FROM nulls)"),
+            (true, "SELECT count(*) FROM keyed WHERE k NOT IN (SELECT k FROM keyed2)"),
+            (true, "SELECT count(*) FROM keyed WHERE k IN (SELECT k FROM keyed2)"),
+            (true, "SELECT count(*) FROM t WHERE a NOT IN (1, NULL)"),
+            (
+                true,
+                "SELECT count(*), count(a), sum(a::bigint), sum(b), min(n), max(d), count(DISTINCT ch) FROM t",
+            ),
+            // numeric: avg and division keep Postgres's scale.
+            (true, "SELECT avg(n), sum(n) / count(n), avg(a), avg(b), sum(n) FROM t"),
+            (true, "SELECT ch, avg(n) FROM t GROUP BY ch ORDER BY ch"),
+            // Empty tables.
+            (true, "SELECT count(*), sum(a), avg(n), max(n) FROM empty"),
+            (true, "SELECT a, count(*) FROM empty GROUP BY a"),
+            // Floats: Postgres's -0 = 0 and NaN ordering are its own;
+            // weft leaves float comparisons and sorts to Postgres.
+            (false, "SELECT f FROM t ORDER BY f"),
+            (false, "SELECT count(*) FROM t WHERE f = 0"),
+            // bpchar: equality ignores padding.
+            (true, "SELECT a FROM t WHERE ch = 'ab' ORDER BY a"),
+            (true, "SELECT ch, count(*) FROM t GROUP BY ch ORDER BY 1"),
+            // Dates, timestamps, EXTRACT, LIKE with its default escape.
+            (
+                true,
+                "SELECT extract(year FROM d), count(*) FROM t GROUP BY 1 ORDER BY 1",
+            ),
+            (
+                true,
+                "SELECT ts FROM t WHERE ts > timestamptz '2020-01-01 00:00+00' ORDER BY ts",
+            ),
+            // A date compared with a timestamptz depends on TimeZone.
+            (false, "SELECT ts FROM t WHERE ts > date '2020-01-01' ORDER BY ts"),
+            (true, "SELECT s FROM t WHERE s LIKE 'a\\_%' ORDER BY s"),
+            (true, "SELECT s FROM t WHERE s NOT LIKE 'a%' ORDER BY s"),
+            // CASE, COALESCE, IS NULL.
+            (
+                true,
+                "SELECT CASE WHEN a > 2 THEN 'big' ELSE 'small' END, coalesce(b, -1) FROM t ORDER BY 2",
+            ),
+            (true, "SELECT count(*) FROM t WHERE d IS NULL OR n IS NOT NULL"),
+            // LIMIT and OFFSET with ties (only the sort key is returned).
+            (true, "SELECT ch FROM t ORDER BY ch NULLS FIRST LIMIT 3"),
+            (true, "SELECT a FROM t ORDER BY a DESC LIMIT 2 OFFSET 1"),
+            // A function off the allowlist in a result column: Postgres
+            // finishes it; in WHERE: Postgres runs the query.
+            (true, "SELECT upper(s), a FROM t ORDER BY a"),
+            (false, "SELECT a FROM t WHERE upper(s) = 'ABC'"),
+            // Derived tables, WITH, EXISTS, scalar subqueries.
+            (
+                true,
+                "WITH x AS (SELECT a, b FROM t WHERE a < 10) SELECT count(*) FROM x JOIN t USING (a)",
+            ),
+            (
+                true,
+                "SELECT a FROM t WHERE EXISTS (SELECT 1 FROM nulls WHERE c = t.a) ORDER BY a",
+            ),
+            (true, "SELECT a, (SELECT max(c) FROM nulls) FROM t ORDER BY a"),
+            (
+                true,
+                "SELECT x.a FROM (SELECT a FROM t LEFT JOIN nulls ON c = a) x ORDER BY 1",
+            ),
+        ],
+    );
+    // timestamptz under another TimeZone: Postgres formats the values.
+    client.batch_execute("SET TimeZone = 'America/St_Johns'").unwrap();
+    check_both_ways(&mut client, &[(true, "SELECT ts, d FROM t ORDER BY ts")]);
+}
+
+#[test]
+fn queries_weft_cannot_run_go_to_postgres() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    check_both_ways(
+        &mut client,
+        &[
+            (false, "SELECT md5(s) FROM t WHERE md5(s) > 'a' ORDER BY 1"),
+            (false, "SELECT a FROM t ORDER BY a FOR UPDATE"),
+            (
+                false,
+                "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 5) SELECT sum(i) FROM r",
+            ),
+            (false, "SELECT a FROM t UNION SELECT c FROM nulls ORDER BY 1"),
+            (false, "SELECT a, row_number() OVER (ORDER BY a) FROM t ORDER BY a"),
+        ],
+    );
+    // Writes and cursors run through the stock executor.
+    client
+        .batch_execute("SET weft.force = on; CREATE TABLE copy (a int); INSERT INTO copy SELECT a FROM t WHERE a < 10")
+        .unwrap();
+    let copied = text_rows(&mut client, "SELECT count(*) FROM copy").unwrap();
+    assert_eq!(copied, vec![vec![Some("4".to_string())]]);
+    client
+        .batch_execute("UPDATE copy SET a = a + 1 WHERE a IN (SELECT c FROM nulls)")
+        .unwrap();
+    assert_eq!(
+        text_rows(&mut client, "SELECT a FROM copy ORDER BY a").unwrap(),
+        text_rows(&mut client, "SELECT * FROM (VALUES (2), (2), (4), (7)) v ORDER BY 1").unwrap()
+    );
+    client
+        .batch_execute("BEGIN; DECLARE c CURSOR FOR SELECT a FROM t ORDER BY a")
+        .unwrap();
+    let fetched = text_rows(&mut client, "FETCH ALL FROM c").unwrap();
+    client.batch_execute("COMMIT").unwrap();
+    client.batch_execute("SET weft.enable = off").unwrap();
+    assert_eq!(fetched, text_rows(&mut client, "SELECT a FROM t ORDER BY a").unwrap());
+    // A prepared statement's parameters: Postgres runs it (for now), right.
+    client.batch_execute("SET weft.enable = on").unwrap();
+    client
+        .batch_execute("PREPARE p(int) AS SELECT count(*) FROM t WHERE a > $1")
+        .unwrap();
+    let (weft, stock) = both_ways(&mut client, "EXECUTE p(2)");
+    assert_eq!(weft.unwrap(), stock.unwrap());
+}
+
+#[test]
+fn privileges_and_row_security_are_postgres_s() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    client
+        .batch_execute(
+            "CREATE ROLE reader LOGIN; GRANT USAGE ON SCHEMA public TO reader;
+             GRANT SELECT ON nulls TO reader;
+             CREATE TABLE secret (owner text, v int);
+             INSERT INTO secret VALUES ('reader', 1), ('other', 2), ('reader', 3);
+             ALTER TABLE secret ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY mine ON secret USING (owner = current_user);
+             GRANT SELECT ON secret TO reader;
+             CREATE FUNCTION count_t() RETURNS bigint SECURITY DEFINER LANGUAGE sql
+                 AS 'SELECT count(*) FROM t WHERE a > 1';
+             GRANT EXECUTE ON FUNCTION count_t() TO reader;",
+        )
+        .unwrap();
+    let mut reader = cluster.connect_as("reader");
+    reader.batch_execute("SET weft.force = on").unwrap();
+    // No SELECT on t: Postgres's own error, with weft on or off.
+    let (weft, stock) = both_ways(&mut reader, "SELECT count(*) FROM t");
+    assert_eq!(weft, stock);
+    assert!(weft.unwrap_err().contains("permission denied for table t"));
+    // Row-level security: the rows the policy allows (weft leaves it).
+    check_both_ways(&mut reader, &[(false, "SELECT v FROM secret ORDER BY v")]);
+    assert_eq!(
+        text_rows(&mut reader, "SELECT v FROM secret ORDER BY v").unwrap(),
+        vec![vec![Some("1".to_string())], vec![Some("3".to_string())]]
+    );
+    // A granted table works; a security definer function reads as its owner.
+    check_both_ways(&mut reader, &[(true, "SELECT count(*) FROM nulls")]);
+    let (weft, stock) = both_ways(&mut reader, "SELECT count_t()");
+    assert_eq!(weft, stock);
+    assert_eq!(weft.unwrap(), vec![vec![Some("4".to_string())]]);
+}
+
+#[test]
+fn concurrent_sessions_and_timeouts_behave_as_in_postgres() {
+    let cluster = Cluster::start_with(&[("max_worker_processes", "16"), ("max_parallel_workers", "16")]);
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE big (id int, g int);
+             INSERT INTO big SELECT i, i % 20 FROM generate_series(1, 200000) i; ANALYZE big;",
+        )
+        .unwrap();
+    let sql = "SELECT g, count(*), sum(id::bigint) FROM big GROUP BY g ORDER BY g";
+    client.batch_execute("SET weft.enable = off").unwrap();
+    let expected = text_rows(&mut client, sql).unwrap();
+    std::thread::scope(|scope| {
+        let sessions: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut session = cluster.connect();
+                    session.batch_execute("SET weft.force = on").unwrap();
+                    assert!(taken(&mut session, sql));
+                    (0..3)
+                        .map(|_| text_rows(&mut session, sql).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for session in sessions {
+            for rows in session.join().unwrap() {
+                assert_eq!(rows, expected);
+            }
+        }
+    });
+    // A statement_timeout ends a taken-over query with Postgres's error,
+    // and the session goes on.
+    client
+        .batch_execute("SET weft.enable = on; SET weft.force = on; SET statement_timeout = '500ms'")
+        .unwrap();
+    let long = "SELECT count(*) FROM big a JOIN big b ON a.g = b.g";
+    assert!(taken(&mut client, long));
+    let started = std::time::Instant::now();
+    let error = text_rows(&mut client, long).unwrap_err();
+    assert!(
+        error.contains("57014") && error.contains("statement timeout"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    client.batch_execute("SET statement_timeout = 0").unwrap();
+    assert_eq!(text_rows(&mut client, sql).unwrap(), expected);
+}
+
+#[test]
+fn explain_shows_the_weft_scan_and_its_plan() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    client.batch_execute("SET weft.force = on").unwrap();
+    let sql = "SELECT ch, count(*) FROM t GROUP BY ch ORDER BY ch";
+    let plan = text_rows(&mut client, &format!("EXPLAIN {sql}")).unwrap();
+    let plan: Vec<String> = plan.into_iter().flatten().flatten().collect();
+    assert!(plan[0].starts_with("Custom Scan (Weft)"), "{plan:#?}");
+    assert!(plan.iter().any(|l| l.contains("HeapScan: public.t")), "{plan:#?}");
+    assert!(plan.iter().any(|l| l.contains("weft plan for")), "{plan:#?}");
+    let analyzed = text_rows(&mut client, &format!("EXPLAIN ANALYZE {sql}")).unwrap();
+    let analyzed: Vec<String> = analyzed.into_iter().flatten().flatten().collect();
+    assert!(analyzed[0].contains("actual time"), "{analyzed:#?}");
+    assert!(analyzed.iter().any(|l| l.contains("rows")), "{analyzed:#?}");
+    // A query left to Postgres says why, with weft.explain_fallback.
+    client
+        .batch_execute("SET weft.force = off; SET weft.min_cost = 1e9")
+        .unwrap();
+    let plan = text_rows(&mut client, &format!("EXPLAIN {sql}")).unwrap();
+    assert!(!plan.iter().flatten().flatten().any(|l| l.contains("Weft")));
+}

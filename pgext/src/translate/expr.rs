@@ -238,6 +238,17 @@ impl Translator {
                 if plan.schema().fields().len() != 1 {
                     return Err("IN over several columns".into());
                 }
+                // DataFusion's IN (subquery) is not NULL-aware under NOT
+                // (Postgres: NULL, not true, when the subquery holds a NULL
+                // and nothing matches), so weft takes it only where no NULL
+                // can occur on either side.
+                let nullable = match &self.levels.last().and_then(|l| l.schema.clone()) {
+                    Some(schema) => value.nullable(schema.as_ref()).map_err(df)?,
+                    None => true,
+                };
+                if nullable || plan.schema().field(0).is_nullable() {
+                    return Err("IN (subquery) over columns that may be NULL".into());
+                }
                 Ok(in_subquery(value, plan))
             }
             _ => Err("ALL, ARRAY or row subqueries".into()),
@@ -363,6 +374,13 @@ impl Translator {
             }
             return Ok(binary_expr(l, op, r));
         }
+        if matches!(f, pg_sys::F_INT2UM | pg_sys::F_INT4UM | pg_sys::F_INT8UM) {
+            // -x as 0 - x: the same value, and the same error for the
+            // smallest integer.
+            // SAFETY: per the caller.
+            let result = unsafe { pg_sys::exprType(node) };
+            return pgfn::int_op(IntOp::Sub, result, lit(0i64), one(args)?).map_err(df);
+        }
         if let Some(op) = int_arithmetic(f) {
             // SAFETY: per the caller.
             let result = unsafe { pg_sys::exprType(node) };
@@ -439,6 +457,7 @@ fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_NUMERIC_EQ
         | pg_sys::F_DATE_EQ
         | pg_sys::F_TIMESTAMP_EQ
+        | pg_sys::F_TIMESTAMPTZ_EQ
         | pg_sys::F_DATE_EQ_TIMESTAMP
         | pg_sys::F_TIMESTAMP_EQ_DATE
         | pg_sys::F_BOOLEQ
@@ -456,6 +475,7 @@ fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_NUMERIC_NE
         | pg_sys::F_DATE_NE
         | pg_sys::F_TIMESTAMP_NE
+        | pg_sys::F_TIMESTAMPTZ_NE
         | pg_sys::F_DATE_NE_TIMESTAMP
         | pg_sys::F_TIMESTAMP_NE_DATE
         | pg_sys::F_BOOLNE
@@ -473,6 +493,7 @@ fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_NUMERIC_LT
         | pg_sys::F_DATE_LT
         | pg_sys::F_TIMESTAMP_LT
+        | pg_sys::F_TIMESTAMPTZ_LT
         | pg_sys::F_DATE_LT_TIMESTAMP
         | pg_sys::F_TIMESTAMP_LT_DATE
         | pg_sys::F_TEXT_LT => Operator::Lt,
@@ -488,6 +509,7 @@ fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_NUMERIC_LE
         | pg_sys::F_DATE_LE
         | pg_sys::F_TIMESTAMP_LE
+        | pg_sys::F_TIMESTAMPTZ_LE
         | pg_sys::F_DATE_LE_TIMESTAMP
         | pg_sys::F_TIMESTAMP_LE_DATE
         | pg_sys::F_TEXT_LE => Operator::LtEq,
@@ -503,6 +525,7 @@ fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_NUMERIC_GT
         | pg_sys::F_DATE_GT
         | pg_sys::F_TIMESTAMP_GT
+        | pg_sys::F_TIMESTAMPTZ_GT
         | pg_sys::F_DATE_GT_TIMESTAMP
         | pg_sys::F_TIMESTAMP_GT_DATE
         | pg_sys::F_TEXT_GT => Operator::Gt,
@@ -518,6 +541,7 @@ fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_NUMERIC_GE
         | pg_sys::F_DATE_GE
         | pg_sys::F_TIMESTAMP_GE
+        | pg_sys::F_TIMESTAMPTZ_GE
         | pg_sys::F_DATE_GE_TIMESTAMP
         | pg_sys::F_TIMESTAMP_GE_DATE
         | pg_sys::F_TEXT_GE => Operator::GtEq,
