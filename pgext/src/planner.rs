@@ -125,6 +125,11 @@ unsafe fn take_over(stmt: *mut pg_sys::PlannedStmt, query: *mut pg_sys::Query) -
         // SAFETY: opened by the translation; the lock stays.
         unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
     }
+    // DataFusion must be able to plan it (its type coercion, for one, may
+    // refuse what the translation built).
+    if let Err(e) = crate::query::check_plannable(&translation.plan) {
+        return Err(format!("DataFusion cannot plan it: {e}"));
+    }
     // Every column DataFusion returns must convert into its Postgres type.
     let schema = translation.plan.schema();
     for (field, output) in schema.fields().iter().zip(&translation.outputs) {

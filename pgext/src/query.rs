@@ -112,6 +112,14 @@ fn explain(sql: &str, run: default!(bool, false)) -> SetOfIterator<'static, Stri
     SetOfIterator::new(text.lines().map(str::to_string).collect::<Vec<_>>())
 }
 
+/// Whether DataFusion can plan `logical` physically (a planning-time
+/// check; the query plans again, for the participants that start, when
+/// it runs).
+pub fn check_plannable(logical: &LogicalPlan) -> datafusion::common::Result<()> {
+    let state = new_state(session_config(1));
+    block_on(state.create_physical_plan(logical)).map(|_| ())
+}
+
 /// The SPMD plan `planned` would run with, for the workers weft asks for
 /// (EXPLAIN without running).
 pub fn explain_text(planned: &Planned) -> String {

@@ -158,6 +158,16 @@ fn postgres_semantics_hold_when_weft_runs_a_query() {
             // numeric: avg and division keep Postgres's scale.
             (true, "SELECT avg(n), sum(n) / count(n), avg(a), avg(b), sum(n) FROM t"),
             (true, "SELECT ch, avg(n) FROM t GROUP BY ch ORDER BY ch"),
+            // Quotients compared by value: rounded where Postgres rounds.
+            (true, "SELECT a FROM t WHERE n > (SELECT avg(n) FROM t) ORDER BY a"),
+            (true, "SELECT a FROM t WHERE n / 3 < 0.5 ORDER BY a"),
+            (true, "SELECT a FROM t WHERE a::numeric / 3 = 0.66666666666666666667"),
+            (true, "SELECT a FROM t WHERE a::numeric / 3 = 0.6666666666666667"),
+            (
+                true,
+                "SELECT a FROM t WHERE 1000000 / a::numeric > 142857.142857 ORDER BY a",
+            ),
+            (true, "SELECT count(*) FROM t WHERE n / (a - a) > 0"),
             // Empty tables.
             (true, "SELECT count(*), sum(a), avg(n), max(n) FROM empty"),
             (true, "SELECT a, count(*) FROM empty GROUP BY a"),
@@ -181,6 +191,11 @@ fn postgres_semantics_hold_when_weft_runs_a_query() {
             (false, "SELECT ts FROM t WHERE ts > date '2020-01-01' ORDER BY ts"),
             (true, "SELECT s FROM t WHERE s LIKE 'a\\_%' ORDER BY s"),
             (true, "SELECT s FROM t WHERE s NOT LIKE 'a%' ORDER BY s"),
+            (
+                true,
+                "SELECT substring(s FROM 2 FOR 2), count(*) FROM t GROUP BY 1 ORDER BY 1",
+            ),
+            (false, "SELECT s FROM t WHERE substring(s FROM 0 FOR 2) = 'a'"),
             // CASE, COALESCE, IS NULL.
             (
                 true,

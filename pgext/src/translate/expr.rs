@@ -66,9 +66,16 @@ impl Translator {
                     return Ok(Expr::Column(name.as_str().into()));
                 }
                 if let Some(aggref) = node_cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
-                    if matches!(scope, Scope::Grouped { avgs, .. } if avgs.iter().any(|(a, _, _)| pg_sys::equal(a.cast(), aggref.cast())))
-                    {
-                        return Err("avg inside the query (only a result column's avg is finished by Postgres)".into());
+                    if let Scope::Grouped { avgs, .. } = scope {
+                        if let Some((_, sum, count)) =
+                            avgs.iter().find(|(a, _, _)| pg_sys::equal(a.cast(), aggref.cast()))
+                        {
+                            if self.value_only == 0 {
+                                return Err("avg whose display scale Postgres picks per value".into());
+                            }
+                            let count = cast(Expr::Column(count.as_str().into()), DataType::Decimal128(38, 0));
+                            return Ok(pgfn::numeric_div(Expr::Column(sum.as_str().into()), count));
+                        }
                     }
                     let (_, name) = aggs
                         .iter()
@@ -95,8 +102,13 @@ impl Translator {
                 }
                 NodeTag::T_OpExpr => {
                     let op = &*node.cast::<pg_sys::OpExpr>();
-                    let args = self.exprs(op.args, scope)?;
-                    self.function(op.opfuncid, op.inputcollid, args, node)
+                    // A comparison's operands matter only by value, not
+                    // by how Postgres would display them.
+                    let compares = comparison(op.opfuncid.to_u32()).is_some();
+                    self.value_only += usize::from(compares);
+                    let args = self.exprs(op.args, scope);
+                    self.value_only -= usize::from(compares);
+                    self.function(op.opfuncid, op.inputcollid, args?, node)
                 }
                 NodeTag::T_FuncExpr => {
                     let func = &*node.cast::<pg_sys::FuncExpr>();
@@ -387,6 +399,13 @@ impl Translator {
             let [l, r] = two(args)?;
             return pgfn::int_op(op, result, l, r).map_err(df);
         }
+        if f == pg_sys::F_NUMERIC_DIV {
+            if self.value_only == 0 {
+                return Err("numeric division whose display scale Postgres picks per value".into());
+            }
+            let [l, r] = two(args)?;
+            return Ok(pgfn::numeric_div(l, r));
+        }
         let op = match f {
             pg_sys::F_NUMERIC_ADD => Some(Operator::Plus),
             pg_sys::F_NUMERIC_SUB => Some(Operator::Minus),
@@ -432,6 +451,23 @@ impl Translator {
                     datafusion::functions::datetime::expr_fn::date_part(lit(field), value),
                     DataType::Decimal128(38, 0),
                 )
+            }
+            // substring(s FROM start FOR count) with constant start >= 1
+            // and count >= 0: the same characters in both (Postgres's
+            // special cases are all about other starts and counts).
+            pg_sys::F_SUBSTRING_TEXT_INT4_INT4 | pg_sys::F_SUBSTR_TEXT_INT4_INT4 => {
+                let [value, start, count] =
+                    <[Expr; 3]>::try_from(args).map_err(|_| "substring without three arguments")?;
+                let constant = |e: &Expr| match e {
+                    Expr::Literal(ScalarValue::Int32(Some(v)), _) => Some(i64::from(*v)),
+                    _ => None,
+                };
+                match (constant(&start), constant(&count)) {
+                    (Some(start), Some(count)) if start >= 1 && count >= 0 => {
+                        datafusion::functions::unicode::expr_fn::substring(value, lit(start), lit(count))
+                    }
+                    _ => return Err("substring with a start or length that is not a positive constant".into()),
+                }
             }
             // bpchar values are read without their padding already.
             pg_sys::F_TEXT_BPCHAR => one(args)?,

@@ -110,6 +110,11 @@ struct Translator {
     /// [`Translation`]).
     outputs: Vec<finish::Output>,
     finish: Vec<*mut pg_sys::Node>,
+    /// Above zero while translating what only compares by value (a
+    /// comparison's operands, a subquery compared with): there a numeric
+    /// quotient may be computed at a fixed scale, since its display scale
+    /// (which Postgres picks per value) is never shown.
+    value_only: usize,
     levels: Vec<Level>,
     next_level: usize,
 }

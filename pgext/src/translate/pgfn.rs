@@ -1,6 +1,7 @@
 //! DataFusion functions that compute what Postgres computes where
 //! DataFusion's own operators differ: integer arithmetic that raises
-//! Postgres's errors instead of wrapping.
+//! Postgres's errors instead of wrapping, and numeric division with
+//! Postgres's result scale and rounding.
 //!
 //! Errors carry their SQLSTATE in the message ([`PgError`]) so that they
 //! keep it across processes (a worker's error reaches the leader as text)
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::kernels::numeric;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{i256, DataType};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::SessionState;
@@ -63,6 +64,13 @@ pub fn int_op(op: IntOp, result: Oid, l: Expr, r: Expr) -> Result<Expr> {
     Ok(udf.call(vec![cast(l, data_type.clone()), cast(r, data_type)]))
 }
 
+/// `l / r` for numerics: the value of Postgres's quotient (rounded at the
+/// scale Postgres picks for it), held as Decimal128(38, 24). Only where the
+/// value matters, not its display scale (see `Translator::value_only`).
+pub fn numeric_div(l: Expr, r: Expr) -> Expr {
+    ScalarUDF::new_from_impl(PgNumericDiv::new()).call(vec![l, r])
+}
+
 /// Registers weft's functions in a session, so that plans that use them
 /// can be planned and decoded there.
 pub fn register(state: &mut SessionState) -> Result<()> {
@@ -70,7 +78,144 @@ pub fn register(state: &mut SessionState) -> Result<()> {
     for op in IntOp::ALL {
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgIntOp::new(op))))?;
     }
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgNumericDiv::new())))?;
     Ok(())
+}
+
+/// The scale quotients are held at: Postgres's own quotient scale for
+/// quotients down to 10^-8 of the dividend's magnitude (at least 16
+/// significant digits), with 14 digits left before the point. A quotient
+/// outside that is an error, never a different value.
+const QUOTIENT_SCALE: i8 = 24;
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgNumericDiv {
+    signature: Signature,
+}
+
+impl PgNumericDiv {
+    fn new() -> PgNumericDiv {
+        PgNumericDiv {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgNumericDiv {
+    fn name(&self) -> &str {
+        "pg_numeric_div"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [DataType::Decimal128(..), DataType::Decimal128(..)] => Ok(DataType::Decimal128(38, QUOTIENT_SCALE)),
+            _ => Err(DataFusionError::Plan(format!("pg_numeric_div over {arg_types:?}"))),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{AsArray, Decimal128Array};
+        use datafusion::arrow::datatypes::Decimal128Type;
+        let rows = args.number_rows;
+        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let [l, r] =
+            <[ColumnarValue; 2]>::try_from(args.args).map_err(|_| DataFusionError::Internal("two arguments".into()))?;
+        let (l, r) = (l.into_array(rows)?, r.into_array(rows)?);
+        let scale = |t: &DataType| match t {
+            DataType::Decimal128(_, s) => Ok(*s),
+            other => Err(DataFusionError::Internal(format!("pg_numeric_div over {other}"))),
+        };
+        let (sl, sr) = (scale(l.data_type())?, scale(r.data_type())?);
+        let (l, r) = (l.as_primitive::<Decimal128Type>(), r.as_primitive::<Decimal128Type>());
+        let quotients = l
+            .iter()
+            .zip(r.iter())
+            .map(|pair| match pair {
+                (Some(a), Some(b)) => divide(a, sl, b, sr).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Decimal128Array>>()?
+            .with_precision_and_scale(38, QUOTIENT_SCALE)?;
+        let array: ArrayRef = Arc::new(quotients);
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+/// Postgres's `numeric_div` of a / 10^sa by b / 10^sb (numeric.c:
+/// `select_div_scale`, then `div_var` rounding half away from zero at that
+/// scale), returned at [`QUOTIENT_SCALE`].
+fn divide(a: i128, sa: i8, b: i128, sb: i8) -> Result<i128> {
+    if b == 0 {
+        return Err(DataFusionError::External(Box::new(PgError::new(
+            "22012",
+            "division by zero",
+        ))));
+    }
+    if a == 0 {
+        return Ok(0);
+    }
+    // select_div_scale: at least 16 significant digits, and no fewer
+    // decimals than either input shows.
+    let (w1, f1) = leading_digit(a, sa);
+    let (w2, f2) = leading_digit(b, sb);
+    let mut qweight = w1 - w2;
+    if f1 <= f2 {
+        qweight -= 1;
+    }
+    let rscale = (16 - qweight * 4).max(i32::from(sa)).max(i32::from(sb)).max(0);
+    if rscale > i32::from(QUOTIENT_SCALE) {
+        return Err(DataFusionError::Execution(format!(
+            "a numeric quotient with {rscale} decimals, more than weft holds ({QUOTIENT_SCALE})"
+        )));
+    }
+    // q = a * 10^(rscale + sb - sa) / b, rounded half away from zero.
+    let overflow = || DataFusionError::Execution("a numeric quotient too large for weft".into());
+    let ten = |e: i32| i256::from_i128(10).checked_pow(e as u32).ok_or_else(overflow);
+    let exponent = rscale + i32::from(sb) - i32::from(sa);
+    let (mut num, mut den) = (i256::from_i128(a), i256::from_i128(b));
+    if exponent >= 0 {
+        num = num.checked_mul(ten(exponent)?).ok_or_else(overflow)?;
+    } else {
+        den = den.checked_mul(ten(-exponent)?).ok_or_else(overflow)?;
+    }
+    let negative = num.is_negative() != den.is_negative();
+    let (num, den) = (num.wrapping_abs(), den.wrapping_abs());
+    let two = i256::from_i128(2);
+    let rounded = num
+        .checked_mul(two)
+        .and_then(|n| n.checked_add(den))
+        .and_then(|n| n.checked_div(den.checked_mul(two)?))
+        .ok_or_else(overflow)?;
+    let rounded = if negative { rounded.wrapping_neg() } else { rounded };
+    rounded
+        .checked_mul(ten(i32::from(QUOTIENT_SCALE) - rscale)?)
+        .and_then(|q| q.to_i128())
+        .filter(|q| q.unsigned_abs() < 10u128.pow(38))
+        .ok_or_else(overflow)
+}
+
+/// The weight and value of the leading base-10000 digit of x / 10^s
+/// (x != 0), as numeric stores it: digits aligned at the decimal point.
+fn leading_digit(x: i128, s: i8) -> (i32, u128) {
+    let magnitude = x.unsigned_abs();
+    // The decimal exponent of the leading digit.
+    let exponent = magnitude.ilog10() as i32 - i32::from(s);
+    let weight = exponent.div_euclid(4);
+    let shift = 4 * weight + i32::from(s);
+    let first = if shift >= 0 {
+        magnitude / 10u128.pow(shift as u32)
+    } else {
+        magnitude * 10u128.pow(shift.unsigned_abs())
+    };
+    (weight, first)
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
