@@ -58,7 +58,7 @@ pub fn define() {
     GucRegistry::define_bool_guc(
         c"weft.explain_fallback",
         c"Reports why weft leaves a query to the stock executor.",
-        c"As a NOTICE when the query is planned (so also under EXPLAIN).",
+        c"EXPLAIN then ends with a line \"Weft: not used: <reason>\" (a NOTICE in formats other than text).",
         &EXPLAIN_FALLBACK,
         GucContext::Userset,
         GucFlags::default(),

@@ -19,6 +19,7 @@ use crate::translate::{self, Refusal};
 use crate::types::ColumnWriter;
 
 static mut PREVIOUS: pg_sys::planner_hook_type = None;
+static mut PREVIOUS_EXPLAIN: pg_sys::ExplainOneQuery_hook_type = None;
 
 thread_local! {
     /// Why weft left the last planned query to Postgres (for EXPLAIN
@@ -33,6 +34,8 @@ pub fn install() {
     unsafe {
         PREVIOUS = pg_sys::planner_hook;
         pg_sys::planner_hook = Some(weft_planner);
+        PREVIOUS_EXPLAIN = pg_sys::ExplainOneQuery_hook;
+        pg_sys::ExplainOneQuery_hook = Some(weft_explain);
     }
     crate::scan::register();
 }
@@ -67,13 +70,64 @@ unsafe extern "C-unwind" fn weft_planner(
     };
     // SAFETY: the stock plan and our copy of its Query.
     let decision = eligible.and_then(|()| unsafe { take_over(stmt, copy) });
-    if let Err(reason) = &decision {
-        if guc::EXPLAIN_FALLBACK.get() {
-            pgrx::notice!("weft: left to Postgres: {reason}");
-        }
-    }
     LAST_REFUSAL.with(|r| *r.borrow_mut() = decision.err());
     stmt
+}
+
+/// EXPLAIN of one query: as Postgres's own (`ExplainOneQuery`), plus, with
+/// weft.explain_fallback, why weft left the query to Postgres: a last line
+/// in the text format, a NOTICE in the others (whose structure has no
+/// place for it).
+#[pg_guard]
+unsafe extern "C-unwind" fn weft_explain(
+    query: *mut pg_sys::Query,
+    cursor_options: i32,
+    into: *mut pg_sys::IntoClause,
+    es: *mut pg_sys::ExplainState,
+    query_string: *const std::ffi::c_char,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+) {
+    LAST_REFUSAL.with(|r| *r.borrow_mut() = None);
+    // SAFETY: called by Postgres with valid arguments, on the backend
+    // thread; this is ExplainOneQuery's body for a planned query.
+    unsafe {
+        if let Some(previous) = PREVIOUS_EXPLAIN {
+            previous(query, cursor_options, into, es, query_string, params, env);
+        } else {
+            let started = std::time::Instant::now();
+            let buffers_before = (*es).buffers.then_some(pg_sys::pgBufferUsage);
+            let plan = pg_sys::pg_plan_query(query, query_string, cursor_options, params);
+            let elapsed = started.elapsed();
+            let planning = pg_sys::instr_time {
+                tv_sec: elapsed.as_secs() as _,
+                tv_nsec: elapsed.subsec_nanos() as _,
+            };
+            let mut buffers = pg_sys::BufferUsage::default();
+            if let Some(before) = &buffers_before {
+                pg_sys::BufferUsageAccumDiff(&mut buffers, &raw const pg_sys::pgBufferUsage, before);
+            }
+            let buffers = if buffers_before.is_some() {
+                &raw const buffers
+            } else {
+                std::ptr::null()
+            };
+            pg_sys::ExplainOnePlan(plan, into, es, query_string, params, env, &planning, buffers);
+        }
+        if !guc::EXPLAIN_FALLBACK.get() {
+            return;
+        }
+        let Some(reason) = last_refusal() else {
+            return;
+        };
+        let line = format!("Weft: not used: {reason}");
+        if (*es).format == pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT {
+            let line = std::ffi::CString::new(format!("{}\n", line.replace('\0', " "))).unwrap_or_default();
+            pg_sys::appendStringInfoString((*es).str_, line.as_ptr());
+        } else {
+            pgrx::notice!("{line}");
+        }
+    }
 }
 
 /// Whether weft may consider the query at all: Postgres's own conditions

@@ -401,10 +401,10 @@ pub fn worker(part: &Part) {
         // Our own failure, recorded as the query's abort: its own words.
         Err(RuntimeError::Aborted {
             participant, message, ..
-        }) if participant == part.id => pgrx::error!("{message}"),
+        }) if participant == part.id => raise(&message),
         // Another participant failed first and reports it.
         Err(RuntimeError::Aborted { .. }) => Metrics::default(),
-        Err(e) => pgrx::error!("{e}"),
+        Err(e) => raise(&e.to_string()),
     };
     // SAFETY: our own metrics slot.
     unsafe { layout.write_metrics(payload, part.id as usize, &metrics) };
@@ -474,6 +474,16 @@ pub fn report(what: &str, message: &str) -> ! {
         PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         format!("{what}: {message}")
     );
+}
+
+/// Raises a participant's failure in a worker: with its Postgres SQLSTATE
+/// and words when it is an error Postgres itself raises (the leader then
+/// rethrows it as is), else as it stands.
+fn raise(message: &str) -> ! {
+    if pgfn::sqlstate_of(message).is_some() {
+        report("weft", message);
+    }
+    pgrx::error!("{message}")
 }
 
 /// weft reads text as UTF-8, which only a UTF8 database guarantees.

@@ -395,4 +395,20 @@ fn explain_shows_the_weft_scan_and_its_plan() {
         .unwrap();
     let plan = text_rows(&mut client, &format!("EXPLAIN {sql}")).unwrap();
     assert!(!plan.iter().flatten().flatten().any(|l| l.contains("Weft")));
+    client.batch_execute("SET weft.explain_fallback = on").unwrap();
+    let plan = explain_lines(&mut client, &format!("EXPLAIN {sql}"));
+    assert!(plan.contains("Weft: not used: the stock plan's cost"), "{plan}");
+    client.batch_execute("SET weft.force = on").unwrap();
+    let plan = explain_lines(&mut client, "EXPLAIN SELECT a FROM t WHERE md5(s) = 'x'");
+    assert!(plan.contains("Weft: not used: function md5"), "{plan}");
+    // The other formats keep Postgres's structure.
+    let json = explain_lines(&mut client, &format!("EXPLAIN (FORMAT JSON) {sql}"));
+    assert!(json.contains("\"Custom Plan Provider\": \"Weft\""), "{json}");
+}
+
+/// EXPLAIN's output as one text.
+fn explain_lines(client: &mut Client, sql: &str) -> String {
+    let rows = text_rows(client, sql).unwrap();
+    let lines: Vec<String> = rows.into_iter().flatten().flatten().collect();
+    lines.join("\n")
 }
