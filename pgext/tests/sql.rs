@@ -412,3 +412,41 @@ fn explain_lines(client: &mut Client, sql: &str) -> String {
     let lines: Vec<String> = rows.into_iter().flatten().flatten().collect();
     lines.join("\n")
 }
+
+#[test]
+fn collations_other_than_c_keep_postgres_s_order() {
+    let cluster = Cluster::start();
+    let mut admin = cluster.connect();
+    admin
+        .batch_execute("CREATE DATABASE icu TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+        .unwrap();
+    let mut client = cluster.connect_to("icu", "postgres");
+    client
+        .batch_execute(
+            "CREATE EXTENSION weft;
+             CREATE COLLATION caseless (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+             CREATE TABLE words (w text, c text COLLATE caseless, n int);
+             INSERT INTO words VALUES ('b', 'b', 1), ('B', 'B', 2), ('a', 'A', 3), ('A', 'a', 4), ('é', 'É', 5), ('e', 'e', 6);
+             ANALYZE words;",
+        )
+        .unwrap();
+    check_both_ways(
+        &mut client,
+        &[
+            // en-US orders a, A, b, B, e, é; bytes would put 'B' before 'a'.
+            (false, "SELECT w FROM words ORDER BY w"),
+            (false, "SELECT w, n FROM words WHERE w > 'a' ORDER BY n"),
+            // Equality and grouping under a deterministic collation are
+            // byte equality: weft takes them.
+            (true, "SELECT count(*) FROM words WHERE w = 'b'"),
+            (
+                true,
+                "SELECT count(*), sum(n) FROM (SELECT w, min(n) AS n FROM words GROUP BY w) x",
+            ),
+            // A nondeterministic collation's equality is not.
+            (false, "SELECT count(*) FROM words WHERE c = 'b'"),
+            (false, "SELECT c, count(*) FROM words GROUP BY c ORDER BY 2"),
+            (false, "SELECT count(DISTINCT c) FROM words"),
+        ],
+    );
+}

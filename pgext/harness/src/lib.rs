@@ -436,11 +436,20 @@ impl Cluster {
     ///
     /// If the connection fails (e.g. the role does not exist), with the server log's tail.
     pub fn connect_as(&self, user: &str) -> postgres::Client {
+        self.connect_to("postgres", user)
+    }
+
+    /// Connects as `user` to `database`.
+    ///
+    /// # Panics
+    ///
+    /// If the connection fails, with the server log's tail.
+    pub fn connect_to(&self, database: &str, user: &str) -> postgres::Client {
         postgres::Config::new()
             .host_path(&self.sock)
             .port(PORT)
             .user(user)
-            .dbname("postgres")
+            .dbname(database)
             .connect(postgres::NoTls)
             .unwrap_or_else(|e| {
                 panic!(

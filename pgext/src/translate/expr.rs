@@ -198,6 +198,9 @@ impl Translator {
         let [left, right] = args[..] else {
             return Err("an unusual ANY/ALL".into());
         };
+        if !deterministic(s.inputcollid) {
+            return Err("IN under a nondeterministic collation".into());
+        }
         let negated = match (s.useOr, equality_kind(s.opfuncid)) {
             (true, Some(true)) => false,
             (false, Some(false)) => true,
@@ -281,6 +284,9 @@ impl Translator {
             return Err("an aggregate with ORDER BY, FILTER or direct arguments".into());
         }
         let distinct = !a.aggdistinct.is_null();
+        if distinct && !deterministic(a.inputcollid) {
+            return Err("DISTINCT under a nondeterministic collation".into());
+        }
         let mut args = Vec::new();
         // SAFETY: an Aggref's args are TargetEntries.
         for target in unsafe { list::<pg_sys::TargetEntry>(a.args) } {
@@ -384,6 +390,9 @@ impl Translator {
             if text_ordering(f) && !collation_is_c(collation) {
                 return Err("text ordered under a collation other than C".into());
             }
+            if !deterministic(collation) {
+                return Err("text compared under a nondeterministic collation".into());
+            }
             return Ok(binary_expr(l, op, r));
         }
         if matches!(f, pg_sys::F_INT2UM | pg_sys::F_INT4UM | pg_sys::F_INT8UM) {
@@ -417,7 +426,7 @@ impl Translator {
             return Ok(binary_expr(l, op, r));
         }
         Ok(match f {
-            pg_sys::F_TEXTLIKE | pg_sys::F_TEXTNLIKE => {
+            pg_sys::F_TEXTLIKE | pg_sys::F_TEXTNLIKE if deterministic(collation) => {
                 let [l, r] = two(args)?;
                 Expr::Like(Like::new(
                     f == pg_sys::F_TEXTNLIKE,
@@ -646,19 +655,32 @@ fn int_arithmetic(f: u32) -> Option<IntOp> {
     })
 }
 
-/// Whether `collation` sorts text in byte order.
+/// Whether equal strings under `collation` are equal bytes (every
+/// collation but ICU's nondeterministic ones), so that DataFusion's
+/// equality, grouping and hashing agree with Postgres's.
+pub(super) fn deterministic(collation: Oid) -> bool {
+    // SAFETY: a catalog lookup on the backend thread.
+    collation == Oid::INVALID || unsafe { pg_sys::get_collation_isdeterministic(collation) }
+}
+
+/// Whether `collation` sorts text in byte order: Postgres's own answer,
+/// which knows the database's default collation and its provider (an ICU
+/// default is never C, whatever lc_collate says).
 fn collation_is_c(collation: Oid) -> bool {
-    match collation {
-        pg_sys::C_COLLATION_OID | pg_sys::POSIX_COLLATION_OID => true,
-        pg_sys::DEFAULT_COLLATION_OID => {
-            // SAFETY: reading a GUC (the database's collation) on the
-            // backend thread.
-            let lc = unsafe { pg_sys::GetConfigOption(c"lc_collate".as_ptr(), false, false) };
-            // SAFETY: a GUC's value, a C string.
-            let lc = unsafe { super::nodes::text(lc) };
-            lc == "C" || lc == "POSIX"
-        }
-        _ => false,
+    // SAFETY: a catalog lookup on the backend thread, guarded (it raises
+    // for an unknown collation).
+    collation != Oid::INVALID
+        && unsafe { pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| locale::lc_collate_is_c(collation)) }
+}
+
+/// Postgres functions of pg_locale.h, which pgrx does not bind; call them
+/// through `pg_guard_ffi_boundary`.
+mod locale {
+    use pgrx::pg_sys::Oid;
+
+    unsafe extern "C-unwind" {
+        /// Whether the collation compares as strcmp does.
+        pub fn lc_collate_is_c(collation: Oid) -> bool;
     }
 }
 

@@ -290,6 +290,13 @@ impl Translator {
             if clauses.len() != visible || targets.len() != visible {
                 return Err("DISTINCT with ORDER BY expressions outside the select list".into());
             }
+            let collation = |t: *mut pg_sys::TargetEntry| {
+                // SAFETY: target entries of a valid Query.
+                unsafe { pg_sys::exprCollation((*t).expr.cast()) }
+            };
+            if targets.iter().any(|&t| !expr::deterministic(collation(t))) {
+                return Err("DISTINCT under a nondeterministic collation".into());
+            }
             plan = LogicalPlanBuilder::from(plan)
                 .distinct()
                 .map_err(df)?
@@ -515,6 +522,10 @@ impl Translator {
             let target = find_target(targets, unsafe { (*clause).tleSortGroupRef })?;
             // SAFETY: as above.
             let node: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
+            // SAFETY: as above.
+            if !expr::deterministic(unsafe { pg_sys::exprCollation(node) }) {
+                return Err("GROUP BY under a nondeterministic collation".into());
+            }
             // SAFETY: as above.
             let value = unsafe { self.expr(node, &Scope::Rows)? };
             let name = format!("g{}", groups.len());
