@@ -10,7 +10,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 4
 export LOOM_MAX_PREEMPTIONS
 
-.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std bench bench-pg
+.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std bench bench-pg bench-sql
 
 # The Postgres part builds and installs weft (release) into the system's
 # PostgreSQL 15 and runs it in a throwaway cluster (pgext/examples/demo.rs).
@@ -66,3 +66,7 @@ bench:
 # (pgext/benches/tpch_pg.rs; WEFT_BENCH_SF, _WORKERS, _REPS, _QUERIES).
 bench-pg: setup
 	WEFT_PG_PROFILE=release $(CARGO) bench -p weft --bench tpch_pg
+
+# TPC-H in plain SQL, weft on against weft off (pgext/benches/tpch_sql.rs).
+bench-sql: setup
+	WEFT_PG_PROFILE=release $(CARGO) bench -p weft --bench tpch_sql

@@ -3,9 +3,12 @@
 //!
 //! 1. `weft.mesh_bench` with 0, 1 and 2 parallel workers: per-edge
 //!    throughput through the DSM mesh between real Postgres processes;
-//! 2. TPC-H generated locally and loaded with COPY, and a few of its
-//!    queries through `weft.query` beside the same SQL on stock Postgres:
-//!    both times, weft's rows, and `weft.explain` of one of them.
+//! 2. TPC-H generated locally and loaded with COPY; its queries in plain
+//!    SQL with weft on (default settings: the planner hook and its cost
+//!    gate decide) and off: both times, which ones weft took, whether the
+//!    rows are the same, and EXPLAIN ANALYZE of one of them;
+//! 3. a few of them through `weft.query` (DataFusion's SQL) beside stock
+//!    Postgres, and `weft.explain` of one.
 //!
 //! `WEFT_DEMO_MB` sets the megabytes per edge (default 256),
 //! `WEFT_DEMO_SF` the TPC-H scale factor (default 0.1).
@@ -30,7 +33,9 @@ fn main() {
     let version: String = client.query_one("SELECT version()", &[]).unwrap().get(0);
     println!("{version}\n");
     mesh(&mut client, megabytes);
-    queries(&mut client, scale);
+    load(&mut client, scale);
+    plain_sql(&mut client);
+    queries(&mut client);
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -59,16 +64,61 @@ fn mesh(client: &mut Client, megabytes: i32) {
     }
 }
 
-fn queries(client: &mut Client, scale: f64) {
-    println!("== 2. TPC-H at scale factor {scale} through weft.query ==\n");
+fn load(client: &mut Client, scale: f64) {
+    println!("== TPC-H at scale factor {scale} ==\n");
     let started = Instant::now();
     tpch::load(client, scale);
-    println!("generated and loaded in {:.1?}\n", started.elapsed());
+    println!("generated and loaded in {:.1?}", started.elapsed());
     let workers: i64 = client
         .query_one("SELECT current_setting('max_parallel_workers_per_gather')::int8", &[])
         .unwrap()
         .get(0);
     println!("weft.workers = -1: weft uses max_parallel_workers_per_gather = {workers} workers besides the leader\n");
+}
+
+fn plain_sql(client: &mut Client) {
+    println!("== 2. TPC-H in plain SQL, weft on and off ==\n");
+    let min_cost: String = client
+        .query_one("SELECT current_setting('weft.min_cost')", &[])
+        .unwrap()
+        .get(0);
+    println!("weft.min_cost = {min_cost}: cheaper queries stay with Postgres\n");
+    println!(
+        "{:>4} {:>12} {:>12} {:>8}  {:<10} {:>5}",
+        "q", "off ms", "on ms", "speedup", "run by", "same"
+    );
+    for (number, sql) in tpch::queries() {
+        // Q17 and Q20 take minutes on stock Postgres without an index on
+        // lineitem(l_partkey, l_suppkey); `make bench-sql` runs them.
+        if number == 17 || number == 20 {
+            continue;
+        }
+        let sql = sql.trim().trim_end_matches(';');
+        client.batch_execute("SET weft.enable = off").unwrap();
+        let (off_time, off_rows) = timed(client, sql);
+        client.batch_execute("SET weft.enable = on").unwrap();
+        let plan = timed(client, &format!("EXPLAIN {sql}")).1;
+        let taken = plan.iter().flatten().any(|line| line.contains("Custom Scan (Weft)"));
+        let (on_time, on_rows) = timed(client, sql);
+        println!(
+            "{number:>4} {off_time:>12.1} {on_time:>12.1} {:>7.2}x  {:<10} {:>5}",
+            off_time / on_time,
+            if taken { "weft" } else { "postgres" },
+            if on_rows == off_rows { "yes" } else { "NO" }
+        );
+    }
+    let sql = tpch::queries()[2].1.trim().trim_end_matches(';').to_string();
+    client.batch_execute("SET weft.force = on").unwrap();
+    println!("\nSET weft.force = on; EXPLAIN ANALYZE <Q03>;");
+    for line in timed(client, &format!("EXPLAIN ANALYZE {sql}")).1 {
+        println!("  {}", line.join(""));
+    }
+    client.batch_execute("SET weft.force = off").unwrap();
+    println!();
+}
+
+fn queries(client: &mut Client) {
+    println!("== 3. DataFusion SQL through weft.query ==\n");
     let all = tpch::queries();
     for number in QUERIES {
         let sql = &all[number - 1].1;
