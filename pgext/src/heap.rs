@@ -41,6 +41,7 @@ use pgrx::pg_sys;
 use prost::Message;
 use weft_runtime::Participant;
 
+use crate::deform::{self, Layout};
 use crate::guc;
 use crate::pgcall;
 use crate::types::{ColumnReader, PgType};
@@ -354,6 +355,8 @@ impl ExecutionPlan for HeapScanExec {
                 .map(|c| (c.attnum, ColumnReader::new(c.ty, BATCH_ROWS)))
                 .collect(),
             last_attnum: self.columns.iter().map(|c| c.attnum).max().unwrap_or(0),
+            layout: None,
+            pages: Pages::default(),
             open: None,
             done: false,
             fail: me.is_some() && me == fail,
@@ -372,6 +375,19 @@ struct OpenScan {
     batch_memory: pg_sys::MemoryContext,
 }
 
+/// The page-at-a-time read's position: the visible tuples of the current
+/// page (`heapgetpage` lists them in the scan descriptor).
+#[derive(Default)]
+struct Pages {
+    /// The parallel block scan's worker state is initialized.
+    started: bool,
+    /// No block is left for this participant.
+    finished: bool,
+    /// The next of the current page's visible tuples, and their count.
+    next: usize,
+    count: usize,
+}
+
 /// One participant's share of a parallel heap scan, as batches.
 struct HeapStream {
     schema: SchemaRef,
@@ -380,6 +396,10 @@ struct HeapStream {
     binding: ScanBinding,
     readers: Vec<(i16, ColumnReader)>,
     last_attnum: i16,
+    /// How to read tuples in Rust (None: through Postgres's slot).
+    layout: Option<Layout>,
+    /// Where the page-at-a-time read is.
+    pages: Pages,
     open: Option<OpenScan>,
     done: bool,
     /// Raise an ERROR when asked for a batch (weft.test_fail_participant).
@@ -412,7 +432,11 @@ impl HeapStream {
         // and alive until `end`.
         let rows = unsafe {
             let previous = pg_sys::MemoryContextSwitchTo(open.batch_memory);
-            let filled = self.fill(open);
+            let filled = if self.layout.is_some() {
+                self.fill_pages(open)
+            } else {
+                self.fill(open)
+            };
             pg_sys::MemoryContextSwitchTo(previous);
             pg_sys::MemoryContextReset(open.batch_memory);
             filled?
@@ -468,7 +492,68 @@ impl HeapStream {
             }
         };
         self.open = Some(open);
+        // SAFETY: the relation is open; its descriptor has every attribute.
+        self.layout = unsafe { Layout::new((*self.binding.rel).rd_att, self.last_attnum, &self.readers) };
         open
+    }
+
+    /// Reads up to a batch of rows into the readers, a page at a time
+    /// ([`crate::deform`]); the rows read.
+    ///
+    /// # Safety
+    /// On the backend thread, inside [`pgcall::call`], `open` alive and
+    /// `self.layout` set.
+    unsafe fn fill_pages(&mut self, open: OpenScan) -> Result<usize> {
+        const INVALID_BLOCK: pg_sys::BlockNumber = pg_sys::BlockNumber::MAX;
+        let Some(layout) = &self.layout else {
+            return exec_err!("weft: a page read without a layout");
+        };
+        let scan = open.scan.cast::<pg_sys::HeapScanDescData>();
+        let rel = self.binding.rel;
+        let pscan = self.binding.pscan.cast::<pg_sys::ParallelBlockTableScanDescData>();
+        let mut rows = 0;
+        while rows < BATCH_ROWS {
+            if self.pages.next >= self.pages.count {
+                if self.pages.finished {
+                    break;
+                }
+                // SAFETY: per the caller: the scan is a parallel heap scan
+                // of `rel` over `pscan`, in page mode (an MVCC snapshot);
+                // this is heapgettup_pagemode's walk over its blocks.
+                let block = unsafe {
+                    let worker = (*scan).rs_parallelworkerdata;
+                    if !self.pages.started {
+                        pg_sys::table_block_parallelscan_startblock_init(rel, worker, pscan);
+                        self.pages.started = true;
+                    }
+                    pg_sys::table_block_parallelscan_nextpage(rel, worker, pscan)
+                };
+                if block == INVALID_BLOCK {
+                    self.pages.finished = true;
+                    break;
+                }
+                // SAFETY: as above; pins the page and lists its visible
+                // tuples under the scan's snapshot.
+                unsafe { pg_sys::heapgetpage(open.scan, block) };
+                self.pages.next = 0;
+                // SAFETY: as above.
+                self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;
+                continue;
+            }
+            // SAFETY: a visible tuple of the pinned current page.
+            let deformed = unsafe {
+                let offset = (*scan).rs_vistuples[self.pages.next];
+                let (tuple, len) = deform::page_tuple((*scan).rs_cbuf, offset);
+                layout.deform(tuple, len, &mut self.readers)
+            };
+            self.pages.next += 1;
+            if let Err((reader, e)) = deformed {
+                let name = self.schema.field(reader).name();
+                return exec_err!("column \"{name}\" of {}: {e}", self.table);
+            }
+            rows += 1;
+        }
+        Ok(rows)
     }
 
     /// Reads up to a batch of rows into the readers; the rows read.

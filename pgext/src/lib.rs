@@ -11,7 +11,8 @@
 //! - [`pgcall`]: calling Postgres from inside the runtime;
 //! - [`types`]: Postgres types as Arrow types, both ways;
 //! - [`heap`]: heap tables as DataFusion sources, one parallel scan shared
-//!   by all participants;
+//!   by all participants; [`deform`]: their tuples read in Rust, a page
+//!   at a time;
 //! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
 //!   database's tables;
 //! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
@@ -23,6 +24,7 @@
 
 use pgrx::prelude::*;
 
+pub mod deform;
 pub mod guc;
 pub mod heap;
 pub mod mesh_bench;

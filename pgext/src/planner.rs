@@ -130,6 +130,27 @@ unsafe extern "C-unwind" fn weft_explain(
     }
 }
 
+/// The cost, in Postgres's units, of weft's participants reading
+/// `relations` whole: their pages and tuples as a sequential scan costs
+/// them, shared among the participants weft asks for.
+///
+/// # Safety
+/// The relations are open, on the backend thread.
+unsafe fn scan_cost(relations: &[(pg_sys::Oid, pg_sys::Relation)]) -> f64 {
+    // SAFETY: per the caller; plain reads of cost GUCs and catalog rows.
+    unsafe {
+        let total: f64 = relations
+            .iter()
+            .map(|&(_, rel)| {
+                let class = &*(*rel).rd_rel;
+                let tuples = f64::from(class.reltuples.max(0.0));
+                f64::from(class.relpages) * pg_sys::seq_page_cost + tuples * pg_sys::cpu_tuple_cost
+            })
+            .sum();
+        total / f64::from(guc::workers().max(0) + 1)
+    }
+}
+
 /// Whether weft may consider the query at all: Postgres's own conditions
 /// for a parallel plan, and weft's settings.
 unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(), Refusal> {
@@ -175,9 +196,19 @@ unsafe fn take_over(stmt: *mut pg_sys::PlannedStmt, query: *mut pg_sys::Query) -
     }
     // SAFETY: our copy of the Query, on the backend thread.
     let translation = unsafe { translate::translate(query)? };
+    // SAFETY: the relations the translation opened.
+    let reading = unsafe { scan_cost(&translation.relations) };
     for &(_, rel) in &translation.relations {
         // SAFETY: opened by the translation; the lock stays.
         unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
+    }
+    // weft reads every table it uses whole (shared among the
+    // participants); a stock plan cheaper than that reading alone (index
+    // lookups instead of scans) is left to Postgres.
+    if !guc::FORCE.get() && cost < reading {
+        return Err(format!(
+            "the stock plan's cost {cost:.0} is below the cost of weft reading its tables, {reading:.0}"
+        ));
     }
     // DataFusion must be able to plan it (its type coercion, for one, may
     // refuse what the translation built).

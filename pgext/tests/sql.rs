@@ -102,6 +102,12 @@ const SEMANTICS_SETUP: &str = "
     CREATE TABLE nonnull (c int);
     INSERT INTO nonnull VALUES (1), (3);
     CREATE TABLE empty (a int, n numeric(10,2));
+    CREATE TABLE grown (a int, gone text, t text);
+    INSERT INTO grown VALUES (1, 'x', repeat('p', 3000)), (2, NULL, 'short');
+    ALTER TABLE grown DROP COLUMN gone;
+    ALTER TABLE grown ADD COLUMN b int;
+    ALTER TABLE grown ADD COLUMN c int DEFAULT 7;
+    INSERT INTO grown VALUES (3, NULL, 4, 5);
     CREATE TABLE keyed (k int NOT NULL);
     INSERT INTO keyed VALUES (1), (2), (3), (4);
     CREATE TABLE keyed2 (k int NOT NULL);
@@ -209,6 +215,10 @@ fn postgres_semantics_hold_when_weft_runs_a_query() {
             // finishes it; in WHERE: Postgres runs the query.
             (true, "SELECT upper(s), a FROM t ORDER BY a"),
             (false, "SELECT a FROM t WHERE upper(s) = 'ABC'"),
+            // Tuples written before columns were added (a NULL, and a
+            // default Postgres keeps aside) and after one was dropped.
+            (true, "SELECT a, b, length(t) FROM grown ORDER BY a"),
+            (true, "SELECT a, c FROM grown ORDER BY a"),
             // Derived tables, WITH, EXISTS, scalar subqueries.
             (
                 true,

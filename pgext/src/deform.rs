@@ -1,0 +1,198 @@
+//! Heap tuples read in Rust, a page at a time.
+//!
+//! Postgres's own path costs two guarded calls and a buffer pin round trip
+//! per tuple (`heap_getnextslot`, then `slot_getsomeattrs`). Here Postgres
+//! still decides which pages a participant reads (the parallel block
+//! scan) and which tuples on them are visible (`heapgetpage`, under the
+//! scan's snapshot, with the page pinned); weft then walks each visible
+//! tuple's attributes itself, by the rules of `heap_deform_tuple`
+//! (heaptuple.c): the null bitmap, each attribute's alignment, length and
+//! pass-by-value flag, short and long varlena headers. A pinned page's
+//! tuples cannot move, so their bytes are read in place.
+//!
+//! Attributes a tuple does not store (added to the table after it was
+//! written) are NULL, unless the column has a "missing" default, which
+//! this reader does not know: scans of such columns keep Postgres's path
+//! ([`Layout::new`] says so).
+
+use pgrx::pg_sys::{self, Datum};
+
+use crate::types::ColumnReader;
+
+/// What the reader needs to know of each attribute up to the last one a
+/// scan reads.
+pub struct Layout {
+    atts: Vec<Att>,
+}
+
+struct Att {
+    /// `attlen`: bytes, -1 for a varlena, -2 for a C string.
+    len: i16,
+    byval: bool,
+    /// Alignment in bytes (1, 2, 4 or 8).
+    align: usize,
+    /// The reader this attribute's values go to, if the scan reads it.
+    reader: Option<usize>,
+}
+
+impl Layout {
+    /// The layout of `descriptor`'s attributes 1..=`last`, with
+    /// `readers[i].0` the attribute number reader i reads; None when a
+    /// column read has a missing-value default (Postgres's path then).
+    ///
+    /// # Safety
+    /// `descriptor` is a valid tuple descriptor with at least `last`
+    /// attributes.
+    pub unsafe fn new(descriptor: pg_sys::TupleDesc, last: i16, readers: &[(i16, ColumnReader)]) -> Option<Layout> {
+        // SAFETY: per the caller.
+        let attributes = unsafe { (*descriptor).attrs.as_slice(last.max(0) as usize) };
+        let mut atts = Vec::with_capacity(attributes.len());
+        for (i, a) in attributes.iter().enumerate() {
+            let reader = readers.iter().position(|(attnum, _)| *attnum as usize == i + 1);
+            if reader.is_some() && a.atthasmissing {
+                return None;
+            }
+            atts.push(Att {
+                len: a.attlen,
+                byval: a.attbyval,
+                align: match a.attalign as u8 {
+                    b'c' => 1,
+                    b's' => 2,
+                    b'i' => 4,
+                    _ => 8,
+                },
+                reader,
+            });
+        }
+        Some(Layout { atts })
+    }
+
+    /// Pushes the read columns of `tuple` into `readers`; on a value the
+    /// reader refuses, the reader's index and why.
+    ///
+    /// # Safety
+    /// `tuple` is a visible tuple of a page pinned for the call, of the
+    /// relation this layout describes, `len` bytes long; on the backend
+    /// thread, inside [`crate::pgcall::call`] (a compressed or external
+    /// value is detoasted into the current memory context).
+    pub unsafe fn deform(
+        &self,
+        tuple: *const pg_sys::HeapTupleHeaderData,
+        len: usize,
+        readers: &mut [(i16, ColumnReader)],
+    ) -> Result<(), (usize, String)> {
+        // SAFETY: per the caller; the header's fields are in the tuple.
+        let (natts, has_nulls, hoff) = unsafe {
+            (
+                usize::from((*tuple).t_infomask2 & pg_sys::HEAP_NATTS_MASK as u16),
+                (*tuple).t_infomask & pg_sys::HEAP_HASNULL as u16 != 0,
+                usize::from((*tuple).t_hoff),
+            )
+        };
+        let base = tuple.cast::<u8>();
+        // SAFETY: the null bitmap follows the fixed header when present.
+        let bits = unsafe { std::ptr::addr_of!((*tuple).t_bits).cast::<u8>() };
+        let corrupt = |i: usize| (self.atts[i].reader.unwrap_or(0), "a corrupt heap tuple".to_string());
+        let mut off = hoff;
+        for (i, att) in self.atts.iter().enumerate() {
+            // SAFETY: the bitmap has a bit per stored attribute.
+            let null = i >= natts || (has_nulls && unsafe { *bits.add(i >> 3) } & (1 << (i & 7)) == 0);
+            if null {
+                if let Some(r) = att.reader {
+                    // SAFETY: a NULL needs no datum.
+                    unsafe { readers[r].1.push(Datum::null(), true) }.map_err(|e| (r, e))?;
+                }
+                continue;
+            }
+            let (datum, size) = match att.len {
+                -1 => {
+                    // A varlena is aligned unless it starts with a short
+                    // (1-byte) header, which a pad byte (0) cannot be.
+                    // SAFETY: in the tuple (checked against `len` below).
+                    if off >= len || unsafe { *base.add(off) } == 0 {
+                        off = align(off, att.align);
+                    }
+                    if off >= len {
+                        return Err(corrupt(i));
+                    }
+                    // SAFETY: a varlena header at `off`.
+                    let pointer = unsafe { base.add(off) };
+                    // SAFETY: as above.
+                    let size = unsafe { pgrx::varlena::varsize_any(pointer.cast()) };
+                    (Datum::from(pointer as usize), size)
+                }
+                -2 => {
+                    // SAFETY: a NUL-terminated string at `off`.
+                    let pointer = unsafe { base.add(off) };
+                    // SAFETY: as above.
+                    let size = unsafe { std::ffi::CStr::from_ptr(pointer.cast()) }.to_bytes().len() + 1;
+                    (Datum::from(pointer as usize), size)
+                }
+                n => {
+                    off = align(off, att.align);
+                    let size = n as usize;
+                    if off + size > len {
+                        return Err(corrupt(i));
+                    }
+                    // SAFETY: `size` bytes at `off`, within the tuple.
+                    let pointer = unsafe { base.add(off) };
+                    let datum = if att.byval {
+                        // SAFETY: as above; fetch_att's reads.
+                        unsafe {
+                            match size {
+                                1 => Datum::from(*pointer),
+                                2 => Datum::from(pointer.cast::<i16>().read_unaligned()),
+                                4 => Datum::from(pointer.cast::<i32>().read_unaligned()),
+                                _ => Datum::from(pointer.cast::<i64>().read_unaligned()),
+                            }
+                        }
+                    } else {
+                        Datum::from(pointer as usize)
+                    };
+                    (datum, size)
+                }
+            };
+            if off + size > len {
+                return Err(corrupt(i));
+            }
+            if let Some(r) = att.reader {
+                // SAFETY: a valid value of the column's type, per the
+                // caller.
+                unsafe { readers[r].1.push(datum, false) }.map_err(|e| (r, e))?;
+            }
+            off += size;
+        }
+        Ok(())
+    }
+}
+
+/// `off` rounded up to `align` (a power of two).
+fn align(off: usize, align: usize) -> usize {
+    (off + align - 1) & !(align - 1)
+}
+
+/// The tuple at line pointer `offset` of the page in `buffer`, and its
+/// length.
+///
+/// # Safety
+/// `buffer` is pinned, `offset` one of its normal line pointers (as
+/// `heapgetpage` lists them).
+pub unsafe fn page_tuple(buffer: pg_sys::Buffer, offset: u16) -> (*const pg_sys::HeapTupleHeaderData, usize) {
+    // SAFETY: per the caller; BufferGetBlock's arithmetic (shared buffers
+    // count from 1, local ones from -1).
+    unsafe {
+        let page: *const u8 = if buffer < 0 {
+            (*pg_sys::LocalBufferBlockPointers.add((-buffer - 1) as usize)).cast::<u8>()
+        } else {
+            pg_sys::BufferBlocks
+                .cast::<u8>()
+                .add((buffer as usize - 1) * pg_sys::BLCKSZ as usize)
+        };
+        let header = page.cast::<pg_sys::PageHeaderData>();
+        let item = std::ptr::addr_of!((*header).pd_linp)
+            .cast::<pg_sys::ItemIdData>()
+            .add(usize::from(offset) - 1);
+        let (at, len) = ((*item).lp_off() as usize, (*item).lp_len() as usize);
+        (page.add(at).cast(), len)
+    }
+}
