@@ -67,19 +67,17 @@ impl Layout {
         Some(Layout { atts })
     }
 
-    /// Pushes the read columns of `tuple` into `readers`; on a value the
-    /// reader refuses, the reader's index and why.
+    /// Appends the read columns of `tuple` to `columns`; for a corrupt
+    /// tuple, the reader of the attribute it broke at and why.
     ///
     /// # Safety
-    /// `tuple` is a visible tuple of a page pinned for the call, of the
-    /// relation this layout describes, `len` bytes long; on the backend
-    /// thread, inside [`crate::pgcall::call`] (a compressed or external
-    /// value is detoasted into the current memory context).
+    /// `tuple` is a visible tuple of a page pinned until `columns` is
+    /// flushed, of the relation this layout describes, `len` bytes long.
     pub unsafe fn deform(
         &self,
         tuple: *const pg_sys::HeapTupleHeaderData,
         len: usize,
-        readers: &mut [(i16, ColumnReader)],
+        columns: &mut Columns,
     ) -> Result<(), (usize, String)> {
         // SAFETY: per the caller; the header's fields are in the tuple.
         let (natts, has_nulls, hoff) = unsafe {
@@ -99,8 +97,7 @@ impl Layout {
             let null = i >= natts || (has_nulls && unsafe { *bits.add(i >> 3) } & (1 << (i & 7)) == 0);
             if null {
                 if let Some(r) = att.reader {
-                    // SAFETY: a NULL needs no datum.
-                    unsafe { readers[r].1.push(Datum::null(), true) }.map_err(|e| (r, e))?;
+                    columns.push(r, Datum::null(), true);
                 }
                 continue;
             }
@@ -156,11 +153,50 @@ impl Layout {
                 return Err(corrupt(i));
             }
             if let Some(r) = att.reader {
-                // SAFETY: a valid value of the column's type, per the
-                // caller.
-                unsafe { readers[r].1.push(datum, false) }.map_err(|e| (r, e))?;
+                columns.push(r, datum, false);
             }
             off += size;
+        }
+        Ok(())
+    }
+}
+
+/// The read columns of some tuples of one pinned page, column by column,
+/// before they go to their readers ([`Columns::flush`]): each reader then
+/// converts a run of values of one type in one loop.
+#[derive(Default)]
+pub struct Columns {
+    datums: Vec<Vec<Datum>>,
+    nulls: Vec<Vec<bool>>,
+}
+
+impl Columns {
+    /// Room for `readers` columns.
+    pub fn new(readers: usize) -> Columns {
+        Columns {
+            datums: vec![Vec::new(); readers],
+            nulls: vec![Vec::new(); readers],
+        }
+    }
+
+    fn push(&mut self, reader: usize, datum: Datum, null: bool) {
+        self.datums[reader].push(datum);
+        self.nulls[reader].push(null);
+    }
+
+    /// Hands the values to `readers` and empties the columns; on a value a
+    /// reader refuses, its index and why.
+    ///
+    /// # Safety
+    /// The page the values point into is still pinned; on the backend
+    /// thread, inside [`crate::pgcall::call`] (a compressed or external
+    /// value is detoasted into the current memory context).
+    pub unsafe fn flush(&mut self, readers: &mut [(i16, ColumnReader)]) -> Result<(), (usize, String)> {
+        for (r, (_, reader)) in readers.iter_mut().enumerate() {
+            // SAFETY: values of the reader's column, per the caller.
+            unsafe { reader.push_all(&self.datums[r], &self.nulls[r]) }.map_err(|e| (r, e))?;
+            self.datums[r].clear();
+            self.nulls[r].clear();
         }
         Ok(())
     }

@@ -357,6 +357,7 @@ impl ExecutionPlan for HeapScanExec {
             last_attnum: self.columns.iter().map(|c| c.attnum).max().unwrap_or(0),
             layout: None,
             pages: Pages::default(),
+            columns: deform::Columns::new(self.columns.len()),
             open: None,
             done: false,
             fail: me.is_some() && me == fail,
@@ -400,6 +401,8 @@ struct HeapStream {
     layout: Option<Layout>,
     /// Where the page-at-a-time read is.
     pages: Pages,
+    /// The current page's values on their way to the readers.
+    columns: deform::Columns,
     open: Option<OpenScan>,
     done: bool,
     /// Raise an ERROR when asked for a batch (weft.test_fail_participant).
@@ -540,18 +543,25 @@ impl HeapStream {
                 self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;
                 continue;
             }
-            // SAFETY: a visible tuple of the pinned current page.
+            // This page's next visible tuples, as many as the batch takes,
+            // column by column, then to the readers (while the page is
+            // pinned: the values point into it).
+            let take = (self.pages.count - self.pages.next).min(BATCH_ROWS - rows);
+            // SAFETY: visible tuples of the pinned current page.
             let deformed = unsafe {
-                let offset = (*scan).rs_vistuples[self.pages.next];
-                let (tuple, len) = deform::page_tuple((*scan).rs_cbuf, offset);
-                layout.deform(tuple, len, &mut self.readers)
+                (self.pages.next..self.pages.next + take)
+                    .try_for_each(|i| {
+                        let (tuple, len) = deform::page_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[i]);
+                        layout.deform(tuple, len, &mut self.columns)
+                    })
+                    .and_then(|()| self.columns.flush(&mut self.readers))
             };
-            self.pages.next += 1;
+            self.pages.next += take;
             if let Err((reader, e)) = deformed {
                 let name = self.schema.field(reader).name();
                 return exec_err!("column \"{name}\" of {}: {e}", self.table);
             }
-            rows += 1;
+            rows += take;
         }
         Ok(rows)
     }

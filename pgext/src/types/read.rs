@@ -95,96 +95,131 @@ impl ColumnReader {
     /// Appends one value (`null`, or `datum` of this reader's type).
     ///
     /// # Safety
-    /// `datum` must be a valid, non-null value of this column's Postgres
-    /// type (detoasting happens here, in the current memory context), on
-    /// the backend thread; at most `rows` values between `finish`es.
+    /// As [`ColumnReader::push_all`].
     #[inline]
     pub unsafe fn push(&mut self, datum: Datum, null: bool) -> Result<(), String> {
-        debug_assert!(self.len < self.rows, "more rows than a batch holds");
-        if null {
-            let nulls = self.nulls.get_or_insert_with(|| all_valid(self.len, self.rows));
-            bit_util::unset_bit(nulls, self.len);
-        } else if let Some(nulls) = &mut self.nulls {
-            bit_util::set_bit(nulls, self.len);
-        }
         // SAFETY: per the caller.
-        let pushed = unsafe { self.push_value(datum, null) };
-        self.len += 1;
-        pushed
+        unsafe { self.push_all(&[datum], &[null]) }
     }
 
-    /// Appends `datum`'s value, or the type's zero for a NULL.
+    /// Appends values: `datums[i]`, or NULL where `nulls[i]`. One call per
+    /// page of tuples keeps the type dispatch out of the per-value loop.
     ///
     /// # Safety
-    /// As [`ColumnReader::push`].
-    unsafe fn push_value(&mut self, datum: Datum, null: bool) -> Result<(), String> {
-        let value = if null { 0 } else { datum.value() };
-        match &mut self.values {
-            Values::Bool(bits) => {
-                if value != 0 {
-                    bit_util::set_bit(bits, self.len)
-                }
-            }
-            Values::I16(v) => v.push(value as i16),
-            Values::I32(v) => v.push(match self.ty {
-                PgType::Date if !null => date_to_arrow(value as i32)?,
-                _ => value as i32,
-            }),
-            Values::I64(v) => v.push(match self.ty {
-                PgType::Timestamp | PgType::TimestampTz if !null => timestamp_to_arrow(value as i64)?,
-                _ => value as i64,
-            }),
-            Values::U32(v) => v.push(value as u32),
-            Values::F32(v) => v.push(f32::from_bits(value as u32)),
-            Values::F64(v) => v.push(f64::from_bits(value as u64)),
-            Values::I128(v) => v.push(if null {
-                0
-            } else {
-                let PgType::Numeric { scale, .. } = self.ty else {
-                    unreachable!("i128 values are numerics")
-                };
-                // SAFETY: per the caller, a numeric datum.
-                numeric_to_i128(unsafe { varlena_bytes(datum) }, scale)?
-            }),
-            Values::Interval(v) => v.push(if null {
-                IntervalMonthDayNano::ZERO
-            } else {
-                // SAFETY: per the caller, an Interval by reference.
-                let interval = unsafe { &*datum.cast_mut_ptr::<pg_sys::Interval>() };
-                let nanoseconds = interval
-                    .time
-                    .checked_mul(1000)
-                    .ok_or("an interval's time part is too large for Arrow's nanoseconds")?;
-                IntervalMonthDayNano::new(interval.month, interval.day, nanoseconds)
-            }),
-            Values::Bytes { offsets, data } => {
-                if !null {
-                    let bytes = match self.ty {
-                        // SAFETY: a name is a NUL-terminated NameData.
-                        PgType::Name => unsafe { std::ffi::CStr::from_ptr(datum.cast_mut_ptr()).to_bytes() },
-                        // SAFETY: per the caller, a text-like varlena.
-                        PgType::BpChar => trim_blanks(unsafe { varlena_bytes(datum) }),
-                        // SAFETY: as above (text, varchar or bytea).
-                        _ => unsafe { varlena_bytes(datum) },
-                    };
-                    data.extend_from_slice(bytes);
-                }
-                // Arrow's offsets are i32: a batch holds at most 2 GB of one
-                // column's values.
-                let end = i32::try_from(data.len())
-                    .map_err(|_| "more than 2 GB of this column's values in one batch of rows")?;
-                offsets.push(end);
-            }
-            Values::Fixed16(v) => {
+    /// Every non-null datum must be a valid value of this column's Postgres
+    /// type (detoasting happens here, in the current memory context), on
+    /// the backend thread; at most `rows` values between `finish`es.
+    pub unsafe fn push_all(&mut self, datums: &[Datum], nulls: &[bool]) -> Result<(), String> {
+        debug_assert!(self.len + datums.len() <= self.rows, "more rows than a batch holds");
+        debug_assert_eq!(datums.len(), nulls.len());
+        let start = self.len;
+        if self.nulls.is_some() || nulls.contains(&true) {
+            let bits = self.nulls.get_or_insert_with(|| all_valid(start, self.rows));
+            for (i, &null) in nulls.iter().enumerate() {
                 if null {
-                    v.extend_from_slice(&[0; 16]);
+                    bit_util::unset_bit(bits, start + i);
                 } else {
-                    // SAFETY: per the caller, a pg_uuid_t (16 bytes) by
-                    // reference.
-                    v.extend_from_slice(unsafe { std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), 16) });
+                    bit_util::set_bit(bits, start + i);
                 }
             }
         }
+        // A NULL's datum is read as the type's zero (fixed-width types) or
+        // not at all.
+        let values = datums
+            .iter()
+            .zip(nulls)
+            .map(|(d, &null)| (if null { 0 } else { d.value() }, null));
+        let ty = self.ty;
+        match &mut self.values {
+            Values::Bool(bits) => {
+                for (i, (value, _)) in values.enumerate() {
+                    if value != 0 {
+                        bit_util::set_bit(bits, start + i)
+                    }
+                }
+            }
+            Values::I16(v) => v.extend(values.map(|(value, _)| value as i16)),
+            Values::I32(v) => match ty {
+                PgType::Date => {
+                    for (value, null) in values {
+                        v.push(if null { 0 } else { date_to_arrow(value as i32)? });
+                    }
+                }
+                _ => v.extend(values.map(|(value, _)| value as i32)),
+            },
+            Values::I64(v) => match ty {
+                PgType::Timestamp | PgType::TimestampTz => {
+                    for (value, null) in values {
+                        v.push(if null { 0 } else { timestamp_to_arrow(value as i64)? });
+                    }
+                }
+                _ => v.extend(values.map(|(value, _)| value as i64)),
+            },
+            Values::U32(v) => v.extend(values.map(|(value, _)| value as u32)),
+            Values::F32(v) => v.extend(values.map(|(value, _)| f32::from_bits(value as u32))),
+            Values::F64(v) => v.extend(values.map(|(value, _)| f64::from_bits(value as u64))),
+            Values::I128(v) => {
+                let PgType::Numeric { scale, .. } = ty else {
+                    unreachable!("i128 values are numerics")
+                };
+                for (value, null) in values {
+                    v.push(if null {
+                        0
+                    } else {
+                        // SAFETY: per the caller, a numeric datum.
+                        numeric_to_i128(unsafe { varlena_bytes(Datum::from(value)) }, scale)?
+                    });
+                }
+            }
+            Values::Interval(v) => {
+                for (value, null) in values {
+                    v.push(if null {
+                        IntervalMonthDayNano::ZERO
+                    } else {
+                        // SAFETY: per the caller, an Interval by reference.
+                        let interval = unsafe { &*(value as *const pg_sys::Interval) };
+                        let nanoseconds = interval
+                            .time
+                            .checked_mul(1000)
+                            .ok_or("an interval's time part is too large for Arrow's nanoseconds")?;
+                        IntervalMonthDayNano::new(interval.month, interval.day, nanoseconds)
+                    });
+                }
+            }
+            Values::Bytes { offsets, data } => {
+                for (value, null) in values {
+                    if !null {
+                        let datum = Datum::from(value);
+                        let bytes = match ty {
+                            // SAFETY: a name is a NUL-terminated NameData.
+                            PgType::Name => unsafe { std::ffi::CStr::from_ptr(datum.cast_mut_ptr()).to_bytes() },
+                            // SAFETY: per the caller, a text-like varlena.
+                            PgType::BpChar => trim_blanks(unsafe { varlena_bytes(datum) }),
+                            // SAFETY: as above (text, varchar or bytea).
+                            _ => unsafe { varlena_bytes(datum) },
+                        };
+                        data.extend_from_slice(bytes);
+                    }
+                    // Arrow's offsets are i32: a batch holds at most 2 GB of
+                    // one column's values.
+                    let end = i32::try_from(data.len())
+                        .map_err(|_| "more than 2 GB of this column's values in one batch of rows")?;
+                    offsets.push(end);
+                }
+            }
+            Values::Fixed16(v) => {
+                for (value, null) in values {
+                    if null {
+                        v.extend_from_slice(&[0; 16]);
+                    } else {
+                        // SAFETY: per the caller, a pg_uuid_t (16 bytes) by
+                        // reference.
+                        v.extend_from_slice(unsafe { std::slice::from_raw_parts(value as *const u8, 16) });
+                    }
+                }
+            }
+        }
+        self.len += datums.len();
         Ok(())
     }
 
