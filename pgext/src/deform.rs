@@ -67,6 +67,11 @@ impl Layout {
         Some(Layout { atts })
     }
 
+    /// Whether no column is read (the tuples need not be looked at).
+    pub fn is_empty(&self) -> bool {
+        self.atts.iter().all(|a| a.reader.is_none())
+    }
+
     /// Appends the read columns of `tuple` to `columns`; for a corrupt
     /// tuple, the reader of the attribute it broke at and why.
     ///

@@ -547,6 +547,12 @@ impl HeapStream {
             // column by column, then to the readers (while the page is
             // pinned: the values point into it).
             let take = (self.pages.count - self.pages.next).min(BATCH_ROWS - rows);
+            if layout.is_empty() {
+                // No column is read (count(*)): the rows are all there is.
+                self.pages.next += take;
+                rows += take;
+                continue;
+            }
             // SAFETY: visible tuples of the pinned current page.
             let deformed = unsafe {
                 (self.pages.next..self.pages.next + take)
