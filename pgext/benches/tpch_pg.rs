@@ -13,7 +13,8 @@
 //! rows and MB per second per process for `count(*)` over lineitem (stock
 //! Postgres's parallel seq scan against weft's heap-to-Arrow scan), and
 //! for weft reading every lineitem column into Arrow.
-//! `WEFT_BENCH_QUERIES` (e.g. `1,3,6`) picks queries.
+//! `WEFT_BENCH_QUERIES` (e.g. `1,3,6`) picks queries; `WEFT_BENCH_QUERIES=none`
+//! measures only the scan rate.
 
 use std::time::{Duration, Instant};
 
@@ -75,8 +76,9 @@ fn main() {
     println!("{:>4} {:>12} {:>12} {:>8}", "q", "postgres ms", "weft ms", "ratio");
     let mut ratios = Vec::new();
     let mut apart = Vec::new();
+    let scan_only = std::env::var("WEFT_BENCH_QUERIES").is_ok_and(|v| v == "none");
     for (number, sql) in tpch::queries() {
-        if picked.as_ref().is_some_and(|p| !p.contains(&number)) {
+        if scan_only || picked.as_ref().is_some_and(|p| !p.contains(&number)) {
             continue;
         }
         let weft = tpch::through_weft(&mut client, &sql).unwrap();

@@ -6,7 +6,8 @@
 //! (shared_buffers 4GB, work_mem 256MB, jit off, primary keys only) with
 //! max_parallel_workers_per_gather = `WEFT_BENCH_WORKERS` (default 1),
 //! warms the cache, then runs each query `WEFT_BENCH_REPS` times (default
-//! 1) three ways, under a 300 s statement_timeout:
+//! 2: the first run of a query also warms its indexes) three ways, under a
+//! 300 s statement_timeout (a query that times out is not run again):
 //! - weft off (stock Postgres);
 //! - weft on, default settings (the cost gate decides);
 //! - weft forced (`weft.force`), to show what the gate turned down.
@@ -93,7 +94,7 @@ fn main() {
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let scale: f64 = env("WEFT_BENCH_SF", 1.0);
     let workers: u32 = env("WEFT_BENCH_WORKERS", 1);
-    let reps: usize = env("WEFT_BENCH_REPS", 1);
+    let reps: usize = env("WEFT_BENCH_REPS", 2);
     let picked: Option<Vec<usize>> = std::env::var("WEFT_BENCH_QUERIES")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
