@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use weft_pg_harness::postgres::Client;
-use weft_pg_harness::{tpch, Cluster};
+use weft_pg_harness::tpch;
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -42,35 +42,8 @@ fn time(client: &mut Client, sql: &str) -> Option<Duration> {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is taken from the command line.
-    let scale: f64 = env("WEFT_BENCH_SF", 1.0);
-    let workers: u32 = env("WEFT_BENCH_WORKERS", 1);
     let reps: usize = env("WEFT_BENCH_REPS", 1);
-    let picked: Option<Vec<usize>> = std::env::var("WEFT_BENCH_QUERIES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
-    let cluster = Cluster::start_with(&[
-        ("shared_buffers", "4GB"),
-        ("work_mem", "256MB"),
-        ("jit", "off"),
-        ("max_worker_processes", "16"),
-        ("max_parallel_workers", "16"),
-    ]);
-    let mut client = cluster.connect();
-    client.batch_execute("CREATE EXTENSION weft").unwrap();
-    let started = Instant::now();
-    tpch::load(&mut client, scale);
-    println!("TPC-H SF{scale} loaded in {:.1?}", started.elapsed());
-    client
-        .batch_execute(&format!(
-            "SET max_parallel_workers_per_gather = {workers}; SET weft.workers = {workers};
-             SET statement_timeout = '300s';"
-        ))
-        .unwrap();
-    for table in [
-        "lineitem", "orders", "partsupp", "part", "customer", "supplier", "nation", "region",
-    ] {
-        client.simple_query(&format!("SELECT count(*) FROM {table}")).unwrap();
-    }
+    let (_cluster, mut client, workers, picked) = tpch::bench_setup();
 
     println!("\n{workers} worker(s) besides the leader, both sides; best of {reps}\n");
     println!("{:>4} {:>12} {:>12} {:>8}", "q", "postgres ms", "weft ms", "ratio");

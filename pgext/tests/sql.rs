@@ -3,25 +3,8 @@
 //! order, in the same test; semantics and fallbacks are checked against
 //! stock Postgres the same way.
 
-use weft_pg_harness::postgres::{Client, SimpleQueryMessage};
-use weft_pg_harness::{tpch, Cluster};
-
-/// A result as text: rows of optional column values.
-type Rows = Vec<Vec<Option<String>>>;
-
-fn text_rows(client: &mut Client, sql: &str) -> Result<Rows, String> {
-    let messages = client.simple_query(sql).map_err(|e| {
-        e.as_db_error()
-            .map_or(e.to_string(), |db| format!("{}: {}", db.code().code(), db.message()))
-    })?;
-    Ok(messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect()),
-            _ => None,
-        })
-        .collect())
-}
+use weft_pg_harness::postgres::Client;
+use weft_pg_harness::{text_rows, tpch, Cluster, Rows};
 
 /// Whether weft takes `sql` over (EXPLAIN shows its scan).
 fn taken(client: &mut Client, sql: &str) -> bool {
@@ -115,6 +98,15 @@ const SEMANTICS_SETUP: &str = "
     ANALYZE;
 ";
 
+/// A cluster with weft and the semantics tests' tables, and a session.
+fn with_semantics_tables() -> (Cluster, Client) {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    (cluster, client)
+}
+
 /// Runs each query with weft forced and with weft off, and requires the
 /// same rows (or the same error), and weft to take over exactly the ones
 /// marked so.
@@ -136,10 +128,7 @@ fn check_both_ways(client: &mut Client, cases: &[(bool, &str)]) {
 
 #[test]
 fn postgres_semantics_hold_when_weft_runs_a_query() {
-    let cluster = Cluster::start();
-    let mut client = cluster.connect();
-    client.batch_execute("CREATE EXTENSION weft").unwrap();
-    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    let (_cluster, mut client) = with_semantics_tables();
     check_both_ways(
         &mut client,
         &[
@@ -242,10 +231,7 @@ fn postgres_semantics_hold_when_weft_runs_a_query() {
 
 #[test]
 fn queries_weft_cannot_run_go_to_postgres() {
-    let cluster = Cluster::start();
-    let mut client = cluster.connect();
-    client.batch_execute("CREATE EXTENSION weft").unwrap();
-    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    let (_cluster, mut client) = with_semantics_tables();
     check_both_ways(
         &mut client,
         &[
@@ -290,10 +276,7 @@ fn queries_weft_cannot_run_go_to_postgres() {
 
 #[test]
 fn privileges_and_row_security_are_postgres_s() {
-    let cluster = Cluster::start();
-    let mut client = cluster.connect();
-    client.batch_execute("CREATE EXTENSION weft").unwrap();
-    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    let (cluster, mut client) = with_semantics_tables();
     client
         .batch_execute(
             "CREATE ROLE reader LOGIN; GRANT USAGE ON SCHEMA public TO reader;
@@ -384,10 +367,7 @@ fn concurrent_sessions_and_timeouts_behave_as_in_postgres() {
 
 #[test]
 fn explain_shows_the_weft_scan_and_its_plan() {
-    let cluster = Cluster::start();
-    let mut client = cluster.connect();
-    client.batch_execute("CREATE EXTENSION weft").unwrap();
-    client.batch_execute(SEMANTICS_SETUP).unwrap();
+    let (_cluster, mut client) = with_semantics_tables();
     client.batch_execute("SET weft.force = on").unwrap();
     let sql = "SELECT ch, count(*) FROM t GROUP BY ch ORDER BY ch";
     let plan = text_rows(&mut client, &format!("EXPLAIN {sql}")).unwrap();

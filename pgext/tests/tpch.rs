@@ -3,24 +3,7 @@
 //! same queries return on stock Postgres, compared here, and the same rows
 //! for every worker count.
 
-use weft_pg_harness::postgres::{Client, SimpleQueryMessage};
-use weft_pg_harness::{tpch, Cluster};
-
-/// A result as text: rows of optional column values.
-type Rows = Vec<Vec<Option<String>>>;
-
-fn text_rows(client: &mut Client, sql: &str) -> Result<Rows, String> {
-    let messages = client
-        .simple_query(sql)
-        .map_err(|e| e.as_db_error().map_or(e.to_string(), |db| db.message().to_owned()))?;
-    Ok(messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect()),
-            _ => None,
-        })
-        .collect())
-}
+use weft_pg_harness::{text_rows, tpch, Cluster, Rows};
 
 /// `value` (decimal text) rounded half away from zero to `scale` digits,
 /// as Postgres's round() does.

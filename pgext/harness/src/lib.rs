@@ -37,6 +37,28 @@ pub use postgres;
 
 pub mod tpch;
 
+/// A query result as text: rows of column values, `None` for NULL.
+pub type Rows = Vec<Vec<Option<String>>>;
+
+/// Runs `sql` (simple query protocol) and returns its rows as text, or the
+/// error as `"<SQLSTATE>: <message>"` (the message alone for errors that are
+/// not the server's).
+pub fn text_rows(client: &mut postgres::Client, sql: &str) -> Result<Rows, String> {
+    let messages = client.simple_query(sql).map_err(|e| {
+        e.as_db_error()
+            .map_or(e.to_string(), |db| format!("{}: {}", db.code().code(), db.message()))
+    })?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;

@@ -157,3 +157,41 @@ pub fn through_weft(client: &mut Client, sql: &str) -> Result<String, postgres::
     let (list, _) = definition(client, sql)?;
     Ok(format!("SELECT * FROM weft.query($weft${sql}$weft$) AS t({list})"))
 }
+
+/// The benchmarks' setup, from `WEFT_BENCH_*` variables: a cluster with
+/// weft (shared_buffers 4GB, work_mem 256MB, jit off), TPC-H at
+/// `WEFT_BENCH_SF` (default 1) loaded and read once (warm), and a session
+/// with max_parallel_workers_per_gather and weft.workers =
+/// `WEFT_BENCH_WORKERS` (default 1) and a 300 s statement_timeout. Also
+/// returns that worker count and the queries `WEFT_BENCH_QUERIES` picks
+/// (`1,3,6` for instance; all when unset).
+pub fn bench_setup() -> (crate::Cluster, Client, u32, Option<Vec<usize>>) {
+    let env = |name: &str| std::env::var(name).ok();
+    let scale: f64 = env("WEFT_BENCH_SF").and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    let workers: u32 = env("WEFT_BENCH_WORKERS").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let picked = env("WEFT_BENCH_QUERIES").map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let cluster = crate::Cluster::start_with(&[
+        ("shared_buffers", "4GB"),
+        ("work_mem", "256MB"),
+        ("jit", "off"),
+        ("max_worker_processes", "16"),
+        ("max_parallel_workers", "16"),
+    ]);
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    let started = std::time::Instant::now();
+    load(&mut client, scale);
+    println!("TPC-H SF{scale} loaded in {:.1?}", started.elapsed());
+    client
+        .batch_execute(&format!(
+            "SET max_parallel_workers_per_gather = {workers}; SET weft.workers = {workers};
+             SET statement_timeout = '300s';"
+        ))
+        .unwrap();
+    for table in [
+        "lineitem", "orders", "partsupp", "part", "customer", "supplier", "nation", "region",
+    ] {
+        client.simple_query(&format!("SELECT count(*) FROM {table}")).unwrap();
+    }
+    (cluster, client, workers, picked)
+}

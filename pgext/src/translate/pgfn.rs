@@ -120,11 +120,7 @@ impl ScalarUDFImpl for PgNumericDiv {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use datafusion::arrow::array::{AsArray, Decimal128Array};
         use datafusion::arrow::datatypes::Decimal128Type;
-        let rows = args.number_rows;
-        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let [l, r] =
-            <[ColumnarValue; 2]>::try_from(args.args).map_err(|_| DataFusionError::Internal("two arguments".into()))?;
-        let (l, r) = (l.into_array(rows)?, r.into_array(rows)?);
+        let (l, r, scalar) = operands(args)?;
         let scale = |t: &DataType| match t {
             DataType::Decimal128(_, s) => Ok(*s),
             other => Err(DataFusionError::Internal(format!("pg_numeric_div over {other}"))),
@@ -140,12 +136,7 @@ impl ScalarUDFImpl for PgNumericDiv {
             })
             .collect::<Result<Decimal128Array>>()?
             .with_precision_and_scale(38, QUOTIENT_SCALE)?;
-        let array: ArrayRef = Arc::new(quotients);
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        result(Arc::new(quotients), scalar)
     }
 }
 
@@ -250,11 +241,7 @@ impl ScalarUDFImpl for PgIntOp {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let [l, r] =
-            <[ColumnarValue; 2]>::try_from(args.args).map_err(|_| DataFusionError::Internal("two arguments".into()))?;
-        let (l, r) = (l.into_array(rows)?, r.into_array(rows)?);
+        let (l, r, scalar) = operands(args)?;
         let data_type = l.data_type().clone();
         let result: std::result::Result<ArrayRef, ArrowError> = match self.op {
             IntOp::Add => numeric::add(&l, &r),
@@ -262,13 +249,28 @@ impl ScalarUDFImpl for PgIntOp {
             IntOp::Mul => numeric::mul(&l, &r),
             IntOp::Div => numeric::div(&l, &r),
         };
-        let array = result.map_err(|e| pg_error(e, &data_type))?;
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        self::result(result.map_err(|e| pg_error(e, &data_type))?, scalar)
     }
+}
+
+/// A binary function's operands as arrays, and whether both were scalars
+/// (then so is the result).
+fn operands(args: ScalarFunctionArgs) -> Result<(ArrayRef, ArrayRef, bool)> {
+    let rows = args.number_rows;
+    let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let [l, r] =
+        <[ColumnarValue; 2]>::try_from(args.args).map_err(|_| DataFusionError::Internal("two arguments".into()))?;
+    Ok((l.into_array(rows)?, r.into_array(rows)?, scalar))
+}
+
+/// A function's result: `array`, or its one value when the operands were
+/// scalars.
+fn result(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+    Ok(if scalar {
+        ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+    } else {
+        ColumnarValue::Array(array)
+    })
 }
 
 /// An arithmetic error as Postgres words it.
