@@ -69,7 +69,7 @@ unsafe extern "C-unwind" fn weft_planner(
         }
     };
     // SAFETY: the stock plan and our copy of its Query.
-    let decision = eligible.and_then(|()| unsafe { take_over(stmt, copy) });
+    let decision = eligible.and_then(|()| unsafe { take_over(stmt, copy, bound_params) });
     LAST_REFUSAL.with(|r| *r.borrow_mut() = decision.err());
     stmt
 }
@@ -186,7 +186,11 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
 
 /// Replaces the stock plan tree by a Weft scan when the stock plan costs
 /// enough and the query translates.
-unsafe fn take_over(stmt: *mut pg_sys::PlannedStmt, query: *mut pg_sys::Query) -> Result<(), Refusal> {
+unsafe fn take_over(
+    stmt: *mut pg_sys::PlannedStmt,
+    query: *mut pg_sys::Query,
+    params: pg_sys::ParamListInfo,
+) -> Result<(), Refusal> {
     // SAFETY: per the caller.
     let stock = unsafe { (*stmt).planTree };
     // SAFETY: as above.
@@ -195,7 +199,7 @@ unsafe fn take_over(stmt: *mut pg_sys::PlannedStmt, query: *mut pg_sys::Query) -
         return Err(format!("the stock plan's cost {cost:.0} is below weft.min_cost"));
     }
     // SAFETY: our copy of the Query, on the backend thread.
-    let translation = unsafe { translate::translate(query)? };
+    let translation = unsafe { translate::translate(query, params)? };
     // SAFETY: the relations the translation opened.
     let reading = unsafe { scan_cost(&translation.relations) };
     for &(_, rel) in &translation.relations {

@@ -186,7 +186,7 @@ unsafe extern "C-unwind" fn recheck(_node: *mut pg_sys::ScanState, _slot: *mut p
 unsafe fn run(state: *mut WeftScanState) {
     // SAFETY: per the caller.
     unsafe {
-        let translation = translate::translate((*state).query)
+        let translation = translate::translate((*state).query, (*(*state).css.ss.ps.state).es_param_list_info)
             .unwrap_or_else(|refusal| query::report("weft", &format!("the query no longer translates: {refusal}")));
         let planned = Planned::from_translation(translation);
         let analyze = !(*state).css.ss.ps.instrument.is_null();
@@ -242,7 +242,7 @@ unsafe extern "C-unwind" fn explain(
                 .to_string_lossy()
                 .into_owned()
         } else {
-            let translation = translate::translate((*state).query)
+            let translation = translate::translate((*state).query, (*(*state).css.ss.ps.state).es_param_list_info)
                 .unwrap_or_else(|refusal| query::report("weft", &format!("the query no longer translates: {refusal}")));
             let planned = Planned::from_translation(translation);
             let text = query::explain_text(&planned);

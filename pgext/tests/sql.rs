@@ -265,12 +265,27 @@ fn queries_weft_cannot_run_go_to_postgres() {
     client.batch_execute("COMMIT").unwrap();
     client.batch_execute("SET weft.enable = off").unwrap();
     assert_eq!(fetched, text_rows(&mut client, "SELECT a FROM t ORDER BY a").unwrap());
-    // A prepared statement's parameters: Postgres runs it (for now), right.
+    // A prepared statement's parameters: weft takes a custom plan, whose
+    // values it knows, and leaves a generic plan to Postgres; right
+    // either way.
     client.batch_execute("SET weft.enable = on").unwrap();
     client
-        .batch_execute("PREPARE p(int) AS SELECT count(*) FROM t WHERE a > $1")
+        .batch_execute("PREPARE p(int, text) AS SELECT count(*), max(a) FROM t WHERE a > $1 OR s = $2")
         .unwrap();
-    let (weft, stock) = both_ways(&mut client, "EXECUTE p(2)");
+    for args in ["(2, 'z')", "(0, NULL)", "(100, 'abc')"] {
+        let sql = format!("EXECUTE p{args}");
+        let (weft, stock) = both_ways(&mut client, &sql);
+        assert_eq!(weft.unwrap(), stock.unwrap(), "{sql}");
+    }
+    client
+        .batch_execute("SET weft.force = on; SET plan_cache_mode = force_custom_plan")
+        .unwrap();
+    assert!(taken(&mut client, "EXECUTE p(2, 'z')"));
+    client
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .unwrap();
+    assert!(!taken(&mut client, "EXECUTE p(2, 'z')"));
+    let (weft, stock) = both_ways(&mut client, "EXECUTE p(2, 'z')");
     assert_eq!(weft.unwrap(), stock.unwrap());
 }
 
@@ -391,6 +406,14 @@ fn explain_shows_the_weft_scan_and_its_plan() {
     client.batch_execute("SET weft.force = on").unwrap();
     let plan = explain_lines(&mut client, "EXPLAIN SELECT a FROM t WHERE md5(s) = 'x'");
     assert!(plan.contains("Weft: not used: function md5"), "{plan}");
+    // VERBOSE names the scan's output.
+    let verbose = explain_lines(&mut client, &format!("EXPLAIN (VERBOSE) {sql}"));
+    assert!(verbose.contains("Output:"), "{verbose}");
+    let verbose = explain_lines(
+        &mut client,
+        "EXPLAIN (VERBOSE) SELECT avg(n), upper(s) FROM t GROUP BY s",
+    );
+    assert!(verbose.contains("Custom Scan (Weft)"), "{verbose}");
     // The other formats keep Postgres's structure.
     let json = explain_lines(&mut client, &format!("EXPLAIN (FORMAT JSON) {sql}"));
     assert!(json.contains("\"Custom Plan Provider\": \"Weft\""), "{json}");

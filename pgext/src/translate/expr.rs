@@ -174,9 +174,39 @@ impl Translator {
                     self.in_list(s, scope)
                 }
                 NodeTag::T_SubLink => self.sublink(&*node.cast(), scope),
+                NodeTag::T_Param => {
+                    let param = &*node.cast::<pg_sys::Param>();
+                    Ok(lit(self.param(param)?))
+                }
                 NodeTag::T_Aggref => Err("an aggregate outside the select list and HAVING".into()),
                 other => Err(format!("an expression of node type {other:?}")),
             }
+        }
+    }
+
+    /// A parameter's value, when the statement's parameters are known
+    /// (a custom plan of a prepared statement, and its execution).
+    ///
+    /// # Safety
+    /// `self.params` is NULL or valid.
+    unsafe fn param(&self, param: &pg_sys::Param) -> Result<ScalarValue, Refusal> {
+        let params = self.params;
+        // SAFETY: per the caller.
+        let known = !params.is_null() && unsafe { (*params).paramFetch.is_none() };
+        if param.paramkind != pg_sys::ParamKind::PARAM_EXTERN || !known {
+            return Err("a parameter whose value is not known when planning".into());
+        }
+        // SAFETY: as above; `numParams` entries follow the header.
+        unsafe {
+            let count = (*params).numParams;
+            if param.paramid < 1 || param.paramid > count {
+                return Err(format!("parameter ${} has no value", param.paramid));
+            }
+            let entry = &*(*params).params.as_ptr().add(param.paramid as usize - 1);
+            if entry.ptype != param.paramtype {
+                return Err(format!("parameter ${} has another type", param.paramid));
+            }
+            super::nodes::value(param.paramtype, param.paramtypmod, entry.value, entry.isnull)
         }
     }
 

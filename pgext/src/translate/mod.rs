@@ -48,12 +48,18 @@ pub struct Translation {
 }
 
 /// Translates `query`, or says why not (closing what it opened).
+/// Parameters (`$1`...) take their values from `params` (a prepared
+/// statement's custom plan, or its execution); without a value, the query
+/// is refused.
 ///
 /// # Safety
-/// `query` is a valid analyzed (and rewritten) Query, on the backend
-/// thread.
-pub unsafe fn translate(query: *mut pg_sys::Query) -> Result<Translation, Refusal> {
-    let mut translator = Translator::default();
+/// `query` is a valid analyzed (and rewritten) Query, `params` NULL or
+/// valid, on the backend thread.
+pub unsafe fn translate(query: *mut pg_sys::Query, params: pg_sys::ParamListInfo) -> Result<Translation, Refusal> {
+    let mut translator = Translator {
+        params,
+        ..Translator::default()
+    };
     // SAFETY: per the caller.
     match unsafe { translator.query(query) } {
         Ok(plan) => Ok(Translation {
@@ -103,8 +109,9 @@ struct Level {
     schema: Option<DFSchemaRef>,
 }
 
-#[derive(Default)]
 struct Translator {
+    /// The statement's parameter values (NULL: none known).
+    params: pg_sys::ParamListInfo,
     relations: Vec<(pg_sys::Oid, pg_sys::Relation)>,
     /// The top level's output columns and finishing expressions (see
     /// [`Translation`]).
@@ -117,6 +124,20 @@ struct Translator {
     value_only: usize,
     levels: Vec<Level>,
     next_level: usize,
+}
+
+impl Default for Translator {
+    fn default() -> Translator {
+        Translator {
+            params: std::ptr::null_mut(),
+            relations: Vec::new(),
+            outputs: Vec::new(),
+            finish: Vec::new(),
+            value_only: 0,
+            levels: Vec::new(),
+            next_level: 0,
+        }
+    }
 }
 
 impl Translator {

@@ -120,7 +120,7 @@ pub unsafe fn array_elements(c: *mut pg_sys::Const) -> Result<Vec<ScalarValue>, 
 ///
 /// # Safety
 /// `datum` is a valid value of the type, unless `null`.
-unsafe fn value(typid: pg_sys::Oid, typmod: i32, datum: pg_sys::Datum, null: bool) -> Result<ScalarValue, String> {
+pub unsafe fn value(typid: pg_sys::Oid, typmod: i32, datum: pg_sys::Datum, null: bool) -> Result<ScalarValue, String> {
     let ty = PgType::of(typid, typmod).or_else(|e| match typid {
         // A numeric literal has no typmod; read it at its own scale.
         pg_sys::NUMERICOID if !null => numeric_literal_type(datum),
