@@ -162,6 +162,9 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
     if q.commandType != pg_sys::CmdType::CMD_SELECT || !q.utilityStmt.is_null() {
         return Err("not a SELECT".into());
     }
+    if !crate::query::utf8_database() {
+        return Err("the database's encoding is not UTF8".into());
+    }
     if cursor_options & pg_sys::CURSOR_OPT_PARALLEL_OK as i32 == 0 {
         return Err("Postgres does not allow a parallel plan here (a cursor, or a function's query)".into());
     }

@@ -488,11 +488,15 @@ fn raise(message: &str) -> ! {
 
 /// weft reads text as UTF-8, which only a UTF8 database guarantees.
 fn check_encoding() {
-    // SAFETY: a plain query of the backend's state.
-    let encoding = unsafe { pg_sys::GetDatabaseEncoding() };
-    if encoding != pg_sys::pg_enc::PG_UTF8 as i32 {
+    if !utf8_database() {
         report("weft.query", "weft needs a database with UTF8 encoding");
     }
+}
+
+/// Whether this database's encoding is UTF8 (weft reads text as UTF-8).
+pub fn utf8_database() -> bool {
+    // SAFETY: a plain query of the backend's state.
+    unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
 }
 
 /// Resolves `reference` as Postgres resolves a table name, checks the

@@ -179,6 +179,24 @@ unsafe extern "C-unwind" fn recheck(_node: *mut pg_sys::ScanState, _slot: *mut p
     true
 }
 
+/// The scan's query translated again, with the execution's parameter
+/// values.
+///
+/// # Safety
+/// `state` is our scan's state, initialized by the executor.
+unsafe fn planned(state: *mut WeftScanState) -> Planned {
+    // SAFETY: per the caller.
+    let (query, params) = unsafe { ((*state).query, (*(*state).css.ss.ps.state).es_param_list_info) };
+    // SAFETY: the Query the plan keeps; the executor's parameters.
+    let translation = unsafe { translate::translate(query, params) }.unwrap_or_else(|refusal| {
+        query::report(
+            "weft",
+            &format!("the query planned for weft no longer translates ({refusal}); plan it again"),
+        )
+    });
+    Planned::from_translation(translation)
+}
+
 /// Translates and runs the query, materializing its rows.
 ///
 /// # Safety
@@ -186,9 +204,7 @@ unsafe extern "C-unwind" fn recheck(_node: *mut pg_sys::ScanState, _slot: *mut p
 unsafe fn run(state: *mut WeftScanState) {
     // SAFETY: per the caller.
     unsafe {
-        let translation = translate::translate((*state).query, (*(*state).css.ss.ps.state).es_param_list_info)
-            .unwrap_or_else(|refusal| query::report("weft", &format!("the query no longer translates: {refusal}")));
-        let planned = Planned::from_translation(translation);
+        let planned = planned(state);
         let analyze = !(*state).css.ss.ps.instrument.is_null();
         let output = query::run(planned, analyze);
         let estate = (*state).css.ss.ps.state;
@@ -242,9 +258,7 @@ unsafe extern "C-unwind" fn explain(
                 .to_string_lossy()
                 .into_owned()
         } else {
-            let translation = translate::translate((*state).query, (*(*state).css.ss.ps.state).es_param_list_info)
-                .unwrap_or_else(|refusal| query::report("weft", &format!("the query no longer translates: {refusal}")));
-            let planned = Planned::from_translation(translation);
+            let planned = planned(state);
             let text = query::explain_text(&planned);
             planned.close();
             text

@@ -463,3 +463,23 @@ fn collations_other_than_c_keep_postgres_s_order() {
         ],
     );
 }
+
+#[test]
+fn a_database_not_in_utf8_stays_with_postgres() {
+    let cluster = Cluster::start();
+    cluster
+        .connect()
+        .batch_execute("CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LOCALE 'C'")
+        .unwrap();
+    let mut client = cluster.connect_to("latin", "postgres");
+    client
+        .batch_execute(
+            "CREATE EXTENSION weft;
+             CREATE TABLE w (s text, n int);
+             INSERT INTO w VALUES ('caf\u{e9}', 1), ('b', 2);",
+        )
+        .unwrap();
+    // weft reads text as UTF-8: in another encoding it leaves every query
+    // to Postgres, which answers as always.
+    check_both_ways(&mut client, &[(false, "SELECT s, n FROM w ORDER BY n")]);
+}

@@ -10,18 +10,24 @@
 //!   collations compares equal strings byte for byte, and bpchar values are
 //!   read without their padding, which is what bpchar equality ignores;
 //!   text ordering only under the C collation (byte order);
-//! - integer + - * / through [`pgfn`], which raises Postgres's own errors
-//!   on overflow and division by zero; numeric + - * in Decimal128, whose
-//!   scale rules (max of the scales, sum of the scales) are numeric's;
-//! - LIKE on text with Postgres's default escape (backslash);
-//! - date ± integer, date - date, date ± interval when the interval has
-//!   no time part... (only what the allowlist names);
-//! - count, sum over integers and numerics (int8 and numeric sums in
-//!   Decimal128, never wrapping), min and max of the comparable types.
+//! - integer + - * / and unary minus through [`pgfn`], which raises
+//!   Postgres's own errors on overflow and division by zero; numeric + - *
+//!   in Decimal128, whose scale rules (max of the scales, sum of the
+//!   scales) are numeric's;
+//! - numeric division and avg only where their value alone matters (a
+//!   comparison's operands, a subquery compared with: `value_only`),
+//!   through `pg_numeric_div`; as result columns Postgres finishes them
+//!   ([`super::finish`]);
+//! - LIKE on text with Postgres's default escape (backslash), substring
+//!   with constant positive bounds, EXTRACT(year|month|day FROM date),
+//!   casts that widen exactly, IN lists;
+//! - count (also DISTINCT), sum over integers and numerics (int8 and
+//!   numeric sums in Decimal128, never wrapping), min and max of integers,
+//!   numerics, dates and timestamps.
 //!
 //! Everything else (float comparisons, where -0 = 0 and NaN sorts last in
-//! Postgres; numeric division and avg, whose result scale depends on the
-//! values; collations) is refused for now.
+//! Postgres; text min/max and ordering under collations other than C;
+//! nondeterministic collations) is refused.
 
 use std::sync::Arc;
 

@@ -391,7 +391,6 @@ impl Translator {
                 let right = self.join_item(j.rarg)?;
                 // The join's columns are its inputs' (Vars of the join RTE
                 // are resolved through joinaliasvars).
-                self.record_join(j.rtindex)?;
                 let schema = left.schema().join(right.schema()).map_err(df)?;
                 let saved = self.level().schema.replace(Arc::new(schema));
                 let on = if j.quals.is_null() {
@@ -515,15 +514,6 @@ impl Translator {
                 .find(|&cte| text((*cte).ctename) == name)
                 .ok_or_else(|| format!("WITH query {name} not found"))
         }
-    }
-
-    /// Records a join RTE (its Vars resolve through joinaliasvars, so it
-    /// needs no columns of its own); checks it exists.
-    fn record_join(&mut self, rtindex: i32) -> Result<(), Refusal> {
-        if rtindex <= 0 {
-            return Err("a join without a range table entry".into());
-        }
-        Ok(())
     }
 
     /// GROUP BY and the aggregates of the target list and HAVING: the
