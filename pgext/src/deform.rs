@@ -10,6 +10,9 @@
 //! pass-by-value flag, short and long varlena headers. A pinned page's
 //! tuples cannot move, so their bytes are read in place.
 //!
+//! A scan with a filter ([`crate::filter`]) evaluates it on the walked
+//! values and hands the readers only the tuples that pass.
+//!
 //! Attributes a tuple does not store (added to the table after it was
 //! written) are NULL, unless the column has a "missing" default, which
 //! this reader does not know: scans of such columns keep Postgres's path
@@ -17,15 +20,20 @@
 
 use pgrx::pg_sys::{self, Datum};
 
+use crate::filter::{ScanFilter, Scratch};
 use crate::types::ColumnReader;
 
 /// What the reader needs to know of each attribute up to the last one a
 /// scan reads.
 pub struct Layout {
     atts: Vec<Att>,
+    /// The attribute (index into `atts`) of each filter input.
+    input_atts: Vec<usize>,
 }
 
 struct Att {
+    /// Its name, for messages.
+    name: String,
     /// `attlen`: bytes, -1 for a varlena, -2 for a C string.
     len: i16,
     byval: bool,
@@ -33,26 +41,40 @@ struct Att {
     align: usize,
     /// The reader this attribute's values go to, if the scan reads it.
     reader: Option<usize>,
+    /// The filter input it is, if the scan's filter reads it.
+    input: Option<usize>,
 }
 
 impl Layout {
     /// The layout of `descriptor`'s attributes 1..=`last`, with
-    /// `readers[i].0` the attribute number reader i reads; None when a
-    /// column read has a missing-value default (Postgres's path then).
+    /// `readers[i].0` the attribute number reader i reads and `inputs[j]`
+    /// the one filter input j reads; None when a column read has a
+    /// missing-value default (Postgres's path then).
     ///
     /// # Safety
     /// `descriptor` is a valid tuple descriptor with at least `last`
     /// attributes.
-    pub unsafe fn new(descriptor: pg_sys::TupleDesc, last: i16, readers: &[(i16, ColumnReader)]) -> Option<Layout> {
+    pub unsafe fn new(
+        descriptor: pg_sys::TupleDesc,
+        last: i16,
+        readers: &[(i16, ColumnReader)],
+        inputs: &[i16],
+    ) -> Option<Layout> {
         // SAFETY: per the caller.
         let attributes = unsafe { (*descriptor).attrs.as_slice(last.max(0) as usize) };
         let mut atts = Vec::with_capacity(attributes.len());
         for (i, a) in attributes.iter().enumerate() {
-            let reader = readers.iter().position(|(attnum, _)| *attnum as usize == i + 1);
-            if reader.is_some() && a.atthasmissing {
+            let attnum = i + 1;
+            let reader = readers.iter().position(|(n, _)| *n as usize == attnum);
+            let input = inputs.iter().position(|n| *n as usize == attnum);
+            if (reader.is_some() || input.is_some()) && a.atthasmissing {
                 return None;
             }
             atts.push(Att {
+                // SAFETY: attname is a NUL-terminated NameData.
+                name: unsafe { std::ffi::CStr::from_ptr(a.attname.data.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned(),
                 len: a.attlen,
                 byval: a.attbyval,
                 align: match a.attalign as u8 {
@@ -62,28 +84,34 @@ impl Layout {
                     _ => 8,
                 },
                 reader,
+                input,
             });
         }
-        Some(Layout { atts })
+        let input_atts = inputs.iter().map(|n| (*n - 1) as usize).collect();
+        Some(Layout { atts, input_atts })
     }
 
     /// Whether no column is read (the tuples need not be looked at).
     pub fn is_empty(&self) -> bool {
-        self.atts.iter().all(|a| a.reader.is_none())
+        self.atts.iter().all(|a| a.reader.is_none() && a.input.is_none())
     }
 
-    /// Appends the read columns of `tuple` to `columns`; for a corrupt
-    /// tuple, the reader of the attribute it broke at and why.
+    /// Appends the read columns of `tuple` to `columns` if it passes
+    /// `filter` (or there is none); whether it did. For a corrupt tuple or
+    /// a value the filter cannot read, why (naming the column).
     ///
     /// # Safety
     /// `tuple` is a visible tuple of a page pinned until `columns` is
-    /// flushed, of the relation this layout describes, `len` bytes long.
+    /// flushed, of the relation this layout describes, `len` bytes long;
+    /// `filter`'s inputs are this layout's; on the backend thread, inside
+    /// [`crate::pgcall::call`].
     pub unsafe fn deform(
         &self,
         tuple: *const pg_sys::HeapTupleHeaderData,
         len: usize,
         columns: &mut Columns,
-    ) -> Result<(), (usize, String)> {
+        filter: Option<&ScanFilter>,
+    ) -> Result<bool, String> {
         // SAFETY: per the caller; the header's fields are in the tuple.
         let (natts, has_nulls, hoff) = unsafe {
             (
@@ -95,15 +123,13 @@ impl Layout {
         let base = tuple.cast::<u8>();
         // SAFETY: the null bitmap follows the fixed header when present.
         let bits = unsafe { std::ptr::addr_of!((*tuple).t_bits).cast::<u8>() };
-        let corrupt = |i: usize| (self.atts[i].reader.unwrap_or(0), "a corrupt heap tuple".to_string());
+        let corrupt = |i: usize| format!("column \"{}\": a corrupt heap tuple", self.atts[i].name);
         let mut off = hoff;
         for (i, att) in self.atts.iter().enumerate() {
             // SAFETY: the bitmap has a bit per stored attribute.
             let null = i >= natts || (has_nulls && unsafe { *bits.add(i >> 3) } & (1 << (i & 7)) == 0);
             if null {
-                if let Some(r) = att.reader {
-                    columns.push(r, Datum::null(), true);
-                }
+                columns.row[i] = (Datum::null(), true);
                 continue;
             }
             let (datum, size) = match att.len {
@@ -157,12 +183,27 @@ impl Layout {
             if off + size > len {
                 return Err(corrupt(i));
             }
-            if let Some(r) = att.reader {
-                columns.push(r, datum, false);
-            }
+            columns.row[i] = (datum, false);
             off += size;
         }
-        Ok(())
+        if let Some(filter) = filter {
+            let row = &columns.row;
+            // SAFETY: the inputs' values of this tuple, per the caller.
+            let passes = unsafe { filter.passes(&mut columns.scratch, |j| row[self.input_atts[j]]) };
+            match passes {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err((j, e)) => return Err(format!("column \"{}\": {e}", self.atts[self.input_atts[j]].name)),
+            }
+        }
+        for (i, att) in self.atts.iter().enumerate() {
+            if let Some(r) = att.reader {
+                let (datum, null) = columns.row[i];
+                columns.datums[r].push(datum);
+                columns.nulls[r].push(null);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -173,20 +214,22 @@ impl Layout {
 pub struct Columns {
     datums: Vec<Vec<Datum>>,
     nulls: Vec<Vec<bool>>,
+    /// The current tuple's attributes (those read), by attribute index.
+    row: Vec<(Datum, bool)>,
+    /// The filter's decoded inputs.
+    scratch: Scratch,
 }
 
 impl Columns {
-    /// Room for `readers` columns.
-    pub fn new(readers: usize) -> Columns {
+    /// Room for `readers` columns of tuples with `attributes` attributes
+    /// read.
+    pub fn new(readers: usize, attributes: usize) -> Columns {
         Columns {
             datums: vec![Vec::new(); readers],
             nulls: vec![Vec::new(); readers],
+            row: vec![(Datum::null(), true); attributes],
+            scratch: Scratch::default(),
         }
-    }
-
-    fn push(&mut self, reader: usize, datum: Datum, null: bool) {
-        self.datums[reader].push(datum);
-        self.nulls[reader].push(null);
     }
 
     /// Hands the values to `readers` and empties the columns; on a value a
@@ -212,6 +255,24 @@ fn align(off: usize, align: usize) -> usize {
     (off + align - 1) & !(align - 1)
 }
 
+/// The page in shared (or local) buffer `buffer`.
+///
+/// # Safety
+/// `buffer` is pinned.
+unsafe fn page(buffer: pg_sys::Buffer) -> *const u8 {
+    // SAFETY: per the caller; BufferGetBlock's arithmetic (shared buffers
+    // count from 1, local ones from -1).
+    unsafe {
+        if buffer < 0 {
+            (*pg_sys::LocalBufferBlockPointers.add((-buffer - 1) as usize)).cast::<u8>()
+        } else {
+            pg_sys::BufferBlocks
+                .cast::<u8>()
+                .add((buffer as usize - 1) * pg_sys::BLCKSZ as usize)
+        }
+    }
+}
+
 /// The tuple at line pointer `offset` of the page in `buffer`, and its
 /// length.
 ///
@@ -219,16 +280,9 @@ fn align(off: usize, align: usize) -> usize {
 /// `buffer` is pinned, `offset` one of its normal line pointers (as
 /// `heapgetpage` lists them).
 pub unsafe fn page_tuple(buffer: pg_sys::Buffer, offset: u16) -> (*const pg_sys::HeapTupleHeaderData, usize) {
-    // SAFETY: per the caller; BufferGetBlock's arithmetic (shared buffers
-    // count from 1, local ones from -1).
+    // SAFETY: per the caller.
     unsafe {
-        let page: *const u8 = if buffer < 0 {
-            (*pg_sys::LocalBufferBlockPointers.add((-buffer - 1) as usize)).cast::<u8>()
-        } else {
-            pg_sys::BufferBlocks
-                .cast::<u8>()
-                .add((buffer as usize - 1) * pg_sys::BLCKSZ as usize)
-        };
+        let page = page(buffer);
         let header = page.cast::<pg_sys::PageHeaderData>();
         let item = std::ptr::addr_of!((*header).pd_linp)
             .cast::<pg_sys::ItemIdData>()
@@ -236,4 +290,36 @@ pub unsafe fn page_tuple(buffer: pg_sys::Buffer, offset: u16) -> (*const pg_sys:
         let (at, len) = ((*item).lp_off() as usize, (*item).lp_len() as usize);
         (page.add(at).cast(), len)
     }
+}
+
+/// Asks the CPU to bring the tuples of the page in `buffer` into its cache
+/// at once (from `pd_upper`, where tuple data starts, to the page's end).
+///
+/// The scan is bound by memory latency: walking a page's tuples one by one
+/// takes a cache miss per tuple, each waited for in turn. Prefetching the
+/// whole tuple area lets those misses overlap; measured on TPC-H Q6, Q14
+/// and Q1 it takes 10-20% off the scan (benches/README.md).
+///
+/// # Safety
+/// `buffer` is pinned.
+pub unsafe fn prefetch_page(buffer: pg_sys::Buffer) {
+    const LINE: usize = 64;
+    // SAFETY: per the caller; pd_upper is within the page (a corrupt value
+    // only prefetches less, prefetching never faults).
+    let (page, upper) = unsafe {
+        let page = page(buffer);
+        (
+            page,
+            usize::from((*page.cast::<pg_sys::PageHeaderData>()).pd_upper) & !(LINE - 1),
+        )
+    };
+    #[cfg(target_arch = "x86_64")]
+    for at in (upper..pg_sys::BLCKSZ as usize).step_by(LINE) {
+        // SAFETY: an address inside the page; a prefetch reads nothing.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(page.add(at).cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (page, upper);
 }

@@ -31,23 +31,34 @@ use datafusion::common::{exec_err, internal_datafusion_err, DataFusionError, Res
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion_proto::logical_plan::from_proto::parse_expr;
+use datafusion_proto::logical_plan::to_proto::serialize_expr;
+use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::protobuf::LogicalExprNode;
 use futures::Stream;
 use pgrx::pg_sys;
 use prost::Message;
 use weft_runtime::Participant;
 
 use crate::deform::{self, Layout};
+use crate::filter::{self, FilterColumn, ScanFilter};
 use crate::guc;
 use crate::pgcall;
 use crate::types::{ColumnReader, PgType};
 
 /// Rows per batch a scan produces.
 pub const BATCH_ROWS: usize = 8192;
+
+/// Tuples a filtered scan examines per batch at most (a batch may then
+/// hold fewer rows than [`BATCH_ROWS`]; the scan has not ended until a
+/// batch comes back empty with no page left).
+const EXAMINED_ROWS: usize = 4 * BATCH_ROWS;
 
 /// A column of a heap table.
 #[derive(Clone, Debug)]
@@ -112,6 +123,16 @@ impl HeapTable {
         }
     }
 
+    /// The columns a scan filter may read: those weft can read, with their
+    /// index in `columns`.
+    fn filterable(&self) -> (Vec<usize>, Vec<FilterColumn<'_>>) {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, (c.name.as_str(), *c.ty.as_ref().ok()?))))
+            .unzip()
+    }
+
     /// Column names by attribute number - 1; None for dropped columns.
     pub fn column_names(&self) -> Vec<Option<String>> {
         let last = self.columns.iter().map(|c| c.attnum).max().unwrap_or(0);
@@ -133,37 +154,50 @@ impl TableProvider for HeapTable {
         TableType::Base
     }
 
+    /// Exact for the filters the scan evaluates itself ([`crate::filter`]).
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        let (_, columns) = self.filterable();
+        Ok(filters
+            .iter()
+            .map(|f| match ScanFilter::supports(f, &columns) {
+                true => TableProviderFilterPushDown::Exact,
+                false => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let indexes: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.columns.len()).collect(),
         };
-        let mut columns = Vec::with_capacity(indexes.len());
-        for &i in &indexes {
-            let column = &self.columns[i];
-            match &column.ty {
-                Ok(ty) => columns.push(ScanColumn {
-                    attnum: column.attnum,
-                    name: column.name.clone(),
-                    typid: column.typid,
-                    typmod: column.typmod,
-                    ty: *ty,
-                    nullable: column.nullable,
-                }),
-                Err(reason) => {
-                    return Err(DataFusionError::Plan(format!(
-                        "column \"{}\" of table {} has type {}, which weft cannot read: {reason}",
-                        column.name, self.name, column.type_name
-                    )))
-                }
+        let columns = indexes
+            .iter()
+            .map(|&i| self.scan_column(i))
+            .collect::<Result<Vec<_>>>()?;
+        // The filters DataFusion pushed (all of them exact: it no longer
+        // evaluates them). They are compiled over the table's columns to
+        // learn which they read, then over those columns alone, as every
+        // participant compiles them from the shipped plan.
+        let filter = match filters {
+            [] => None,
+            _ => {
+                let (indexes, filterable) = self.filterable();
+                let read = ScanFilter::compile(filters.to_vec(), &filterable).map_err(DataFusionError::Plan)?;
+                let inputs = read
+                    .inputs
+                    .iter()
+                    .map(|&i| self.scan_column(indexes[i]))
+                    .collect::<Result<Vec<_>>>()?;
+                Some(Filtered::new(filters.to_vec(), inputs).map_err(DataFusionError::Plan)?)
             }
-        }
+        };
         Ok(Arc::new(HeapScanExec::new(
             ScanTarget {
                 relid: self.relid,
@@ -171,11 +205,56 @@ impl TableProvider for HeapTable {
                 name: self.name.clone(),
             },
             columns,
+            filter,
             state.config().target_partitions(),
             self.rows,
             None,
             None,
         )))
+    }
+}
+
+impl HeapTable {
+    /// Column `i` as a scan reads it, or why it cannot.
+    fn scan_column(&self, i: usize) -> Result<ScanColumn> {
+        let column = &self.columns[i];
+        match &column.ty {
+            Ok(ty) => Ok(ScanColumn {
+                attnum: column.attnum,
+                name: column.name.clone(),
+                typid: column.typid,
+                typmod: column.typmod,
+                ty: *ty,
+                nullable: column.nullable,
+            }),
+            Err(reason) => Err(DataFusionError::Plan(format!(
+                "column \"{}\" of table {} has type {}, which weft cannot read: {reason}",
+                column.name, self.name, column.type_name
+            ))),
+        }
+    }
+}
+
+/// A scan's filter and the columns it reads (its inputs, in order).
+#[derive(Clone, Debug)]
+struct Filtered {
+    inputs: Vec<ScanColumn>,
+    filter: Arc<ScanFilter>,
+}
+
+impl Filtered {
+    /// `exprs` compiled over `inputs` (the columns they read, in the order
+    /// they read them).
+    fn new(exprs: Vec<Expr>, inputs: Vec<ScanColumn>) -> Result<Filtered, String> {
+        let columns: Vec<FilterColumn> = inputs.iter().map(|c| (c.name.as_str(), c.ty)).collect();
+        let filter = ScanFilter::compile(exprs, &columns)?;
+        if filter.inputs != (0..inputs.len()).collect::<Vec<_>>() {
+            return Err("weft: a scan filter's inputs changed between compilations".into());
+        }
+        Ok(Filtered {
+            inputs,
+            filter: Arc::new(filter),
+        })
     }
 }
 
@@ -220,6 +299,8 @@ unsafe impl Sync for ScanBinding {}
 pub struct HeapScanExec {
     target: ScanTarget,
     columns: Vec<ScanColumn>,
+    /// The filter the scan evaluates, if DataFusion pushed one.
+    filter: Option<Filtered>,
     partitions: usize,
     rows: Option<f64>,
     /// The scan's slot in the section's payload (set by the leader once
@@ -234,6 +315,7 @@ impl HeapScanExec {
     fn new(
         target: ScanTarget,
         columns: Vec<ScanColumn>,
+        filter: Option<Filtered>,
         partitions: usize,
         rows: Option<f64>,
         slot: Option<u32>,
@@ -252,6 +334,7 @@ impl HeapScanExec {
         HeapScanExec {
             target,
             columns,
+            filter,
             partitions,
             rows,
             slot,
@@ -297,7 +380,15 @@ impl HeapScanExec {
 impl DisplayAs for HeapScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
-        write!(f, "HeapScan: {} [{}]", self.target.name, names.join(", "))
+        write!(f, "HeapScan: {} [{}]", self.target.name, names.join(", "))?;
+        if let Some(filtered) = &self.filter {
+            let exprs: Vec<String> = match filtered.filter.exprs.as_slice() {
+                [one] => vec![one.to_string()],
+                all => all.iter().map(|e| format!("({e})")).collect(),
+            };
+            write!(f, " filter=[{}]", exprs.join(" AND "))?;
+        }
+        Ok(())
     }
 }
 
@@ -325,10 +416,17 @@ impl ExecutionPlan for HeapScanExec {
         Ok(self)
     }
 
-    /// pg_class's estimate, spread over the partitions (participants).
+    /// pg_class's estimate, spread over the partitions (participants); a
+    /// filter keeps DataFusion's default share of the rows (what its
+    /// FilterExec would have estimated).
     fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
+        const FILTERED: f64 = 0.2;
         let mut statistics = Statistics::new_unknown(&self.schema());
         if let Some(rows) = self.rows {
+            let rows = match self.filter {
+                Some(_) => rows * FILTERED,
+                None => rows,
+            };
             let rows = match args.partition() {
                 Some(_) => rows / self.partitions.max(1) as f64,
                 None => rows,
@@ -345,6 +443,18 @@ impl ExecutionPlan for HeapScanExec {
         };
         let me = context.session_config().get_extension::<Participant>().map(|p| p.id());
         let fail = u32::try_from(guc::TEST_FAIL_PARTICIPANT.get()).ok();
+        let inputs: Vec<i16> = self
+            .filter
+            .iter()
+            .flat_map(|f| f.inputs.iter().map(|c| c.attnum))
+            .collect();
+        let last_attnum = self
+            .columns
+            .iter()
+            .map(|c| c.attnum)
+            .chain(inputs.iter().copied())
+            .max()
+            .unwrap_or(0);
         Ok(Box::pin(HeapStream {
             schema: self.schema(),
             table: self.target.name.clone(),
@@ -354,10 +464,13 @@ impl ExecutionPlan for HeapScanExec {
                 .iter()
                 .map(|c| (c.attnum, ColumnReader::new(c.ty, BATCH_ROWS)))
                 .collect(),
-            last_attnum: self.columns.iter().map(|c| c.attnum).max().unwrap_or(0),
+            last_attnum,
+            filter: self.filter.clone(),
+            inputs,
+            scratch: filter::Scratch::default(),
             layout: None,
             pages: Pages::default(),
-            columns: deform::Columns::new(self.columns.len()),
+            columns: deform::Columns::new(self.columns.len(), last_attnum.max(0) as usize),
             open: None,
             done: false,
             fail: me.is_some() && me == fail,
@@ -396,7 +509,13 @@ struct HeapStream {
     table: String,
     binding: ScanBinding,
     readers: Vec<(i16, ColumnReader)>,
+    /// The last attribute read (by a reader or the filter).
     last_attnum: i16,
+    filter: Option<Filtered>,
+    /// The attribute each filter input reads.
+    inputs: Vec<i16>,
+    /// The filter's decoded inputs (Postgres's path).
+    scratch: filter::Scratch,
     /// How to read tuples in Rust (None: through Postgres's slot).
     layout: Option<Layout>,
     /// Where the page-at-a-time read is.
@@ -444,7 +563,7 @@ impl HeapStream {
             pg_sys::MemoryContextReset(open.batch_memory);
             filled?
         };
-        if rows == 0 {
+        if rows == 0 && self.pages.finished {
             return Ok(None);
         }
         let columns = self
@@ -496,12 +615,21 @@ impl HeapStream {
         };
         self.open = Some(open);
         // SAFETY: the relation is open; its descriptor has every attribute.
-        self.layout = unsafe { Layout::new((*self.binding.rel).rd_att, self.last_attnum, &self.readers) };
+        self.layout = unsafe {
+            Layout::new(
+                (*self.binding.rel).rd_att,
+                self.last_attnum,
+                &self.readers,
+                &self.inputs,
+            )
+        };
         open
     }
 
     /// Reads up to a batch of rows into the readers, a page at a time
-    /// ([`crate::deform`]); the rows read.
+    /// ([`crate::deform`]); the rows read. With a filter, it stops after
+    /// [`EXAMINED_ROWS`] tuples even if fewer passed (possibly none), so that
+    /// a batch takes about as long with a filter as without one.
     ///
     /// # Safety
     /// On the backend thread, inside [`pgcall::call`], `open` alive and
@@ -514,8 +642,10 @@ impl HeapStream {
         let scan = open.scan.cast::<pg_sys::HeapScanDescData>();
         let rel = self.binding.rel;
         let pscan = self.binding.pscan.cast::<pg_sys::ParallelBlockTableScanDescData>();
+        let filter = self.filter.as_ref().map(|f| &*f.filter);
         let mut rows = 0;
-        while rows < BATCH_ROWS {
+        let mut examined = 0;
+        while rows < BATCH_ROWS && examined < EXAMINED_ROWS {
             if self.pages.next >= self.pages.count {
                 if self.pages.finished {
                     break;
@@ -538,36 +668,49 @@ impl HeapStream {
                 // SAFETY: as above; pins the page and lists its visible
                 // tuples under the scan's snapshot.
                 unsafe { pg_sys::heapgetpage(open.scan, block) };
+                if !layout.is_empty() {
+                    // SAFETY: heapgetpage pinned the page.
+                    unsafe { deform::prefetch_page((*scan).rs_cbuf) };
+                }
                 self.pages.next = 0;
                 // SAFETY: as above.
                 self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;
                 continue;
             }
-            // This page's next visible tuples, as many as the batch takes,
-            // column by column, then to the readers (while the page is
-            // pinned: the values point into it).
-            let take = (self.pages.count - self.pages.next).min(BATCH_ROWS - rows);
             if layout.is_empty() {
                 // No column is read (count(*)): the rows are all there is.
+                let take = (self.pages.count - self.pages.next).min(BATCH_ROWS - rows);
                 self.pages.next += take;
                 rows += take;
                 continue;
             }
-            // SAFETY: visible tuples of the pinned current page.
-            let deformed = unsafe {
-                (self.pages.next..self.pages.next + take)
-                    .try_for_each(|i| {
-                        let (tuple, len) = deform::page_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[i]);
-                        layout.deform(tuple, len, &mut self.columns)
-                    })
-                    .and_then(|()| self.columns.flush(&mut self.readers))
-            };
-            self.pages.next += take;
-            if let Err((reader, e)) = deformed {
+            // This page's next visible tuples, as many as the batch takes,
+            // column by column, then to the readers (while the page is
+            // pinned: the values point into it).
+            let mut deformed = Ok(());
+            while self.pages.next < self.pages.count && rows < BATCH_ROWS {
+                // SAFETY: a visible tuple of the pinned current page.
+                let passed = unsafe {
+                    let (tuple, len) = deform::page_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[self.pages.next]);
+                    layout.deform(tuple, len, &mut self.columns, filter)
+                };
+                self.pages.next += 1;
+                examined += 1;
+                match passed {
+                    Ok(passed) => rows += usize::from(passed),
+                    Err(e) => {
+                        deformed = Err(e);
+                        break;
+                    }
+                }
+            }
+            // SAFETY: the values point into the still pinned page.
+            let flushed = unsafe { self.columns.flush(&mut self.readers) };
+            deformed.map_err(|e| DataFusionError::Execution(format!("{e} (in {})", self.table)))?;
+            if let Err((reader, e)) = flushed {
                 let name = self.schema.field(reader).name();
                 return exec_err!("column \"{name}\" of {}: {e}", self.table);
             }
-            rows += take;
         }
         Ok(rows)
     }
@@ -577,23 +720,40 @@ impl HeapStream {
     /// # Safety
     /// On the backend thread, inside [`pgcall::call`], `open` alive.
     unsafe fn fill(&mut self, open: OpenScan) -> Result<usize> {
+        if self.pages.finished {
+            return Ok(0);
+        }
         let mut rows = 0;
-        while rows < BATCH_ROWS {
+        let mut examined = 0;
+        while rows < BATCH_ROWS && examined < EXAMINED_ROWS {
             // SAFETY: per the caller; the slot belongs to the scan's
             // relation.
             let found =
                 unsafe { pg_sys::heap_getnextslot(open.scan, pg_sys::ScanDirection::ForwardScanDirection, open.slot) };
             if !found {
+                self.pages.finished = true;
                 break;
             }
-            // SAFETY: as above; deforming up to the last projected
-            // attribute makes tts_values/tts_isnull valid up to it.
+            examined += 1;
+            // SAFETY: as above; deforming up to the last attribute read
+            // makes tts_values/tts_isnull valid up to it.
             unsafe {
                 if (*open.slot).tts_nvalid < self.last_attnum {
                     pg_sys::slot_getsomeattrs_int(open.slot, i32::from(self.last_attnum));
                 }
                 let values = (*open.slot).tts_values;
                 let nulls = (*open.slot).tts_isnull;
+                if let Some(Filtered { inputs, filter }) = &self.filter {
+                    let fetch = |j: usize| {
+                        let at = (inputs[j].attnum - 1) as usize;
+                        (*values.add(at), *nulls.add(at))
+                    };
+                    match filter.passes(&mut self.scratch, fetch) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err((j, e)) => return exec_err!("column \"{}\" of {}: {e}", inputs[j].name, self.table),
+                    }
+                }
                 for (i, (attnum, reader)) in self.readers.iter_mut().enumerate() {
                     let at = (*attnum - 1) as usize;
                     if let Err(e) = reader.push(*values.add(at), *nulls.add(at)) {
@@ -679,6 +839,41 @@ struct ScanNode {
     rows: Option<f64>,
     #[prost(message, repeated, tag = "7")]
     columns: Vec<ColumnNode>,
+    /// The filter's conjuncts, each a datafusion-proto LogicalExprNode.
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    filters: Vec<Vec<u8>>,
+    /// The columns the filter reads, in input order.
+    #[prost(message, repeated, tag = "9")]
+    inputs: Vec<ColumnNode>,
+}
+
+impl ColumnNode {
+    fn new(c: &ScanColumn) -> ColumnNode {
+        ColumnNode {
+            attnum: i32::from(c.attnum),
+            name: c.name.clone(),
+            typid: c.typid.to_u32(),
+            typmod: c.typmod,
+            nullable: c.nullable,
+        }
+    }
+
+    fn decode(self) -> Result<ScanColumn> {
+        let typid = pg_sys::Oid::from(self.typid);
+        let ty = PgType::of(typid, self.typmod).map_err(DataFusionError::Execution)?;
+        let attnum = i16::try_from(self.attnum).ok().filter(|a| *a > 0);
+        let Some(attnum) = attnum else {
+            return exec_err!("weft: a shipped scan names attribute {}", self.attnum);
+        };
+        Ok(ScanColumn {
+            attnum,
+            name: self.name,
+            typid,
+            typmod: self.typmod,
+            ty,
+            nullable: self.nullable,
+        })
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -723,7 +918,7 @@ impl PhysicalExtensionCodec for HeapCodec {
         &self,
         buf: &[u8],
         _inputs: &[Arc<dyn ExecutionPlan>],
-        _ctx: &TaskContext,
+        ctx: &TaskContext,
         _converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = ScanNode::decode(buf).map_err(|e| internal_datafusion_err!("weft heap scan node: {e}"))?;
@@ -736,23 +931,32 @@ impl PhysicalExtensionCodec for HeapCodec {
                 node.name
             );
         }
-        let mut columns = Vec::with_capacity(node.columns.len());
-        for c in node.columns {
-            let typid = pg_sys::Oid::from(c.typid);
-            let ty = PgType::of(typid, c.typmod).map_err(DataFusionError::Execution)?;
-            let attnum = i16::try_from(c.attnum).ok().filter(|a| *a > 0);
-            let Some(attnum) = attnum else {
-                return exec_err!("weft: a shipped scan names attribute {}", c.attnum);
-            };
-            columns.push(ScanColumn {
-                attnum,
-                name: c.name,
-                typid,
-                typmod: c.typmod,
-                ty,
-                nullable: c.nullable,
-            });
-        }
+        let columns = node
+            .columns
+            .into_iter()
+            .map(ColumnNode::decode)
+            .collect::<Result<Vec<_>>>()?;
+        let filter = match node.filters.is_empty() {
+            true => None,
+            false => {
+                let exprs = node
+                    .filters
+                    .iter()
+                    .map(|bytes| {
+                        let proto = LogicalExprNode::decode(bytes.as_slice())
+                            .map_err(|e| internal_datafusion_err!("weft scan filter: {e}"))?;
+                        parse_expr(&proto, ctx, &DefaultLogicalExtensionCodec {})
+                            .map_err(|e| internal_datafusion_err!("weft scan filter: {e}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let inputs = node
+                    .inputs
+                    .into_iter()
+                    .map(ColumnNode::decode)
+                    .collect::<Result<Vec<_>>>()?;
+                Some(Filtered::new(exprs, inputs).map_err(DataFusionError::Execution)?)
+            }
+        };
         Ok(Arc::new(HeapScanExec::new(
             ScanTarget {
                 relid: pg_sys::Oid::from(node.relid),
@@ -760,6 +964,7 @@ impl PhysicalExtensionCodec for HeapCodec {
                 name: node.name,
             },
             columns,
+            filter,
             node.partitions as usize,
             node.rows,
             Some(node.slot),
@@ -786,16 +991,24 @@ impl PhysicalExtensionCodec for HeapCodec {
             slot,
             partitions: scan.partitions as u32,
             rows: scan.rows,
-            columns: scan
-                .columns
+            columns: scan.columns.iter().map(ColumnNode::new).collect(),
+            filters: match &scan.filter {
+                None => Vec::new(),
+                Some(f) => f
+                    .filter
+                    .exprs
+                    .iter()
+                    .map(|e| {
+                        serialize_expr(e, &DefaultLogicalExtensionCodec {})
+                            .map(|proto| proto.encode_to_vec())
+                            .map_err(|e| internal_datafusion_err!("weft scan filter: {e}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            },
+            inputs: scan
+                .filter
                 .iter()
-                .map(|c| ColumnNode {
-                    attnum: i32::from(c.attnum),
-                    name: c.name.clone(),
-                    typid: c.typid.to_u32(),
-                    typmod: c.typmod,
-                    nullable: c.nullable,
-                })
+                .flat_map(|f| f.inputs.iter().map(ColumnNode::new))
                 .collect(),
         };
         message

@@ -12,7 +12,8 @@
 //! - [`types`]: Postgres types as Arrow types, both ways;
 //! - [`heap`]: heap tables as DataFusion sources, one parallel scan shared
 //!   by all participants; [`deform`]: their tuples read in Rust, a page
-//!   at a time;
+//!   at a time; [`filter`]: the query's filters evaluated on those tuples
+//!   in place, before anything is converted;
 //! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
 //!   database's tables;
 //! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
@@ -25,6 +26,7 @@
 use pgrx::prelude::*;
 
 pub mod deform;
+pub mod filter;
 pub mod guc;
 pub mod heap;
 pub mod mesh_bench;

@@ -706,8 +706,14 @@ unsafe fn fold(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
     }
     // SAFETY: per the caller. Folding evaluates only immutable functions
     // on constants, which the stock planner did the same way already
-    // (it planned this query first).
-    unsafe { pg_sys::eval_const_expressions(std::ptr::null_mut(), node) }
+    // (it planned this query first). Folding may build operators without
+    // their function (NOT (a > b) becomes a <= b); fix_opfuncids fills
+    // them in, as the planner does.
+    unsafe {
+        let folded = pg_sys::eval_const_expressions(std::ptr::null_mut(), node);
+        pg_sys::fix_opfuncids(folded);
+        folded
+    }
 }
 
 /// A DataFusion error as a refusal.

@@ -296,6 +296,51 @@ fn primitive<T: ArrowNativeType>(
         .map_err(|e| e.to_string())?;
     Ok(make_array(data))
 }
+/// A non-NULL heap value as a scan filter compares it ([`crate::filter`]):
+/// the value its column's Arrow array would hold, as an integer (every
+/// fixed-width type but floats; a decimal scaled by 10^scale) or as bytes
+/// (text without a bpchar's padding). It comes through the same
+/// conversions as [`ColumnReader`]'s, with the same refusals.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar<'a> {
+    /// Integers, dates, times, timestamps, oids, decimals, booleans (0/1).
+    Int(i128),
+    /// Text, varchar, name and bpchar.
+    Bytes(&'a [u8]),
+}
+
+/// `datum`, a non-NULL value of type `ty`, as a [`Scalar`].
+///
+/// # Safety
+/// As [`ColumnReader::push_all`]'s, for one value; the bytes live until the
+/// current memory context is reset or the tuple's page is unpinned.
+pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, String> {
+    let value = datum.value();
+    Ok(Scalar::Int(match ty {
+        PgType::Bool => i128::from(value != 0),
+        PgType::Int2 => i128::from(value as i16),
+        PgType::Int4 => i128::from(value as i32),
+        PgType::Int8 | PgType::Time => i128::from(value as i64),
+        PgType::Oid => i128::from(value as u32),
+        PgType::Date => i128::from(date_to_arrow(value as i32)?),
+        PgType::Timestamp | PgType::TimestampTz => i128::from(timestamp_to_arrow(value as i64)?),
+        // SAFETY: per the caller, a numeric datum.
+        PgType::Numeric { scale, .. } => numeric_to_i128(unsafe { varlena_bytes(datum) }, scale)?,
+        PgType::Name => {
+            // SAFETY: a name is a NUL-terminated NameData.
+            let name = unsafe { std::ffi::CStr::from_ptr(datum.cast_mut_ptr()) };
+            return Ok(Scalar::Bytes(name.to_bytes()));
+        }
+        // SAFETY: per the caller, a text-like varlena.
+        PgType::BpChar => return Ok(Scalar::Bytes(trim_blanks(unsafe { varlena_bytes(datum) }))),
+        // SAFETY: as above.
+        PgType::Text => return Ok(Scalar::Bytes(unsafe { varlena_bytes(datum) })),
+        PgType::Float4 | PgType::Float8 | PgType::Interval | PgType::Uuid | PgType::Bytea => {
+            return Err(format!("weft's scan filters do not compare {ty:?} values"))
+        }
+    }))
+}
+
 /// A varlena datum's bytes, detoasted (into the current memory context)
 /// when compressed or stored out of line.
 ///

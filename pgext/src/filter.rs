@@ -1,0 +1,655 @@
+//! Filters evaluated inside the heap scan, on each tuple's values in place,
+//! before any column is converted to Arrow.
+//!
+//! Most analytic queries keep a small share of a large table's rows (a date
+//! range, a status, a name pattern). Converting every row's columns to Arrow
+//! and only then filtering spends most of the scan on rows that are thrown
+//! away. DataFusion offers a query's conjuncts to the table
+//! ([`crate::heap::HeapTable`] asks [`ScanFilter::supports`]); those this
+//! module evaluates exactly as DataFusion's FilterExec would become a
+//! [`ScanFilter`], and DataFusion drops them from its own plan (they are
+//! pushed down as *exact*). The scan evaluates the filter per tuple, on the
+//! values read in place, and converts only the tuples that pass; a column
+//! only a filter reads is never converted at all.
+//!
+//! What is evaluated here (anything else stays in DataFusion's FilterExec):
+//! - AND, OR and NOT, in SQL's three-valued logic; a boolean column;
+//!   IS [NOT] NULL;
+//! - `=`, `<>`, `<`, `<=`, `>`, `>=` between a column and a constant or two
+//!   columns, of integers, dates, times, timestamps, oids, decimals and
+//!   strings (bytes order, which is the order DataFusion compares Utf8 in);
+//! - a column cast losslessly (a wider integer or decimal, a date to a
+//!   timestamp): the cast is a multiplication, done in 128 bits;
+//! - `[NOT] IN` lists of constants, NULLs among them;
+//! - `[NOT] LIKE` with `%` wildcards only (no `_`, no escapes).
+//!
+//! Values are read through the column readers' own conversions
+//! ([`crate::types::scalar`]), so a value a reader refuses (a date
+//! infinity, a NaN numeric) is refused here too, with the same message.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{BinaryExpr, Expr, Like, Operator};
+use memchr::memmem;
+use pgrx::pg_sys::Datum;
+
+use crate::types::{scalar, PgType, Scalar};
+
+/// Filters a scan evaluates on each tuple; see the module docs.
+#[derive(Debug)]
+pub struct ScanFilter {
+    /// The conjuncts, as DataFusion pushed them (shipped to the workers,
+    /// shown by EXPLAIN).
+    pub exprs: Vec<Expr>,
+    /// The columns the predicate reads: indexes into the column list it was
+    /// compiled against.
+    pub inputs: Vec<usize>,
+    /// The type of each input.
+    types: Vec<PgType>,
+    /// All conjuncts, cheapest first.
+    predicate: Predicate,
+}
+
+/// A compiled filter. Inputs are indexes into [`ScanFilter::inputs`].
+#[derive(Debug)]
+enum Predicate {
+    /// A constant TRUE, FALSE or NULL.
+    Const(Option<bool>),
+    And(Vec<Predicate>),
+    Or(Vec<Predicate>),
+    Not(Box<Predicate>),
+    /// A boolean column.
+    Input(usize),
+    IsNull {
+        input: usize,
+        negated: bool,
+    },
+    Compare {
+        left: Operand,
+        op: Operator,
+        right: Operand,
+    },
+    InList {
+        input: Operand,
+        list: Vec<Value>,
+        /// The list holds a NULL (a miss is then NULL, not FALSE).
+        has_null: bool,
+        negated: bool,
+    },
+    Like {
+        input: usize,
+        pattern: Pattern,
+        negated: bool,
+    },
+}
+
+/// One side of a comparison.
+#[derive(Debug)]
+enum Operand {
+    /// An input's value times `factor` (a lossless cast; 1 for none).
+    Input {
+        input: usize,
+        factor: i128,
+    },
+    Const(Value),
+}
+
+/// A constant, in the domain [`Scalar`] reads values in.
+#[derive(Debug, PartialEq)]
+enum Value {
+    Int(i128),
+    Bytes(Vec<u8>),
+}
+
+/// A LIKE pattern whose only wildcard is `%`: the literal parts between
+/// the `%`s. A value matches when it starts with the first part, ends with
+/// the last, and holds the middle ones in order between them. (Matching
+/// UTF-8 bytes is matching characters: no character's encoding starts
+/// inside another's.)
+#[derive(Debug)]
+struct Pattern {
+    first: Vec<u8>,
+    /// None when the pattern has no `%` (the value must equal `first`).
+    last: Option<Vec<u8>>,
+    middle: Vec<memmem::Finder<'static>>,
+}
+
+/// A column the filter can name: its name and type.
+pub type FilterColumn<'a> = (&'a str, PgType);
+
+impl ScanFilter {
+    /// Whether `expr` can be evaluated in the scan of a table with
+    /// `columns`.
+    pub fn supports(expr: &Expr, columns: &[FilterColumn]) -> bool {
+        Compiler::new(columns).predicate(expr).is_some()
+    }
+
+    /// The filter of the conjuncts `exprs` over `columns`; an error names
+    /// the first conjunct [`ScanFilter::supports`] refuses.
+    pub fn compile(exprs: Vec<Expr>, columns: &[FilterColumn]) -> Result<ScanFilter, String> {
+        let mut compiler = Compiler::new(columns);
+        let mut conjuncts = Vec::with_capacity(exprs.len());
+        for expr in &exprs {
+            match compiler.predicate(expr) {
+                Some(p) => conjuncts.push(p),
+                None => return Err(format!("weft cannot evaluate the filter {expr} in a scan")),
+            }
+        }
+        let types = compiler.inputs.iter().map(|&c| columns[c].1).collect::<Vec<_>>();
+        let mut predicate = Predicate::And(conjuncts);
+        predicate.order(&types);
+        Ok(ScanFilter {
+            exprs,
+            inputs: compiler.inputs,
+            types,
+            predicate,
+        })
+    }
+
+    /// Whether a tuple passes (the filter is TRUE, not FALSE or NULL).
+    /// `fetch(i)` gives input i's datum and whether it is NULL; `scratch`
+    /// is reused from tuple to tuple. On a value the conversion refuses,
+    /// the input it belongs to and why.
+    ///
+    /// # Safety
+    /// Every datum `fetch` gives is a valid value of its input's type, as
+    /// [`crate::types::ColumnReader::push_all`] requires.
+    pub unsafe fn passes(
+        &self,
+        scratch: &mut Scratch,
+        fetch: impl Fn(usize) -> (Datum, bool),
+    ) -> Result<bool, (usize, String)> {
+        scratch.values.clear();
+        scratch.values.resize(self.inputs.len(), Cached::Pending);
+        // Row's invariant (every fetched datum is valid) is the caller's.
+        let mut row = Row {
+            types: &self.types,
+            values: &mut scratch.values,
+            fetch,
+        };
+        Ok(self.predicate.eval(&mut row)? == Some(true))
+    }
+}
+
+/// A tuple's decoded inputs, reused between tuples.
+#[derive(Default)]
+pub struct Scratch {
+    values: Vec<Cached>,
+}
+
+/// An input of the current tuple: not read yet, NULL, or its value. The
+/// bytes of a string live as long as the tuple (its page stays pinned, a
+/// detoasted copy stays in the batch's memory): `'static` stands for that,
+/// and [`ScanFilter::passes`] clears them before it returns to a caller
+/// that could outlive them.
+#[derive(Clone, Copy)]
+enum Cached {
+    Pending,
+    Null,
+    Value(Scalar<'static>),
+}
+
+/// A tuple's inputs as the predicate reads them.
+///
+/// Invariant: `fetch(i)` gives a valid datum of type `types[i]` (or a
+/// NULL), as [`ScanFilter::passes`]'s caller promises; only `passes`
+/// makes a Row.
+struct Row<'r, F> {
+    types: &'r [PgType],
+    values: &'r mut Vec<Cached>,
+    fetch: F,
+}
+
+impl<F: Fn(usize) -> (Datum, bool)> Row<'_, F> {
+    /// Input `i`'s value, None for NULL.
+    fn get(&mut self, i: usize) -> Result<Option<Scalar<'static>>, (usize, String)> {
+        match self.values[i] {
+            Cached::Null => Ok(None),
+            Cached::Value(v) => Ok(Some(v)),
+            Cached::Pending => {
+                let (datum, null) = (self.fetch)(i);
+                let value = if null {
+                    None
+                } else {
+                    // SAFETY: a valid datum of this type (Row's invariant).
+                    Some(unsafe { scalar(self.types[i], datum) }.map_err(|e| (i, e))?)
+                };
+                self.values[i] = value.map_or(Cached::Null, Cached::Value);
+                Ok(value)
+            }
+        }
+    }
+}
+
+impl Predicate {
+    /// The predicate's value for the row: Some(true), Some(false) or None
+    /// (NULL).
+    fn eval<F: Fn(usize) -> (Datum, bool)>(&self, row: &mut Row<F>) -> Result<Option<bool>, (usize, String)> {
+        Ok(match self {
+            Predicate::Const(v) => *v,
+            Predicate::And(all) => {
+                let mut result = Some(true);
+                for p in all {
+                    match p.eval(row)? {
+                        Some(false) => return Ok(Some(false)),
+                        None => result = None,
+                        Some(true) => {}
+                    }
+                }
+                result
+            }
+            Predicate::Or(any) => {
+                let mut result = Some(false);
+                for p in any {
+                    match p.eval(row)? {
+                        Some(true) => return Ok(Some(true)),
+                        None => result = None,
+                        Some(false) => {}
+                    }
+                }
+                result
+            }
+            Predicate::Not(p) => p.eval(row)?.map(|v| !v),
+            Predicate::Input(i) => row.get(*i)?.map(|v| v != Scalar::Int(0)),
+            Predicate::IsNull { input, negated } => Some(row.get(*input)?.is_none() != *negated),
+            Predicate::Compare { left, op, right } => {
+                let (Some(l), Some(r)) = (left.get(row)?, right.get(row)?) else {
+                    return Ok(None);
+                };
+                let ordering = l.cmp(&r);
+                Some(match op {
+                    Operator::Eq => ordering.is_eq(),
+                    Operator::NotEq => ordering.is_ne(),
+                    Operator::Lt => ordering.is_lt(),
+                    Operator::LtEq => ordering.is_le(),
+                    Operator::Gt => ordering.is_gt(),
+                    _ => ordering.is_ge(),
+                })
+            }
+            Predicate::InList {
+                input,
+                list,
+                has_null,
+                negated,
+            } => {
+                let Some(v) = input.get(row)? else {
+                    return Ok(None);
+                };
+                if list.iter().any(|c| c.as_key() == v) {
+                    Some(!negated)
+                } else if *has_null {
+                    None
+                } else {
+                    Some(*negated)
+                }
+            }
+            Predicate::Like {
+                input,
+                pattern,
+                negated,
+            } => match row.get(*input)? {
+                Some(Scalar::Bytes(s)) => Some(pattern.matches(s) != *negated),
+                Some(Scalar::Int(_)) => unreachable!("LIKE compiles over strings only"),
+                None => None,
+            },
+        })
+    }
+
+    /// Reorders ANDs and ORs cheapest first: their value does not depend
+    /// on the order, and the first FALSE (or TRUE) spares the rest.
+    fn order(&mut self, types: &[PgType]) {
+        if let Predicate::And(ps) | Predicate::Or(ps) = self {
+            for p in ps.iter_mut() {
+                p.order(types);
+            }
+            ps.sort_by_key(|p| p.cost(types));
+        }
+        if let Predicate::Not(p) = self {
+            p.order(types);
+        }
+    }
+
+    /// A rough rank of the work to evaluate.
+    fn cost(&self, types: &[PgType]) -> u32 {
+        let input = |i: usize| match types[i] {
+            PgType::Numeric { .. } => 4,
+            PgType::Text | PgType::BpChar | PgType::Name => 3,
+            _ => 1,
+        };
+        let operand = |o: &Operand| match o {
+            Operand::Input { input: i, .. } => input(*i),
+            Operand::Const(_) => 0,
+        };
+        match self {
+            Predicate::Const(_) => 0,
+            Predicate::Input(i) | Predicate::IsNull { input: i, .. } => input(*i),
+            Predicate::Compare { left, right, .. } => operand(left) + operand(right),
+            Predicate::InList { input, list, .. } => operand(input) + list.len() as u32 / 4,
+            Predicate::Like { input: i, .. } => input(*i) + 4,
+            Predicate::Not(p) => p.cost(types),
+            Predicate::And(ps) | Predicate::Or(ps) => ps.iter().map(|p| p.cost(types)).sum(),
+        }
+    }
+}
+
+/// A value compared: integers with integers, bytes with bytes (the
+/// compiler never mixes them; the derived order would put integers first).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Key<'a> {
+    Int(i128),
+    Bytes(&'a [u8]),
+}
+
+impl Value {
+    fn as_key(&self) -> Key<'_> {
+        match self {
+            Value::Int(v) => Key::Int(*v),
+            Value::Bytes(b) => Key::Bytes(b),
+        }
+    }
+}
+
+impl Operand {
+    /// The operand's value for the row, None for NULL.
+    fn get<'v, F: Fn(usize) -> (Datum, bool)>(&'v self, row: &mut Row<F>) -> Result<Option<Key<'v>>, (usize, String)> {
+        Ok(match self {
+            Operand::Const(v) => Some(v.as_key()),
+            Operand::Input { input, factor } => match row.get(*input)? {
+                None => None,
+                Some(Scalar::Int(v)) if *factor == 1 => Some(Key::Int(v)),
+                Some(Scalar::Int(v)) => {
+                    Some(Key::Int(v.checked_mul(*factor).ok_or_else(|| {
+                        (*input, "a value out of range for the scan filter's cast".to_string())
+                    })?))
+                }
+                Some(Scalar::Bytes(b)) => Some(Key::Bytes(b)),
+            },
+        })
+    }
+}
+
+impl Pattern {
+    /// The pattern of a LIKE literal; None if it has a wildcard other than
+    /// `%` or an escape (`escape`, or DataFusion's default backslash).
+    fn new(pattern: &str, escape: Option<char>) -> Option<Pattern> {
+        if pattern.contains(['_', '\\']) || escape.is_some_and(|e| pattern.contains(e)) {
+            return None;
+        }
+        let mut parts: Vec<&str> = pattern.split('%').collect();
+        let first = parts.remove(0).as_bytes().to_vec();
+        let last = parts.pop().map(|p| p.as_bytes().to_vec());
+        let middle = parts
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| memmem::Finder::new(p.as_bytes()).into_owned())
+            .collect();
+        Some(Pattern { first, last, middle })
+    }
+
+    fn matches(&self, s: &[u8]) -> bool {
+        let Some(last) = &self.last else {
+            return s == self.first;
+        };
+        if s.len() < self.first.len() + last.len() || !s.starts_with(&self.first) || !s.ends_with(last) {
+            return false;
+        }
+        // Each middle part at its leftmost place after the one before: if
+        // any placement fits, this one does.
+        let mut rest = &s[self.first.len()..s.len() - last.len()];
+        for finder in &self.middle {
+            match finder.find(rest) {
+                Some(at) => rest = &rest[at + finder.needle().len()..],
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Turns DataFusion expressions into [`Predicate`]s, collecting the inputs.
+struct Compiler<'c> {
+    columns: &'c [FilterColumn<'c>],
+    /// Column indexes, in input order.
+    inputs: Vec<usize>,
+}
+
+/// What a comparison side yields, for checking that both sides agree.
+#[derive(Clone, Debug, PartialEq)]
+enum Domain {
+    /// Integers of one Arrow type (a decimal's precision aside: the
+    /// scaled integers compare the same).
+    Int(DataType),
+    Bytes,
+}
+
+impl<'c> Compiler<'c> {
+    fn new(columns: &'c [FilterColumn<'c>]) -> Compiler<'c> {
+        Compiler {
+            columns,
+            inputs: Vec::new(),
+        }
+    }
+
+    fn predicate(&mut self, expr: &Expr) -> Option<Predicate> {
+        Some(match expr {
+            Expr::Literal(ScalarValue::Boolean(v), _) => Predicate::Const(*v),
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+                Operator::And => Predicate::And(flatten(self.predicate(left)?, self.predicate(right)?, true)),
+                Operator::Or => Predicate::Or(flatten(self.predicate(left)?, self.predicate(right)?, false)),
+                Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
+                    let (left, l) = self.operand(left)?;
+                    let (right, r) = self.operand(right)?;
+                    if domain_of(&l)? != domain_of(&r)?
+                        || matches!((&left, &right), (Operand::Const(_), Operand::Const(_)))
+                    {
+                        return None;
+                    }
+                    Predicate::Compare { left, op: *op, right }
+                }
+                _ => return None,
+            },
+            Expr::Not(inner) => Predicate::Not(Box::new(self.predicate(inner)?)),
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => Predicate::IsNull {
+                input: self.column(inner)?.0,
+                negated: matches!(expr, Expr::IsNotNull(_)),
+            },
+            Expr::Column(_) => match self.column(expr)? {
+                (input, PgType::Bool) => Predicate::Input(input),
+                _ => return None,
+            },
+            Expr::InList(list) => {
+                let (input, ty) = self.operand(&list.expr)?;
+                let domain = domain_of(&ty)?;
+                if matches!(input, Operand::Const(_)) {
+                    return None;
+                }
+                let mut values = Vec::with_capacity(list.list.len());
+                let mut has_null = false;
+                for item in &list.list {
+                    let Expr::Literal(value, _) = item else { return None };
+                    if value.is_null() {
+                        has_null = true;
+                        continue;
+                    }
+                    if domain_of(&value.data_type())? != domain {
+                        return None;
+                    }
+                    values.push(constant(value)?);
+                }
+                Predicate::InList {
+                    input,
+                    list: values,
+                    has_null,
+                    negated: list.negated,
+                }
+            }
+            Expr::Like(Like {
+                negated,
+                expr: input,
+                pattern,
+                escape_char,
+                case_insensitive: false,
+            }) => {
+                let (input, ty) = self.operand(input)?;
+                let (Operand::Input { input, .. }, Some(Domain::Bytes)) = (input, domain_of(&ty)) else {
+                    return None;
+                };
+                let Expr::Literal(pattern, _) = pattern.as_ref() else {
+                    return None;
+                };
+                let pattern = match pattern {
+                    ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p)) => p,
+                    _ => return None,
+                };
+                Predicate::Like {
+                    input,
+                    pattern: Pattern::new(pattern, *escape_char)?,
+                    negated: *negated,
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// A column or a constant, through lossless casts, and its type.
+    fn operand(&mut self, expr: &Expr) -> Option<(Operand, DataType)> {
+        match expr {
+            Expr::Literal(value, _) if !value.is_null() => Some((Operand::Const(constant(value)?), value.data_type())),
+            Expr::Column(_) => {
+                let (input, ty) = self.column(expr)?;
+                let ty = ty.arrow();
+                domain_of(&ty)?;
+                Some((Operand::Input { input, factor: 1 }, ty))
+            }
+            Expr::Cast(cast) => {
+                let (operand, from) = self.operand(&cast.expr)?;
+                let Operand::Input { input, factor } = operand else {
+                    return None;
+                };
+                let to = cast.field.data_type();
+                let by = lossless_factor(&from, to)?;
+                Some((
+                    Operand::Input {
+                        input,
+                        factor: factor.checked_mul(by)?,
+                    },
+                    to.clone(),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// The input reading column `expr` (a plain column reference).
+    fn column(&mut self, expr: &Expr) -> Option<(usize, PgType)> {
+        let Expr::Column(column) = expr else { return None };
+        let index = self.columns.iter().position(|(name, _)| *name == column.name)?;
+        let ty = self.columns[index].1;
+        let input = match self.inputs.iter().position(|&c| c == index) {
+            Some(i) => i,
+            None => {
+                self.inputs.push(index);
+                self.inputs.len() - 1
+            }
+        };
+        Some((input, ty))
+    }
+}
+
+/// The operands of `left AND right` (`and`) or `left OR right`, with
+/// nested ANDs (ORs) merged in, so that ordering them sees them all.
+fn flatten(left: Predicate, right: Predicate, and: bool) -> Vec<Predicate> {
+    let mut all = Vec::new();
+    for p in [left, right] {
+        match p {
+            Predicate::And(ps) if and => all.extend(ps),
+            Predicate::Or(ps) if !and => all.extend(ps),
+            p => all.push(p),
+        }
+    }
+    all
+}
+
+/// How values of Arrow type `ty` compare here, if they do.
+fn domain_of(ty: &DataType) -> Option<Domain> {
+    Some(match ty {
+        DataType::Boolean
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt32
+        | DataType::Date32
+        | DataType::Time64(_)
+        | DataType::Timestamp(_, _) => Domain::Int(ty.clone()),
+        // Precision does not change how scaled integers compare.
+        DataType::Decimal128(_, scale) => Domain::Int(DataType::Decimal128(38, *scale)),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Domain::Bytes,
+        _ => return None,
+    })
+}
+
+/// A constant as a [`Value`].
+fn constant(value: &ScalarValue) -> Option<Value> {
+    let int = |v: i128| Some(Value::Int(v));
+    match value {
+        ScalarValue::Boolean(Some(v)) => int(i128::from(*v)),
+        ScalarValue::Int16(Some(v)) => int(i128::from(*v)),
+        ScalarValue::Int32(Some(v)) | ScalarValue::Date32(Some(v)) => int(i128::from(*v)),
+        ScalarValue::Int64(Some(v))
+        | ScalarValue::Time64Microsecond(Some(v))
+        | ScalarValue::Time64Nanosecond(Some(v))
+        | ScalarValue::TimestampSecond(Some(v), _)
+        | ScalarValue::TimestampMillisecond(Some(v), _)
+        | ScalarValue::TimestampMicrosecond(Some(v), _)
+        | ScalarValue::TimestampNanosecond(Some(v), _) => int(i128::from(*v)),
+        ScalarValue::UInt32(Some(v)) => int(i128::from(*v)),
+        ScalarValue::Decimal128(Some(v), _, _) => int(*v),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            Some(Value::Bytes(s.as_bytes().to_vec()))
+        }
+        _ => None,
+    }
+}
+
+/// What a value of type `from` is multiplied by when cast to `to`, if the
+/// cast keeps every value exactly (and so never fails).
+fn lossless_factor(from: &DataType, to: &DataType) -> Option<i128> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    if (domain_of(from)?, domain_of(to)?) == (Domain::Bytes, Domain::Bytes) {
+        return Some(1);
+    }
+    // Decimal digits an integer type's values may have.
+    let digits = |ty: &DataType| match ty {
+        DataType::Int16 => Some(5),
+        DataType::Int32 => Some(10),
+        DataType::Int64 => Some(19),
+        _ => None,
+    };
+    let per_second = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => 1i128,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    };
+    let pow10 = |n: i8| 10i128.checked_pow(u32::try_from(n).ok()?);
+    match (from, to) {
+        _ if from == to => Some(1),
+        (DataType::Int16, DataType::Int32 | DataType::Int64) | (DataType::Int32, DataType::Int64) => Some(1),
+        (DataType::Int16 | DataType::Int32 | DataType::Int64, DataType::Decimal128(precision, scale)) => {
+            (i16::from(*precision) - i16::from(*scale) >= digits(from)?).then_some(())?;
+            pow10(*scale)
+        }
+        (DataType::Decimal128(p, s), DataType::Decimal128(to_p, to_s))
+            if to_s >= s && i16::from(*to_p) - i16::from(*to_s) >= i16::from(*p) - i16::from(*s) =>
+        {
+            pow10(to_s - s)
+        }
+        (DataType::Date32, DataType::Timestamp(unit, None)) => Some(86_400 * per_second(unit)),
+        (DataType::Timestamp(from_unit, from_zone), DataType::Timestamp(to_unit, to_zone))
+            if from_zone == to_zone && per_second(to_unit) >= per_second(from_unit) =>
+        {
+            Some(per_second(to_unit) / per_second(from_unit))
+        }
+        _ => None,
+    }
+}
