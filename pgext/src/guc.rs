@@ -16,11 +16,22 @@ pub static EXPLAIN_FALLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// query over.
 pub static MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_MIN_COST);
 
-/// `weft.min_cost`'s default, from `make bench-sql` at TPC-H SF1 here
-/// (benches/README.md): of the queries whose stock plans cost less, weft
-/// lost more than it won (index-driven joins and filters that Postgres
-/// runs in well under half a second); above it, all but one gained.
-pub const DEFAULT_MIN_COST: f64 = 200_000.0;
+/// `weft.min_cost`'s default: a stock plan this cheap runs in tens of
+/// milliseconds here, where weft's fixed cost (launching a worker,
+/// planning with DataFusion: about 8 ms) would eat most of any gain. Every
+/// TPC-H query at SF1 costs more (the cheapest, Q16, about 39000).
+pub const DEFAULT_MIN_COST: f64 = 30_000.0;
+
+/// `weft.scan_cost_ratio`: how many times the cost of weft reading the
+/// query's tables whole the stock plan must cost for weft to take it.
+pub static SCAN_COST_RATIO: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_SCAN_COST_RATIO);
+
+/// `weft.scan_cost_ratio`'s default, from `make bench-sql` at TPC-H SF1
+/// here (benches/README.md): every query whose stock plan costs at least
+/// 1.5 times weft's reading gained or broke even under weft (1.0x-4.2x);
+/// every one below lost (0.4x-0.86x: Postgres answers them from primary
+/// key indexes, reading a small part of the tables weft reads whole).
+pub const DEFAULT_SCAN_COST_RATIO: f64 = 1.5;
 
 /// `weft.workers`: parallel workers per query besides the leader; -1
 /// follows Postgres's `max_parallel_workers_per_gather`.
@@ -71,6 +82,16 @@ pub fn define() {
         &MIN_COST,
         0.0,
         f64::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"weft.scan_cost_ratio",
+        c"How many times the cost of weft reading a query's tables whole its stock plan must cost.",
+        c"weft reads every table a query uses whole; a stock plan not much dearer than that (index lookups) stays with Postgres.",
+        &SCAN_COST_RATIO,
+        0.0,
+        1.0e6,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -210,11 +210,12 @@ unsafe fn take_over(
         unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
     }
     // weft reads every table it uses whole (shared among the
-    // participants); a stock plan cheaper than that reading alone (index
-    // lookups instead of scans) is left to Postgres.
-    if !guc::FORCE.get() && cost < reading {
+    // participants); a stock plan not much dearer than that reading alone
+    // (index lookups instead of scans) is left to Postgres.
+    let ratio = guc::SCAN_COST_RATIO.get();
+    if !guc::FORCE.get() && cost < ratio * reading {
         return Err(format!(
-            "the stock plan's cost {cost:.0} is below the cost of weft reading its tables, {reading:.0}"
+            "the stock plan's cost {cost:.0} is below weft.scan_cost_ratio ({ratio}) times the cost of weft reading its tables, {reading:.0}"
         ));
     }
     // DataFusion must be able to plan it (its type coercion, for one, may
