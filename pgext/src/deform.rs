@@ -41,8 +41,9 @@ struct Att {
     align: usize,
     /// The reader this attribute's values go to, if the scan reads it.
     reader: Option<usize>,
-    /// The filter input it is, if the scan's filter reads it.
-    input: Option<usize>,
+    /// Whether a reader or the filter reads it (else it is only walked
+    /// past).
+    kept: bool,
 }
 
 impl Layout {
@@ -83,8 +84,8 @@ impl Layout {
                     b'i' => 4,
                     _ => 8,
                 },
+                kept: reader.is_some() || input.is_some(),
                 reader,
-                input,
             });
         }
         let input_atts = inputs.iter().map(|n| (*n - 1) as usize).collect();
@@ -93,7 +94,7 @@ impl Layout {
 
     /// Whether no column is read (the tuples need not be looked at).
     pub fn is_empty(&self) -> bool {
-        self.atts.iter().all(|a| a.reader.is_none() && a.input.is_none())
+        self.atts.iter().all(|a| !a.kept)
     }
 
     /// Appends the read columns of `tuple` to `columns` if it passes
@@ -129,7 +130,9 @@ impl Layout {
             // SAFETY: the bitmap has a bit per stored attribute.
             let null = i >= natts || (has_nulls && unsafe { *bits.add(i >> 3) } & (1 << (i & 7)) == 0);
             if null {
-                columns.row[i] = (Datum::null(), true);
+                if att.kept {
+                    columns.row[i] = (Datum::null(), true);
+                }
                 continue;
             }
             let (datum, size) = match att.len {
@@ -183,7 +186,9 @@ impl Layout {
             if off + size > len {
                 return Err(corrupt(i));
             }
-            columns.row[i] = (datum, false);
+            if att.kept {
+                columns.row[i] = (datum, false);
+            }
             off += size;
         }
         if let Some(filter) = filter {

@@ -33,7 +33,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Like, Operator};
 use memchr::memmem;
 use pgrx::pg_sys::Datum;
 
-use crate::types::{scalar, PgType, Scalar};
+use crate::types::{fixed_scalar, scalar, PgType, Scalar};
 
 /// Filters a scan evaluates on each tuple; see the module docs.
 #[derive(Debug)]
@@ -68,6 +68,15 @@ enum Predicate {
         left: Operand,
         op: Operator,
         right: Operand,
+    },
+    /// `input * factor op constant` for an input passed by value (integers,
+    /// dates, timestamps): the commonest filter, read straight from the
+    /// datum.
+    CompareFixed {
+        input: usize,
+        factor: i128,
+        op: Operator,
+        constant: i128,
     },
     InList {
         input: Operand,
@@ -200,7 +209,41 @@ struct Row<'r, F> {
     fetch: F,
 }
 
+/// The error of a cast whose product leaves 128 bits (the compiler takes
+/// only lossless casts, so no value of a column reaches it).
+const OUT_OF_RANGE: &str = "a value out of range for the scan filter's cast";
+
+/// Whether `op` holds between two values that compare as `ordering`.
+fn holds(op: Operator, ordering: std::cmp::Ordering) -> bool {
+    match op {
+        Operator::Eq => ordering.is_eq(),
+        Operator::NotEq => ordering.is_ne(),
+        Operator::Lt => ordering.is_lt(),
+        Operator::LtEq => ordering.is_le(),
+        Operator::Gt => ordering.is_gt(),
+        _ => ordering.is_ge(),
+    }
+}
+
 impl<F: Fn(usize) -> (Datum, bool)> Row<'_, F> {
+    /// Input `i`'s integer, None for NULL; for an input passed by value,
+    /// read straight from its datum, uncached (that is cheaper than the
+    /// cache), unless it is a value [`fixed_scalar`] leaves to [`scalar`]
+    /// (which then refuses it).
+    fn fixed(&mut self, i: usize) -> Result<Option<i128>, (usize, String)> {
+        let (datum, null) = (self.fetch)(i);
+        if null {
+            return Ok(None);
+        }
+        match fixed_scalar(self.types[i], datum) {
+            Some(v) => Ok(Some(v)),
+            None => match self.get(i)? {
+                Some(Scalar::Int(v)) => Ok(Some(v)),
+                _ => Err((i, "weft: a scan filter read a value of the wrong kind".into())),
+            },
+        }
+    }
+
     /// Input `i`'s value, None for NULL.
     fn get(&mut self, i: usize) -> Result<Option<Scalar<'static>>, (usize, String)> {
         match self.values[i] {
@@ -256,15 +299,21 @@ impl Predicate {
                 let (Some(l), Some(r)) = (left.get(row)?, right.get(row)?) else {
                     return Ok(None);
                 };
-                let ordering = l.cmp(&r);
-                Some(match op {
-                    Operator::Eq => ordering.is_eq(),
-                    Operator::NotEq => ordering.is_ne(),
-                    Operator::Lt => ordering.is_lt(),
-                    Operator::LtEq => ordering.is_le(),
-                    Operator::Gt => ordering.is_gt(),
-                    _ => ordering.is_ge(),
-                })
+                Some(holds(*op, l.cmp(&r)))
+            }
+            Predicate::CompareFixed {
+                input,
+                factor,
+                op,
+                constant,
+            } => {
+                let Some(v) = row.fixed(*input)? else {
+                    return Ok(None);
+                };
+                let v = v
+                    .checked_mul(*factor)
+                    .ok_or_else(|| (*input, OUT_OF_RANGE.to_string()))?;
+                Some(holds(*op, v.cmp(constant)))
             }
             Predicate::InList {
                 input,
@@ -324,6 +373,7 @@ impl Predicate {
             Predicate::Const(_) => 0,
             Predicate::Input(i) | Predicate::IsNull { input: i, .. } => input(*i),
             Predicate::Compare { left, right, .. } => operand(left) + operand(right),
+            Predicate::CompareFixed { .. } => 1,
             Predicate::InList { input, list, .. } => operand(input) + list.len() as u32 / 4,
             Predicate::Like { input: i, .. } => input(*i) + 4,
             Predicate::Not(p) => p.cost(types),
@@ -444,7 +494,7 @@ impl<'c> Compiler<'c> {
                     {
                         return None;
                     }
-                    Predicate::Compare { left, op: *op, right }
+                    fixed_compare(left, *op, right, &self.inputs, self.columns)
                 }
                 _ => return None,
             },
@@ -553,6 +603,43 @@ impl<'c> Compiler<'c> {
             }
         };
         Some((input, ty))
+    }
+}
+
+/// `left op right`, as a [`Predicate::CompareFixed`] when it is an input
+/// passed by value against a constant (on either side).
+fn fixed_compare(left: Operand, op: Operator, right: Operand, inputs: &[usize], columns: &[FilterColumn]) -> Predicate {
+    let by_value = |input: usize| {
+        !matches!(
+            columns[inputs[input]].1,
+            PgType::Numeric { .. } | PgType::Text | PgType::BpChar | PgType::Name
+        )
+    };
+    let flipped = match op {
+        Operator::Lt => Operator::Gt,
+        Operator::LtEq => Operator::GtEq,
+        Operator::Gt => Operator::Lt,
+        Operator::GtEq => Operator::LtEq,
+        other => other,
+    };
+    match (left, right) {
+        (Operand::Input { input, factor }, Operand::Const(Value::Int(constant))) if by_value(input) => {
+            Predicate::CompareFixed {
+                input,
+                factor,
+                op,
+                constant,
+            }
+        }
+        (Operand::Const(Value::Int(constant)), Operand::Input { input, factor }) if by_value(input) => {
+            Predicate::CompareFixed {
+                input,
+                factor,
+                op: flipped,
+                constant,
+            }
+        }
+        (left, right) => Predicate::Compare { left, op, right },
     }
 }
 

@@ -317,11 +317,9 @@ pub enum Scalar<'a> {
 pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, String> {
     let value = datum.value();
     Ok(Scalar::Int(match ty {
-        PgType::Bool => i128::from(value != 0),
-        PgType::Int2 => i128::from(value as i16),
-        PgType::Int4 => i128::from(value as i32),
-        PgType::Int8 | PgType::Time => i128::from(value as i64),
-        PgType::Oid => i128::from(value as u32),
+        PgType::Bool | PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Time | PgType::Oid => {
+            fixed_scalar(ty, datum).expect("every value of these types converts")
+        }
         PgType::Date => i128::from(date_to_arrow(value as i32)?),
         PgType::Timestamp | PgType::TimestampTz => i128::from(timestamp_to_arrow(value as i64)?),
         // SAFETY: per the caller, a numeric datum.
@@ -339,6 +337,25 @@ pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, String>
             return Err(format!("weft's scan filters do not compare {ty:?} values"))
         }
     }))
+}
+
+/// [`scalar`]'s integer for `datum`, a non-NULL value of a type passed by
+/// value (not a float), without its error path: None for a value
+/// [`scalar`] refuses (an infinite date or timestamp) and for other types.
+/// Safe: a by-value datum is just its bits.
+#[inline]
+pub fn fixed_scalar(ty: PgType, datum: Datum) -> Option<i128> {
+    let value = datum.value();
+    Some(match ty {
+        PgType::Bool => i128::from(value != 0),
+        PgType::Int2 => i128::from(value as i16),
+        PgType::Int4 => i128::from(value as i32),
+        PgType::Int8 | PgType::Time => i128::from(value as i64),
+        PgType::Oid => i128::from(value as u32),
+        PgType::Date => i128::from(date_to_arrow(value as i32).ok()?),
+        PgType::Timestamp | PgType::TimestampTz => i128::from(timestamp_to_arrow(value as i64).ok()?),
+        _ => return None,
+    })
 }
 
 /// A varlena datum's bytes, detoasted (into the current memory context)
