@@ -9,7 +9,8 @@
 //! weft.query with weft.workers the same, alternating, `WEFT_BENCH_REPS`
 //! times (default 1), under a 300 s statement_timeout; prints per-query
 //! times (best of the reps), the ratio and the geometric mean over the
-//! queries both finish, and lists the others apart. Then the scan rate:
+//! queries both finish, and lists the others apart (`weft.enable` is off,
+//! so that the plain SQL is stock Postgres's). Then the scan rate:
 //! rows and MB per second per process for `count(*)` over lineitem (stock
 //! Postgres's parallel seq scan against weft's heap-to-Arrow scan), and
 //! for weft reading every lineitem column into Arrow.
@@ -44,6 +45,9 @@ fn main() {
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let reps: usize = env("WEFT_BENCH_REPS", 1);
     let (_cluster, mut client, workers, picked) = tpch::bench_setup();
+    // The stock side is plain SQL: keep weft's planner hook off it
+    // (weft.query runs either way).
+    client.batch_execute("SET weft.enable = off").unwrap();
 
     println!("\n{workers} worker(s) besides the leader, both sides; best of {reps}\n");
     println!("{:>4} {:>12} {:>12} {:>8}", "q", "postgres ms", "weft ms", "ratio");
