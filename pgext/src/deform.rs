@@ -99,7 +99,7 @@ impl Layout {
 
     /// Appends the read columns of `tuple` to `columns` if it passes
     /// `filter` (or there is none); whether it did. For a corrupt tuple or
-    /// a value the filter cannot read, why (naming the column).
+    /// a value the filter cannot read, the column's name and why.
     ///
     /// # Safety
     /// `tuple` is a visible tuple of a page pinned until `columns` is
@@ -112,7 +112,7 @@ impl Layout {
         len: usize,
         columns: &mut Columns,
         filter: Option<&ScanFilter>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, (&str, String)> {
         // SAFETY: per the caller; the header's fields are in the tuple.
         let (natts, has_nulls, hoff) = unsafe {
             (
@@ -124,7 +124,7 @@ impl Layout {
         let base = tuple.cast::<u8>();
         // SAFETY: the null bitmap follows the fixed header when present.
         let bits = unsafe { std::ptr::addr_of!((*tuple).t_bits).cast::<u8>() };
-        let corrupt = |i: usize| format!("column \"{}\": a corrupt heap tuple", self.atts[i].name);
+        let corrupt = |i: usize| (self.atts[i].name.as_str(), "a corrupt heap tuple".to_string());
         let mut off = hoff;
         for (i, att) in self.atts.iter().enumerate() {
             // SAFETY: the bitmap has a bit per stored attribute.
@@ -198,7 +198,7 @@ impl Layout {
             match passes {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),
-                Err((j, e)) => return Err(format!("column \"{}\": {e}", self.atts[self.input_atts[j]].name)),
+                Err((j, e)) => return Err((self.atts[self.input_atts[j]].name.as_str(), e)),
             }
         }
         for (i, att) in self.atts.iter().enumerate() {

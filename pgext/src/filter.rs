@@ -23,9 +23,12 @@
 //! - `[NOT] IN` lists of constants, NULLs among them;
 //! - `[NOT] LIKE` with `%` wildcards only (no `_`, no escapes).
 //!
-//! Values are read through the column readers' own conversions
-//! ([`crate::types::scalar`]), so a value a reader refuses (a date
-//! infinity, a NaN numeric) is refused here too, with the same message.
+//! Values are read as their Arrow values ([`crate::types::scalar`]), so
+//! they compare as DataFusion would compare them. Values Arrow cannot hold
+//! (infinite dates and timestamps, numeric NaN and infinities), which a
+//! column reader refuses, compare here as Postgres orders them: a filter
+//! on a column that only the filter reads gives Postgres's answer where
+//! converting the column would have failed.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
@@ -33,7 +36,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Like, Operator};
 use memchr::memmem;
 use pgrx::pg_sys::Datum;
 
-use crate::types::{fixed_scalar, scalar, PgType, Scalar};
+use crate::types::{fixed_scalar, is_special, scalar, PgType, Scalar};
 
 /// Filters a scan evaluates on each tuple; see the module docs.
 #[derive(Debug)]
@@ -209,9 +212,17 @@ struct Row<'r, F> {
     fetch: F,
 }
 
-/// The error of a cast whose product leaves 128 bits (the compiler takes
-/// only lossless casts, so no value of a column reaches it).
-const OUT_OF_RANGE: &str = "a value out of range for the scan filter's cast";
+/// Input `input`'s integer `v` cast by `factor` (a multiplication); an
+/// infinity or NaN stays what it is, beyond every finite value. The
+/// compiler takes only lossless casts, so no finite value of a column
+/// overflows.
+fn scaled(v: i128, factor: i128, input: usize) -> Result<i128, (usize, String)> {
+    if factor == 1 || is_special(v) {
+        return Ok(v);
+    }
+    v.checked_mul(factor)
+        .ok_or_else(|| (input, "a value out of range for the scan filter's cast".to_string()))
+}
 
 /// Whether `op` holds between two values that compare as `ordering`.
 fn holds(op: Operator, ordering: std::cmp::Ordering) -> bool {
@@ -226,10 +237,9 @@ fn holds(op: Operator, ordering: std::cmp::Ordering) -> bool {
 }
 
 impl<F: Fn(usize) -> (Datum, bool)> Row<'_, F> {
-    /// Input `i`'s integer, None for NULL; for an input passed by value,
+    /// Input `i`'s integer, None for NULL, for an input passed by value:
     /// read straight from its datum, uncached (that is cheaper than the
-    /// cache), unless it is a value [`fixed_scalar`] leaves to [`scalar`]
-    /// (which then refuses it).
+    /// cache).
     fn fixed(&mut self, i: usize) -> Result<Option<i128>, (usize, String)> {
         let (datum, null) = (self.fetch)(i);
         if null {
@@ -237,10 +247,7 @@ impl<F: Fn(usize) -> (Datum, bool)> Row<'_, F> {
         }
         match fixed_scalar(self.types[i], datum) {
             Some(v) => Ok(Some(v)),
-            None => match self.get(i)? {
-                Some(Scalar::Int(v)) => Ok(Some(v)),
-                _ => Err((i, "weft: a scan filter read a value of the wrong kind".into())),
-            },
+            None => Err((i, "weft: a scan filter read a by-value input of another type".into())),
         }
     }
 
@@ -310,10 +317,7 @@ impl Predicate {
                 let Some(v) = row.fixed(*input)? else {
                     return Ok(None);
                 };
-                let v = v
-                    .checked_mul(*factor)
-                    .ok_or_else(|| (*input, OUT_OF_RANGE.to_string()))?;
-                Some(holds(*op, v.cmp(constant)))
+                Some(holds(*op, scaled(v, *factor, *input)?.cmp(constant)))
             }
             Predicate::InList {
                 input,
@@ -406,12 +410,7 @@ impl Operand {
             Operand::Const(v) => Some(v.as_key()),
             Operand::Input { input, factor } => match row.get(*input)? {
                 None => None,
-                Some(Scalar::Int(v)) if *factor == 1 => Some(Key::Int(v)),
-                Some(Scalar::Int(v)) => {
-                    Some(Key::Int(v.checked_mul(*factor).ok_or_else(|| {
-                        (*input, "a value out of range for the scan filter's cast".to_string())
-                    })?))
-                }
+                Some(Scalar::Int(v)) => Some(Key::Int(scaled(v, *factor, *input)?)),
                 Some(Scalar::Bytes(b)) => Some(Key::Bytes(b)),
             },
         })

@@ -706,7 +706,9 @@ impl HeapStream {
             }
             // SAFETY: the values point into the still pinned page.
             let flushed = unsafe { self.columns.flush(&mut self.readers) };
-            deformed.map_err(|e| DataFusionError::Execution(format!("{e} (in {})", self.table)))?;
+            if let Err((name, e)) = deformed {
+                return exec_err!("column \"{name}\" of {}: {e}", self.table);
+            }
             if let Err((reader, e)) = flushed {
                 let name = self.schema.field(reader).name();
                 return exec_err!("column \"{name}\" of {}: {e}", self.table);

@@ -485,7 +485,7 @@ fn a_database_not_in_utf8_stays_with_postgres() {
 }
 
 /// Rows with every kind of value the scan's filters compare: extremes,
-/// NULLs in every column, empty and multibyte strings, bpchar padding,
+/// infinities and NaN, NULLs in every column, empty and multibyte strings, bpchar padding,
 /// LIKE's own characters, a compressed (TOASTed) value, a dropped column
 /// before the filtered ones; then enough generated rows that the scan
 /// spans many pages and both participants.
@@ -505,6 +505,9 @@ const FILTER_SETUP: &str = "
       (6, -1, -1, -1, -0.01, -1, '1995-05-31', '1994-12-31 23:59', '1990-01-01+00', 'cd', 'zz', 'zz', false);
     INSERT INTO f VALUES (7, 1, 1, 1, 1, 1, '1995-06-15', '1995-06-15', '1995-06-15+00',
                           repeat('x', 200000) || 'tail', 'x', 'x', true);
+    -- Values Arrow cannot hold: filters on them still give Postgres's answer.
+    INSERT INTO f (id, n, d, ts, tz) VALUES (8, 'NaN', 'infinity', '-infinity', 'infinity'),
+                                            (9, NULL, '-infinity', 'infinity', '-infinity');
     INSERT INTO f SELECT g, (g % 100 - 50)::int2, g * 7 % 1000, g::int8 * 1000003 % 99991,
                          (g % 1000) / 7.0, g % 97, date '1995-01-01' + g % 800,
                          timestamp '1995-01-01' + g * interval '37 minutes',
@@ -568,6 +571,10 @@ fn filters_evaluated_in_the_scan_keep_postgres_s_answers() {
         "NOT (i4 > 10 AND n < 5)",
         "i4 > i2",
         "ts > d",
+        "d < date '1995-06-01'",
+        "d >= date '1995-06-01' OR ts >= timestamp '1995-06-01'",
+        "n > 9999999999999.98",
+        "n IN (0.05, -0.01)",
         "i4 = 999999",
     ];
     // Filters the scan leaves to DataFusion, still exact.

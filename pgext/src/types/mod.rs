@@ -26,7 +26,7 @@
 mod read;
 mod write;
 
-pub use read::{fixed_scalar, scalar, ColumnReader, Scalar};
+pub use read::{fixed_scalar, is_special, scalar, ColumnReader, Scalar};
 pub use write::ColumnWriter;
 
 use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};

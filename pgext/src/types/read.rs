@@ -299,8 +299,10 @@ fn primitive<T: ArrowNativeType>(
 /// A non-NULL heap value as a scan filter compares it ([`crate::filter`]):
 /// the value its column's Arrow array would hold, as an integer (every
 /// fixed-width type but floats; a decimal scaled by 10^scale) or as bytes
-/// (text without a bpchar's padding). It comes through the same
-/// conversions as [`ColumnReader`]'s, with the same refusals.
+/// (text without a bpchar's padding). Values Arrow cannot hold, which a
+/// [`ColumnReader`] refuses, still compare here as Postgres orders them:
+/// infinite dates and timestamps, numeric NaN and infinities become the
+/// sentinels below, beyond every other value.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Scalar<'a> {
     /// Integers, dates, times, timestamps, oids, decimals, booleans (0/1).
@@ -309,21 +311,34 @@ pub enum Scalar<'a> {
     Bytes(&'a [u8]),
 }
 
+/// `-infinity` (dates, timestamps, numerics) as a [`Scalar::Int`].
+pub const NEG_INFINITY: i128 = i128::MIN;
+/// `infinity` as a [`Scalar::Int`].
+pub const POS_INFINITY: i128 = i128::MAX - 1;
+/// Numeric `NaN`, which Postgres sorts above every number and infinity.
+pub const NAN: i128 = i128::MAX;
+
+/// Whether `v` is one of the sentinels (no finite value comes near them:
+/// decimals stay below 10^38, dates and timestamps below 2^80 even scaled).
+pub fn is_special(v: i128) -> bool {
+    v == NEG_INFINITY || v >= POS_INFINITY
+}
+
 /// `datum`, a non-NULL value of type `ty`, as a [`Scalar`].
 ///
 /// # Safety
 /// As [`ColumnReader::push_all`]'s, for one value; the bytes live until the
 /// current memory context is reset or the tuple's page is unpinned.
 pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, String> {
-    let value = datum.value();
     Ok(Scalar::Int(match ty {
-        PgType::Bool | PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Time | PgType::Oid => {
-            fixed_scalar(ty, datum).expect("every value of these types converts")
+        PgType::Numeric { scale, .. } => {
+            // SAFETY: per the caller, a numeric datum.
+            let bytes = unsafe { varlena_bytes(datum) };
+            match numeric_special(bytes) {
+                Some(v) => v,
+                None => numeric_to_i128(bytes, scale)?,
+            }
         }
-        PgType::Date => i128::from(date_to_arrow(value as i32)?),
-        PgType::Timestamp | PgType::TimestampTz => i128::from(timestamp_to_arrow(value as i64)?),
-        // SAFETY: per the caller, a numeric datum.
-        PgType::Numeric { scale, .. } => numeric_to_i128(unsafe { varlena_bytes(datum) }, scale)?,
         PgType::Name => {
             // SAFETY: a name is a NUL-terminated NameData.
             let name = unsafe { std::ffi::CStr::from_ptr(datum.cast_mut_ptr()) };
@@ -336,13 +351,13 @@ pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, String>
         PgType::Float4 | PgType::Float8 | PgType::Interval | PgType::Uuid | PgType::Bytea => {
             return Err(format!("weft's scan filters do not compare {ty:?} values"))
         }
+        _ => fixed_scalar(ty, datum).ok_or_else(|| format!("weft's scan filters do not compare {ty:?} values"))?,
     }))
 }
 
 /// [`scalar`]'s integer for `datum`, a non-NULL value of a type passed by
-/// value (not a float), without its error path: None for a value
-/// [`scalar`] refuses (an infinite date or timestamp) and for other types.
-/// Safe: a by-value datum is just its bits.
+/// value (not a float); None for other types. Safe: a by-value datum is
+/// just its bits.
 #[inline]
 pub fn fixed_scalar(ty: PgType, datum: Datum) -> Option<i128> {
     let value = datum.value();
@@ -352,10 +367,33 @@ pub fn fixed_scalar(ty: PgType, datum: Datum) -> Option<i128> {
         PgType::Int4 => i128::from(value as i32),
         PgType::Int8 | PgType::Time => i128::from(value as i64),
         PgType::Oid => i128::from(value as u32),
-        PgType::Date => i128::from(date_to_arrow(value as i32).ok()?),
-        PgType::Timestamp | PgType::TimestampTz => i128::from(timestamp_to_arrow(value as i64).ok()?),
+        // DATEVAL_NOBEGIN and DATEVAL_NOEND.
+        PgType::Date => match value as i32 {
+            i32::MIN => NEG_INFINITY,
+            i32::MAX => POS_INFINITY,
+            days => i128::from(days) + i128::from(EPOCH_DAYS),
+        },
+        // DT_NOBEGIN and DT_NOEND.
+        PgType::Timestamp | PgType::TimestampTz => match value as i64 {
+            i64::MIN => NEG_INFINITY,
+            i64::MAX => POS_INFINITY,
+            micros => i128::from(micros) + i128::from(EPOCH_MICROS),
+        },
         _ => return None,
     })
+}
+
+/// A numeric's special value (NaN, ±Infinity: the top bits of its header
+/// word, numeric.c's NUMERIC_NAN, NUMERIC_PINF, NUMERIC_NINF) as its
+/// sentinel; None for a number.
+fn numeric_special(bytes: &[u8]) -> Option<i128> {
+    let header = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]);
+    match header & 0xF000 {
+        0xC000 => Some(NAN),
+        0xD000 => Some(POS_INFINITY),
+        0xF000 => Some(NEG_INFINITY),
+        _ => None,
+    }
 }
 
 /// A varlena datum's bytes, detoasted (into the current memory context)
