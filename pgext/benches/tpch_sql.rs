@@ -94,11 +94,8 @@ fn main() {
     // `cargo bench` passes --bench; nothing else is taken from the command line.
     let reps: usize = env("WEFT_BENCH_REPS", 2);
     let (_cluster, mut client, workers, picked) = tpch::bench_setup();
-    let setting = |client: &mut Client, name: &str| -> String {
-        client.query_one("SELECT current_setting($1)", &[&name]).unwrap().get(0)
-    };
-    let min_cost = setting(&mut client, "weft.min_cost");
-    let ratio = setting(&mut client, "weft.scan_cost_ratio");
+    let min_cost = weft_pg_harness::setting(&mut client, "weft.min_cost");
+    let ratio = weft_pg_harness::setting(&mut client, "weft.scan_cost_ratio");
     println!(
         "\n{workers} worker(s) besides the leader, both sides; weft.min_cost = {min_cost}, \
          weft.scan_cost_ratio = {ratio}; best of {reps}\n"

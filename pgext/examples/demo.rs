@@ -78,13 +78,12 @@ fn load(client: &mut Client, scale: f64) {
 
 fn plain_sql(client: &mut Client) {
     println!("== 2. TPC-H in plain SQL, weft on and off ==\n");
-    let min_cost: String = client
-        .query_one("SELECT current_setting('weft.min_cost')", &[])
-        .unwrap()
-        .get(0);
+    let min_cost = weft_pg_harness::setting(client, "weft.min_cost");
+    let ratio = weft_pg_harness::setting(client, "weft.scan_cost_ratio");
     println!(
         "weft run with weft.force = on; \"default\" says whether weft would take the query\n\
-         with its default settings (weft.min_cost = {min_cost}; at this scale most stock plans cost less)\n"
+         with its default settings (weft.min_cost = {min_cost}, weft.scan_cost_ratio = {ratio};\n\
+         at this scale most stock plans cost less than weft.min_cost)\n"
     );
     println!(
         "{:>4} {:>12} {:>12} {:>8}  {:>8} {:>5}",

@@ -40,6 +40,17 @@ pub mod tpch;
 /// A query result as text: rows of column values, `None` for NULL.
 pub type Rows = Vec<Vec<Option<String>>>;
 
+/// The current value of setting `name` (`current_setting`).
+///
+/// # Panics
+/// If the setting does not exist or the query fails.
+pub fn setting(client: &mut postgres::Client, name: &str) -> String {
+    client
+        .query_one("SELECT current_setting($1)", &[&name])
+        .unwrap_or_else(|e| panic!("current_setting({name}): {e}"))
+        .get(0)
+}
+
 /// Runs `sql` (simple query protocol) and returns its rows as text, or the
 /// error as `"<SQLSTATE>: <message>"` (the message alone for errors that are
 /// not the server's).
