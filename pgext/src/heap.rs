@@ -643,6 +643,10 @@ impl HeapStream {
         let rel = self.binding.rel;
         let pscan = self.binding.pscan.cast::<pg_sys::ParallelBlockTableScanDescData>();
         let filter = self.filter.as_ref().map(|f| &*f.filter);
+        // No column read and nothing to test (count(*)): the tuples need not
+        // be looked at. (A filter reading no column is a constant, tested
+        // per tuple all the same.)
+        let blind = layout.is_empty() && filter.is_none();
         let mut rows = 0;
         let mut examined = 0;
         while rows < BATCH_ROWS && examined < EXAMINED_ROWS {
@@ -668,7 +672,7 @@ impl HeapStream {
                 // SAFETY: as above; pins the page and lists its visible
                 // tuples under the scan's snapshot.
                 unsafe { pg_sys::heapgetpage(open.scan, block) };
-                if !layout.is_empty() {
+                if !blind {
                     // SAFETY: heapgetpage pinned the page.
                     unsafe { deform::prefetch_page((*scan).rs_cbuf) };
                 }
@@ -677,8 +681,7 @@ impl HeapStream {
                 self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;
                 continue;
             }
-            if layout.is_empty() {
-                // No column is read (count(*)): the rows are all there is.
+            if blind {
                 let take = (self.pages.count - self.pages.next).min(BATCH_ROWS - rows);
                 self.pages.next += take;
                 rows += take;
