@@ -20,8 +20,11 @@ pub mod pgfn;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, ExprSchema, JoinType};
 use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::expr::{Exists, InSubquery};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
 use pgrx::pg_sys::{self, NodeTag};
 
@@ -180,33 +183,47 @@ impl Translator {
         // FROM and WHERE.
         // SAFETY: the jointree of a valid Query.
         let jointree = unsafe { &*q.jointree };
-        let mut from: Option<LogicalPlan> = None;
         // SAFETY: as above.
-        for item in unsafe { list::<pg_sys::Node>(jointree.fromlist) } {
-            // SAFETY: a fromlist item of a valid Query.
-            let plan = unsafe { self.join_item(item)? };
-            from = Some(match from {
-                None => plan,
-                Some(left) => LogicalPlanBuilder::from(left)
-                    .cross_join(plan)
-                    .map_err(df)?
-                    .build()
-                    .map_err(df)?,
-            });
-        }
-        let mut plan = match from {
-            Some(plan) => plan,
-            None => LogicalPlanBuilder::empty(true).build().map_err(df)?,
-        };
+        let mut items = unsafe { list::<pg_sys::Node>(jointree.fromlist) }
+            .into_iter()
+            // SAFETY: fromlist items of a valid Query.
+            .map(|item| unsafe { self.join_item(item) })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut plan = cross_join(items.clone())?;
         self.level().schema = Some(plan.schema().clone());
         if !jointree.quals.is_null() {
             // SAFETY: the WHERE clause of a valid Query.
             let predicate = unsafe { self.expr(fold(jointree.quals), &Scope::Rows)? };
-            plan = LogicalPlanBuilder::from(plan)
-                .filter(predicate)
-                .map_err(df)?
-                .build()
-                .map_err(df)?;
+            // A subquery condition (IN, EXISTS) on one FROM item alone
+            // filters that item before the joins: the same rows (a WHERE
+            // conjunct over a product filters the factor it reads), and
+            // the semi join DataFusion makes of it then shrinks one table
+            // instead of the joined rows (TPC-H Q18's IN on orders).
+            let mut rest = Vec::new();
+            let mut placed = false;
+            for conjunct in split_conjunction_owned(predicate) {
+                match subquery_item(&conjunct, &items) {
+                    Some(i) => {
+                        items[i] = LogicalPlanBuilder::from(items[i].clone())
+                            .filter(conjunct)
+                            .map_err(df)?
+                            .build()
+                            .map_err(df)?;
+                        placed = true;
+                    }
+                    None => rest.push(conjunct),
+                }
+            }
+            if placed {
+                plan = cross_join(items)?;
+            }
+            if let Some(predicate) = conjunction(rest) {
+                plan = LogicalPlanBuilder::from(plan)
+                    .filter(predicate)
+                    .map_err(df)?
+                    .build()
+                    .map_err(df)?;
+            }
         }
 
         // The target list and HAVING with their constant subexpressions
@@ -713,6 +730,59 @@ unsafe fn fold(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
         let folded = pg_sys::eval_const_expressions(std::ptr::null_mut(), node);
         pg_sys::fix_opfuncids(folded);
         folded
+    }
+}
+
+/// The FROM items joined as a product (Postgres's comma list), or one
+/// empty row for none.
+fn cross_join(items: Vec<LogicalPlan>) -> Result<LogicalPlan, Refusal> {
+    let mut plans = items.into_iter();
+    let Some(first) = plans.next() else {
+        return LogicalPlanBuilder::empty(true).build().map_err(df);
+    };
+    plans.try_fold(first, |left, right| {
+        LogicalPlanBuilder::from(left)
+            .cross_join(right)
+            .map_err(df)?
+            .build()
+            .map_err(df)
+    })
+}
+
+/// The one FROM item that `conjunct`, a condition with an IN or EXISTS
+/// subquery, reads alone (its own columns and the subquery's outer
+/// references all come from that item); None for other conditions.
+fn subquery_item(conjunct: &Expr, items: &[LogicalPlan]) -> Option<usize> {
+    let mut columns = Vec::new();
+    let mut subquery = false;
+    conjunct
+        .apply(|e| {
+            match e {
+                Expr::Column(c) => columns.push(c.clone()),
+                Expr::InSubquery(InSubquery { subquery: s, .. }) | Expr::Exists(Exists { subquery: s, .. }) => {
+                    subquery = true;
+                    for outer in &s.outer_ref_columns {
+                        if let Expr::OuterReferenceColumn(_, c) = outer {
+                            columns.push(c.clone());
+                        }
+                    }
+                }
+                Expr::ScalarSubquery(_) => columns.push(Column::from_name("?")),
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .ok()?;
+    if !subquery || items.len() < 2 {
+        return None;
+    }
+    let mut owners = items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| columns.iter().all(|c| item.schema().has_column(c)));
+    match (owners.next(), owners.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
     }
 }
 
