@@ -277,28 +277,8 @@ impl Predicate {
     fn eval<F: Fn(usize) -> (Datum, bool)>(&self, row: &mut Row<F>) -> Result<Option<bool>, (usize, String)> {
         Ok(match self {
             Predicate::Const(v) => *v,
-            Predicate::And(all) => {
-                let mut result = Some(true);
-                for p in all {
-                    match p.eval(row)? {
-                        Some(false) => return Ok(Some(false)),
-                        None => result = None,
-                        Some(true) => {}
-                    }
-                }
-                result
-            }
-            Predicate::Or(any) => {
-                let mut result = Some(false);
-                for p in any {
-                    match p.eval(row)? {
-                        Some(true) => return Ok(Some(true)),
-                        None => result = None,
-                        Some(false) => {}
-                    }
-                }
-                result
-            }
+            Predicate::And(all) => kleene(all, row, false)?,
+            Predicate::Or(any) => kleene(any, row, true)?,
             Predicate::Not(p) => p.eval(row)?.map(|v| !v),
             Predicate::Input(i) => row.get(*i)?.map(|v| v != Scalar::Int(0)),
             Predicate::IsNull { input, negated } => Some(row.get(*input)?.is_none() != *negated),
@@ -328,7 +308,7 @@ impl Predicate {
                 let Some(v) = input.get(row)? else {
                     return Ok(None);
                 };
-                if list.iter().any(|c| c.as_key() == v) {
+                if list.iter().any(|c| c.as_scalar() == v) {
                     Some(!negated)
                 } else if *has_null {
                     None
@@ -386,32 +366,46 @@ impl Predicate {
     }
 }
 
-/// A value compared: integers with integers, bytes with bytes (the
-/// compiler never mixes them; the derived order would put integers first).
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum Key<'a> {
-    Int(i128),
-    Bytes(&'a [u8]),
+/// AND (`decisive` false) or OR (`decisive` true) of `ps` in three-valued
+/// logic: the decisive value as soon as one operand has it, else NULL if
+/// any operand is NULL, else the other value.
+fn kleene<F: Fn(usize) -> (Datum, bool)>(
+    ps: &[Predicate],
+    row: &mut Row<F>,
+    decisive: bool,
+) -> Result<Option<bool>, (usize, String)> {
+    let mut result = Some(!decisive);
+    for p in ps {
+        match p.eval(row)? {
+            Some(v) if v == decisive => return Ok(Some(decisive)),
+            None => result = None,
+            Some(_) => {}
+        }
+    }
+    Ok(result)
 }
 
 impl Value {
-    fn as_key(&self) -> Key<'_> {
+    /// The constant as the values it is compared with.
+    fn as_scalar(&self) -> Scalar<'_> {
         match self {
-            Value::Int(v) => Key::Int(*v),
-            Value::Bytes(b) => Key::Bytes(b),
+            Value::Int(v) => Scalar::Int(*v),
+            Value::Bytes(b) => Scalar::Bytes(b),
         }
     }
 }
 
 impl Operand {
     /// The operand's value for the row, None for NULL.
-    fn get<'v, F: Fn(usize) -> (Datum, bool)>(&'v self, row: &mut Row<F>) -> Result<Option<Key<'v>>, (usize, String)> {
+    fn get<'v, F: Fn(usize) -> (Datum, bool)>(
+        &'v self,
+        row: &mut Row<F>,
+    ) -> Result<Option<Scalar<'v>>, (usize, String)> {
         Ok(match self {
-            Operand::Const(v) => Some(v.as_key()),
+            Operand::Const(v) => Some(v.as_scalar()),
             Operand::Input { input, factor } => match row.get(*input)? {
-                None => None,
-                Some(Scalar::Int(v)) => Some(Key::Int(scaled(v, *factor, *input)?)),
-                Some(Scalar::Bytes(b)) => Some(Key::Bytes(b)),
+                Some(Scalar::Int(v)) => Some(Scalar::Int(scaled(v, *factor, *input)?)),
+                other => other,
             },
         })
     }

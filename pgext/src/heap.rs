@@ -495,7 +495,8 @@ struct OpenScan {
 struct Pages {
     /// The parallel block scan's worker state is initialized.
     started: bool,
-    /// No block is left for this participant.
+    /// No block (or, on Postgres's slot path, no tuple) is left for this
+    /// participant.
     finished: bool,
     /// The next of the current page's visible tuples, and their count.
     next: usize,

@@ -302,8 +302,10 @@ fn primitive<T: ArrowNativeType>(
 /// (text without a bpchar's padding). Values Arrow cannot hold, which a
 /// [`ColumnReader`] refuses, still compare here as Postgres orders them:
 /// infinite dates and timestamps, numeric NaN and infinities become the
-/// sentinels below, beyond every other value.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// sentinels below, beyond every other value. Values of one kind order as
+/// the filter compares them (integers numerically, bytes as bytes); a
+/// filter never compares the two kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scalar<'a> {
     /// Integers, dates, times, timestamps, oids, decimals, booleans (0/1).
     Int(i128),
