@@ -21,6 +21,7 @@
 use pgrx::pg_sys::{self, Datum};
 
 use crate::filter::{ScanFilter, Scratch};
+use crate::keys::KeySet;
 use crate::types::ColumnReader;
 
 /// What the reader needs to know of each attribute up to the last one a
@@ -44,13 +45,17 @@ struct Att {
     /// Whether a reader or the filter reads it (else it is only walked
     /// past).
     kept: bool,
+    /// The join key filter (index into [`Layout::deform`]'s `keys`) its
+    /// values must pass.
+    key: Option<usize>,
 }
 
 impl Layout {
     /// The layout of `descriptor`'s attributes 1..=`last`, with
     /// `readers[i].0` the attribute number reader i reads and `inputs[j]`
-    /// the one filter input j reads; None when a column read has a
-    /// missing-value default (Postgres's path then).
+    /// the one filter input j reads, `keys[k]` the one join key filter k
+    /// reads (an integer column a reader reads); None when a column read
+    /// has a missing-value default (Postgres's path then).
     ///
     /// # Safety
     /// `descriptor` is a valid tuple descriptor with at least `last`
@@ -60,6 +65,7 @@ impl Layout {
         last: i16,
         readers: &[(i16, ColumnReader)],
         inputs: &[i16],
+        keys: &[i16],
     ) -> Option<Layout> {
         // SAFETY: per the caller.
         let attributes = unsafe { (*descriptor).attrs.as_slice(last.max(0) as usize) };
@@ -85,6 +91,7 @@ impl Layout {
                     _ => 8,
                 },
                 kept: reader.is_some() || input.is_some(),
+                key: keys.iter().position(|n| *n as usize == attnum),
                 reader,
             });
         }
@@ -98,8 +105,10 @@ impl Layout {
     }
 
     /// Appends the read columns of `tuple` to `columns` if it passes
-    /// `filter` (or there is none); whether it did. For a corrupt tuple or
-    /// a value the filter cannot read, the column's name and why.
+    /// `filter` (or there is none) and its join keys are among `keys`
+    /// (those published: None passes all); whether it did. A tuple whose
+    /// key is missing is left as soon as the key is read. For a corrupt
+    /// tuple or a value the filter cannot read, the column's name and why.
     ///
     /// # Safety
     /// `tuple` is a visible tuple of a page pinned until `columns` is
@@ -112,6 +121,7 @@ impl Layout {
         len: usize,
         columns: &mut Columns,
         filter: Option<&ScanFilter>,
+        keys: &[Option<&KeySet>],
     ) -> Result<bool, (&str, String)> {
         // SAFETY: per the caller; the header's fields are in the tuple.
         let (natts, has_nulls, hoff) = unsafe {
@@ -130,6 +140,10 @@ impl Layout {
             // SAFETY: the bitmap has a bit per stored attribute.
             let null = i >= natts || (has_nulls && unsafe { *bits.add(i >> 3) } & (1 << (i & 7)) == 0);
             if null {
+                // NULL equals no key.
+                if att.key.is_some_and(|k| keys[k].is_some()) {
+                    return Ok(false);
+                }
                 if att.kept {
                     columns.row[i] = (Datum::null(), true);
                 }
@@ -185,6 +199,13 @@ impl Layout {
             };
             if off + size > len {
                 return Err(corrupt(i));
+            }
+            if let Some(set) = att.key.and_then(|k| keys[k]) {
+                // A key column is an integer passed by value: the datum
+                // is its value, sign-extended.
+                if !set.contains(datum.value() as i64) {
+                    return Ok(false);
+                }
             }
             if att.kept {
                 columns.row[i] = (datum, false);

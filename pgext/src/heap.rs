@@ -49,6 +49,7 @@ use weft_runtime::Participant;
 use crate::deform::{self, Layout};
 use crate::filter::{self, FilterColumn, ScanFilter};
 use crate::guc;
+use crate::keys::{KeySet, KeySlot};
 use crate::pgcall;
 use crate::types::{ColumnReader, PgType};
 
@@ -301,6 +302,9 @@ pub struct HeapScanExec {
     columns: Vec<ScanColumn>,
     /// The filter the scan evaluates, if DataFusion pushed one.
     filter: Option<Filtered>,
+    /// Join keys the scan's rows must be among ([`crate::keys`]): an
+    /// output column, and where the join publishes its build side's keys.
+    keys: Vec<(usize, Arc<KeySlot>)>,
     partitions: usize,
     rows: Option<f64>,
     /// The scan's slot in the section's payload (set by the leader once
@@ -335,6 +339,7 @@ impl HeapScanExec {
             target,
             columns,
             filter,
+            keys: Vec::new(),
             partitions,
             rows,
             slot,
@@ -359,6 +364,18 @@ impl HeapScanExec {
             slot: Some(slot),
             ..self.clone()
         }
+    }
+
+    /// This scan keeping only rows whose output column `column` is among
+    /// the keys `slot` will hold, once it holds them; None if the column is
+    /// not an integer (the keys are compared as 64-bit integers).
+    pub fn with_key_filter(&self, column: usize, slot: Arc<KeySlot>) -> Option<HeapScanExec> {
+        if !matches!(self.columns.get(column)?.ty, PgType::Int2 | PgType::Int4 | PgType::Int8) {
+            return None;
+        }
+        let mut keys = self.keys.clone();
+        keys.push((column, slot));
+        Some(HeapScanExec { keys, ..self.clone() })
     }
 
     /// Estimated bytes of one projected row in Arrow.
@@ -387,6 +404,10 @@ impl DisplayAs for HeapScanExec {
                 all => all.iter().map(|e| format!("({e})")).collect(),
             };
             write!(f, " filter=[{}]", exprs.join(" AND "))?;
+        }
+        if !self.keys.is_empty() {
+            let names: Vec<&str> = self.keys.iter().map(|(c, _)| self.columns[*c].name.as_str()).collect();
+            write!(f, " join_keys=[{}]", names.join(", "))?;
         }
         Ok(())
     }
@@ -466,6 +487,11 @@ impl ExecutionPlan for HeapScanExec {
                 .collect(),
             last_attnum,
             filter: self.filter.clone(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(c, slot)| (self.columns[*c].attnum, Arc::clone(slot)))
+                .collect(),
             inputs,
             scratch: filter::Scratch::default(),
             layout: None,
@@ -513,6 +539,8 @@ struct HeapStream {
     /// The last attribute read (by a reader or the filter).
     last_attnum: i16,
     filter: Option<Filtered>,
+    /// Join keys: the attribute, and the keys its values must be among.
+    keys: Vec<(i16, Arc<KeySlot>)>,
     /// The attribute each filter input reads.
     inputs: Vec<i16>,
     /// The filter's decoded inputs (Postgres's path).
@@ -622,6 +650,7 @@ impl HeapStream {
                 self.last_attnum,
                 &self.readers,
                 &self.inputs,
+                &self.keys.iter().map(|(attnum, _)| *attnum).collect::<Vec<_>>(),
             )
         };
         open
@@ -644,6 +673,9 @@ impl HeapStream {
         let rel = self.binding.rel;
         let pscan = self.binding.pscan.cast::<pg_sys::ParallelBlockTableScanDescData>();
         let filter = self.filter.as_ref().map(|f| &*f.filter);
+        // The join keys published so far (a join's build side may finish
+        // while this scan runs).
+        let keys: Vec<Option<&KeySet>> = self.keys.iter().map(|(_, slot)| slot.get()).collect();
         // No column read and nothing to test (count(*)): the tuples need not
         // be looked at. (A filter reading no column is a constant, tested
         // per tuple all the same.)
@@ -696,7 +728,7 @@ impl HeapStream {
                 // SAFETY: a visible tuple of the pinned current page.
                 let passed = unsafe {
                     let (tuple, len) = deform::page_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[self.pages.next]);
-                    layout.deform(tuple, len, &mut self.columns, filter)
+                    layout.deform(tuple, len, &mut self.columns, filter, &keys)
                 };
                 self.pages.next += 1;
                 examined += 1;

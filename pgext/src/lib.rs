@@ -13,7 +13,8 @@
 //! - [`heap`]: heap tables as DataFusion sources, one parallel scan shared
 //!   by all participants; [`deform`]: their tuples read in Rust, a page
 //!   at a time; [`filter`]: the query's filters evaluated on those tuples
-//!   in place, before anything is converted;
+//!   in place, before anything is converted; [`keys`]: a hash join's
+//!   build keys handed to the scan under its probe side;
 //! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
 //!   database's tables;
 //! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
@@ -29,6 +30,7 @@ pub mod deform;
 pub mod filter;
 pub mod guc;
 pub mod heap;
+pub mod keys;
 pub mod mesh_bench;
 pub mod parallel;
 pub mod participate;

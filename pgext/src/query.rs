@@ -40,6 +40,7 @@ use weft_runtime::{
 
 use crate::guc;
 use crate::heap::{HeapCodec, HeapColumn, HeapScanExec, HeapTable, ScanBinding, SlotTarget};
+use crate::keys;
 use crate::parallel::{Job, Part, Section};
 use crate::participate;
 use crate::pgcall;
@@ -125,6 +126,9 @@ pub fn check_plannable(logical: &LogicalPlan) -> datafusion::common::Result<()> 
 pub fn explain_text(planned: &Planned) -> String {
     let participants = guc::workers() as usize + 1;
     let (plan, refused) = planned.physical(participants);
+    // As each participant will run it (the join keys linked to the scans).
+    let runners = if refused.is_some() { 1 } else { participants };
+    let plan = keys::link(plan, runners).unwrap_or_else(|e| report("weft", &e.to_string()));
     format!(
         "{}\n{}",
         heading(participants, participants, refused.as_deref()),
@@ -420,10 +424,12 @@ async fn execute(
     bytes: &[u8],
     bindings: Vec<(SlotTarget, ScanBinding)>,
 ) -> Result<(Vec<RecordBatch>, Arc<dyn ExecutionPlan>), RuntimeError> {
-    let config = participant_config(session_config(node.participants() as usize), node);
+    let participants = node.participants() as usize;
+    let config = participant_config(session_config(participants), node);
     let state = new_state(config);
     let task = Arc::new(TaskContext::from(&state));
     let plan = PlanCodec::new(Arc::new(HeapCodec::new(bindings))).decode(bytes, &task)?;
+    let plan = keys::link(plan, participants)?;
     let batches = collect(plan.clone(), task).await?;
     Ok((batches, plan))
 }

@@ -627,3 +627,125 @@ fn filters_evaluated_in_the_scan_keep_postgres_s_answers() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A large probe table `p` with integer keys of three widths (NULLs,
+/// negatives and extremes among them), and small build tables: `b` with
+/// dense keys, repeats and NULLs, `w` with keys spanning the whole int8
+/// range (a hash set rather than a bitmap).
+const KEYS_SETUP: &str = "
+CREATE TABLE p (id int, k2 int2, k4 int4, k8 int8, pad text);
+INSERT INTO p SELECT g,
+    CASE WHEN g % 97 = 0 THEN NULL ELSE (g % 20000 - 10000)::int2 END,
+    CASE WHEN g % 89 = 0 THEN NULL ELSE g / 3 END,
+    CASE WHEN g % 83 = 0 THEN NULL WHEN g % 1000 = 1 THEN 9223372036854775807
+         WHEN g % 1000 = 2 THEN -9223372036854775808 ELSE g::int8 * 1000003 END,
+    repeat('x', g % 40)
+  FROM generate_series(1, 200000) g;
+CREATE TABLE b (k2 int2, k4 int4, k8 int8, tag text);
+INSERT INTO b SELECT (g * 7 - 300)::int2, g * 311, g::int8 * 1000003 * 13, 't' || g % 7
+  FROM generate_series(1, 150) g;
+INSERT INTO b VALUES (NULL, NULL, NULL, 'null'), (-9999, 3, 1000003, 'dup'), (-9999, 3, 1000003, 'dup2'),
+    (32767, 999999999, 42, 'absent');
+CREATE TABLE w (k8 int8, tag text);
+INSERT INTO w VALUES (9223372036854775807, 'max'), (-9223372036854775808, 'min'), (13000039, 'mid'),
+    (NULL, 'null'), (5, 'absent');
+ANALYZE p; ANALYZE b; ANALYZE w;
+";
+
+#[test]
+fn join_keys_filter_the_probe_scan_without_changing_answers() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(KEYS_SETUP).unwrap();
+    // (query, whether p's scan must be filtered by the join's keys with 0
+    // and with 1 worker)
+    let cases = [
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
+            [true, true],
+        ),
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k2 = b.k2 ORDER BY 1, 2",
+            [true, true],
+        ),
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k8 = b.k8 ORDER BY 1, 2",
+            [true, true],
+        ),
+        (
+            "SELECT p.id, w.tag FROM p JOIN w ON p.k8 = w.k8 ORDER BY 1, 2",
+            [true, true],
+        ),
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k4 = b.k4 AND p.id > b.k2 ORDER BY 1, 2",
+            [true, true],
+        ),
+        (
+            "SELECT p.id FROM p WHERE EXISTS (SELECT 1 FROM b WHERE b.k2 = p.k2) ORDER BY 1",
+            [true, true],
+        ),
+        // A build side preserved by a LEFT JOIN is partitioned across
+        // participants (each emits its unmatched rows once).
+        (
+            "SELECT b.tag, count(p.id) FROM b LEFT JOIN p ON p.k4 = b.k4 GROUP BY 1 ORDER BY 1",
+            [true, false],
+        ),
+        (
+            "SELECT count(*), sum(p.id) FROM p JOIN b ON p.k4 = b.k4 JOIN w ON p.k8 = w.k8",
+            [true, true],
+        ),
+        (
+            "SELECT x.id, b.tag FROM (SELECT id, k4 FROM p WHERE pad LIKE 'xx%') x JOIN b ON x.k4 = b.k4 ORDER BY 1, 2",
+            [true, true],
+        ),
+        // Rows of p that match nothing are in these answers: no filter.
+        (
+            "SELECT p.id FROM p WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k4 = p.k4) ORDER BY 1",
+            [false, false],
+        ),
+        (
+            "SELECT p.id, b.tag FROM p LEFT JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
+            [false, false],
+        ),
+        (
+            "SELECT p.id, b.tag FROM p FULL JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
+            [false, false],
+        ),
+        // Which rows reach a LIMIT depends on all of them.
+        (
+            "SELECT p.id FROM (SELECT id, k4 FROM p ORDER BY id LIMIT 5000) p JOIN b ON p.k4 = b.k4 ORDER BY 1",
+            [false, false],
+        ),
+        // A computed key is not a column of the scan.
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k4 + 0 = b.k4 ORDER BY 1, 2",
+            [false, false],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (sql, expect_keys) in cases {
+        for (workers, expect_keys) in expect_keys.into_iter().enumerate() {
+            client
+                .batch_execute(&format!("SET weft.force = on; SET weft.workers = {workers}"))
+                .unwrap();
+            let plan = explain_lines(&mut client, &format!("EXPLAIN {sql}"));
+            let keyed = plan
+                .lines()
+                .any(|l| l.contains("HeapScan: public.p ") && l.contains("join_keys=["));
+            if !plan.contains("Custom Scan (Weft)") || keyed != expect_keys {
+                failures.push(format!(
+                    "{workers} workers: expected join keys in p's scan: {expect_keys}\n{plan}"
+                ));
+            }
+            let (weft, stock) = both_ways(&mut client, sql);
+            match (&weft, &stock) {
+                (Ok(w), Ok(s)) if w == s => {}
+                _ => failures.push(format!(
+                    "{workers} workers: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}"
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

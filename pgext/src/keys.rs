@@ -1,0 +1,391 @@
+//! Join keys pushed into heap scans: a hash join's build side, once
+//! collected, tells the scan feeding its probe side which key values can
+//! match at all, and the scan drops every other tuple as soon as it has
+//! read the key, before walking the rest of the tuple.
+//!
+//! The probe side of a join is usually the large table (lineitem, orders)
+//! and its key an early, fixed-width column. Without this the scan walks
+//! every tuple to the last column the query reads, converts it to Arrow,
+//! and the join then throws most of them away: in TPC-H Q3, 3.2 million
+//! lineitems reach the join for 30 thousand matches.
+//!
+//! This is what DataFusion's dynamic filters do inside one process. They
+//! stay off in weft because a partitioned join's build side in one
+//! participant holds only that participant's share of the keys; here only
+//! joins whose build side is whole in every participant qualify (a
+//! broadcast build, or a plan for one participant), so each participant
+//! filters with the complete set, computed locally.
+//!
+//! The filter is exact: a probe row whose key is not among the build
+//! side's keys (or is NULL) matches nothing, and [`link`] only pushes it
+//! through joins whose result cannot then depend on such a row (see
+//! [`drops_unmatched_probe_rows`]). It is an optimisation only: a scan
+//! that starts before the set is published, or a set too large to
+//! collect, leaves the rows to the join as before.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{JoinType, NullEquality, Result};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::{Stream, StreamExt};
+use rustc_hash::FxHashSet;
+use weft_runtime::{ExchangeExec, ExchangeMode};
+
+use crate::heap::HeapScanExec;
+
+/// Build sides with more distinct keys than this are not collected: the
+/// set would cost more memory than it saves, and a filter keeping that
+/// many keys rarely drops much.
+const MAX_KEYS: usize = 1 << 22;
+
+/// Key ranges up to this wide are held as a bitmap (8 MiB at most), which
+/// answers with one load; wider ones as a hash set.
+const MAX_BITMAP_RANGE: u64 = 1 << 26;
+
+/// The distinct non-NULL values of a build side's key.
+#[derive(Debug)]
+pub enum KeySet {
+    /// Keys spanning a narrow range (most join keys are dense).
+    Bitmap {
+        /// The smallest key.
+        min: i64,
+        /// Bit `v - min` is set for each key `v`.
+        bits: Vec<u64>,
+    },
+    /// Keys spanning a wide range.
+    Hash(FxHashSet<i64>),
+}
+
+impl KeySet {
+    /// The set of `keys` (in any order, repeats allowed).
+    pub fn new(keys: &[i64]) -> KeySet {
+        let (Some(&min), Some(&max)) = (keys.iter().min(), keys.iter().max()) else {
+            return KeySet::Bitmap {
+                min: 0,
+                bits: Vec::new(),
+            };
+        };
+        let range = max.abs_diff(min);
+        if range < MAX_BITMAP_RANGE {
+            let mut bits = vec![0u64; (range / 64 + 1) as usize];
+            for &k in keys {
+                let at = k.abs_diff(min);
+                bits[(at / 64) as usize] |= 1 << (at % 64);
+            }
+            KeySet::Bitmap { min, bits }
+        } else {
+            KeySet::Hash(keys.iter().copied().collect())
+        }
+    }
+
+    /// Whether `key` is in the set.
+    #[inline]
+    pub fn contains(&self, key: i64) -> bool {
+        match self {
+            KeySet::Bitmap { min, bits } => {
+                let Some(at) = key.checked_sub(*min) else {
+                    return false;
+                };
+                // A negative offset is below min: as u64 it is beyond the bitmap.
+                let at = at as u64;
+                bits.get((at / 64) as usize).is_some_and(|w| w & (1 << (at % 64)) != 0)
+            }
+            KeySet::Hash(set) => set.contains(&key),
+        }
+    }
+}
+
+/// Where a build side publishes its keys for the scan below the probe side.
+#[derive(Debug, Default)]
+pub struct KeySlot {
+    set: OnceLock<KeySet>,
+}
+
+impl KeySlot {
+    /// The keys, once the build side has been read whole.
+    pub fn get(&self) -> Option<&KeySet> {
+        self.set.get()
+    }
+}
+
+/// Passes a hash join's build side through unchanged, collecting the join
+/// key's values; when the input ends, publishes them in its [`KeySlot`].
+#[derive(Debug)]
+pub struct KeyCollectExec {
+    input: Arc<dyn ExecutionPlan>,
+    key: Arc<dyn PhysicalExpr>,
+    slot: Arc<KeySlot>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl KeyCollectExec {
+    fn new(input: Arc<dyn ExecutionPlan>, key: Arc<dyn PhysicalExpr>, slot: Arc<KeySlot>) -> KeyCollectExec {
+        KeyCollectExec {
+            input,
+            key,
+            slot,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for KeyCollectExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JoinKeys: {} (to the probe side's scan)", self.key)
+    }
+}
+
+impl ExecutionPlan for KeyCollectExec {
+    fn name(&self) -> &str {
+        "KeyCollectExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        f(&self.key)
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = children.swap_remove(0);
+        Ok(Arc::new(KeyCollectExec::new(
+            input,
+            Arc::clone(&self.key),
+            Arc::clone(&self.slot),
+        )))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let keys = MetricBuilder::new(&self.metrics).counter("keys", partition);
+        Ok(Box::pin(KeyCollectStream {
+            input: self.input.execute(partition, context)?,
+            key: Arc::clone(&self.key),
+            slot: Arc::clone(&self.slot),
+            keys: Some(Vec::new()),
+            published: keys,
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+struct KeyCollectStream {
+    input: SendableRecordBatchStream,
+    key: Arc<dyn PhysicalExpr>,
+    slot: Arc<KeySlot>,
+    /// The keys so far; None once given up (too many, or a key type the
+    /// scan cannot compare).
+    keys: Option<Vec<i64>>,
+    /// The distinct keys published (EXPLAIN ANALYZE's `keys`).
+    published: Count,
+}
+
+impl KeyCollectStream {
+    fn gather(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some(keys) = &mut self.keys else {
+            return Ok(());
+        };
+        let values = self.key.evaluate(batch)?.into_array(batch.num_rows())?;
+        match values.data_type() {
+            DataType::Int16 => keys.extend(values.as_primitive::<Int16Type>().iter().flatten().map(i64::from)),
+            DataType::Int32 => keys.extend(values.as_primitive::<Int32Type>().iter().flatten().map(i64::from)),
+            DataType::Int64 => keys.extend(values.as_primitive::<Int64Type>().iter().flatten()),
+            _ => self.keys = None,
+        }
+        if self.keys.as_ref().is_some_and(|k| k.len() > MAX_KEYS) {
+            // Repeats count here too; they are rare on a build side.
+            self.keys = None;
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        if let Some(keys) = self.keys.take() {
+            let set = KeySet::new(&keys);
+            self.published.add(match &set {
+                KeySet::Bitmap { bits, .. } => bits.iter().map(|w| w.count_ones() as usize).sum(),
+                KeySet::Hash(set) => set.len(),
+            });
+            // Set once: a second execution of the same plan finds it set
+            // with the same keys.
+            let _ = self.slot.set.set(set);
+        }
+    }
+}
+
+impl Stream for KeyCollectStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.input.poll_next_unpin(cx);
+        match &next {
+            Poll::Ready(Some(Ok(batch))) => {
+                if let Err(e) = self.gather(batch) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            Poll::Ready(None) => self.publish(),
+            Poll::Ready(Some(Err(_))) => self.keys = None,
+            Poll::Pending => {}
+        }
+        next
+    }
+}
+
+impl RecordBatchStream for KeyCollectStream {
+    fn schema(&self) -> SchemaRef {
+        self.input.schema()
+    }
+}
+
+/// `plan` (as decoded in a participant of `participants`) with each
+/// eligible hash join's build keys pushed into the scan under its probe
+/// side. Every participant makes the same change to the same plan.
+pub fn link(plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| link(Arc::clone(c), participants))
+        .collect::<Result<Vec<_>>>()?;
+    let plan = replace_children_if_necessary(plan, children)?;
+    let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+        return Ok(plan);
+    };
+    if join.mode != PartitionMode::CollectLeft
+        || join.null_equality() != NullEquality::NullEqualsNothing
+        || join.null_aware
+        || !drops_unmatched_probe_rows(join.join_type())
+        || !whole_everywhere(join.left(), participants)
+    {
+        return Ok(plan);
+    }
+    for (build_key, probe_key) in join.on() {
+        let Some(column) = probe_key.downcast_ref::<Column>() else {
+            continue;
+        };
+        let slot = Arc::new(KeySlot::default());
+        if let Some(right) = push(join.right(), column.index(), &slot) {
+            let left: Arc<dyn ExecutionPlan> = Arc::new(KeyCollectExec::new(
+                Arc::clone(join.left()),
+                Arc::clone(build_key),
+                slot,
+            ));
+            return replace_children_if_necessary(Arc::clone(&plan), vec![left, right]);
+        }
+    }
+    Ok(plan)
+}
+
+/// Whether a join of `join_type` gives the same result without the probe
+/// rows that match no build row: true unless it outputs unmatched probe
+/// rows (right, full and right anti joins) or marks build rows by whether
+/// anything matched in a way a NULL could change (mark joins).
+fn drops_unmatched_probe_rows(join_type: &JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::RightSemi
+    )
+}
+
+/// Whether every participant computes all of `plan`'s rows: it is
+/// broadcast, or there is one participant.
+fn whole_everywhere(plan: &Arc<dyn ExecutionPlan>, participants: usize) -> bool {
+    if participants == 1 {
+        return true;
+    }
+    let mut plan = plan;
+    loop {
+        if let Some(exchange) = plan.downcast_ref::<ExchangeExec>() {
+            return matches!(exchange.mode(), ExchangeMode::Broadcast);
+        }
+        if plan.downcast_ref::<CooperativeExec>().is_none() {
+            return false;
+        }
+        plan = plan.children()[0];
+    }
+}
+
+/// `plan` with a filter on output column `column` (keeping the values in
+/// `slot`'s set) pushed into the heap scan that produces it, if the column
+/// comes straight from a scan through operators that keep each row whole
+/// or drop it; None otherwise. Exchanges stop it: the scan must feed this
+/// participant's join.
+fn push(plan: &Arc<dyn ExecutionPlan>, column: usize, slot: &Arc<KeySlot>) -> Option<Arc<dyn ExecutionPlan>> {
+    if let Some(scan) = plan.downcast_ref::<HeapScanExec>() {
+        return scan
+            .with_key_filter(column, Arc::clone(slot))
+            .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>);
+    }
+    let (child, at) =
+        if plan.downcast_ref::<CooperativeExec>().is_some() || plan.downcast_ref::<KeyCollectExec>().is_some() {
+            (0, column)
+        } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+            let expr = &projection.expr().get(column)?.expr;
+            (0, expr.downcast_ref::<Column>()?.index())
+        } else if let Some(sort) = plan.downcast_ref::<SortExec>() {
+            // A sort keeps every row; one with a limit keeps those that sort
+            // first among all of them, which a filter below it would change.
+            if sort.fetch().is_some() {
+                return None;
+            }
+            (0, column)
+        } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+            (
+                0,
+                filter
+                    .projection()
+                    .as_ref()
+                    .map_or(Some(column), |p| p.get(column).copied())?,
+            )
+        } else if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+            let at = join
+                .projection
+                .as_ref()
+                .map_or(Some(column), |p| p.get(column).copied())?;
+            let left = join.left().schema().fields().len();
+            // Only the sides whose rows a row of the join's output carries
+            // unchanged (never NULL-extended), and which are in the output.
+            match join.join_type() {
+                JoinType::Inner if at < left => (0, at),
+                JoinType::Inner => (1, at - left),
+                JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti if at < left => (0, at),
+                JoinType::Right if at >= left => (1, at - left),
+                JoinType::RightSemi | JoinType::RightAnti => (1, at),
+                _ => return None,
+            }
+        } else {
+            return None;
+        };
+    let children = plan.children();
+    let pushed = push(children[child], at, slot)?;
+    let mut children: Vec<Arc<dyn ExecutionPlan>> = children.into_iter().cloned().collect();
+    children[child] = pushed;
+    replace_children_if_necessary(Arc::clone(plan), children).ok()
+}
