@@ -93,6 +93,9 @@ pub struct HeapTable {
     pub columns: Vec<HeapColumn>,
     /// pg_class's row estimate (None before the first ANALYZE or VACUUM).
     pub rows: Option<f64>,
+    /// Postgres's estimate of the rows the query's conditions on this
+    /// table alone keep (plain SQL; see `translate::estimate`).
+    pub filtered_rows: Option<f64>,
     schema: SchemaRef,
 }
 
@@ -120,6 +123,7 @@ impl HeapTable {
             name,
             columns,
             rows,
+            filtered_rows: None,
             schema: Arc::new(Schema::new(fields)),
         }
     }
@@ -199,7 +203,7 @@ impl TableProvider for HeapTable {
                 Some(Filtered::new(filters.to_vec(), inputs).map_err(DataFusionError::Plan)?)
             }
         };
-        Ok(Arc::new(HeapScanExec::new(
+        let scan = HeapScanExec::new(
             ScanTarget {
                 relid: self.relid,
                 relfilenode: self.relfilenode,
@@ -211,7 +215,11 @@ impl TableProvider for HeapTable {
             self.rows,
             None,
             None,
-        )))
+        );
+        Ok(Arc::new(HeapScanExec {
+            filtered_rows: self.filtered_rows,
+            ..scan
+        }))
     }
 }
 
@@ -306,7 +314,11 @@ pub struct HeapScanExec {
     /// output column, and where the join publishes its build side's keys.
     keys: Vec<(usize, Arc<KeySlot>)>,
     partitions: usize,
+    /// The table's rows, as pg_class estimates them.
     rows: Option<f64>,
+    /// Postgres's estimate of the rows the query's conditions on the table
+    /// keep (the scan's size in planning, shown by EXPLAIN).
+    filtered_rows: Option<f64>,
     /// The scan's slot in the section's payload (set by the leader once
     /// the plan is final).
     slot: Option<u32>,
@@ -342,6 +354,7 @@ impl HeapScanExec {
             keys: Vec::new(),
             partitions,
             rows,
+            filtered_rows: None,
             slot,
             binding,
             properties: Arc::new(properties),
@@ -404,6 +417,9 @@ impl DisplayAs for HeapScanExec {
                 all => all.iter().map(|e| format!("({e})")).collect(),
             };
             write!(f, " filter=[{}]", exprs.join(" AND "))?;
+            if let Some(rows) = self.filtered_rows {
+                write!(f, " estimated_rows={rows:.0}")?;
+            }
         }
         if !self.keys.is_empty() {
             let names: Vec<&str> = self.keys.iter().map(|(c, _)| self.columns[*c].name.as_str()).collect();
@@ -438,15 +454,17 @@ impl ExecutionPlan for HeapScanExec {
     }
 
     /// pg_class's estimate, spread over the partitions (participants); a
-    /// filter keeps DataFusion's default share of the rows (what its
-    /// FilterExec would have estimated).
+    /// filter keeps what Postgres estimates the query's conditions on the
+    /// table keep or, without that, DataFusion's default share of the
+    /// rows (what its FilterExec would have estimated).
     fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
         const FILTERED: f64 = 0.2;
         let mut statistics = Statistics::new_unknown(&self.schema());
         if let Some(rows) = self.rows {
-            let rows = match self.filter {
-                Some(_) => rows * FILTERED,
-                None => rows,
+            let rows = match (&self.filter, self.filtered_rows) {
+                (Some(_), Some(filtered)) => filtered,
+                (Some(_), None) => rows * FILTERED,
+                (None, _) => rows,
             };
             let rows = match args.partition() {
                 Some(_) => rows / self.partitions.max(1) as f64,
@@ -883,6 +901,9 @@ struct ScanNode {
     /// The columns the filter reads, in input order.
     #[prost(message, repeated, tag = "9")]
     inputs: Vec<ColumnNode>,
+    /// Postgres's estimate of the rows the filter keeps (for EXPLAIN).
+    #[prost(double, optional, tag = "10")]
+    filtered_rows: Option<f64>,
 }
 
 impl ColumnNode {
@@ -995,7 +1016,7 @@ impl PhysicalExtensionCodec for HeapCodec {
                 Some(Filtered::new(exprs, inputs).map_err(DataFusionError::Execution)?)
             }
         };
-        Ok(Arc::new(HeapScanExec::new(
+        let scan = HeapScanExec::new(
             ScanTarget {
                 relid: pg_sys::Oid::from(node.relid),
                 relfilenode: node.relfilenode,
@@ -1007,7 +1028,11 @@ impl PhysicalExtensionCodec for HeapCodec {
             node.rows,
             Some(node.slot),
             Some(*binding),
-        )))
+        );
+        Ok(Arc::new(HeapScanExec {
+            filtered_rows: node.filtered_rows,
+            ..scan
+        }))
     }
 
     fn try_encode(
@@ -1029,6 +1054,7 @@ impl PhysicalExtensionCodec for HeapCodec {
             slot,
             partitions: scan.partitions as u32,
             rows: scan.rows,
+            filtered_rows: scan.filtered_rows,
             columns: scan.columns.iter().map(ColumnNode::new).collect(),
             filters: match &scan.filter {
                 None => Vec::new(),

@@ -747,5 +747,49 @@ fn join_keys_filter_the_probe_scan_without_changing_answers() {
             }
         }
     }
+    // A filtered scan's size is Postgres's estimate (EXPLAIN shows it),
+    // also inside subqueries, beside outer references and subqueries.
+    client
+        .batch_execute("SET weft.force = on; SET weft.workers = 1")
+        .unwrap();
+    for (sql, low, high) in [
+        ("SELECT count(*) FROM p WHERE id < 1000", 500.0, 2000.0),
+        (
+            "SELECT count(*) FROM p WHERE k4 IS NULL AND pad LIKE 'x%'",
+            1000.0,
+            4000.0,
+        ),
+        (
+            "SELECT count(*) FROM b WHERE EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4 AND p.id < 5000)",
+            2500.0,
+            10000.0,
+        ),
+        (
+            "SELECT count(*) FROM p WHERE id < 1000 AND EXISTS (SELECT 1 FROM b WHERE b.k4 = p.k4 AND b.k2 > 0)",
+            500.0,
+            2000.0,
+        ),
+    ] {
+        let plan = explain_lines(&mut client, &format!("EXPLAIN {sql}"));
+        let estimate = plan
+            .lines()
+            .filter(|l| l.contains("HeapScan: public.p "))
+            .find_map(|l| {
+                l.split("estimated_rows=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            });
+        match estimate {
+            Some(rows) if (low..=high).contains(&rows) => {}
+            _ => failures.push(format!("{sql}: p's estimate {estimate:?} not in {low}..{high}\n{plan}")),
+        }
+        let (weft, stock) = both_ways(&mut client, sql);
+        if weft.is_err() || weft != stock {
+            failures.push(format!("{sql}\n  weft:  {weft:?}\n  stock: {stock:?}"));
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

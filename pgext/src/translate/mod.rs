@@ -12,6 +12,7 @@
 //! (level, varno, varattno) names one column, also from inside a
 //! correlated subquery (an outer reference).
 
+mod estimate;
 mod expr;
 mod finish;
 mod nodes;
@@ -110,6 +111,9 @@ struct Level {
     /// The FROM clause's output schema, once built (outer references of
     /// sublinks are typed from it).
     schema: Option<DFSchemaRef>,
+    /// Postgres's row estimate for each table the WHERE clause filters,
+    /// by range table index ([`estimate`]).
+    estimates: HashMap<i32, f64>,
 }
 
 struct Translator {
@@ -171,6 +175,7 @@ impl Translator {
             query,
             columns: HashMap::new(),
             schema: None,
+            estimates: HashMap::new(),
         });
         self.next_level += 1;
         // SAFETY: as above.
@@ -183,6 +188,12 @@ impl Translator {
         // FROM and WHERE.
         // SAFETY: the jointree of a valid Query.
         let jointree = unsafe { &*q.jointree };
+        // SAFETY: the WHERE clause of a valid Query.
+        let quals = unsafe { fold(jointree.quals) };
+        let depth = self.levels.len() - 1;
+        let query = self.level().query;
+        // SAFETY: as above.
+        self.level().estimates = unsafe { estimate::filtered_rows(query, quals, depth, self.params) };
         // SAFETY: as above.
         let mut items = unsafe { list::<pg_sys::Node>(jointree.fromlist) }
             .into_iter()
@@ -191,9 +202,9 @@ impl Translator {
             .collect::<Result<Vec<_>, _>>()?;
         let mut plan = cross_join(items.clone())?;
         self.level().schema = Some(plan.schema().clone());
-        if !jointree.quals.is_null() {
-            // SAFETY: the WHERE clause of a valid Query.
-            let predicate = unsafe { self.expr(fold(jointree.quals), &Scope::Rows)? };
+        if !quals.is_null() {
+            // SAFETY: as above.
+            let predicate = unsafe { self.expr(quals, &Scope::Rows)? };
             // A subquery condition (IN, EXISTS) on one FROM item alone
             // filters that item before the joins: the same rows (a WHERE
             // conjunct over a product filters the factor it reads), and
@@ -470,7 +481,8 @@ impl Translator {
                     return Err("TABLESAMPLE".into());
                 }
                 // SAFETY: on the backend thread.
-                let (rel, table) = unsafe { crate::query::open_table(rte.relid) }?;
+                let (rel, mut table) = unsafe { crate::query::open_table(rte.relid) }?;
+                table.filtered_rows = self.levels.last().and_then(|l| l.estimates.get(&rtindex).copied());
                 self.relations.push((rte.relid, rel));
                 // SAFETY: an open relation's catalog row.
                 if rte.inh && unsafe { (*(*rel).rd_rel).relhassubclass } {
