@@ -201,8 +201,12 @@ unsafe fn take_over(
     if !guc::FORCE.get() && cost < guc::MIN_COST.get() {
         return Err(format!("the stock plan's cost {cost:.0} is below weft.min_cost"));
     }
-    // SAFETY: our copy of the Query, on the backend thread.
-    let translation = unsafe { translate::translate(query, params)? };
+    // SAFETY: our copy of the Query, which `stmt` planned; on the backend
+    // thread.
+    let translation = unsafe {
+        translate::follow_stock_plan(query, stmt);
+        translate::translate(query, params)?
+    };
     // SAFETY: the relations the translation opened.
     let reading = unsafe { scan_cost(&translation.relations) };
     for &(_, rel) in &translation.relations {

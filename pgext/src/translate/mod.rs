@@ -16,6 +16,7 @@ mod estimate;
 mod expr;
 mod finish;
 mod nodes;
+mod order;
 pub mod pgfn;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use pgrx::pg_sys::{self, NodeTag};
 
 use expr::Scope;
 use nodes::{cast, list, text};
+pub use order::follow_stock_plan;
 
 /// Why weft leaves a query to Postgres.
 pub type Refusal = String;
