@@ -34,6 +34,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion_proto::logical_plan::from_proto::parse_expr;
@@ -325,6 +326,7 @@ pub struct HeapScanExec {
     /// This participant's binding of the slot (set when decoded).
     binding: Option<ScanBinding>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl HeapScanExec {
@@ -358,6 +360,7 @@ impl HeapScanExec {
             slot,
             binding,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -457,6 +460,10 @@ impl ExecutionPlan for HeapScanExec {
     /// filter keeps what Postgres estimates the query's conditions on the
     /// table keep or, without that, DataFusion's default share of the
     /// rows (what its FilterExec would have estimated).
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
         const FILTERED: f64 = 0.2;
         let mut statistics = Statistics::new_unknown(&self.schema());
@@ -476,7 +483,7 @@ impl ExecutionPlan for HeapScanExec {
         Ok(Arc::new(statistics))
     }
 
-    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let Some(binding) = self.binding else {
             return exec_err!("weft: the scan of {} is not bound to a parallel scan", self.target.name);
         };
@@ -518,6 +525,8 @@ impl ExecutionPlan for HeapScanExec {
             open: None,
             done: false,
             fail: me.is_some() && me == fail,
+            metrics: BaselineMetrics::new(&self.metrics, partition),
+            examined: MetricBuilder::new(&self.metrics).counter("tuples_examined", partition),
         }))
     }
 }
@@ -573,6 +582,10 @@ struct HeapStream {
     done: bool,
     /// Raise an ERROR when asked for a batch (weft.test_fail_participant).
     fail: bool,
+    /// Rows output and time spent (EXPLAIN ANALYZE).
+    metrics: BaselineMetrics,
+    /// Visible tuples looked at, passing or not (EXPLAIN ANALYZE).
+    examined: Count,
 }
 
 // SAFETY: the raw Postgres pointers are used only on the backend thread
@@ -736,6 +749,7 @@ impl HeapStream {
                 let take = (self.pages.count - self.pages.next).min(BATCH_ROWS - rows);
                 self.pages.next += take;
                 rows += take;
+                examined += take;
                 continue;
             }
             // This page's next visible tuples, as many as the batch takes,
@@ -768,6 +782,7 @@ impl HeapStream {
                 return exec_err!("column \"{name}\" of {}: {e}", self.table);
             }
         }
+        self.examined.add(examined);
         Ok(rows)
     }
 
@@ -823,6 +838,7 @@ impl HeapStream {
             }
             rows += 1;
         }
+        self.examined.add(examined);
         Ok(rows)
     }
 }
@@ -834,10 +850,13 @@ impl Stream for HeapStream {
         if self.done {
             return Poll::Ready(None);
         }
+        let elapsed = self.metrics.elapsed_compute().clone();
+        let timer = elapsed.timer();
         // SAFETY: polled on the participant's backend thread (its runtime
         // is current-thread), inside pgcall::call.
         let next = pgcall::call("heap scan", || unsafe { self.next_batch() });
-        match next {
+        timer.done();
+        let poll = match next {
             Ok(Some(batch)) => Poll::Ready(Some(Ok(batch))),
             Ok(None) => {
                 self.done = true;
@@ -847,7 +866,8 @@ impl Stream for HeapStream {
                 self.done = true;
                 Poll::Ready(Some(Err(e)))
             }
-        }
+        };
+        self.metrics.record_poll(poll)
     }
 }
 
