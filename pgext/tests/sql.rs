@@ -394,6 +394,30 @@ fn explain_shows_the_weft_scan_and_its_plan() {
     let analyzed: Vec<String> = analyzed.into_iter().flatten().flatten().collect();
     assert!(analyzed[0].contains("actual time"), "{analyzed:#?}");
     assert!(analyzed.iter().any(|l| l.contains("rows")), "{analyzed:#?}");
+    // The scan says how many rows it output and how many tuples it read.
+    let count: i64 = text_rows(&mut client, "SELECT count(*) FROM t").unwrap()[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let scan = analyzed
+        .iter()
+        .find(|l| l.contains("HeapScan: public.t"))
+        .unwrap_or_else(|| panic!("{analyzed:#?}"));
+    assert!(
+        scan.contains("output_rows=") && scan.contains("tuples_examined="),
+        "{scan}"
+    );
+    client.batch_execute("SET weft.workers = 0").unwrap();
+    let single = explain_lines(&mut client, &format!("EXPLAIN ANALYZE {sql}"));
+    let examined = format!("tuples_examined={count}");
+    assert!(
+        single
+            .lines()
+            .any(|l| l.contains("HeapScan: public.t") && l.contains(&examined)),
+        "{examined}: {single}"
+    );
+    client.batch_execute("RESET weft.workers").unwrap();
     // A query left to Postgres says why, with weft.explain_fallback.
     client
         .batch_execute("SET weft.force = off; SET weft.min_cost = 1e9")
