@@ -402,13 +402,7 @@ impl Rewrite {
     /// (at most `broadcast_rows`) and build sides of unknown size stay
     /// broadcast, as DataFusion planned them.
     fn partitioning_pays(&self, left: &Arc<dyn ExecutionPlan>, right: &Arc<dyn ExecutionPlan>) -> bool {
-        let build = match left.downcast_ref::<ExchangeExec>() {
-            Some(gather) if matches!(gather.mode(), ExchangeMode::Gather { .. }) => {
-                estimated_rows(gather.children()[0])
-            }
-            _ => estimated_rows(left),
-        };
-        let (Some(build), Some(probe)) = (build, estimated_rows(right)) else {
+        let Some((build, probe)) = join_sides_rows(left, right) else {
             return false;
         };
         self.partitioning_pays_rows(build, probe)
@@ -433,13 +427,7 @@ impl Rewrite {
     /// participant, R (P - 1) rows, is less than the build side, and the
     /// swapped join would not be partitioned anyway.
     fn swapping_pays(&self, left: &Arc<dyn ExecutionPlan>, right: &Arc<dyn ExecutionPlan>) -> bool {
-        let build = match left.downcast_ref::<ExchangeExec>() {
-            Some(gather) if matches!(gather.mode(), ExchangeMode::Gather { .. }) => {
-                estimated_rows(gather.children()[0])
-            }
-            _ => estimated_rows(left),
-        };
-        let (Some(build), Some(probe)) = (build, estimated_rows(right)) else {
+        let Some((build, probe)) = join_sides_rows(left, right) else {
             return false;
         };
         probe.saturating_mul(self.participants - 1) < build && !self.partitioning_pays_rows(probe, build)
@@ -467,6 +455,16 @@ impl Rewrite {
         }
         self.exchange(ExchangeMode::Broadcast, Senders::Leader, child)
     }
+}
+
+/// The estimated rows of a hash join's build side `left` (before the
+/// gather that made it Single, if one did) and its probe side `right`.
+fn join_sides_rows(left: &Arc<dyn ExecutionPlan>, right: &Arc<dyn ExecutionPlan>) -> Option<(usize, usize)> {
+    let build = match left.downcast_ref::<ExchangeExec>() {
+        Some(gather) if matches!(gather.mode(), ExchangeMode::Gather { .. }) => estimated_rows(gather.children()[0]),
+        _ => estimated_rows(left),
+    };
+    Some((build?, estimated_rows(right)?))
 }
 
 /// `plan`'s output rows over all participants, as DataFusion estimates
