@@ -456,14 +456,14 @@ impl ExecutionPlan for HeapScanExec {
         Ok(self)
     }
 
-    /// pg_class's estimate, spread over the partitions (participants); a
-    /// filter keeps what Postgres estimates the query's conditions on the
-    /// table keep or, without that, DataFusion's default share of the
-    /// rows (what its FilterExec would have estimated).
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
 
+    /// pg_class's estimate, spread over the partitions (participants); a
+    /// filter keeps what Postgres estimates the query's conditions on the
+    /// table keep or, without that, DataFusion's default share of the
+    /// rows (what its FilterExec would have estimated).
     fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
         const FILTERED: f64 = 0.2;
         let mut statistics = Statistics::new_unknown(&self.schema());
