@@ -34,6 +34,15 @@ pub static SCAN_COST_RATIO: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_SCA
 /// part of the tables weft reads whole).
 pub const DEFAULT_SCAN_COST_RATIO: f64 = 1.4;
 
+/// `weft.index_lookup_ratio`: a hash join reads the table under its probe
+/// side through a btree index on its key when the rows the lookups fetch
+/// are estimated at most 1 / this of the table's ([`crate::lookup`]); 0
+/// never.
+pub static INDEX_LOOKUP_RATIO: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_INDEX_LOOKUP_RATIO);
+
+/// `weft.index_lookup_ratio`'s default (see benches/README.md).
+pub const DEFAULT_INDEX_LOOKUP_RATIO: f64 = 32.0;
+
 /// `weft.workers`: parallel workers per query besides the leader; -1
 /// follows Postgres's `max_parallel_workers_per_gather`.
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(-1);
@@ -91,6 +100,16 @@ pub fn define() {
         c"How many times the cost of weft reading a query's tables whole its stock plan must cost.",
         c"weft reads every table a query uses whole; a stock plan not much dearer than that (index lookups) stays with Postgres.",
         &SCAN_COST_RATIO,
+        0.0,
+        1.0e6,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"weft.index_lookup_ratio",
+        c"How many times fewer rows than its table a hash join's index lookups must fetch to replace a scan.",
+        c"A join whose probe side reads a table with a btree index on the join key looks the build side's keys up in it when the rows fetched are estimated at most 1/this of the table's. 0 turns lookups off.",
+        &INDEX_LOOKUP_RATIO,
         0.0,
         1.0e6,
         GucContext::Userset,

@@ -51,11 +51,16 @@ use crate::deform::{self, Layout};
 use crate::filter::{self, FilterColumn, ScanFilter};
 use crate::guc;
 use crate::keys::{KeySet, KeySlot};
+use crate::lookup::{IndexProbe, LookupIndex};
 use crate::pgcall;
 use crate::types::{ColumnReader, PgType};
 
 /// Rows per batch a scan produces.
 pub const BATCH_ROWS: usize = 8192;
+
+/// The share of a table's rows a filter keeps, when Postgres has not
+/// estimated it: what DataFusion's FilterExec would have estimated.
+const FILTERED: f64 = 0.2;
 
 /// Tuples a filtered scan examines per batch at most (a batch may then
 /// hold fewer rows than [`BATCH_ROWS`]; the scan has not ended until a
@@ -97,6 +102,8 @@ pub struct HeapTable {
     /// Postgres's estimate of the rows the query's conditions on this
     /// table alone keep (plain SQL; see `translate::estimate`).
     pub filtered_rows: Option<f64>,
+    /// The btree indexes a scan can look join keys up in.
+    pub indexes: Vec<LookupIndex>,
     schema: SchemaRef,
 }
 
@@ -125,6 +132,7 @@ impl HeapTable {
             columns,
             rows,
             filtered_rows: None,
+            indexes: Vec::new(),
             schema: Arc::new(Schema::new(fields)),
         }
     }
@@ -219,6 +227,7 @@ impl TableProvider for HeapTable {
         );
         Ok(Arc::new(HeapScanExec {
             filtered_rows: self.filtered_rows,
+            indexes: self.indexes.clone(),
             ..scan
         }))
     }
@@ -279,6 +288,24 @@ struct ScanColumn {
     nullable: bool,
 }
 
+/// How a scan looks keys up in an index ([`crate::lookup`]).
+#[derive(Clone, Debug)]
+struct Lookup {
+    /// The output column looked up.
+    column: usize,
+    index: LookupIndex,
+    /// The rows the lookups are estimated to fetch (of all participants).
+    rows: f64,
+    /// What the lookups cost as a share of scanning the table whole
+    /// (planning only: the cost gate's).
+    share: f64,
+    /// Each key's lookup stops at the first row kept (a semi or anti join).
+    first_match: bool,
+    /// Where the join publishes this participant's keys (linked after
+    /// decoding, [`crate::keys::link`]).
+    keys: Option<Arc<KeySlot>>,
+}
+
 /// The relation a scan reads.
 #[derive(Clone, Debug)]
 struct ScanTarget {
@@ -320,6 +347,11 @@ pub struct HeapScanExec {
     /// Postgres's estimate of the rows the query's conditions on the table
     /// keep (the scan's size in planning, shown by EXPLAIN).
     filtered_rows: Option<f64>,
+    /// The table's indexes a lookup could use (planning only).
+    indexes: Vec<LookupIndex>,
+    /// Set when the scan reads the table through an index, looking up a
+    /// join's keys, instead of scanning its share of the blocks.
+    lookup: Option<Lookup>,
     /// The scan's slot in the section's payload (set by the leader once
     /// the plan is final).
     slot: Option<u32>,
@@ -357,6 +389,8 @@ impl HeapScanExec {
             partitions,
             rows,
             filtered_rows: None,
+            indexes: Vec::new(),
+            lookup: None,
             slot,
             binding,
             properties: Arc::new(properties),
@@ -394,6 +428,63 @@ impl HeapScanExec {
         Some(HeapScanExec { keys, ..self.clone() })
     }
 
+    /// This scan looking up, in an index on output column `column`, the
+    /// keys of a build side estimated at `build_rows` rows, if the table
+    /// has such an index and the rows the lookups fetch are at most
+    /// `1 / ratio` of the table's ([`crate::lookup`]). With `first_match`,
+    /// each key's lookup stops at the first row kept.
+    pub fn with_lookup(&self, column: usize, build_rows: f64, ratio: f64, first_match: bool) -> Option<HeapScanExec> {
+        if self.lookup.is_some() {
+            return None;
+        }
+        let attnum = self.columns.get(column)?.attnum;
+        let index = self.indexes.iter().find(|i| i.attnum == attnum)?;
+        let table = self.rows.filter(|r| *r > 0.0)?;
+        let fetched = build_rows * if first_match { 1.0 } else { index.rows_per_key };
+        if fetched * ratio > table {
+            return None;
+        }
+        let share = fetched * ratio / table;
+        let kept = match (&self.filter, self.filtered_rows) {
+            (None, _) => 1.0,
+            (Some(_), Some(filtered)) => (filtered / table).min(1.0),
+            (Some(_), None) => FILTERED,
+        };
+        Some(HeapScanExec {
+            lookup: Some(Lookup {
+                column,
+                index: index.clone(),
+                rows: fetched * kept,
+                share,
+                first_match,
+                keys: None,
+            }),
+            ..self.clone()
+        })
+    }
+
+    /// What this scan costs as a share of reading its table whole: 1, or
+    /// less for index lookups.
+    pub fn reading_share(&self) -> f64 {
+        self.lookup.as_ref().map_or(1.0, |l| l.share)
+    }
+
+    /// This lookup scan taking its keys from `slot`, if it looks up output
+    /// column `column` and has no keys yet.
+    pub fn with_lookup_keys(&self, column: usize, slot: Arc<KeySlot>) -> Option<HeapScanExec> {
+        let lookup = self
+            .lookup
+            .as_ref()
+            .filter(|l| l.column == column && l.keys.is_none())?;
+        Some(HeapScanExec {
+            lookup: Some(Lookup {
+                keys: Some(slot),
+                ..lookup.clone()
+            }),
+            ..self.clone()
+        })
+    }
+
     /// Estimated bytes of one projected row in Arrow.
     fn row_width(&self) -> usize {
         self.columns
@@ -423,6 +514,11 @@ impl DisplayAs for HeapScanExec {
             if let Some(rows) = self.filtered_rows {
                 write!(f, " estimated_rows={rows:.0}")?;
             }
+        }
+        if let Some(lookup) = &self.lookup {
+            let name = &self.columns[lookup.column].name;
+            let first = if lookup.first_match { ", first match" } else { "" };
+            write!(f, " index_lookup=[{name} in {}{first}]", lookup.index.name)?;
         }
         if !self.keys.is_empty() {
             let names: Vec<&str> = self.keys.iter().map(|(c, _)| self.columns[*c].name.as_str()).collect();
@@ -461,17 +557,17 @@ impl ExecutionPlan for HeapScanExec {
     }
 
     /// pg_class's estimate, spread over the partitions (participants); a
-    /// filter keeps what Postgres estimates the query's conditions on the
+    /// lookup scan the rows it is estimated to fetch; a filter keeps what Postgres estimates the query's conditions on the
     /// table keep or, without that, DataFusion's default share of the
     /// rows (what its FilterExec would have estimated).
     fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
-        const FILTERED: f64 = 0.2;
         let mut statistics = Statistics::new_unknown(&self.schema());
         if let Some(rows) = self.rows {
-            let rows = match (&self.filter, self.filtered_rows) {
-                (Some(_), Some(filtered)) => filtered,
-                (Some(_), None) => rows * FILTERED,
-                (None, _) => rows,
+            let rows = match (&self.lookup, &self.filter, self.filtered_rows) {
+                (Some(lookup), _, _) => lookup.rows,
+                (None, Some(_), Some(filtered)) => filtered,
+                (None, Some(_), None) => rows * FILTERED,
+                (None, None, _) => rows,
             };
             let rows = match args.partition() {
                 Some(_) => rows / self.partitions.max(1) as f64,
@@ -486,6 +582,22 @@ impl ExecutionPlan for HeapScanExec {
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let Some(binding) = self.binding else {
             return exec_err!("weft: the scan of {} is not bound to a parallel scan", self.target.name);
+        };
+        let lookup = match &self.lookup {
+            None => None,
+            Some(Lookup {
+                keys: Some(keys),
+                index,
+                column,
+                first_match,
+                ..
+            }) => Some(LookupRun {
+                index: index.index,
+                keys: Arc::clone(keys),
+                ty: self.columns[*column].ty,
+                first_match: *first_match,
+            }),
+            Some(_) => return exec_err!("weft: the index lookup of {} has no join keys", self.target.name),
         };
         let me = context.session_config().get_extension::<Participant>().map(|p| p.id());
         let fail = u32::try_from(guc::TEST_FAIL_PARTICIPANT.get()).ok();
@@ -523,12 +635,25 @@ impl ExecutionPlan for HeapScanExec {
             pages: Pages::default(),
             columns: deform::Columns::new(self.columns.len(), last_attnum.max(0) as usize),
             open: None,
+            lookup,
+            probe: None,
+            probed: MetricBuilder::new(&self.metrics).counter("keys_looked_up", partition),
             done: false,
             fail: me.is_some() && me == fail,
             metrics: BaselineMetrics::new(&self.metrics, partition),
             examined: MetricBuilder::new(&self.metrics).counter("tuples_examined", partition),
         }))
     }
+}
+
+/// What an index lookup scan looks up, and where.
+struct LookupRun {
+    index: pg_sys::Oid,
+    keys: Arc<KeySlot>,
+    /// The looked up column's type.
+    ty: PgType,
+    /// One row per key is enough.
+    first_match: bool,
 }
 
 /// A running scan's Postgres state.
@@ -579,6 +704,11 @@ struct HeapStream {
     /// The current page's values on their way to the readers.
     columns: deform::Columns,
     open: Option<OpenScan>,
+    /// An index lookup scan's plan, and its walk once begun.
+    lookup: Option<LookupRun>,
+    probe: Option<IndexProbe>,
+    /// Keys looked up (EXPLAIN ANALYZE).
+    probed: Count,
     done: bool,
     /// Raise an ERROR when asked for a batch (weft.test_fail_participant).
     fail: bool,
@@ -674,6 +804,31 @@ impl HeapStream {
             }
         };
         self.open = Some(open);
+        if let Some(lookup) = &self.lookup {
+            // The join has read its build side whole before asking its
+            // probe side for rows.
+            let Some(keys) = lookup.keys.get() else {
+                pgrx::error!(
+                    "weft: the index lookup of {} began before its join keys were known",
+                    self.table
+                )
+            };
+            // SAFETY: per the caller; the heap scan registered its
+            // snapshot, the leader's, and keeps it until `end`.
+            self.probe = Some(unsafe {
+                IndexProbe::begin(
+                    self.binding.rel,
+                    lookup.index,
+                    (*open.scan).rs_snapshot,
+                    keys,
+                    lookup.ty,
+                    lookup.first_match,
+                    open.memory,
+                )
+            });
+            // Lookups read through Postgres's slot.
+            return open;
+        }
         // SAFETY: the relation is open; its descriptor has every attribute.
         self.layout = unsafe {
             Layout::new(
@@ -799,8 +954,14 @@ impl HeapStream {
         while rows < BATCH_ROWS && examined < EXAMINED_ROWS {
             // SAFETY: per the caller; the slot belongs to the scan's
             // relation.
-            let found =
-                unsafe { pg_sys::heap_getnextslot(open.scan, pg_sys::ScanDirection::ForwardScanDirection, open.slot) };
+            let found = match &mut self.probe {
+                // SAFETY: as above; the probe is this scan's.
+                Some(probe) => unsafe { probe.next(open.slot) },
+                // SAFETY: as above.
+                None => unsafe {
+                    pg_sys::heap_getnextslot(open.scan, pg_sys::ScanDirection::ForwardScanDirection, open.slot)
+                },
+            };
             if !found {
                 self.pages.finished = true;
                 break;
@@ -837,6 +998,9 @@ impl HeapStream {
                 }
             }
             rows += 1;
+            if let Some(probe) = &mut self.probe {
+                probe.matched();
+            }
         }
         self.examined.add(examined);
         Ok(rows)
@@ -886,10 +1050,17 @@ impl Drop for HeapStream {
         if pgcall::error_pending() {
             return;
         }
+        let probe = self.probe.take();
+        if let Some(probe) = &probe {
+            self.probed.add(probe.probed());
+        }
         // SAFETY: on the backend thread (streams are dropped where they
-        // ran); the scan and its memory are ours. An error is kept and
-        // raised after the run.
+        // ran); the scan, its probe and its memory are ours. An error is
+        // kept and raised after the run.
         let _ = pgcall::call("end of a heap scan", || unsafe {
+            if let Some(probe) = probe {
+                probe.end();
+            }
             pg_sys::ExecDropSingleTupleTableSlot(open.slot);
             pg_sys::heap_endscan(open.scan);
             pg_sys::MemoryContextDelete(open.memory);
@@ -924,6 +1095,29 @@ struct ScanNode {
     /// Postgres's estimate of the rows the filter keeps (for EXPLAIN).
     #[prost(double, optional, tag = "10")]
     filtered_rows: Option<f64>,
+    /// Set for an index lookup scan.
+    #[prost(message, optional, tag = "11")]
+    lookup: Option<LookupNode>,
+}
+
+/// A scan's [`Lookup`] in a shipped plan (its keys are linked after
+/// decoding).
+#[derive(Clone, PartialEq, Message)]
+struct LookupNode {
+    #[prost(uint32, tag = "1")]
+    column: u32,
+    #[prost(int32, tag = "2")]
+    attnum: i32,
+    #[prost(uint32, tag = "3")]
+    index: u32,
+    #[prost(string, tag = "4")]
+    name: String,
+    #[prost(double, tag = "5")]
+    rows_per_key: f64,
+    #[prost(double, tag = "6")]
+    rows: f64,
+    #[prost(bool, tag = "7")]
+    first_match: bool,
 }
 
 impl ColumnNode {
@@ -1049,8 +1243,35 @@ impl PhysicalExtensionCodec for HeapCodec {
             Some(node.slot),
             Some(*binding),
         );
+        let lookup = match node.lookup {
+            None => None,
+            Some(l) => {
+                let column = l.column as usize;
+                let attnum = i16::try_from(l.attnum).ok();
+                if scan.columns.get(column).map(|c| Some(c.attnum)) != Some(attnum) {
+                    return exec_err!(
+                        "weft: the shipped index lookup of {} names a column it does not read",
+                        scan.target.name
+                    );
+                }
+                Some(Lookup {
+                    column,
+                    index: LookupIndex {
+                        attnum: attnum.unwrap_or_default(),
+                        index: pg_sys::Oid::from(l.index),
+                        name: l.name,
+                        rows_per_key: l.rows_per_key,
+                    },
+                    rows: l.rows,
+                    share: 1.0,
+                    first_match: l.first_match,
+                    keys: None,
+                })
+            }
+        };
         Ok(Arc::new(HeapScanExec {
             filtered_rows: node.filtered_rows,
+            lookup,
             ..scan
         }))
     }
@@ -1075,6 +1296,15 @@ impl PhysicalExtensionCodec for HeapCodec {
             partitions: scan.partitions as u32,
             rows: scan.rows,
             filtered_rows: scan.filtered_rows,
+            lookup: scan.lookup.as_ref().map(|l| LookupNode {
+                column: l.column as u32,
+                attnum: i32::from(l.index.attnum),
+                index: l.index.index.to_u32(),
+                name: l.index.name.clone(),
+                rows_per_key: l.index.rows_per_key,
+                rows: l.rows,
+                first_match: l.first_match,
+            }),
             columns: scan.columns.iter().map(ColumnNode::new).collect(),
             filters: match &scan.filter {
                 None => Vec::new(),

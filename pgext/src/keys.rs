@@ -109,6 +109,26 @@ impl KeySet {
             KeySet::Hash(set) => set.contains(&key),
         }
     }
+
+    /// The keys, ascending.
+    pub fn sorted(&self) -> Vec<i64> {
+        match self {
+            KeySet::Bitmap { min, bits } => bits
+                .iter()
+                .enumerate()
+                .flat_map(|(w, &word)| {
+                    (0..64)
+                        .filter(move |b| word & (1 << b) != 0)
+                        .map(move |b| min.wrapping_add((w * 64 + b) as i64))
+                })
+                .collect(),
+            KeySet::Hash(set) => {
+                let mut keys: Vec<i64> = set.iter().copied().collect();
+                keys.sort_unstable();
+                keys
+            }
+        }
+    }
 }
 
 /// Where a build side publishes its keys for the scan below the probe side.
@@ -131,15 +151,33 @@ pub struct KeyCollectExec {
     input: Arc<dyn ExecutionPlan>,
     key: Arc<dyn PhysicalExpr>,
     slot: Arc<KeySlot>,
+    /// What the keys are for, which decides whether there may be too many.
+    purpose: Purpose,
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// What a build side's keys are collected for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// To filter a scan: optional, so given up past [`MAX_KEYS`].
+    Filter,
+    /// To be looked up in an index ([`crate::lookup`]): the scan reads
+    /// nothing else, so every key is kept.
+    Lookup,
+}
+
 impl KeyCollectExec {
-    fn new(input: Arc<dyn ExecutionPlan>, key: Arc<dyn PhysicalExpr>, slot: Arc<KeySlot>) -> KeyCollectExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        key: Arc<dyn PhysicalExpr>,
+        slot: Arc<KeySlot>,
+        purpose: Purpose,
+    ) -> KeyCollectExec {
         KeyCollectExec {
             input,
             key,
             slot,
+            purpose,
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
@@ -147,7 +185,10 @@ impl KeyCollectExec {
 
 impl DisplayAs for KeyCollectExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JoinKeys: {} (to the probe side's scan)", self.key)
+        match self.purpose {
+            Purpose::Filter => write!(f, "JoinKeys: {} (to the probe side's scan)", self.key),
+            Purpose::Lookup => write!(f, "JoinKeys: {} (looked up by the probe side's scan)", self.key),
+        }
     }
 }
 
@@ -177,6 +218,7 @@ impl ExecutionPlan for KeyCollectExec {
             input,
             Arc::clone(&self.key),
             Arc::clone(&self.slot),
+            self.purpose,
         )))
     }
 
@@ -187,6 +229,10 @@ impl ExecutionPlan for KeyCollectExec {
             key: Arc::clone(&self.key),
             slot: Arc::clone(&self.slot),
             keys: Some(Vec::new()),
+            limit: match self.purpose {
+                Purpose::Filter => MAX_KEYS,
+                Purpose::Lookup => usize::MAX,
+            },
             published: keys,
         }))
     }
@@ -203,6 +249,8 @@ struct KeyCollectStream {
     /// The keys so far; None once given up (too many, or a key type the
     /// scan cannot compare).
     keys: Option<Vec<i64>>,
+    /// Keys past this many are given up.
+    limit: usize,
     /// The distinct keys published (EXPLAIN ANALYZE's `keys`).
     published: Count,
 }
@@ -219,7 +267,7 @@ impl KeyCollectStream {
             DataType::Int64 => keys.extend(values.as_primitive::<Int64Type>().iter().flatten()),
             _ => self.keys = None,
         }
-        if self.keys.as_ref().is_some_and(|k| k.len() > MAX_KEYS) {
+        if self.keys.as_ref().is_some_and(|k| k.len() > self.limit) {
             // Repeats count here too; they are rare on a build side.
             self.keys = None;
         }
@@ -267,7 +315,9 @@ impl RecordBatchStream for KeyCollectStream {
 
 /// `plan` (as decoded in a participant of `participants`) with each
 /// eligible hash join's build keys pushed into the scan under its probe
-/// side. Every participant makes the same change to the same plan.
+/// side: as a filter, or as the keys an index lookup scan looks up
+/// ([`crate::lookup`]). Every participant makes the same change to the
+/// same plan.
 pub fn link(plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn ExecutionPlan>> {
     let children = plan
         .children()
@@ -278,24 +328,35 @@ pub fn link(plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn
     let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
         return Ok(plan);
     };
-    if join.mode != PartitionMode::CollectLeft
-        || join.null_equality() != NullEquality::NullEqualsNothing
-        || join.null_aware
-        || !drops_unmatched_probe_rows(join.join_type())
-        || !whole_everywhere(join.left(), participants)
-    {
+    if join.null_equality() != NullEquality::NullEqualsNothing || join.null_aware {
         return Ok(plan);
     }
+    let (purpose, through) = match join.mode {
+        // Only index lookups make a partitioned join over a scan, with
+        // this participant's own build side.
+        PartitionMode::Partitioned => (Purpose::Lookup, Through::Rows),
+        PartitionMode::CollectLeft
+            if drops_unmatched_probe_rows(join.join_type()) && whole_everywhere(join.left(), participants) =>
+        {
+            (Purpose::Filter, Through::Joins)
+        }
+        _ => return Ok(plan),
+    };
     for (build_key, probe_key) in join.on() {
         let Some(column) = probe_key.downcast_ref::<Column>() else {
             continue;
         };
         let slot = Arc::new(KeySlot::default());
-        if let Some(right) = push(join.right(), column.index(), &slot) {
+        let at_scan = |scan: &HeapScanExec, at: usize| match purpose {
+            Purpose::Filter => scan.with_key_filter(at, Arc::clone(&slot)),
+            Purpose::Lookup => scan.with_lookup_keys(at, Arc::clone(&slot)),
+        };
+        if let Some(right) = push_to_scan(join.right(), column.index(), &at_scan, through) {
             let left: Arc<dyn ExecutionPlan> = Arc::new(KeyCollectExec::new(
                 Arc::clone(join.left()),
                 Arc::clone(build_key),
                 slot,
+                purpose,
             ));
             return replace_children_if_necessary(Arc::clone(&plan), vec![left, right]);
         }
@@ -332,59 +393,75 @@ fn whole_everywhere(plan: &Arc<dyn ExecutionPlan>, participants: usize) -> bool 
     }
 }
 
-/// `plan` with a filter on output column `column` (keeping the values in
-/// `slot`'s set) pushed into the heap scan that produces it, if the column
-/// comes straight from a scan through operators that keep each row whole
-/// or drop it; None otherwise. Exchanges stop it: the scan must feed this
-/// participant's join.
-fn push(plan: &Arc<dyn ExecutionPlan>, column: usize, slot: &Arc<KeySlot>) -> Option<Arc<dyn ExecutionPlan>> {
+/// The operators a column may be followed through, down to its scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Through {
+    /// Those that keep each row whole or drop it: projections of plain
+    /// columns and filters.
+    Rows,
+    /// Those too, sorts without a limit, and the sides of joins whose rows
+    /// the join's output carries unchanged.
+    Joins,
+}
+
+/// `plan` with the heap scan that produces its output column `column`
+/// replaced by `at_scan(scan, column of the scan)`, if the column comes
+/// straight from a scan through the operators `through` allows and
+/// `at_scan` gives a scan; None otherwise. Exchanges stop it: the scan
+/// must feed this participant's join.
+pub fn push_to_scan(
+    plan: &Arc<dyn ExecutionPlan>,
+    column: usize,
+    at_scan: &dyn Fn(&HeapScanExec, usize) -> Option<HeapScanExec>,
+    through: Through,
+) -> Option<Arc<dyn ExecutionPlan>> {
     if let Some(scan) = plan.downcast_ref::<HeapScanExec>() {
-        return scan
-            .with_key_filter(column, Arc::clone(slot))
-            .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>);
+        return at_scan(scan, column).map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>);
     }
-    let (child, at) =
-        if plan.downcast_ref::<CooperativeExec>().is_some() || plan.downcast_ref::<KeyCollectExec>().is_some() {
-            (0, column)
-        } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
-            let expr = &projection.expr().get(column)?.expr;
-            (0, expr.downcast_ref::<Column>()?.index())
-        } else if let Some(sort) = plan.downcast_ref::<SortExec>() {
-            // A sort keeps every row; one with a limit keeps those that sort
-            // first among all of them, which a filter below it would change.
-            if sort.fetch().is_some() {
-                return None;
-            }
-            (0, column)
-        } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
-            (
-                0,
-                filter
-                    .projection()
-                    .as_ref()
-                    .map_or(Some(column), |p| p.get(column).copied())?,
-            )
-        } else if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-            let at = join
-                .projection
-                .as_ref()
-                .map_or(Some(column), |p| p.get(column).copied())?;
-            let left = join.left().schema().fields().len();
-            // Only the sides whose rows a row of the join's output carries
-            // unchanged (never NULL-extended), and which are in the output.
-            match join.join_type() {
-                JoinType::Inner if at < left => (0, at),
-                JoinType::Inner => (1, at - left),
-                JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti if at < left => (0, at),
-                JoinType::Right if at >= left => (1, at - left),
-                JoinType::RightSemi | JoinType::RightAnti => (1, at),
-                _ => return None,
-            }
-        } else {
+    let joins = through == Through::Joins;
+    let (child, at) = if plan.downcast_ref::<CooperativeExec>().is_some()
+        || (joins && plan.downcast_ref::<KeyCollectExec>().is_some())
+    {
+        (0, column)
+    } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let expr = &projection.expr().get(column)?.expr;
+        (0, expr.downcast_ref::<Column>()?.index())
+    } else if let Some(sort) = plan.downcast_ref::<SortExec>().filter(|_| joins) {
+        // A sort keeps every row; one with a limit keeps those that sort
+        // first among all of them, which a filter below it would change.
+        if sort.fetch().is_some() {
             return None;
-        };
+        }
+        (0, column)
+    } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        (
+            0,
+            filter
+                .projection()
+                .as_ref()
+                .map_or(Some(column), |p| p.get(column).copied())?,
+        )
+    } else if let Some(join) = plan.downcast_ref::<HashJoinExec>().filter(|_| joins) {
+        let at = join
+            .projection
+            .as_ref()
+            .map_or(Some(column), |p| p.get(column).copied())?;
+        let left = join.left().schema().fields().len();
+        // Only the sides whose rows a row of the join's output carries
+        // unchanged (never NULL-extended), and which are in the output.
+        match join.join_type() {
+            JoinType::Inner if at < left => (0, at),
+            JoinType::Inner => (1, at - left),
+            JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti if at < left => (0, at),
+            JoinType::Right if at >= left => (1, at - left),
+            JoinType::RightSemi | JoinType::RightAnti => (1, at),
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
     let children = plan.children();
-    let pushed = push(children[child], at, slot)?;
+    let pushed = push_to_scan(children[child], at, at_scan, through)?;
     let mut children: Vec<Arc<dyn ExecutionPlan>> = children.into_iter().cloned().collect();
     children[child] = pushed;
     replace_children_if_necessary(Arc::clone(plan), children).ok()

@@ -14,7 +14,8 @@
 //!   by all participants; [`deform`]: their tuples read in Rust, a page
 //!   at a time; [`filter`]: the query's filters evaluated on those tuples
 //!   in place, before anything is converted; [`keys`]: a hash join's
-//!   build keys handed to the scan under its probe side;
+//!   build keys handed to the scan under its probe side; [`lookup`]: or
+//!   looked up by it in a btree index;
 //! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
 //!   database's tables;
 //! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
@@ -31,6 +32,7 @@ pub mod filter;
 pub mod guc;
 pub mod heap;
 pub mod keys;
+pub mod lookup;
 pub mod mesh_bench;
 pub mod parallel;
 pub mod participate;

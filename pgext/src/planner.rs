@@ -10,11 +10,16 @@
 //! translates it again when it runs.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::physical_plan::ExecutionPlan;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::guc;
+use crate::heap::HeapScanExec;
 use crate::translate::{self, Refusal};
 use crate::types::ColumnWriter;
 
@@ -131,20 +136,32 @@ unsafe extern "C-unwind" fn weft_explain(
 }
 
 /// The cost, in Postgres's units, of weft's participants reading
-/// `relations` whole: their pages and tuples as a sequential scan costs
-/// them, shared among the participants weft asks for.
+/// `relations` as `plan` does: each one's pages and tuples as a
+/// sequential scan costs them, or the share of that its index lookups
+/// cost if it is only looked up ([`crate::lookup`]), shared among the
+/// participants weft asks for.
 ///
 /// # Safety
 /// The relations are open, on the backend thread.
-unsafe fn scan_cost(relations: &[(pg_sys::Oid, pg_sys::Relation)]) -> f64 {
+unsafe fn scan_cost(relations: &[(pg_sys::Oid, pg_sys::Relation)], plan: &Arc<dyn ExecutionPlan>) -> f64 {
+    // The most any scan of a relation reads of it.
+    let mut shares: HashMap<pg_sys::Oid, f64> = HashMap::new();
+    let _ = plan.apply(|node| {
+        if let Some(scan) = node.downcast_ref::<HeapScanExec>() {
+            let share = shares.entry(scan.relid()).or_insert(0.0);
+            *share = share.max(scan.reading_share());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
     // SAFETY: per the caller; plain reads of cost GUCs and catalog rows.
     unsafe {
         let total: f64 = relations
             .iter()
-            .map(|&(_, rel)| {
+            .map(|&(relid, rel)| {
                 let class = &*(*rel).rd_rel;
                 let tuples = f64::from(class.reltuples.max(0.0));
-                f64::from(class.relpages) * pg_sys::seq_page_cost + tuples * pg_sys::cpu_tuple_cost
+                let whole = f64::from(class.relpages) * pg_sys::seq_page_cost + tuples * pg_sys::cpu_tuple_cost;
+                whole * shares.get(&relid).copied().unwrap_or(1.0)
             })
             .sum();
         total / f64::from(guc::workers().max(0) + 1)
@@ -207,13 +224,19 @@ unsafe fn take_over(
         translate::follow_stock_plan(query, stmt);
         translate::translate(query, params)?
     };
+    // DataFusion must be able to plan it (its type coercion, for one, may
+    // refuse what the translation built).
+    let planned = crate::query::check_plannable(&translation.plan);
     // SAFETY: the relations the translation opened.
-    let reading = unsafe { scan_cost(&translation.relations) };
+    let reading = planned
+        .as_ref()
+        .map(|plan| unsafe { scan_cost(&translation.relations, plan) });
     for &(_, rel) in &translation.relations {
         // SAFETY: opened by the translation; the lock stays.
         unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
     }
-    // weft reads every table it uses whole (shared among the
+    let reading = reading.map_err(|e| format!("DataFusion cannot plan it: {e}"))?;
+    // weft reads most tables it uses whole (shared among the
     // participants); a stock plan not much dearer than that reading alone
     // (index lookups instead of scans) is left to Postgres.
     let ratio = guc::SCAN_COST_RATIO.get();
@@ -221,11 +244,6 @@ unsafe fn take_over(
         return Err(format!(
             "the stock plan's cost {cost:.0} is below weft.scan_cost_ratio ({ratio}) times the cost of weft reading its tables, {reading:.0}"
         ));
-    }
-    // DataFusion must be able to plan it (its type coercion, for one, may
-    // refuse what the translation built).
-    if let Err(e) = crate::query::check_plannable(&translation.plan) {
-        return Err(format!("DataFusion cannot plan it: {e}"));
     }
     // Every column DataFusion returns must convert into its Postgres type.
     let schema = translation.plan.schema();

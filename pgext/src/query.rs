@@ -29,6 +29,7 @@ use datafusion::common::TableReference;
 use datafusion::config::Dialect;
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use pgrx::prelude::*;
@@ -41,6 +42,7 @@ use weft_runtime::{
 use crate::guc;
 use crate::heap::{HeapCodec, HeapColumn, HeapScanExec, HeapTable, ScanBinding, SlotTarget};
 use crate::keys;
+use crate::lookup::IndexLookups;
 use crate::parallel::{Job, Part, Section};
 use crate::participate;
 use crate::pgcall;
@@ -113,12 +115,14 @@ fn explain(sql: &str, run: default!(bool, false)) -> SetOfIterator<'static, Stri
     SetOfIterator::new(text.lines().map(str::to_string).collect::<Vec<_>>())
 }
 
-/// Whether DataFusion can plan `logical` physically (a planning-time
-/// check; the query plans again, for the participants that start, when
-/// it runs).
-pub fn check_plannable(logical: &LogicalPlan) -> datafusion::common::Result<()> {
+/// `logical` planned physically for one participant, with weft's index
+/// lookups, or why DataFusion cannot plan it (a planning-time check and
+/// what the cost gate weighs; the query plans again, for the
+/// participants that start, when it runs).
+pub fn check_plannable(logical: &LogicalPlan) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
     let state = new_state(session_config(1));
-    block_on(state.create_physical_plan(logical)).map(|_| ())
+    let plan = block_on(state.create_physical_plan(logical))?;
+    IndexLookups::new(guc::INDEX_LOOKUP_RATIO.get()).optimize(plan, state.config_options())
 }
 
 /// The SPMD plan `planned` would run with, for the workers weft asks for
@@ -225,9 +229,16 @@ impl Planned {
     fn try_physical(&self, participants: usize) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         let state = SessionStateBuilder::new_from_existing(self.state.clone())
             .with_config(session_config(participants))
-            .with_physical_optimizer_rule(Arc::new(Distribute::new(participants)))
             .build();
         let plan = block_on(state.create_physical_plan(&self.logical))?;
+        // weft's rules run after DataFusion's and after its final check
+        // that the plan is executable, which would refuse a join over
+        // index lookups: partitioned, and yet neither side hash
+        // partitioned (each participant joins its own build rows with the
+        // rows their keys fetch).
+        let options = state.config_options();
+        let plan = IndexLookups::new(guc::INDEX_LOOKUP_RATIO.get()).optimize(plan, options)?;
+        let plan = Distribute::new(participants).optimize(plan, options)?;
         let mut next = 0u32;
         Ok(plan
             .transform_up(|node| {
@@ -619,7 +630,9 @@ unsafe fn describe(relid: pg_sys::Oid, rel: pg_sys::Relation) -> Result<HeapTabl
             .collect();
         let rows = (class.reltuples >= 0.0).then_some(f64::from(class.reltuples));
         let relfilenode = (*rel).rd_node.relNode.to_u32();
-        Ok(HeapTable::new(relid, relfilenode, name, columns, rows))
+        let mut table = HeapTable::new(relid, relfilenode, name, columns, rows);
+        table.indexes = crate::lookup::indexes(rel, rows);
+        Ok(table)
     }
 }
 

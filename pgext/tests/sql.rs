@@ -817,3 +817,179 @@ fn join_keys_filter_the_probe_scan_without_changing_answers() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Indexes on `p` (of KEYS_SETUP) that lookups may use, and two they must
+/// not (a partial index and an expression index); then dead and updated
+/// rows, so that lookups meet index entries of invisible tuples.
+const LOOKUP_SETUP: &str = "
+CREATE INDEX p_k4 ON p (k4);
+CREATE INDEX p_k2 ON p (k2);
+CREATE UNIQUE INDEX p_k8_id ON p (k8, id);
+CREATE INDEX p_id_partial ON p (id) WHERE id > 100;
+CREATE INDEX p_k4_plus ON p ((k4 + 1));
+DELETE FROM p WHERE id % 11 = 0;
+UPDATE p SET pad = pad || 'u', k4 = k4 + 1 WHERE id % 13 = 0;
+ANALYZE p;
+";
+
+#[test]
+fn index_lookups_read_the_probe_table_through_its_index_without_changing_answers() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(KEYS_SETUP).unwrap();
+    client.batch_execute(LOOKUP_SETUP).unwrap();
+    // (query, what p's scan must show: a lookup in that index, "first
+    // match" or not; None for a scan)
+    let lookup = |index: &'static str, first: bool| Some((index, first));
+    let cases = [
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
+            lookup("p_k4", false),
+        ),
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k2 = b.k2 ORDER BY 1, 2",
+            lookup("p_k2", false),
+        ),
+        // The leading column of a two-column index; int8 extremes.
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k8 = b.k8 ORDER BY 1, 2",
+            lookup("p_k8_id", false),
+        ),
+        (
+            "SELECT p.id, w.tag FROM p JOIN w ON p.k8 = w.k8 ORDER BY 1, 2",
+            lookup("p_k8_id", false),
+        ),
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k4 = b.k4 AND p.id > b.k2 ORDER BY 1, 2",
+            lookup("p_k4", false),
+        ),
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k4 = b.k4 WHERE p.pad LIKE 'xx%' ORDER BY 1, 2",
+            lookup("p_k4", false),
+        ),
+        // The build side preserved: its unmatched rows come from the
+        // participant that holds them.
+        (
+            "SELECT b.tag, count(p.id), sum(p.id) FROM b LEFT JOIN p ON p.k4 = b.k4 GROUP BY 1 ORDER BY 1",
+            lookup("p_k4", false),
+        ),
+        // Semi and anti joins on the key alone stop at a key's first row.
+        (
+            "SELECT b.tag, b.k4 FROM b WHERE EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4) ORDER BY 1, 2",
+            lookup("p_k4", true),
+        ),
+        (
+            "SELECT b.tag, b.k4 FROM b WHERE NOT EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4) ORDER BY 1, 2",
+            lookup("p_k4", true),
+        ),
+        (
+            "SELECT b.tag, b.k4 FROM b WHERE EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4 AND p.pad LIKE 'xxxx%') ORDER BY 1, 2",
+            lookup("p_k4", true),
+        ),
+        // One that tests more than the key needs every row of the key.
+        (
+            "SELECT b.tag, b.k4 FROM b WHERE EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4 AND p.id <> b.k4 * 3) ORDER BY 1, 2",
+            lookup("p_k4", false),
+        ),
+        // Joins that output p's rows that match nothing, or p's rows once
+        // for all the build rows sharing a key, scan p.
+        (
+            "SELECT p.id, b.tag FROM p LEFT JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
+            None,
+        ),
+        (
+            "SELECT p.id, b.tag FROM p FULL JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
+            None,
+        ),
+        (
+            "SELECT p.id FROM p WHERE EXISTS (SELECT 1 FROM b WHERE b.k2 = p.k2) ORDER BY 1",
+            None,
+        ),
+        // A partial index does not hold every row; an expression index
+        // is not on the column.
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.id = b.k4 ORDER BY 1, 2",
+            None,
+        ),
+        (
+            "SELECT p.id, b.tag FROM p JOIN b ON p.k4 + 1 = b.k4 ORDER BY 1, 2",
+            None,
+        ),
+    ];
+    let mut failures = Vec::new();
+    let check = |client: &mut Client, sql: &str, expect: Option<(&str, bool)>, failures: &mut Vec<String>| {
+        for workers in [0, 1] {
+            client
+                .batch_execute(&format!(
+                    "SET weft.force = on; SET weft.workers = {workers}; SET weft.explain_fallback = on"
+                ))
+                .unwrap();
+            let plan = explain_lines(client, &format!("EXPLAIN {sql}"));
+            let shown = plan
+                .lines()
+                .filter(|l| l.contains("HeapScan: public.p "))
+                .find_map(|l| l.split("index_lookup=[").nth(1))
+                .map(|l| l.split(']').next().unwrap_or_default().to_string());
+            let expected = expect.map(|(index, first)| {
+                let column = sql_column(sql);
+                let first = if first { ", first match" } else { "" };
+                format!("{column} in {index}{first}")
+            });
+            if !plan.contains("Custom Scan (Weft)") || shown != expected {
+                failures.push(format!(
+                    "{workers} workers: {sql}\n  expected lookup {expected:?}, shown {shown:?}\n{plan}"
+                ));
+            }
+            let (weft, stock) = both_ways(client, sql);
+            match (&weft, &stock) {
+                (Ok(w), Ok(s)) if w == s => {}
+                _ => failures.push(format!(
+                    "{workers} workers: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}"
+                )),
+            }
+        }
+    };
+    for (sql, expect) in cases {
+        check(&mut client, sql, expect, &mut failures);
+    }
+    // weft.index_lookup_ratio = 0 turns lookups off.
+    client.batch_execute("SET weft.index_lookup_ratio = 0").unwrap();
+    check(&mut client, cases[0].0, None, &mut failures);
+    client.batch_execute("RESET weft.index_lookup_ratio").unwrap();
+
+    // Lookups see the transaction's snapshot: its own deletes and
+    // inserts, not another session's uncommitted rows.
+    let mut other = cluster.connect();
+    other
+        .batch_execute(
+            "BEGIN; INSERT INTO p SELECT g, 1, 311, 1000003 * 13, 'other' FROM generate_series(300001, 300050) g",
+        )
+        .unwrap();
+    client
+        .batch_execute(
+            "BEGIN; DELETE FROM p WHERE k4 BETWEEN 600 AND 1300; \
+             INSERT INTO p SELECT g, 2, 622, 1000003 * 26, 'mine' FROM generate_series(400001, 400040) g",
+        )
+        .unwrap();
+    for sql in [cases[0].0, cases[2].0, cases[7].0, cases[8].0] {
+        check(
+            &mut client,
+            sql,
+            cases.iter().find(|c| c.0 == sql).unwrap().1,
+            &mut failures,
+        );
+    }
+    client.batch_execute("ROLLBACK").unwrap();
+    other.batch_execute("ROLLBACK").unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The column of `p` a test query joins on (the first `p.k..` it names).
+fn sql_column(sql: &str) -> &str {
+    let at = sql.find("p.k").expect("a query joining on a column of p") + 2;
+    let end = sql[at..]
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .map_or(sql.len(), |e| at + e);
+    &sql[at..end]
+}

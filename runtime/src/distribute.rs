@@ -468,7 +468,8 @@ fn join_sides_rows(left: &Arc<dyn ExecutionPlan>, right: &Arc<dyn ExecutionPlan>
 }
 
 /// `plan`'s output rows over all participants, as DataFusion estimates
-/// them, except for hash joins.
+/// them, except for hash joins (public for other rules that weigh sizes,
+/// such as the extension's index lookups).
 ///
 /// DataFusion estimates a join from its keys' distinct counts and, when a
 /// source does not give them, takes them to be the row counts, which makes
@@ -478,7 +479,7 @@ fn join_sides_rows(left: &Arc<dyn ExecutionPlan>, right: &Arc<dyn ExecutionPlan>
 /// side, which is the probe side (DataFusion builds on the smaller side),
 /// so that is the estimate here; joins that keep one side's rows only
 /// keep at most that side's.
-fn estimated_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+pub fn estimated_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
     if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
         let left = || estimated_rows(join.left());
         let right = || estimated_rows(join.right());

@@ -25,7 +25,7 @@ mod share;
 mod ship;
 mod stream;
 
-pub use distribute::{participant_config, spmd_config, Distribute};
+pub use distribute::{estimated_rows, participant_config, spmd_config, Distribute};
 pub use endpoint::{Inbox, Outbox};
 pub use error::RuntimeError;
 pub use exchange::{ExchangeExec, ExchangeMode, Senders, QUERY_FAILURE_CODE};

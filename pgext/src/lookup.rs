@@ -1,0 +1,413 @@
+//! Index lookups: a hash join whose build side is small beside the table
+//! under its probe side reads that table through a btree index, key by
+//! key, instead of scanning it whole.
+//!
+//! This is Postgres's nested loop over an index scan, made parallel the
+//! way weft runs everything: each participant keeps its own share of the
+//! build side (no broadcast, no hash exchange), collects that share's keys
+//! ([`crate::keys::KeyCollectExec`]), and looks each key up in the index,
+//! in key order. Every row of the table with a given key is fetched by
+//! each participant holding a build row with that key, so the join needs
+//! nothing from any other participant: the plan turns the hash join from
+//! `CollectLeft` into `Partitioned`, both sides being the participant's
+//! own partition. In TPC-H Q4, 57 thousand orders look up their lineitems
+//! where weft used to read and hash all 6 million.
+//!
+//! The rewrite ([`IndexLookups`]) is exact for the join types whose
+//! output depends only on the probe rows matching some build row (inner,
+//! left, left semi and left anti): those rows are exactly what the lookups
+//! fetch. It takes a join when the rows the lookups are estimated to fetch
+//! are at most `1 / weft.index_lookup_ratio` of the table's. For a semi or
+//! anti join on the key alone, each key's scan stops at its first row.
+//!
+//! [`indexes`] lists a table's usable indexes when the leader describes
+//! it; [`IndexProbe`] is one participant's walk over its keys.
+
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{JoinType, NullEquality, Result};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use pgrx::pg_sys;
+
+use crate::heap::HeapScanExec;
+use crate::keys::{self, KeySet};
+use crate::types::PgType;
+
+/// A btree index a scan can look keys up in: its first key column is an
+/// integer column of the table, compared by the type's default operator
+/// class, and it covers every row (not partial, no expressions).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LookupIndex {
+    /// The indexed column's attribute number.
+    pub attnum: i16,
+    /// The index.
+    pub index: pg_sys::Oid,
+    /// Its name, for EXPLAIN.
+    pub name: String,
+    /// Rows per distinct value of the column, from the table's statistics
+    /// (1 for a unique index on the column alone).
+    pub rows_per_key: f64,
+}
+
+/// The indexes of `rel` (of `rows` rows) that lookups can use.
+///
+/// # Safety
+/// `rel` is open, on the backend thread.
+pub unsafe fn indexes(rel: pg_sys::Relation, rows: Option<f64>) -> Vec<LookupIndex> {
+    let mut found = Vec::new();
+    // SAFETY: per the caller; the relcache's index list, and each index
+    // opened (and locked, as the planner does) to read its definition.
+    unsafe {
+        let list = pg_sys::RelationGetIndexList(rel);
+        let oids: Vec<pg_sys::Oid> = if list.is_null() {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts((*list).elements, (*list).length as usize)
+                .iter()
+                .map(|cell| cell.oid_value)
+                .collect()
+        };
+        for oid in oids {
+            let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);
+            if let Some(attnum) = usable(rel, index) {
+                let unique = (*(*index).rd_index).indisunique && (*(*index).rd_index).indnkeyatts == 1;
+                found.push(LookupIndex {
+                    attnum,
+                    index: oid,
+                    name: std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr())
+                        .to_string_lossy()
+                        .into_owned(),
+                    rows_per_key: if unique {
+                        1.0
+                    } else {
+                        rows_per_key((*rel).rd_id, attnum, rows)
+                    },
+                });
+            }
+            pg_sys::index_close(index, pg_sys::NoLock as i32);
+        }
+    }
+    found
+}
+
+/// The integer column `index` (an open index of `rel`) can look up, if
+/// it is a usable btree.
+///
+/// # Safety
+/// Both open, on the backend thread.
+unsafe fn usable(rel: pg_sys::Relation, index: pg_sys::Relation) -> Option<i16> {
+    // SAFETY: per the caller; an open index's relcache entry.
+    unsafe {
+        let form = &*(*index).rd_index;
+        if (*(*index).rd_rel).relam != pg_sys::BTREE_AM_OID
+            || !form.indisvalid
+            || !form.indisready
+            || !form.indislive
+            || form.indnkeyatts < 1
+            || !pg_sys::RelationGetIndexPredicate(index).is_null()
+        {
+            return None;
+        }
+        let attnum = *form.indkey.values.as_slice(1).first()?;
+        if attnum <= 0 {
+            return None; // an expression
+        }
+        let descriptor = &*(*rel).rd_att;
+        let attribute = descriptor
+            .attrs
+            .as_slice(descriptor.natts as usize)
+            .get(attnum as usize - 1)?;
+        if !matches!(
+            PgType::of(attribute.atttypid, attribute.atttypmod),
+            Ok(PgType::Int2 | PgType::Int4 | PgType::Int8)
+        ) {
+            return None;
+        }
+        // The type's own equality: any other operator family could mean
+        // another equality than the join's.
+        let default = pg_sys::GetDefaultOpClass(attribute.atttypid, pg_sys::BTREE_AM_OID);
+        if default == pg_sys::InvalidOid
+            || pg_sys::get_opclass_family(default) != *(*index).rd_opfamily
+            || *(*index).rd_opcintype != attribute.atttypid
+        {
+            return None;
+        }
+        Some(attnum)
+    }
+}
+
+/// Rows per distinct value of column `attnum` of `relid`, from
+/// pg_statistic (as ANALYZE left it); 10 without statistics.
+///
+/// # Safety
+/// On the backend thread.
+unsafe fn rows_per_key(relid: pg_sys::Oid, attnum: i16, rows: Option<f64>) -> f64 {
+    const UNKNOWN: f64 = 10.0;
+    let Some(rows) = rows.filter(|r| *r > 0.0) else {
+        return UNKNOWN;
+    };
+    // SAFETY: per the caller; a syscache entry, read and released.
+    let distinct = unsafe {
+        let tuple = pg_sys::SearchSysCache3(
+            pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
+            pg_sys::Datum::from(relid),
+            pg_sys::Datum::from(attnum),
+            pg_sys::Datum::from(false),
+        );
+        if tuple.is_null() {
+            return UNKNOWN;
+        }
+        let header = (*tuple).t_data;
+        let form = header
+            .cast::<u8>()
+            .add(usize::from((*header).t_hoff))
+            .cast::<pg_sys::FormData_pg_statistic>();
+        let distinct = f64::from((*form).stadistinct);
+        pg_sys::ReleaseSysCache(tuple);
+        distinct
+    };
+    // Negative: minus the fraction of rows; zero: unknown.
+    let distinct = if distinct < 0.0 { -distinct * rows } else { distinct };
+    if distinct >= 1.0 {
+        (rows / distinct).max(1.0)
+    } else {
+        UNKNOWN
+    }
+}
+
+/// The physical optimizer rule that turns hash joins into index lookups
+/// (see the module docs). It runs in the leader, before
+/// [`weft_runtime::Distribute`].
+#[derive(Debug)]
+pub struct IndexLookups {
+    /// `weft.index_lookup_ratio`: lookups are taken when they fetch at
+    /// most this fraction's inverse of the table; 0 never.
+    ratio: f64,
+}
+
+impl IndexLookups {
+    /// The rule for `weft.index_lookup_ratio` = `ratio`.
+    pub fn new(ratio: f64) -> IndexLookups {
+        IndexLookups { ratio }
+    }
+
+    /// `node` as an index lookup join, if it is a hash join that can be
+    /// and pays.
+    fn rewrite(&self, node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+            return Ok(None);
+        };
+        if join.mode != PartitionMode::CollectLeft
+            || join.null_equality() != NullEquality::NullEqualsNothing
+            || join.null_aware
+            || !matches!(
+                join.join_type(),
+                JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti
+            )
+        {
+            return Ok(None);
+        }
+        // The build side as each participant makes its own share of it.
+        let build = match join.left().downcast_ref::<CoalescePartitionsExec>() {
+            Some(coalesce) if coalesce.fetch().is_none() => Arc::clone(coalesce.input()),
+            Some(_) => return Ok(None),
+            None => Arc::clone(join.left()),
+        };
+        if build.output_partitioning().partition_count() != join.right().output_partitioning().partition_count() {
+            return Ok(None);
+        }
+        let Some(build_rows) = weft_runtime::estimated_rows(&build) else {
+            return Ok(None);
+        };
+        // A semi or anti join asks only whether a key has a row: the first
+        // the scan keeps is enough, unless the join tests more than the key
+        // (the scan is not the last to drop rows).
+        let first_match = matches!(join.join_type(), JoinType::LeftSemi | JoinType::LeftAnti)
+            && join.on().len() == 1
+            && join.filter().is_none()
+            && keeps_every_row(join.right());
+        for (_, probe_key) in join.on() {
+            let Some(column) = probe_key.downcast_ref::<Column>() else {
+                continue;
+            };
+            let lookup =
+                |scan: &HeapScanExec, at: usize| scan.with_lookup(at, build_rows as f64, self.ratio, first_match);
+            if let Some(probe) = keys::push_to_scan(join.right(), column.index(), &lookup, keys::Through::Rows) {
+                let join = join
+                    .builder()
+                    .with_partition_mode(PartitionMode::Partitioned)
+                    .with_new_children(vec![build, probe])?
+                    .build_exec()?;
+                return Ok(Some(join));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether every row of the scan under `plan` reaches its output: only
+/// projections (and cooperative wrappers) between them.
+fn keeps_every_row(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if plan.downcast_ref::<HeapScanExec>().is_some() {
+        return true;
+    }
+    let passes = plan.downcast_ref::<ProjectionExec>().is_some() || plan.downcast_ref::<CooperativeExec>().is_some();
+    passes && keeps_every_row(plan.children()[0])
+}
+
+impl PhysicalOptimizerRule for IndexLookups {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.ratio <= 0.0 {
+            return Ok(plan);
+        }
+        plan.transform_up(|node| {
+            Ok(match self.rewrite(&node)? {
+                Some(join) => Transformed::yes(join),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "WeftIndexLookups"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// One participant's lookups: an index scan rescanned for each key, in
+/// key order (which, for a table loaded in key order, reads its pages in
+/// order too).
+pub struct IndexProbe {
+    index: pg_sys::Relation,
+    scan: pg_sys::IndexScanDesc,
+    /// Where the index scan's state lives: btree allocates some of it
+    /// lazily, in the context current when it does, and it must outlive
+    /// the batches.
+    memory: pg_sys::MemoryContext,
+    /// The keys, ascending, and the next to look up.
+    keys: Vec<i64>,
+    next: usize,
+    /// The integer type of the indexed column.
+    ty: PgType,
+    /// A key's scan is under way (it may have more tuples).
+    active: bool,
+    /// One row per key is enough (see [`IndexProbe::matched`]).
+    first_match: bool,
+}
+
+impl IndexProbe {
+    /// Begins looking `keys` up in `index` of `heap` (a column of type
+    /// `ty`), under `snapshot`, allocating in `memory`.
+    ///
+    /// # Safety
+    /// On the backend thread, inside [`crate::pgcall::call`]; `heap` open,
+    /// `snapshot` registered and `memory` alive until [`IndexProbe::end`].
+    pub unsafe fn begin(
+        heap: pg_sys::Relation,
+        index: pg_sys::Oid,
+        snapshot: pg_sys::Snapshot,
+        keys: &KeySet,
+        ty: PgType,
+        first_match: bool,
+        memory: pg_sys::MemoryContext,
+    ) -> IndexProbe {
+        // SAFETY: per the caller.
+        unsafe {
+            let previous = pg_sys::MemoryContextSwitchTo(memory);
+            let index = pg_sys::index_open(index, pg_sys::AccessShareLock as i32);
+            let scan = pg_sys::index_beginscan(heap, index, snapshot, 1, 0);
+            pg_sys::MemoryContextSwitchTo(previous);
+            IndexProbe {
+                index,
+                scan,
+                memory,
+                keys: keys.sorted(),
+                next: 0,
+                ty,
+                active: false,
+                first_match,
+            }
+        }
+    }
+
+    /// Fetches the next visible row with one of the keys into `slot`;
+    /// false once every key has been looked up.
+    ///
+    /// # Safety
+    /// As for [`IndexProbe::begin`]; `slot` is a heap slot of the table.
+    pub unsafe fn next(&mut self, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        // SAFETY: per the caller.
+        unsafe {
+            let previous = pg_sys::MemoryContextSwitchTo(self.memory);
+            let found = loop {
+                if self.active {
+                    if pg_sys::index_getnext_slot(self.scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+                        break true;
+                    }
+                    self.active = false;
+                }
+                let Some(&key) = self.keys.get(self.next) else {
+                    break false;
+                };
+                self.next += 1;
+                // A key outside the column's type matches nothing.
+                let (procedure, datum) = match self.ty {
+                    PgType::Int2 => (pg_sys::F_INT2EQ, i16::try_from(key).ok().map(pg_sys::Datum::from)),
+                    PgType::Int4 => (pg_sys::F_INT4EQ, i32::try_from(key).ok().map(pg_sys::Datum::from)),
+                    _ => (pg_sys::F_INT8EQ, Some(pg_sys::Datum::from(key))),
+                };
+                let Some(datum) = datum else { continue };
+                let mut scan_key = pg_sys::ScanKeyData::default();
+                pg_sys::ScanKeyInit(
+                    &mut scan_key,
+                    1,
+                    pg_sys::BTEqualStrategyNumber as u16,
+                    pg_sys::Oid::from(procedure),
+                    datum,
+                );
+                // Copies the key into the scan.
+                pg_sys::index_rescan(self.scan, &mut scan_key, 1, std::ptr::null_mut(), 0);
+                self.active = true;
+            };
+            pg_sys::MemoryContextSwitchTo(previous);
+            found
+        }
+    }
+
+    /// Tells the probe the row it fetched last was kept: with
+    /// `first_match`, its key's scan ends there.
+    pub fn matched(&mut self) {
+        if self.first_match {
+            self.active = false;
+        }
+    }
+
+    /// The keys looked up so far.
+    pub fn probed(&self) -> usize {
+        self.next
+    }
+
+    /// Ends the scan and closes the index.
+    ///
+    /// # Safety
+    /// As for [`IndexProbe::begin`].
+    pub unsafe fn end(self) {
+        // SAFETY: per the caller; ours, ended once.
+        unsafe {
+            pg_sys::index_endscan(self.scan);
+            pg_sys::index_close(self.index, pg_sys::NoLock as i32);
+        }
+    }
+}
