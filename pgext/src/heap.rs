@@ -51,7 +51,7 @@ use crate::deform::{self, Layout};
 use crate::filter::{self, FilterColumn, ScanFilter};
 use crate::guc;
 use crate::keys::{KeySet, KeySlot};
-use crate::lookup::{IndexProbe, LookupIndex};
+use crate::lookup::{self, IndexProbe, Keys, LookupIndex};
 use crate::pgcall;
 use crate::types::{ColumnReader, PgType};
 
@@ -299,11 +299,13 @@ struct Lookup {
     /// What the lookups cost as a share of scanning the table whole
     /// (planning only: the cost gate's).
     share: f64,
+    /// Which keys each participant looks up.
+    keys: Keys,
     /// Each key's lookup stops at the first row kept (a semi or anti join).
     first_match: bool,
-    /// Where the join publishes this participant's keys (linked after
+    /// Where the join publishes its build side's keys (linked after
     /// decoding, [`crate::keys::link`]).
-    keys: Option<Arc<KeySlot>>,
+    slot: Option<Arc<KeySlot>>,
 }
 
 /// The relation a scan reads.
@@ -431,9 +433,16 @@ impl HeapScanExec {
     /// This scan looking up, in an index on output column `column`, the
     /// keys of a build side estimated at `build_rows` rows, if the table
     /// has such an index and the rows the lookups fetch are at most
-    /// `1 / ratio` of the table's ([`crate::lookup`]). With `first_match`,
-    /// each key's lookup stops at the first row kept.
-    pub fn with_lookup(&self, column: usize, build_rows: f64, ratio: f64, first_match: bool) -> Option<HeapScanExec> {
+    /// `1 / ratio` of the table's ([`crate::lookup`]); looking up `keys`.
+    /// With `first_match`, each key's lookup stops at the first row kept.
+    pub fn with_lookup(
+        &self,
+        column: usize,
+        build_rows: f64,
+        ratio: f64,
+        keys: Keys,
+        first_match: bool,
+    ) -> Option<HeapScanExec> {
         if self.lookup.is_some() {
             return None;
         }
@@ -456,8 +465,9 @@ impl HeapScanExec {
                 index: index.clone(),
                 rows: fetched * kept,
                 share,
+                keys,
                 first_match,
-                keys: None,
+                slot: None,
             }),
             ..self.clone()
         })
@@ -475,10 +485,10 @@ impl HeapScanExec {
         let lookup = self
             .lookup
             .as_ref()
-            .filter(|l| l.column == column && l.keys.is_none())?;
+            .filter(|l| l.column == column && l.slot.is_none())?;
         Some(HeapScanExec {
             lookup: Some(Lookup {
-                keys: Some(slot),
+                slot: Some(slot),
                 ..lookup.clone()
             }),
             ..self.clone()
@@ -518,7 +528,12 @@ impl DisplayAs for HeapScanExec {
         if let Some(lookup) = &self.lookup {
             let name = &self.columns[lookup.column].name;
             let first = if lookup.first_match { ", first match" } else { "" };
-            write!(f, " index_lookup=[{name} in {}{first}]", lookup.index.name)?;
+            let divided = if lookup.keys == Keys::Divided {
+                ", keys divided"
+            } else {
+                ""
+            };
+            write!(f, " index_lookup=[{name} in {}{divided}{first}]", lookup.index.name)?;
         }
         if !self.keys.is_empty() {
             let names: Vec<&str> = self.keys.iter().map(|(c, _)| self.columns[*c].name.as_str()).collect();
@@ -583,23 +598,30 @@ impl ExecutionPlan for HeapScanExec {
         let Some(binding) = self.binding else {
             return exec_err!("weft: the scan of {} is not bound to a parallel scan", self.target.name);
         };
+        let participant = context.session_config().get_extension::<Participant>();
         let lookup = match &self.lookup {
             None => None,
             Some(Lookup {
-                keys: Some(keys),
+                slot: Some(slot),
                 index,
                 column,
+                keys,
                 first_match,
                 ..
             }) => Some(LookupRun {
                 index: index.index,
-                keys: Arc::clone(keys),
+                slot: Arc::clone(slot),
+                // Divided keys: this participant's part of them.
+                part: match (keys, &participant) {
+                    (Keys::Divided, Some(p)) => (p.id() as usize, p.participants() as usize),
+                    _ => (0, 1),
+                },
                 ty: self.columns[*column].ty,
                 first_match: *first_match,
             }),
             Some(_) => return exec_err!("weft: the index lookup of {} has no join keys", self.target.name),
         };
-        let me = context.session_config().get_extension::<Participant>().map(|p| p.id());
+        let me = participant.as_ref().map(|p| p.id());
         let fail = u32::try_from(guc::TEST_FAIL_PARTICIPANT.get()).ok();
         let inputs: Vec<i16> = self
             .filter
@@ -649,7 +671,10 @@ impl ExecutionPlan for HeapScanExec {
 /// What an index lookup scan looks up, and where.
 struct LookupRun {
     index: pg_sys::Oid,
-    keys: Arc<KeySlot>,
+    slot: Arc<KeySlot>,
+    /// The part of the keys this participant looks up: (its number, of
+    /// how many); (0, 1) for all.
+    part: (usize, usize),
     /// The looked up column's type.
     ty: PgType,
     /// One row per key is enough.
@@ -807,7 +832,7 @@ impl HeapStream {
         if let Some(lookup) = &self.lookup {
             // The join has read its build side whole before asking its
             // probe side for rows.
-            let Some(keys) = lookup.keys.get() else {
+            let Some(keys) = lookup.slot.get() else {
                 pgrx::error!(
                     "weft: the index lookup of {} began before its join keys were known",
                     self.table
@@ -820,7 +845,7 @@ impl HeapStream {
                     self.binding.rel,
                     lookup.index,
                     (*open.scan).rs_snapshot,
-                    keys,
+                    lookup::divide(keys.sorted(), lookup.part.0, lookup.part.1),
                     lookup.ty,
                     lookup.first_match,
                     open.memory,
@@ -1118,6 +1143,9 @@ struct LookupNode {
     rows: f64,
     #[prost(bool, tag = "7")]
     first_match: bool,
+    /// The keys divided among the participants ([`Keys::Divided`]).
+    #[prost(bool, tag = "8")]
+    divided: bool,
 }
 
 impl ColumnNode {
@@ -1264,8 +1292,9 @@ impl PhysicalExtensionCodec for HeapCodec {
                     },
                     rows: l.rows,
                     share: 1.0,
+                    keys: if l.divided { Keys::Divided } else { Keys::Own },
                     first_match: l.first_match,
-                    keys: None,
+                    slot: None,
                 })
             }
         };
@@ -1304,6 +1333,7 @@ impl PhysicalExtensionCodec for HeapCodec {
                 rows_per_key: l.index.rows_per_key,
                 rows: l.rows,
                 first_match: l.first_match,
+                divided: l.keys == Keys::Divided,
             }),
             columns: scan.columns.iter().map(ColumnNode::new).collect(),
             filters: match &scan.filter {

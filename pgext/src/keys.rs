@@ -331,34 +331,44 @@ pub fn link(plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn
     if join.null_equality() != NullEquality::NullEqualsNothing || join.null_aware {
         return Ok(plan);
     }
-    let (purpose, through) = match join.mode {
-        // Only index lookups make a partitioned join over a scan, with
-        // this participant's own build side.
-        PartitionMode::Partitioned => (Purpose::Lookup, Through::Rows),
-        PartitionMode::CollectLeft
-            if drops_unmatched_probe_rows(join.join_type()) && whole_everywhere(join.left(), participants) =>
-        {
-            (Purpose::Filter, Through::Joins)
+    // An index lookup scan under the probe side takes the keys it looks
+    // up (only lookups make a partitioned join over a scan, with this
+    // participant's own build side); any other scan may be filtered by
+    // them.
+    let purposes: &[Purpose] = match join.mode {
+        PartitionMode::Partitioned => &[Purpose::Lookup],
+        PartitionMode::CollectLeft if whole_everywhere(join.left(), participants) => {
+            if drops_unmatched_probe_rows(join.join_type()) {
+                &[Purpose::Lookup, Purpose::Filter]
+            } else {
+                &[Purpose::Lookup]
+            }
         }
         _ => return Ok(plan),
     };
-    for (build_key, probe_key) in join.on() {
-        let Some(column) = probe_key.downcast_ref::<Column>() else {
-            continue;
-        };
-        let slot = Arc::new(KeySlot::default());
-        let at_scan = |scan: &HeapScanExec, at: usize| match purpose {
-            Purpose::Filter => scan.with_key_filter(at, Arc::clone(&slot)),
-            Purpose::Lookup => scan.with_lookup_keys(at, Arc::clone(&slot)),
-        };
-        if let Some(right) = push_to_scan(join.right(), column.index(), &at_scan, through) {
-            let left: Arc<dyn ExecutionPlan> = Arc::new(KeyCollectExec::new(
-                Arc::clone(join.left()),
-                Arc::clone(build_key),
-                slot,
-                purpose,
-            ));
-            return replace_children_if_necessary(Arc::clone(&plan), vec![left, right]);
+    for &purpose in purposes {
+        for (build_key, probe_key) in join.on() {
+            let Some(column) = probe_key.downcast_ref::<Column>() else {
+                continue;
+            };
+            let slot = Arc::new(KeySlot::default());
+            let at_scan = |scan: &HeapScanExec, at: usize| match purpose {
+                Purpose::Filter => scan.with_key_filter(at, Arc::clone(&slot)),
+                Purpose::Lookup => scan.with_lookup_keys(at, Arc::clone(&slot)),
+            };
+            let through = match purpose {
+                Purpose::Filter => Through::Joins,
+                Purpose::Lookup => Through::Rows,
+            };
+            if let Some(right) = push_to_scan(join.right(), column.index(), &at_scan, through) {
+                let left: Arc<dyn ExecutionPlan> = Arc::new(KeyCollectExec::new(
+                    Arc::clone(join.left()),
+                    Arc::clone(build_key),
+                    slot,
+                    purpose,
+                ));
+                return replace_children_if_necessary(Arc::clone(&plan), vec![left, right]);
+            }
         }
     }
     Ok(plan)
@@ -377,7 +387,7 @@ fn drops_unmatched_probe_rows(join_type: &JoinType) -> bool {
 
 /// Whether every participant computes all of `plan`'s rows: it is
 /// broadcast, or there is one participant.
-fn whole_everywhere(plan: &Arc<dyn ExecutionPlan>, participants: usize) -> bool {
+pub fn whole_everywhere(plan: &Arc<dyn ExecutionPlan>, participants: usize) -> bool {
     if participants == 1 {
         return true;
     }
@@ -397,10 +407,10 @@ fn whole_everywhere(plan: &Arc<dyn ExecutionPlan>, participants: usize) -> bool 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Through {
     /// Those that keep each row whole or drop it: projections of plain
-    /// columns and filters.
+    /// columns, filters and sorts without a limit.
     Rows,
-    /// Those too, sorts without a limit, and the sides of joins whose rows
-    /// the join's output carries unchanged.
+    /// Those too, and the sides of joins whose rows the join's output
+    /// carries unchanged.
     Joins,
 }
 
@@ -426,7 +436,7 @@ pub fn push_to_scan(
     } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         let expr = &projection.expr().get(column)?.expr;
         (0, expr.downcast_ref::<Column>()?.index())
-    } else if let Some(sort) = plan.downcast_ref::<SortExec>().filter(|_| joins) {
+    } else if let Some(sort) = plan.downcast_ref::<SortExec>() {
         // A sort keeps every row; one with a limit keeps those that sort
         // first among all of them, which a filter below it would change.
         if sort.fetch().is_some() {

@@ -3,33 +3,40 @@
 //! key, instead of scanning it whole.
 //!
 //! This is Postgres's nested loop over an index scan, made parallel the
-//! way weft runs everything: each participant keeps its own share of the
-//! build side (no broadcast, no hash exchange), collects that share's keys
-//! ([`crate::keys::KeyCollectExec`]), and looks each key up in the index,
-//! in key order. Every row of the table with a given key is fetched by
-//! each participant holding a build row with that key, so the join needs
-//! nothing from any other participant: the plan turns the hash join from
-//! `CollectLeft` into `Partitioned`, both sides being the participant's
-//! own partition. In TPC-H Q4, 57 thousand orders look up their lineitems
-//! where weft used to read and hash all 6 million.
+//! way weft runs everything. The join's build side, once read, publishes
+//! its keys ([`crate::keys::KeyCollectExec`]); the scan under the probe
+//! side looks them up in the index, in key order, and fetches every row
+//! with each. Which keys a participant looks up ([`Keys`]) keeps the
+//! join exact without exchanging the table's rows:
 //!
-//! The rewrite ([`IndexLookups`]) is exact for the join types whose
-//! output depends only on the probe rows matching some build row (inner,
-//! left, left semi and left anti): those rows are exactly what the lookups
-//! fetch. It takes a join when the rows the lookups are estimated to fetch
-//! are at most `1 / weft.index_lookup_ratio` of the table's. For a semi or
-//! anti join on the key alone, each key's scan stops at its first row.
+//! - [`Keys::Own`]: each participant keeps its own share of the build
+//!   side (no broadcast, no hash exchange) and looks up that share's keys.
+//!   Each then joins its build rows with all their matches, so the hash
+//!   join turns from `CollectLeft` into `Partitioned`, both sides being the
+//!   participant's own partition. This serves the joins whose output
+//!   depends only on the probe rows that match (inner, left, left semi and
+//!   left anti); in TPC-H Q4, 57 thousand orders look up their lineitems
+//!   where weft used to read and hash all 6 million.
+//! - [`Keys::Divided`]: the build side is broadcast (every participant
+//!   holds all of it), and its keys are divided among the participants,
+//!   so that each row of the table is fetched once, as a scan's shares
+//!   would read it. This also serves right semi joins, which output each
+//!   matching probe row once (`WHERE t.k IN (SELECT ...)`).
+//!
+//! [`IndexLookups`] takes a join when the rows the lookups are estimated
+//! to fetch, times `weft.index_lookup_ratio` (how many rows a scan reads
+//! in the time a lookup fetches one), are at most the table's. For a semi
+//! or anti join on the key alone, each key's lookup stops at its first
+//! row.
 //!
 //! [`indexes`] lists a table's usable indexes when the leader describes
 //! it; [`IndexProbe`] is one participant's walk over its keys.
 
 use std::sync::Arc;
 
-use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinType, NullEquality, Result};
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
@@ -38,7 +45,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use pgrx::pg_sys;
 
 use crate::heap::HeapScanExec;
-use crate::keys::{self, KeySet};
+use crate::keys;
 use crate::types::PgType;
 
 /// A btree index a scan can look keys up in: its first key column is an
@@ -183,73 +190,137 @@ unsafe fn rows_per_key(relid: pg_sys::Oid, attnum: i16, rows: Option<f64>) -> f6
     }
 }
 
-/// The physical optimizer rule that turns hash joins into index lookups
-/// (see the module docs). It runs in the leader, before
-/// [`weft_runtime::Distribute`].
+/// Where the keys an index lookup scan looks up come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// This participant's own share of the build side: the join is run
+    /// partitioned, each participant joining its build rows with their
+    /// matches.
+    Own,
+    /// The whole build side, which every participant holds (broadcast),
+    /// its keys divided among the participants: each row of the table is
+    /// fetched by one participant only, as a scan's share would be.
+    Divided,
+}
+
+/// Turns hash joins into index lookups (see the module docs), in two
+/// passes around [`weft_runtime::Distribute`]. Both run in the leader.
 #[derive(Debug)]
 pub struct IndexLookups {
-    /// `weft.index_lookup_ratio`: lookups are taken when they fetch at
-    /// most this fraction's inverse of the table; 0 never.
+    /// `weft.index_lookup_ratio`: how many rows a scan reads in the time
+    /// a lookup fetches one; 0 for no lookups.
     ratio: f64,
 }
 
 impl IndexLookups {
-    /// The rule for `weft.index_lookup_ratio` = `ratio`.
+    /// Lookups for `weft.index_lookup_ratio` = `ratio`.
     pub fn new(ratio: f64) -> IndexLookups {
         IndexLookups { ratio }
     }
 
-    /// `node` as an index lookup join, if it is a hash join that can be
-    /// and pays.
-    fn rewrite(&self, node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let Some(join) = node.downcast_ref::<HashJoinExec>() else {
-            return Ok(None);
-        };
-        if join.mode != PartitionMode::CollectLeft
-            || join.null_equality() != NullEquality::NullEqualsNothing
-            || join.null_aware
-            || !matches!(
+    /// Before distribution: joins whose build side each participant can
+    /// keep its own share of ([`Keys::Own`]): inner, left, left semi and
+    /// left anti joins over a build side read in as many partitions as
+    /// the probe side (DataFusion gathered it to collect it whole).
+    pub fn own_keys(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        self.each_join(plan, |join| {
+            if !matches!(
                 join.join_type(),
                 JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti
-            )
-        {
-            return Ok(None);
-        }
-        // The build side as each participant makes its own share of it.
-        let build = match join.left().downcast_ref::<CoalescePartitionsExec>() {
-            Some(coalesce) if coalesce.fetch().is_none() => Arc::clone(coalesce.input()),
-            Some(_) => return Ok(None),
-            None => Arc::clone(join.left()),
-        };
-        if build.output_partitioning().partition_count() != join.right().output_partitioning().partition_count() {
-            return Ok(None);
-        }
-        let Some(build_rows) = weft_runtime::estimated_rows(&build) else {
-            return Ok(None);
-        };
-        // A semi or anti join asks only whether a key has a row: the first
-        // the scan keeps is enough, unless the join tests more than the key
-        // (the scan is not the last to drop rows).
-        let first_match = matches!(join.join_type(), JoinType::LeftSemi | JoinType::LeftAnti)
-            && join.on().len() == 1
-            && join.filter().is_none()
-            && keeps_every_row(join.right());
-        for (_, probe_key) in join.on() {
-            let Some(column) = probe_key.downcast_ref::<Column>() else {
-                continue;
-            };
-            let lookup =
-                |scan: &HeapScanExec, at: usize| scan.with_lookup(at, build_rows as f64, self.ratio, first_match);
-            if let Some(probe) = keys::push_to_scan(join.right(), column.index(), &lookup, keys::Through::Rows) {
-                let join = join
-                    .builder()
-                    .with_partition_mode(PartitionMode::Partitioned)
-                    .with_new_children(vec![build, probe])?
-                    .build_exec()?;
-                return Ok(Some(join));
+            ) {
+                return Ok(None);
             }
+            let build = match join.left().downcast_ref::<CoalescePartitionsExec>() {
+                Some(coalesce) if coalesce.fetch().is_none() => Arc::clone(coalesce.input()),
+                Some(_) => return Ok(None),
+                None => Arc::clone(join.left()),
+            };
+            if build.output_partitioning().partition_count() != join.right().output_partitioning().partition_count() {
+                return Ok(None);
+            }
+            // A semi or anti join asks only whether a key has a row: the
+            // first the scan keeps is enough, unless the join tests more
+            // than the key (the scan is not the last to drop rows).
+            let first_match = matches!(join.join_type(), JoinType::LeftSemi | JoinType::LeftAnti)
+                && join.on().len() == 1
+                && join.filter().is_none()
+                && keeps_every_row(join.right());
+            let Some(probe) = self.lookup(join, &build, Keys::Own, first_match) else {
+                return Ok(None);
+            };
+            join.builder()
+                .with_partition_mode(PartitionMode::Partitioned)
+                .with_new_children(vec![build, probe])?
+                .build_exec()
+                .map(Some)
+        })
+    }
+
+    /// After distribution (among `participants`): inner and right semi
+    /// joins whose build side every participant holds whole
+    /// ([`Keys::Divided`]).
+    pub fn divided_keys(&self, plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn ExecutionPlan>> {
+        self.each_join(plan, |join| {
+            if !matches!(join.join_type(), JoinType::Inner | JoinType::RightSemi)
+                || !keys::whole_everywhere(join.left(), participants)
+            {
+                return Ok(None);
+            }
+            let Some(probe) = self.lookup(join, join.left(), Keys::Divided, false) else {
+                return Ok(None);
+            };
+            join.builder()
+                .with_new_children(vec![Arc::clone(join.left()), probe])?
+                .build_exec()
+                .map(Some)
+        })
+    }
+
+    /// `plan` with `rewrite` applied to each `CollectLeft` hash join
+    /// that lookups could serve, bottom up.
+    fn each_join(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        rewrite: impl Fn(&HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.ratio <= 0.0 {
+            return Ok(plan);
         }
-        Ok(None)
+        plan.transform_up(|node| {
+            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if join.mode != PartitionMode::CollectLeft
+                || join.null_equality() != NullEquality::NullEqualsNothing
+                || join.null_aware
+            {
+                return Ok(Transformed::no(node));
+            }
+            Ok(match rewrite(join)? {
+                Some(join) => Transformed::yes(join),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    /// `join`'s probe side with the scan under it looking up the keys of
+    /// `build`, if one of the join's keys is a column of that scan with an
+    /// index and the lookups pay.
+    fn lookup(
+        &self,
+        join: &HashJoinExec,
+        build: &Arc<dyn ExecutionPlan>,
+        keys: Keys,
+        first_match: bool,
+    ) -> Option<Arc<dyn ExecutionPlan>> {
+        let build_rows = weft_runtime::estimated_rows(build)? as f64;
+        join.on().iter().find_map(|(_, probe_key)| {
+            let column = probe_key.downcast_ref::<Column>()?;
+            let lookup =
+                |scan: &HeapScanExec, at: usize| scan.with_lookup(at, build_rows, self.ratio, keys, first_match);
+            keys::push_to_scan(join.right(), column.index(), &lookup, keys::Through::Rows)
+        })
     }
 }
 
@@ -261,29 +332,6 @@ fn keeps_every_row(plan: &Arc<dyn ExecutionPlan>) -> bool {
     }
     let passes = plan.downcast_ref::<ProjectionExec>().is_some() || plan.downcast_ref::<CooperativeExec>().is_some();
     passes && keeps_every_row(plan.children()[0])
-}
-
-impl PhysicalOptimizerRule for IndexLookups {
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        if self.ratio <= 0.0 {
-            return Ok(plan);
-        }
-        plan.transform_up(|node| {
-            Ok(match self.rewrite(&node)? {
-                Some(join) => Transformed::yes(join),
-                None => Transformed::no(node),
-            })
-        })
-        .map(|t| t.data)
-    }
-
-    fn name(&self) -> &str {
-        "WeftIndexLookups"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
 }
 
 /// One participant's lookups: an index scan rescanned for each key, in
@@ -307,9 +355,21 @@ pub struct IndexProbe {
     first_match: bool,
 }
 
+/// The keys participant `me` of `participants` looks up: every
+/// `participants`-th of them (keys it shares none of with the others,
+/// spread over the whole range, so that all read the index and the table
+/// in the same order).
+pub fn divide(keys: Vec<i64>, me: usize, participants: usize) -> Vec<i64> {
+    keys.into_iter()
+        .enumerate()
+        .filter(|(j, _)| j % participants.max(1) == me)
+        .map(|(_, key)| key)
+        .collect()
+}
+
 impl IndexProbe {
-    /// Begins looking `keys` up in `index` of `heap` (a column of type
-    /// `ty`), under `snapshot`, allocating in `memory`.
+    /// Begins looking `keys` (ascending) up in `index` of `heap` (a
+    /// column of type `ty`), under `snapshot`, allocating in `memory`.
     ///
     /// # Safety
     /// On the backend thread, inside [`crate::pgcall::call`]; `heap` open,
@@ -318,7 +378,7 @@ impl IndexProbe {
         heap: pg_sys::Relation,
         index: pg_sys::Oid,
         snapshot: pg_sys::Snapshot,
-        keys: &KeySet,
+        keys: Vec<i64>,
         ty: PgType,
         first_match: bool,
         memory: pg_sys::MemoryContext,
@@ -333,7 +393,7 @@ impl IndexProbe {
                 index,
                 scan,
                 memory,
-                keys: keys.sorted(),
+                keys,
                 next: 0,
                 ty,
                 active: false,

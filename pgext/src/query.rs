@@ -122,7 +122,9 @@ fn explain(sql: &str, run: default!(bool, false)) -> SetOfIterator<'static, Stri
 pub fn check_plannable(logical: &LogicalPlan) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
     let state = new_state(session_config(1));
     let plan = block_on(state.create_physical_plan(logical))?;
-    IndexLookups::new(guc::INDEX_LOOKUP_RATIO.get()).optimize(plan, state.config_options())
+    let lookups = IndexLookups::new(guc::INDEX_LOOKUP_RATIO.get());
+    let plan = lookups.own_keys(plan)?;
+    lookups.divided_keys(plan, 1)
 }
 
 /// The SPMD plan `planned` would run with, for the workers weft asks for
@@ -237,8 +239,10 @@ impl Planned {
         // partitioned (each participant joins its own build rows with the
         // rows their keys fetch).
         let options = state.config_options();
-        let plan = IndexLookups::new(guc::INDEX_LOOKUP_RATIO.get()).optimize(plan, options)?;
+        let lookups = IndexLookups::new(guc::INDEX_LOOKUP_RATIO.get());
+        let plan = lookups.own_keys(plan)?;
         let plan = Distribute::new(participants).optimize(plan, options)?;
+        let plan = lookups.divided_keys(plan, participants)?;
         let mut next = 0u32;
         Ok(plan
             .transform_up(|node| {

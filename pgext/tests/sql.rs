@@ -840,70 +840,83 @@ fn index_lookups_read_the_probe_table_through_its_index_without_changing_answers
     client.batch_execute(KEYS_SETUP).unwrap();
     client.batch_execute(LOOKUP_SETUP).unwrap();
     // (query, what p's scan must show: a lookup in that index, "first
-    // match" or not; None for a scan)
-    let lookup = |index: &'static str, first: bool| Some((index, first));
+    // match" or not, the keys divided among the participants or not with
+    // 0 and with 1 worker; None for a scan)
+    let own = |index: &'static str, first: bool| Some((index, first, [false, false]));
+    let divided = |index: &'static str| Some((index, false, [true, true]));
     let cases = [
         (
             "SELECT p.id, b.tag FROM p JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
-            lookup("p_k4", false),
+            own("p_k4", false),
         ),
         (
             "SELECT p.id, b.tag FROM p JOIN b ON p.k2 = b.k2 ORDER BY 1, 2",
-            lookup("p_k2", false),
+            own("p_k2", false),
         ),
         // The leading column of a two-column index; int8 extremes.
         (
             "SELECT p.id, b.tag FROM p JOIN b ON p.k8 = b.k8 ORDER BY 1, 2",
-            lookup("p_k8_id", false),
+            own("p_k8_id", false),
         ),
         (
             "SELECT p.id, w.tag FROM p JOIN w ON p.k8 = w.k8 ORDER BY 1, 2",
-            lookup("p_k8_id", false),
+            own("p_k8_id", false),
         ),
         (
             "SELECT p.id, b.tag FROM p JOIN b ON p.k4 = b.k4 AND p.id > b.k2 ORDER BY 1, 2",
-            lookup("p_k4", false),
+            own("p_k4", false),
         ),
         (
             "SELECT p.id, b.tag FROM p JOIN b ON p.k4 = b.k4 WHERE p.pad LIKE 'xx%' ORDER BY 1, 2",
-            lookup("p_k4", false),
+            own("p_k4", false),
         ),
         // The build side preserved: its unmatched rows come from the
         // participant that holds them.
         (
             "SELECT b.tag, count(p.id), sum(p.id) FROM b LEFT JOIN p ON p.k4 = b.k4 GROUP BY 1 ORDER BY 1",
-            lookup("p_k4", false),
+            own("p_k4", false),
         ),
         // Semi and anti joins on the key alone stop at a key's first row.
         (
             "SELECT b.tag, b.k4 FROM b WHERE EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4) ORDER BY 1, 2",
-            lookup("p_k4", true),
+            own("p_k4", true),
         ),
         (
             "SELECT b.tag, b.k4 FROM b WHERE NOT EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4) ORDER BY 1, 2",
-            lookup("p_k4", true),
+            own("p_k4", true),
         ),
         (
             "SELECT b.tag, b.k4 FROM b WHERE EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4 AND p.pad LIKE 'xxxx%') ORDER BY 1, 2",
-            lookup("p_k4", true),
+            own("p_k4", true),
         ),
         // One that tests more than the key needs every row of the key.
         (
             "SELECT b.tag, b.k4 FROM b WHERE EXISTS (SELECT 1 FROM p WHERE p.k4 = b.k4 AND p.id <> b.k4 * 3) ORDER BY 1, 2",
-            lookup("p_k4", false),
+            own("p_k4", false),
         ),
-        // Joins that output p's rows that match nothing, or p's rows once
-        // for all the build rows sharing a key, scan p.
+        // p's rows once for all the build rows sharing a key: each
+        // participant looks up a part of all the keys.
+        (
+            "SELECT p.id FROM p WHERE EXISTS (SELECT 1 FROM b WHERE b.k2 = p.k2) ORDER BY 1",
+            divided("p_k2"),
+        ),
+        (
+            "SELECT p.id FROM p WHERE EXISTS (SELECT 1 FROM b WHERE b.k2 = p.k2) AND p.pad LIKE '%x' ORDER BY 1",
+            divided("p_k2"),
+        ),
+        // A build side that is one participant's (under a LIMIT) is
+        // broadcast for 1 worker, and its keys divided.
+        (
+            "SELECT p.id, s.k4 FROM p JOIN (SELECT k4 FROM b ORDER BY k4 LIMIT 60) s ON p.k4 = s.k4 ORDER BY 1, 2",
+            Some(("p_k4", false, [false, true])),
+        ),
+        // Joins that output p's rows that match nothing scan p.
         (
             "SELECT p.id, b.tag FROM p LEFT JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
             None,
         ),
         (
             "SELECT p.id, b.tag FROM p FULL JOIN b ON p.k4 = b.k4 ORDER BY 1, 2",
-            None,
-        ),
-        (
-            "SELECT p.id FROM p WHERE EXISTS (SELECT 1 FROM b WHERE b.k2 = p.k2) ORDER BY 1",
             None,
         ),
         // A partial index does not hold every row; an expression index
@@ -918,38 +931,40 @@ fn index_lookups_read_the_probe_table_through_its_index_without_changing_answers
         ),
     ];
     let mut failures = Vec::new();
-    let check = |client: &mut Client, sql: &str, expect: Option<(&str, bool)>, failures: &mut Vec<String>| {
-        for workers in [0, 1] {
-            client
-                .batch_execute(&format!(
-                    "SET weft.force = on; SET weft.workers = {workers}; SET weft.explain_fallback = on"
-                ))
-                .unwrap();
-            let plan = explain_lines(client, &format!("EXPLAIN {sql}"));
-            let shown = plan
-                .lines()
-                .filter(|l| l.contains("HeapScan: public.p "))
-                .find_map(|l| l.split("index_lookup=[").nth(1))
-                .map(|l| l.split(']').next().unwrap_or_default().to_string());
-            let expected = expect.map(|(index, first)| {
-                let column = sql_column(sql);
-                let first = if first { ", first match" } else { "" };
-                format!("{column} in {index}{first}")
-            });
-            if !plan.contains("Custom Scan (Weft)") || shown != expected {
-                failures.push(format!(
-                    "{workers} workers: {sql}\n  expected lookup {expected:?}, shown {shown:?}\n{plan}"
-                ));
+    let check =
+        |client: &mut Client, sql: &str, expect: Option<(&str, bool, [bool; 2])>, failures: &mut Vec<String>| {
+            for workers in [0, 1] {
+                client
+                    .batch_execute(&format!(
+                        "SET weft.force = on; SET weft.workers = {workers}; SET weft.explain_fallback = on"
+                    ))
+                    .unwrap();
+                let plan = explain_lines(client, &format!("EXPLAIN {sql}"));
+                let shown = plan
+                    .lines()
+                    .filter(|l| l.contains("HeapScan: public.p "))
+                    .find_map(|l| l.split("index_lookup=[").nth(1))
+                    .map(|l| l.split(']').next().unwrap_or_default().to_string());
+                let expected = expect.map(|(index, first, divided)| {
+                    let column = sql_column(sql);
+                    let first = if first { ", first match" } else { "" };
+                    let divided = if divided[workers] { ", keys divided" } else { "" };
+                    format!("{column} in {index}{divided}{first}")
+                });
+                if !plan.contains("Custom Scan (Weft)") || shown != expected {
+                    failures.push(format!(
+                        "{workers} workers: {sql}\n  expected lookup {expected:?}, shown {shown:?}\n{plan}"
+                    ));
+                }
+                let (weft, stock) = both_ways(client, sql);
+                match (&weft, &stock) {
+                    (Ok(w), Ok(s)) if w == s => {}
+                    _ => failures.push(format!(
+                        "{workers} workers: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}"
+                    )),
+                }
             }
-            let (weft, stock) = both_ways(client, sql);
-            match (&weft, &stock) {
-                (Ok(w), Ok(s)) if w == s => {}
-                _ => failures.push(format!(
-                    "{workers} workers: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}"
-                )),
-            }
-        }
-    };
+        };
     for (sql, expect) in cases {
         check(&mut client, sql, expect, &mut failures);
     }
@@ -972,7 +987,7 @@ fn index_lookups_read_the_probe_table_through_its_index_without_changing_answers
              INSERT INTO p SELECT g, 2, 622, 1000003 * 26, 'mine' FROM generate_series(400001, 400040) g",
         )
         .unwrap();
-    for sql in [cases[0].0, cases[2].0, cases[7].0, cases[8].0] {
+    for sql in [cases[0].0, cases[2].0, cases[7].0, cases[8].0, cases[11].0] {
         check(
             &mut client,
             sql,
