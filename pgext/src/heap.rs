@@ -53,6 +53,7 @@ use crate::guc;
 use crate::keys::{KeySet, KeySlot};
 use crate::lookup::{self, IndexProbe, Keys, LookupIndex};
 use crate::pgcall;
+use crate::translate::estimate;
 use crate::types::{ColumnReader, PgType};
 
 /// Rows per batch a scan produces.
@@ -225,8 +226,17 @@ impl TableProvider for HeapTable {
             None,
             None,
         );
+        // Postgres's estimate from the Query (plain SQL), or from the
+        // conditions DataFusion pushed (weft.query).
+        let filtered_rows = match (self.filtered_rows, filters) {
+            (Some(rows), _) => Some(rows),
+            (None, []) => None,
+            // SAFETY: the leader plans on its backend thread; the table is
+            // open (resolved) for the whole statement.
+            (None, filters) => unsafe { estimate::scan_rows(self.relid, &self.columns, filters) },
+        };
         Ok(Arc::new(HeapScanExec {
-            filtered_rows: self.filtered_rows,
+            filtered_rows,
             indexes: self.indexes.clone(),
             ..scan
         }))

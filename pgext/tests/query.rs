@@ -240,6 +240,75 @@ fn explain_shows_the_distributed_plan() {
 }
 
 #[test]
+fn filtered_scans_take_postgres_s_estimates() {
+    let cluster = Cluster::start();
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE est (k int, v int, d date, t text, c char(4));
+         INSERT INTO est SELECT g % 100, g, date '2020-01-01' + g % 1000, md5(g::text), (g % 7)::text
+           FROM generate_series(1, 100000) g;
+         ANALYZE est; SET weft.workers = 1;",
+    );
+    // Each condition's estimate must be Postgres's own for the same
+    // condition (within 10%: an IN list is estimated as ORed equalities),
+    // and the count right.
+    let cases = [
+        "v < 1000",
+        "v BETWEEN 10000 AND 20000",
+        "k IN (1, 2, 3)",
+        "k = 5 AND v > 50000",
+        "NOT (k <> 7)",
+        "d < date '2020-01-01' + interval '10 day'",
+        "d IS NULL OR v <= 100",
+        "c = '3'",
+        "t LIKE 'ab%'",
+    ];
+    let rows_after = |text: &str, key: &str| {
+        text.lines().find_map(|l| {
+            l.split(key)
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit() && c != '.')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let mut failures = Vec::new();
+    for condition in cases {
+        let sql = format!("SELECT count(*) FROM est WHERE {condition}");
+        let plan = explain(&mut client, &sql, false);
+        let estimate = rows_after(&plan, "estimated_rows=");
+        client.batch_execute("SET max_parallel_workers_per_gather = 0").unwrap();
+        let stock_plan: Vec<String> = client
+            .query(&format!("EXPLAIN SELECT * FROM est WHERE {condition}"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        client.batch_execute("RESET max_parallel_workers_per_gather").unwrap();
+        let postgres = rows_after(&stock_plan.join("\n"), "rows=");
+        let close = match (estimate, postgres) {
+            (Some(e), Some(p)) => (e - p).abs() <= 0.1 * p + 1.0,
+            _ => false,
+        };
+        if !close {
+            failures.push(format!(
+                "{condition}: estimate {estimate:?}, Postgres's {postgres:?}\n{plan}"
+            ));
+        }
+        let weft: i64 = client
+            .query_one(&format!("SELECT * FROM weft.query($${sql}$$) AS t(n int8)"), &[])
+            .unwrap()
+            .get(0);
+        let stock: i64 = client.query_one(&sql, &[]).unwrap().get(0);
+        if weft != stock {
+            failures.push(format!("{condition}: weft {weft}, stock {stock}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn concurrent_sessions_get_their_own_results() {
     let cluster = Cluster::start_with(&[("max_worker_processes", "16"), ("max_parallel_workers", "16")]);
     let mut client = setup(

@@ -12,7 +12,7 @@
 //! (level, varno, varattno) names one column, also from inside a
 //! correlated subquery (an outer reference).
 
-mod estimate;
+pub mod estimate;
 mod expr;
 mod finish;
 mod nodes;
