@@ -15,10 +15,18 @@
 //! FROM list of weft's copy of the Query to match changes no result (the
 //! items of a FROM list are joined as a product, which commutes), and the
 //! copy is what the Custom Scan keeps and translates again at execution.
+//!
+//! weft.query has SQL text instead of a Query: [`follow_stock_plan_sql`]
+//! has Postgres plan the same text (when Postgres can) and reorders the
+//! FROM lists of DataFusion's parse of it alike.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 use pgrx::pg_sys::{self, NodeTag};
+use pgrx::PgTryBuilder;
 
 use super::nodes::{cast, list};
 
@@ -200,5 +208,168 @@ unsafe fn rank(query: *mut pg_sys::Query, item: *mut pg_sys::Node, ranks: &HashM
                 .min();
         }
         None
+    }
+}
+
+/// Reorders every FROM list of `statement`, weft.query's SQL parsed by
+/// DataFusion, to follow the order in which Postgres's own plan of the
+/// same text (`sql`) scans the tables, matched by alias. Leaves the
+/// statement as written when Postgres cannot plan the text (DataFusion's
+/// dialect differs from Postgres's in places).
+///
+/// A FROM list is reordered only where that cannot change the result's
+/// columns or names: no `*` in its SELECT list (which expands in FROM
+/// order) and nothing but tables and plain subqueries in it (no LATERAL).
+///
+/// # Safety
+/// On the backend thread, inside a transaction, outside parallel mode.
+pub unsafe fn follow_stock_plan_sql(statement: &mut DFStatement, sql: &str) {
+    let DFStatement::Statement(statement) = statement else {
+        return;
+    };
+    // SAFETY: per the caller.
+    let Some(ranks) = (unsafe { stock_ranks(sql) }) else {
+        return;
+    };
+    let _ = statement.visit(&mut FollowRanks(&ranks));
+}
+
+/// The tables Postgres's plan of `sql` scans, numbered depth-first, by
+/// alias; None if Postgres cannot plan it as one SELECT.
+///
+/// The text is parsed, analyzed and planned (by the stock planner, past
+/// every hook) in a subtransaction, so that any error (a syntax only
+/// DataFusion accepts, a function only it has) is rolled back and only
+/// means no reordering.
+///
+/// # Safety
+/// As for [`follow_stock_plan_sql`].
+unsafe fn stock_ranks(sql: &str) -> Option<HashMap<String, usize>> {
+    let text = std::ffi::CString::new(sql).ok()?;
+    // SAFETY: per the caller; the subtransaction's pattern of PL/pgSQL's
+    // exception blocks: begin, run, release or roll back, then restore the
+    // caller's memory context and resource owner.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let ranks = PgTryBuilder::new(|| {
+            let ranks = planned_ranks(&text);
+            pg_sys::ReleaseCurrentSubTransaction();
+            ranks
+        })
+        .catch_others(|_| {
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            None
+        })
+        .execute();
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        ranks
+    }
+}
+
+/// [`stock_ranks`]'s work, inside its subtransaction.
+///
+/// # Safety
+/// As for [`follow_stock_plan_sql`].
+unsafe fn planned_ranks(text: &std::ffi::CStr) -> Option<HashMap<String, usize>> {
+    // SAFETY: per the caller; each call raises an ERROR on bad input,
+    // which the caller rolls back.
+    unsafe {
+        let raw = list::<pg_sys::RawStmt>(pg_sys::raw_parser(
+            text.as_ptr(),
+            pg_sys::RawParseMode::RAW_PARSE_DEFAULT,
+        ));
+        let [raw] = raw.as_slice() else { return None };
+        let queries = list::<pg_sys::Query>(pg_sys::pg_analyze_and_rewrite_fixedparams(
+            *raw,
+            text.as_ptr(),
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        ));
+        let [query] = queries.as_slice() else { return None };
+        if (**query).commandType != pg_sys::CmdType::CMD_SELECT || !(**query).utilityStmt.is_null() {
+            return None;
+        }
+        let stmt = pg_sys::standard_planner(*query, text.as_ptr(), 0, std::ptr::null_mut());
+        let mut ranks = HashMap::new();
+        scans((*stmt).planTree, (*stmt).rtable, &mut ranks);
+        for plan in list::<pg_sys::Plan>((*stmt).subplans) {
+            scans(plan, (*stmt).rtable, &mut ranks);
+        }
+        let mut by_alias: HashMap<String, usize> = HashMap::new();
+        for ((_, alias), rank) in ranks {
+            let entry = by_alias.entry(alias).or_insert(rank);
+            *entry = (*entry).min(rank);
+        }
+        Some(by_alias)
+    }
+}
+
+/// Sorts each FROM list it visits by [`item_rank`].
+struct FollowRanks<'a>(&'a HashMap<String, usize>);
+
+impl VisitorMut for FollowRanks<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        if let ast::SetExpr::Select(select) = query.body.as_mut() {
+            let wildcard = select.projection.iter().any(|item| {
+                matches!(
+                    item,
+                    ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
+                )
+            });
+            let plain = select.from.iter().all(|item| {
+                matches!(
+                    item.relation,
+                    ast::TableFactor::Table { .. } | ast::TableFactor::Derived { lateral: false, .. }
+                )
+            });
+            if !wildcard && plain {
+                select
+                    .from
+                    .sort_by_key(|item| item_rank(item, self.0).unwrap_or(usize::MAX));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The first rank among the tables of FROM item `item` (and of the FROM
+/// lists of a subquery in it), by alias as Postgres folds it.
+fn item_rank(item: &ast::TableWithJoins, ranks: &HashMap<String, usize>) -> Option<usize> {
+    std::iter::once(&item.relation)
+        .chain(item.joins.iter().map(|join| &join.relation))
+        .filter_map(|factor| factor_rank(factor, ranks))
+        .min()
+}
+
+/// [`item_rank`] of one table or subquery.
+fn factor_rank(factor: &ast::TableFactor, ranks: &HashMap<String, usize>) -> Option<usize> {
+    let folded = |ident: &ast::Ident| match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    };
+    match factor {
+        ast::TableFactor::Table { name, alias, .. } => {
+            let key = match alias {
+                Some(alias) => folded(&alias.name),
+                None => match name.0.last()? {
+                    ast::ObjectNamePart::Identifier(ident) => folded(ident),
+                    _ => return None,
+                },
+            };
+            ranks.get(&key).copied()
+        }
+        ast::TableFactor::Derived { subquery, .. } => match subquery.body.as_ref() {
+            ast::SetExpr::Select(select) => select.from.iter().filter_map(|item| item_rank(item, ranks)).min(),
+            _ => None,
+        },
+        _ => None,
     }
 }
