@@ -166,14 +166,9 @@ impl Planned {
         check_encoding();
         let ctx = SessionContext::new_with_state(new_state(session_config(1)));
         let state = ctx.state();
-        let mut statement = state
+        let statement = state
             .sql_to_statement(sql, &Dialect::PostgreSQL)
             .unwrap_or_else(|e| report("weft.query", &e.to_string()));
-        // DataFusion joins a FROM list in the order written; Postgres's
-        // plan of the same text knows a better one.
-        // SAFETY: on the backend thread, inside the calling statement's
-        // transaction.
-        unsafe { crate::translate::follow_stock_plan_sql(&mut statement, sql) };
         let references = state
             .resolve_table_references(&statement)
             .unwrap_or_else(|e| report("weft.query", &e.to_string()));

@@ -309,51 +309,6 @@ fn filtered_scans_take_postgres_s_estimates() {
 }
 
 #[test]
-fn from_lists_follow_postgres_s_plan_without_changing_columns() {
-    let cluster = Cluster::start();
-    let mut client = setup(
-        &cluster,
-        "CREATE TABLE fa (k int, a text); CREATE TABLE fb (k int, b text); CREATE TABLE fc (k int, c text);
-         INSERT INTO fa SELECT g, 'a' || g FROM generate_series(1, 20000) g;
-         INSERT INTO fb SELECT g * 3, 'b' || g FROM generate_series(1, 2000) g;
-         INSERT INTO fc SELECT g * 30, 'c' || g FROM generate_series(1, 50) g;
-         ANALYZE fa; ANALYZE fb; ANALYZE fc; SET weft.workers = 1;",
-    );
-    let cases = [
-        // `*` expands in FROM order: the columns stay as written.
-        (
-            "SELECT * FROM fc, fa, fb WHERE fa.k = fb.k AND fb.k = fc.k ORDER BY 1",
-            "k1 int, c text, k2 int, a text, k3 int, b text",
-        ),
-        // Aliases, a quoted one, and a subquery in FROM.
-        (
-            "SELECT x.c, \"Y\".a, z.b FROM fa \"Y\", (SELECT k, c FROM fc) x, fb z \
-             WHERE \"Y\".k = z.k AND z.k = x.k ORDER BY 1",
-            "c text, a text, b text",
-        ),
-        (
-            "SELECT count(*), sum(fa.k) FROM fa, fb, fc WHERE fa.k = fb.k AND fb.k = fc.k",
-            "n int8, s int8",
-        ),
-    ];
-    for (sql, columns) in cases {
-        assert_eq!(weft(&mut client, sql, columns), rows(&mut client, sql), "{sql}");
-    }
-    // DataFusion's own syntax, which Postgres cannot plan, runs as
-    // written (the attempt is rolled back), and the session goes on.
-    let got = weft(
-        &mut client,
-        "SELECT arrow_typeof(fa.k), count(*) FROM fb, fa WHERE fa.k = fb.k GROUP BY 1",
-        "t text, n int8",
-    );
-    assert_eq!(got, Ok(vec!["(Int32,2000)".to_string()]));
-    assert_eq!(
-        rows(&mut client, "SELECT count(*) FROM fc"),
-        Ok(vec!["(50)".to_string()])
-    );
-}
-
-#[test]
 fn concurrent_sessions_get_their_own_results() {
     let cluster = Cluster::start_with(&[("max_worker_processes", "16"), ("max_parallel_workers", "16")]);
     let mut client = setup(

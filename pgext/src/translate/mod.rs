@@ -32,7 +32,7 @@ use pgrx::pg_sys::{self, NodeTag};
 
 use expr::Scope;
 use nodes::{cast, list, text};
-pub use order::{follow_stock_plan, follow_stock_plan_sql};
+pub use order::follow_stock_plan;
 
 /// Why weft leaves a query to Postgres.
 pub type Refusal = String;
