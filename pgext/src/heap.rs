@@ -1215,12 +1215,29 @@ pub struct SlotTarget {
 #[derive(Debug, Default)]
 pub struct HeapCodec {
     bindings: Vec<(SlotTarget, ScanBinding)>,
+    /// Scans without a slot encode as slot 0 (for comparing plans, not
+    /// shipping them).
+    unslotted: bool,
 }
 
 impl HeapCodec {
     /// A codec that binds decoded scans to `bindings`, slot i to entry i.
     pub fn new(bindings: Vec<(SlotTarget, ScanBinding)>) -> HeapCodec {
-        HeapCodec { bindings }
+        HeapCodec {
+            bindings,
+            unslotted: false,
+        }
+    }
+
+    /// A codec for comparing plans before their scans have slots
+    /// ([`weft_runtime::ShareRepeated`]: two scans are the same when they
+    /// read the same columns of the same relation the same way); what it
+    /// encodes is never shipped.
+    pub fn comparing() -> HeapCodec {
+        HeapCodec {
+            bindings: Vec::new(),
+            unslotted: true,
+        }
     }
 }
 
@@ -1324,7 +1341,7 @@ impl PhysicalExtensionCodec for HeapCodec {
         let Some(scan) = node.downcast_ref::<HeapScanExec>() else {
             return exec_err!("weft cannot ship {}", node.name());
         };
-        let Some(slot) = scan.slot else {
+        let Some(slot) = scan.slot.or(self.unslotted.then_some(0)) else {
             return exec_err!("weft: the scan of {} has no slot", scan.target.name);
         };
         let message = ScanNode {

@@ -36,7 +36,7 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use weft_runtime::{
     exchange_count, explain as explain_plan, participant_config, spmd_config, Distribute, Edge, EdgeStats, Metrics,
-    Participant, PlanCodec, RuntimeError,
+    Participant, PlanCodec, RuntimeError, ShareRepeated,
 };
 
 use crate::guc;
@@ -240,6 +240,7 @@ impl Planned {
         // rows their keys fetch).
         let options = state.config_options();
         let lookups = IndexLookups::new(guc::INDEX_LOOKUP_RATIO.get());
+        let plan = ShareRepeated::new(PlanCodec::new(Arc::new(HeapCodec::comparing()))).optimize(plan, options)?;
         let plan = lookups.own_keys(plan)?;
         let plan = Distribute::new(participants).optimize(plan, options)?;
         let plan = lookups.divided_keys(plan, participants)?;

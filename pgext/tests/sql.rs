@@ -443,6 +443,29 @@ fn explain_shows_the_weft_scan_and_its_plan() {
     assert!(json.contains("\"Custom Plan Provider\": \"Weft\""), "{json}");
 }
 
+/// A WITH query read in two places (TPC-H Q15's shape) is computed once,
+/// under the place that ran first, and gives Postgres's rows.
+#[test]
+fn a_with_query_read_twice_is_computed_once() {
+    let (_cluster, mut client) = with_semantics_tables();
+    let sql = "WITH s AS (SELECT ch AS g, count(*) AS n, sum(b) AS total FROM t GROUP BY ch) \
+               SELECT g, n, total FROM s WHERE total = (SELECT max(total) FROM s) ORDER BY g";
+    check_both_ways(&mut client, &[(true, sql)]);
+    for workers in [0, 1] {
+        client
+            .batch_execute(&format!("SET weft.force = on; SET weft.workers = {workers}"))
+            .unwrap();
+        let plan = explain_lines(&mut client, &format!("EXPLAIN ANALYZE {sql}"));
+        assert_eq!(plan.matches("WeftShared: id=0, consumers=2").count(), 2, "{plan}");
+        assert_eq!(plan.matches("read from its other place").count(), 1, "{plan}");
+        if workers == 0 {
+            // Six tuples in t: read by one of the two scans.
+            assert_eq!(plan.matches("tuples_examined=6").count(), 1, "{plan}");
+        }
+    }
+    client.batch_execute("RESET weft.workers").unwrap();
+}
+
 /// EXPLAIN's output as one text.
 fn explain_lines(client: &mut Client, sql: &str) -> String {
     let rows = text_rows(client, sql).unwrap();

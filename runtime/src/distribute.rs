@@ -26,12 +26,14 @@
 //! | any other hash join `CollectLeft` over a Distributed probe whose Single build side is estimated large beside its probe side | the same partitioned join, where a broadcast would cost more (`Rewrite::partitioning_pays`) |
 //! | a nested-loop join of such a type over a Distributed right side | run whole on participant 0 (right side gathered) |
 //! | a scalar subquery's plan (Single) | broadcast: its value is read on every participant |
+//! | a shared subplan ([`SharedExec`]) read in several places | rewritten once: every place gets the same exchanges |
 //! | a Distributed root | gathered |
 //!
 //! Shapes it cannot place (a union of distributed inputs, mixed inputs
 //! elsewhere) are refused with an error naming the node, so that the caller
 //! can run the query another way.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
@@ -52,6 +54,7 @@ use datafusion::physical_plan::{
 
 use crate::exchange::{ExchangeExec, ExchangeMode, Senders};
 use crate::participant::Participant;
+use crate::reuse::SharedExec;
 
 /// A session config for planning SPMD plans for `participants`:
 /// target partitions = participants; no join dynamic filters (a
@@ -118,6 +121,7 @@ impl PhysicalOptimizerRule for Distribute {
             participants: self.participants,
             next_id: 0,
             broadcast_rows: BROADCAST_ROWS.min(config.optimizer.hash_join_single_partition_threshold_rows),
+            shared: HashMap::new(),
         };
         let (plan, placement) = rewrite.visit(plan)?;
         let plan = match placement {
@@ -153,6 +157,9 @@ struct Rewrite {
     /// ([`BROADCAST_ROWS`], or less if the session's
     /// `hash_join_single_partition_threshold_rows` says so).
     broadcast_rows: usize,
+    /// Each shared subplan rewritten so far, by number: its other places
+    /// get the same node, so its exchanges are made (and run) once.
+    shared: HashMap<u32, (Arc<dyn ExecutionPlan>, Placement)>,
 }
 
 impl Rewrite {
@@ -168,6 +175,16 @@ impl Rewrite {
     }
 
     fn visit(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<(Arc<dyn ExecutionPlan>, Placement)> {
+        if let Some(shared) = plan.downcast_ref::<SharedExec>() {
+            if let Some(done) = self.shared.get(&shared.id()) {
+                return Ok(done.clone());
+            }
+            let id = shared.id();
+            let (input, placement) = self.visit(Arc::clone(shared.children()[0]))?;
+            let done = (replace_children_if_necessary(plan, vec![input])?, placement);
+            self.shared.insert(id, done.clone());
+            return Ok(done);
+        }
         let mut children = Vec::new();
         for child in plan.children() {
             children.push(self.visit(Arc::clone(child))?);

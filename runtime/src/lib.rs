@@ -6,7 +6,8 @@
 //! whole mesh of participants on threads for tests and benchmarks.
 //! Above them, DataFusion: [`ExchangeExec`] moves rows between
 //! participants, the [`Distribute`] rule turns a single-process plan into
-//! an SPMD plan, and [`PlanCodec`] ships that plan from the leader to
+//! an SPMD plan, [`ShareRepeated`] runs a subplan read twice (a `WITH`
+//! query) once, and [`PlanCodec`] ships that plan from the leader to
 //! every participant.
 //!
 //! Nothing here knows about Postgres: the platform seam ([`Platform`]) is
@@ -21,6 +22,7 @@ mod local_mesh;
 mod metrics;
 mod participant;
 mod platform;
+mod reuse;
 mod share;
 mod ship;
 mod stream;
@@ -34,6 +36,7 @@ pub use local_mesh::LocalMesh;
 pub use metrics::{Edge, EdgeStats, Metrics};
 pub use participant::{AbortHandle, Config, Participant, RunResult, FAILURE_CODE, INTERRUPT_CODE};
 pub use platform::{Latch, Platform, ThreadPlatform};
+pub use reuse::{ShareRepeated, SharedExec, SharedState, SHARE_ROWS};
 pub use share::{share, share_range};
 pub use ship::{exchange_count, PlanCodec};
 pub use stream::{BatchReceiver, BatchSender};

@@ -12,11 +12,13 @@
 //! An exchange's number travels with it, so every participant uses the
 //! same rings for it; [`PlanCodec::decode`] checks that the numbers are
 //! distinct and fit the mesh, and that the plan was made for as many
-//! participants as run it.
+//! participants as run it. A [`SharedExec`] travels as its number, its
+//! consumer count and its subtree, once per place it is read; decoding
+//! gives the places of one number one shared state (and one run).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{exec_err, internal_datafusion_err, plan_err, Result};
@@ -34,6 +36,7 @@ use prost::Message;
 
 use crate::exchange::{ExchangeExec, ExchangeMode, Senders};
 use crate::participant::Participant;
+use crate::reuse::{SharedExec, SharedState};
 
 /// Encodes SPMD plans on the leader and decodes them in participants; see
 /// the module docs.
@@ -61,7 +64,10 @@ impl PlanCodec {
     /// A codec whose non-weft, non-DataFusion nodes go through `sources`.
     pub fn new(sources: Arc<dyn PhysicalExtensionCodec>) -> PlanCodec {
         PlanCodec {
-            inner: Arc::new(WeftCodec { sources }),
+            inner: Arc::new(WeftCodec {
+                sources,
+                shared: Mutex::default(),
+            }),
         }
     }
 
@@ -76,7 +82,12 @@ impl PlanCodec {
     /// exchanges are checked against its mesh.
     pub fn decode(&self, bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
         let node = PhysicalPlanNode::decode(bytes).map_err(|e| internal_datafusion_err!("weft plan: {e}"))?;
-        let plan = node.try_into_physical_plan(ctx, self.inner.as_ref())?;
+        // Shared states are per decoded plan: a fresh registry.
+        let codec = WeftCodec {
+            sources: Arc::clone(&self.inner.sources),
+            shared: Mutex::default(),
+        };
+        let plan = node.try_into_physical_plan(ctx, &codec)?;
         if let Some(participant) = ctx.session_config().get_extension::<Participant>() {
             check_exchanges(&plan, &participant)?;
         }
@@ -121,8 +132,15 @@ pub fn exchange_count(plan: &Arc<dyn ExecutionPlan>) -> u32 {
 /// participant count: a plan that breaks these would cross rings.
 fn check_exchanges(plan: &Arc<dyn ExecutionPlan>, participant: &Participant) -> Result<()> {
     let mut seen = BTreeSet::new();
+    let mut shared = BTreeSet::new();
     let mut problem = None;
     plan.apply(|node| {
+        if let Some(node) = node.downcast_ref::<SharedExec>() {
+            // Its other places hold the same exchanges, run once.
+            if !shared.insert(node.id()) {
+                return Ok(TreeNodeRecursion::Jump);
+            }
+        }
         if let Some(exchange) = node.downcast_ref::<ExchangeExec>() {
             if exchange.participants() != participant.participants() as usize {
                 problem = Some(format!(
@@ -157,13 +175,15 @@ fn check_exchanges(plan: &Arc<dyn ExecutionPlan>, participant: &Participant) -> 
 #[derive(Debug)]
 struct WeftCodec {
     sources: Arc<dyn PhysicalExtensionCodec>,
+    /// The shared states decoded so far, by [`SharedExec`] number.
+    shared: Mutex<HashMap<u32, Arc<SharedState>>>,
 }
 
 /// A weft extension node as datafusion-proto carries it (its inputs travel
 /// beside it, in the enclosing `PhysicalExtensionNode`).
 #[derive(Clone, PartialEq, Message)]
 struct ExtensionNode {
-    #[prost(oneof = "Kind", tags = "1, 2")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3")]
     kind: Option<Kind>,
 }
 
@@ -174,6 +194,16 @@ enum Kind {
     /// Whatever the source codec wrote.
     #[prost(bytes, tag = "2")]
     Source(Vec<u8>),
+    #[prost(message, tag = "3")]
+    Shared(SharedNode),
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct SharedNode {
+    #[prost(uint32, tag = "1")]
+    id: u32,
+    #[prost(uint32, tag = "2")]
+    consumers: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -218,6 +248,24 @@ impl PhysicalExtensionCodec for WeftCodec {
         let exchange = match node.kind {
             Some(Kind::Exchange(exchange)) => exchange,
             Some(Kind::Source(source)) => return self.sources.try_decode(&source, inputs, ctx, converter),
+            Some(Kind::Shared(shared)) => {
+                let [input] = inputs else {
+                    return exec_err!("weft shared subplan {} with {} inputs", shared.id, inputs.len());
+                };
+                let state = Arc::clone(
+                    self.shared
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .entry(shared.id)
+                        .or_default(),
+                );
+                return Ok(Arc::new(SharedExec::with_state(
+                    shared.id,
+                    shared.consumers as usize,
+                    Arc::clone(input),
+                    state,
+                )));
+            }
             None => return exec_err!("weft plan node of unknown kind"),
         };
         let [input] = inputs else {
@@ -266,6 +314,17 @@ impl PhysicalExtensionCodec for WeftCodec {
         buf: &mut Vec<u8>,
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(shared) = node.downcast_ref::<SharedExec>() {
+            let node = ExtensionNode {
+                kind: Some(Kind::Shared(SharedNode {
+                    id: shared.id(),
+                    consumers: shared.consumers() as u32,
+                })),
+            };
+            return node
+                .encode(buf)
+                .map_err(|e| internal_datafusion_err!("weft plan node: {e}"));
+        }
         let Some(exchange) = node.downcast_ref::<ExchangeExec>() else {
             let mut source = Vec::new();
             self.sources.try_encode(node, &mut source, converter)?;

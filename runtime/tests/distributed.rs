@@ -101,7 +101,20 @@ const QUERIES: &[(&str, &[&str])] = &[
         "SELECT o_id, o_total FROM orders WHERE o_total IS NOT NULL ORDER BY o_total DESC, o_id LIMIT 7",
         &["mode=gather, merge", "fetch=7"],
     ),
+    // A WITH query read twice (TPC-H Q15's shape): aggregated once, read
+    // by the join and by the scalar subquery.
+    (TOP_CUSTOMERS, &["WeftShared: id=0, consumers=2"]),
+    // A WITH query joined with itself.
+    (
+        "WITH g AS (SELECT o_cust % 50 AS k, count(*) AS n, sum(o_total) AS t FROM orders GROUP BY k) \
+         SELECT a.k, a.n, a.t, b.n AS n2, b.t AS t2 FROM g a JOIN g b ON a.k = b.k ORDER BY a.k",
+        &["WeftShared: id=0, consumers=2"],
+    ),
 ];
+
+/// The customers with the largest total, read from one aggregate twice.
+const TOP_CUSTOMERS: &str = "WITH totals AS (SELECT o_cust, sum(o_total) AS total FROM orders GROUP BY o_cust) \
+     SELECT o_cust, total FROM totals WHERE total = (SELECT max(total) FROM totals) ORDER BY o_cust";
 
 #[test]
 fn spmd_plans_match_single_process_datafusion() {
@@ -116,6 +129,20 @@ fn spmd_plans_match_single_process_datafusion() {
                 assert!(plan.contains(shape), "P={participants}: no {shape:?} in\n{plan}");
             }
         }
+    }
+}
+
+/// A WITH query read in two places is read from its table once, by each
+/// participant its share, however many participants.
+#[test]
+fn a_query_read_twice_scans_its_table_once() {
+    let batches = tables()[0].batches.len() as u64;
+    for participants in [1usize, 2, 3] {
+        BATCHES_SCANNED.store(0, Ordering::Relaxed);
+        let (got, plan) = distributed(tables(), TOP_CUSTOMERS, participants).unwrap();
+        assert!(!got.is_empty(), "P={participants}");
+        let scanned = BATCHES_SCANNED.load(Ordering::Relaxed);
+        assert_eq!(scanned, batches, "P={participants}: {scanned} batches scanned\n{plan}");
     }
 }
 

@@ -498,6 +498,17 @@ impl Cluster {
         &self.sock
     }
 
+    /// Leaves the server running and its directory in place (for a cluster that outlives the
+    /// program, such as the benchmarks' `bench_cluster` example); returns the directory, which holds
+    /// `data/`, `sock/` and `log`. Stop it with `pg_ctl -D <dir>/data stop` (as `postgres` when run as
+    /// root) and remove the directory.
+    pub fn keep(self) -> PathBuf {
+        let dir = self.dir.path().to_owned();
+        // Neither `Drop` runs: ours would stop the server, the TempDir's delete the directory.
+        std::mem::forget(self);
+        dir
+    }
+
     /// The server log so far, to put into assertion messages.
     ///
     /// Never panics: an unreadable log yields a placeholder text, since this is usually called while

@@ -33,7 +33,7 @@ use futures::stream;
 use prost::Message;
 use weft_runtime::{
     exchange_count, explain, participant_config, share_range, spmd_config, Distribute, LocalMesh, Metrics, Participant,
-    PlanCodec, RuntimeError,
+    PlanCodec, RuntimeError, ShareRepeated,
 };
 
 /// A table: its name, schema and batches.
@@ -68,7 +68,9 @@ pub fn context(tables: &'static [Table], partitions: usize, spmd: bool) -> Sessi
     let mut builder = SessionStateBuilder::new().with_default_features();
     if spmd {
         config = spmd_config(config, partitions);
-        builder = builder.with_physical_optimizer_rule(Arc::new(Distribute::new(partitions)));
+        builder = builder
+            .with_physical_optimizer_rule(Arc::new(ShareRepeated::new(codec(tables))))
+            .with_physical_optimizer_rule(Arc::new(Distribute::new(partitions)));
     }
     let ctx = SessionContext::new_with_state(builder.with_config(config).build());
     for table in tables {
