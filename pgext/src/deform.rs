@@ -319,7 +319,8 @@ pub unsafe fn page_tuple(buffer: pg_sys::Buffer, offset: u16) -> (*const pg_sys:
 }
 
 /// Asks the CPU to bring the tuples of the page in `buffer` into its cache
-/// at once (from `pd_upper`, where tuple data starts, to the page's end).
+/// at once (from the page's end down to `pd_upper`, where tuple data
+/// starts).
 ///
 /// The scan is bound by memory latency: walking a page's tuples one by one
 /// takes a cache miss per tuple, each waited for in turn. Prefetching the
@@ -340,7 +341,10 @@ pub unsafe fn prefetch_page(buffer: pg_sys::Buffer) {
         )
     };
     #[cfg(target_arch = "x86_64")]
-    for at in (upper..pg_sys::BLCKSZ as usize).step_by(LINE) {
+    // From the page's end down: the walk reads the tuples in line pointer
+    // order, and Postgres fills a page from its end, so the first tuple
+    // read is the last one in memory.
+    for at in (upper..pg_sys::BLCKSZ as usize).step_by(LINE).rev() {
         // SAFETY: an address inside the page; a prefetch reads nothing.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(page.add(at).cast());
