@@ -30,6 +30,12 @@ pub struct Layout {
     atts: Vec<Att>,
     /// The attribute (index into `atts`) of each filter input.
     input_atts: Vec<usize>,
+    /// How many leading attributes have a fixed width: in a tuple without
+    /// NULLs each lies at the same offset from `t_hoff` (Postgres's
+    /// `attcacheoff`), so the walk need not align and add its way there.
+    prefix: usize,
+    /// Where the prefix ends, from `t_hoff`.
+    prefix_end: usize,
 }
 
 struct Att {
@@ -48,6 +54,9 @@ struct Att {
     /// The join key filter (index into [`Layout::deform`]'s `keys`) its
     /// values must pass.
     key: Option<usize>,
+    /// Its offset from `t_hoff` in a tuple without NULLs (attributes in
+    /// the fixed-width prefix only).
+    cached: usize,
 }
 
 impl Layout {
@@ -93,10 +102,26 @@ impl Layout {
                 kept: reader.is_some() || input.is_some(),
                 key: keys.iter().position(|n| *n as usize == attnum),
                 reader,
+                cached: 0,
             });
         }
         let input_atts = inputs.iter().map(|n| (*n - 1) as usize).collect();
-        Some(Layout { atts, input_atts })
+        // t_hoff is aligned to 8 (MAXALIGN), so an offset aligned from it
+        // is aligned in the page.
+        let mut prefix_end = 0;
+        let mut prefix = 0;
+        for att in atts.iter_mut().take_while(|a| a.len > 0) {
+            let at = align(prefix_end, att.align);
+            att.cached = at;
+            prefix_end = at + att.len as usize;
+            prefix += 1;
+        }
+        Some(Layout {
+            atts,
+            input_atts,
+            prefix,
+            prefix_end,
+        })
     }
 
     /// Whether no column is read (the tuples need not be looked at).
@@ -136,7 +161,25 @@ impl Layout {
         let bits = unsafe { std::ptr::addr_of!((*tuple).t_bits).cast::<u8>() };
         let corrupt = |i: usize| (self.atts[i].name.as_str(), "a corrupt heap tuple".to_string());
         let mut off = hoff;
-        for (i, att) in self.atts.iter().enumerate() {
+        let mut start = 0;
+        if !has_nulls && natts >= self.prefix && hoff + self.prefix_end <= len {
+            for (i, att) in self.atts[..self.prefix].iter().enumerate() {
+                // SAFETY: within the tuple (the prefix's end is, checked
+                // above).
+                let datum = unsafe { fetch_fixed(att, base.add(hoff + att.cached)) };
+                if let Some(set) = att.key.and_then(|k| keys[k]) {
+                    if !set.contains(datum.value() as i64) {
+                        return Ok(false);
+                    }
+                }
+                if att.kept {
+                    columns.row[i] = (datum, false);
+                }
+            }
+            start = self.prefix;
+            off = hoff + self.prefix_end;
+        }
+        for (i, att) in self.atts.iter().enumerate().skip(start) {
             // SAFETY: the bitmap has a bit per stored attribute.
             let null = i >= natts || (has_nulls && unsafe { *bits.add(i >> 3) } & (1 << (i & 7)) == 0);
             if null {
@@ -180,21 +223,7 @@ impl Layout {
                         return Err(corrupt(i));
                     }
                     // SAFETY: `size` bytes at `off`, within the tuple.
-                    let pointer = unsafe { base.add(off) };
-                    let datum = if att.byval {
-                        // SAFETY: as above; fetch_att's reads.
-                        unsafe {
-                            match size {
-                                1 => Datum::from(*pointer),
-                                2 => Datum::from(pointer.cast::<i16>().read_unaligned()),
-                                4 => Datum::from(pointer.cast::<i32>().read_unaligned()),
-                                _ => Datum::from(pointer.cast::<i64>().read_unaligned()),
-                            }
-                        }
-                    } else {
-                        Datum::from(pointer as usize)
-                    };
-                    (datum, size)
+                    (unsafe { fetch_fixed(att, base.add(off)) }, size)
                 }
             };
             if off + size > len {
@@ -273,6 +302,27 @@ impl Columns {
             self.nulls[r].clear();
         }
         Ok(())
+    }
+}
+
+/// The datum of fixed-width attribute `att` stored at `pointer`: its value
+/// if passed by value (fetch_att's reads), else the pointer.
+///
+/// # Safety
+/// `att.len` bytes at `pointer` are in a pinned page.
+#[inline(always)]
+unsafe fn fetch_fixed(att: &Att, pointer: *const u8) -> Datum {
+    if !att.byval {
+        return Datum::from(pointer as usize);
+    }
+    // SAFETY: per the caller.
+    unsafe {
+        match att.len {
+            1 => Datum::from(*pointer),
+            2 => Datum::from(pointer.cast::<i16>().read_unaligned()),
+            4 => Datum::from(pointer.cast::<i32>().read_unaligned()),
+            _ => Datum::from(pointer.cast::<i64>().read_unaligned()),
+        }
     }
 }
 
