@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# TPC-H through weft.query against stock Postgres on a running cluster,
+# same data, same session settings, alternating: a quick side-by-side for
+# development, on the cluster `cargo run --release -p weft --example
+# bench_cluster` leaves running (pass its socket directory). `make bench-pg`
+# is the full benchmark; this one skips stock Postgres on the queries it
+# does not finish in 300 s (17 and 20) instead of waiting for them.
+#
+#   scripts/tpch-side-by-side.sh /tmp/weft-pg-XXXX/sock [reps] [queries...]
+set -euo pipefail
+sock=$1; reps=${2:-2}; shift 2 || shift $#
+queries=${*:-$(seq 1 22)}
+here=$(cd "$(dirname "$0")/.." && pwd)
+export PGHOST=$sock PGUSER=postgres PGPORT=5432
+settings="SET max_parallel_workers_per_gather = 1; SET weft.workers = 1; SET weft.enable = off; SET statement_timeout = '300s';"
+# Milliseconds of one run of $1 (psql's \timing), or "-" if it failed.
+run() {
+    psql -X -q -v ON_ERROR_STOP=1 -c "$settings" -c '\timing on' -c "$1" 2>/dev/null |
+        sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1 || true
+}
+best() { printf '%s\n' "$@" | grep -v '^$' | sort -g | head -1; }
+printf '%4s %12s %12s %8s\n' q "postgres ms" "weft ms" ratio
+logsum=0; n=0
+for q in $queries; do
+    file=$(printf '%s/runtime/tests/tpch/q%02d.sql' "$here" "$q")
+    sql=$(grep -v '^--' "$file" | tr -d ';')
+    columns=$(psql -X -At -c "$settings" -c "CREATE TEMP VIEW v AS $sql" \
+        -c "SELECT string_agg(format('%I %s', attname, format_type(atttypid, atttypmod)), ', ' ORDER BY attnum)
+            FROM pg_attribute WHERE attrelid = 'v'::regclass AND attnum > 0" | tail -1)
+    weft="SELECT * FROM weft.query(\$weft\$$sql\$weft\$) AS t($columns)"
+    stock_times=(); weft_times=()
+    for _ in $(seq "$reps"); do
+        if [ "$q" != 17 ] && [ "$q" != 20 ]; then stock_times+=("$(run "$sql")"); fi
+        weft_times+=("$(run "$weft")")
+    done
+    w=$(best "${weft_times[@]}")
+    if [ "$q" = 17 ] || [ "$q" = 20 ]; then
+        printf '%4s %12s %12s %8s\n' "$q" "(>300 s)" "$w" "apart"
+        continue
+    fi
+    s=$(best "${stock_times[@]}")
+    ratio=$(awk -v s="$s" -v w="$w" 'BEGIN { printf "%.2f", s / w }')
+    printf '%4s %12s %12s %7sx\n' "$q" "$s" "$w" "$ratio"
+    logsum=$(awk -v a="$logsum" -v r="$ratio" 'BEGIN { print a + log(r) }'); n=$((n + 1))
+done
+awk -v a="$logsum" -v n="$n" 'BEGIN { if (n) printf "geometric mean over %d queries: %.2fx\n", n, exp(a / n) }'
