@@ -18,12 +18,13 @@
 //! exchanges once, and [`PlanCodec::decode`] gives the copies of one id one
 //! state.
 //!
-//! Memory: a batch is kept from the moment one consumer reads it until the
-//! last one has, and counted against the session's memory pool. A
-//! consumer that reads everything before another starts (a hash join's
-//! build side) keeps the whole output, so the rule shares only subtrees
-//! estimated at most [`SHARE_ROWS`] rows; a larger one is run twice, as
-//! before.
+//! Only subtrees that aggregate are shared (see `aggregates` for why not
+//! bare scans and joins). Memory: a batch is kept from the moment one
+//! consumer reads it until the last one has, and counted against the
+//! session's memory pool. A consumer that reads everything before another
+//! starts (a hash join's build side) keeps the whole output, so the rule
+//! shares only subtrees estimated at most [`SHARE_ROWS`] rows; a larger
+//! one is run twice, as before.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -36,12 +37,16 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{exec_datafusion_err, DataFusionError, Result};
+use datafusion::common::{exec_datafusion_err, DataFusionError, Result, Statistics};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::execution_plan::CardinalityEffect;
+use datafusion::physical_plan::{
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs,
+};
 use futures::{Stream, StreamExt};
 
 use crate::distribute::estimated_rows;
@@ -196,6 +201,24 @@ impl ExecutionPlan for SharedExec {
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+
+    // Its input's statistics, so that the joins and exchanges above it are
+    // planned as they would be without it.
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::clone(&input_stats[0]))
     }
 
     fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -460,7 +483,7 @@ impl PhysicalOptimizerRule for ShareRepeated {
         let mut shared: HashMap<Vec<u8>, Arc<dyn ExecutionPlan>> = HashMap::new();
         let plan = plan
             .transform_down(|node| {
-                if !reads_data(&node) || estimated_rows(&node).is_none_or(|rows| rows > SHARE_ROWS) {
+                if !aggregates(&node) || estimated_rows(&node).is_none_or(|rows| rows > SHARE_ROWS) {
                     return Ok(Transformed::no(node));
                 }
                 let Ok(bytes) = self.codec.encode(Arc::clone(&node)) else {
@@ -506,6 +529,25 @@ impl PhysicalOptimizerRule for ShareRepeated {
             })?
             .data)
     }
+}
+
+/// Whether `plan` aggregates rows it reads: what sharing is for. A
+/// repeated subtree that only scans or joins is better run at each place:
+/// its rows are as many as it reads, and each place may shrink them in
+/// its own way (a join's keys filter the scan under its probe side, which
+/// a shared scan could not take: TPC-H Q2 read all of partsupp twice
+/// over when its scans were shared).
+fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        found = node.downcast_ref::<AggregateExec>().is_some();
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found && reads_data(plan)
 }
 
 /// Whether `plan` reads a source with rows (not just constants), so that

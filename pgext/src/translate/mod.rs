@@ -133,6 +133,13 @@ struct Translator {
     value_only: usize,
     levels: Vec<Level>,
     next_level: usize,
+    /// The first level number each WITH query was translated at: every
+    /// reference translates it with the same numbers, so its copies are
+    /// the same plan, operator for operator and name for name (which is
+    /// how weft's ShareRepeated knows to run it once). A WITH query cannot
+    /// refer to the levels around the reference, and each copy sits under
+    /// its own alias, so the repeated names never meet.
+    cte_levels: HashMap<usize, usize>,
 }
 
 impl Default for Translator {
@@ -145,6 +152,7 @@ impl Default for Translator {
             value_only: 0,
             levels: Vec::new(),
             next_level: 0,
+            cte_levels: HashMap::new(),
         }
     }
 }
@@ -509,10 +517,13 @@ impl Translator {
                 // SAFETY: a CTE reference names a CTE of an enclosing level.
                 let cte = unsafe { self.find_cte(rte)? };
                 // Inlined at every reference (a non-recursive CTE's result
-                // does not depend on where it is read).
+                // does not depend on where it is read), numbered alike.
+                let after = self.next_level;
+                self.next_level = *self.cte_levels.entry(cte as usize).or_insert(after);
                 // SAFETY: the CTE's query.
-                let plan = unsafe { self.query((*cte).ctequery.cast())? };
-                self.aliased(plan, rtindex, alias)
+                let plan = unsafe { self.query((*cte).ctequery.cast()) };
+                self.next_level = self.next_level.max(after);
+                self.aliased(plan?, rtindex, alias)
             }
             _ => Err("a FROM item other than a table, subquery or WITH query".into()),
         }
