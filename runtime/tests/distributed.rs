@@ -253,19 +253,29 @@ fn explain_shows_exchanges_and_edges() {
 /// with that participant's message.
 #[test]
 fn an_injected_error_fails_the_query_everywhere() {
-    let sql = "SELECT o_cust % 10 AS g, count(*) FROM faulty GROUP BY g ORDER BY g";
-    let bytes = block_on(ship(
-        &leader(
-            3,
-            Fault::Fail {
-                participant: 1,
-                after: 2,
-            },
-        ),
-        tables(),
-        sql,
-    ))
-    .unwrap();
+    for sql in [
+        "SELECT o_cust % 10 AS g, count(*) FROM faulty GROUP BY g ORDER BY g",
+        // Under a shared subplan: every place that reads it fails with it.
+        &TOP_CUSTOMERS.replace("FROM orders", "FROM faulty"),
+    ] {
+        injected_error_fails_everywhere(sql);
+    }
+}
+
+fn injected_error_fails_everywhere(sql: &str) {
+    let ctx = leader(
+        3,
+        Fault::Fail {
+            participant: 1,
+            after: 2,
+        },
+    );
+    if sql.starts_with("WITH") {
+        let plan = block_on(async { ctx.sql(sql).await?.create_physical_plan().await }).unwrap();
+        let plan = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(plan.contains("WeftShared"), "{sql}: not shared in\n{plan}");
+    }
+    let bytes = block_on(ship(&ctx, tables(), sql)).unwrap();
     let codec = codec(tables());
     let results = LocalMesh::new(3, 16, 1 << 16)
         .unwrap()
@@ -274,7 +284,7 @@ fn an_injected_error_fails_the_query_everywhere() {
         let error = result.map(|_| ()).unwrap_err();
         assert!(
             error.to_string().contains("injected failure in participant 1"),
-            "participant {p}: {error}"
+            "participant {p}: {sql}: {error}"
         );
     }
 }
