@@ -370,8 +370,8 @@ impl Stream for SharedStream {
         let result = match polled {
             Poll::Pending => {
                 tee.input = Some(input);
-                // Still waiting: back on the list (the others were woken
-                // only to find nothing new, which costs one poll each).
+                // Nothing new for anyone: the list stays as it was (ours
+                // on it, and the input holds ours too).
                 tee.waiting = woken;
                 return Poll::Pending;
             }
@@ -385,8 +385,12 @@ impl Stream for SharedStream {
                     Poll::Ready(Some(Err(e)))
                 } else {
                     tee.batches.push_back(batch);
-                    let batch = tee.take_kept(consumer, consumers).expect("the batch just kept");
-                    Poll::Ready(Some(Ok(batch)))
+                    // This consumer had read every kept batch, so the next
+                    // one is the batch just kept.
+                    let batch = tee.take_kept(consumer, consumers).ok_or_else(|| {
+                        exec_datafusion_err!("WeftShared: the batch kept for consumer {consumer} went missing")
+                    });
+                    Poll::Ready(Some(batch))
                 }
             }
             Poll::Ready(Some(Err(e))) => {
