@@ -26,7 +26,7 @@
 //! shares only subtrees estimated at most [`SHARE_ROWS`] rows; a larger
 //! one is run twice, as before.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -449,21 +449,30 @@ impl ShareRepeated {
         ShareRepeated { codec }
     }
 
-    /// `plan`'s subtree encodings that occur more than once and are worth
-    /// sharing, with how often they occur.
-    fn repeated(&self, plan: &Arc<dyn ExecutionPlan>) -> HashMap<Vec<u8>, usize> {
+    /// `node`'s encoding, if it is worth sharing should it occur again:
+    /// it aggregates, and is estimated small enough to keep.
+    fn candidate(&self, node: &Arc<dyn ExecutionPlan>) -> Option<Vec<u8>> {
+        if !aggregates(node) || estimated_rows(node).is_none_or(|rows| rows > SHARE_ROWS) {
+            return None;
+        }
+        // A subtree weft cannot encode is not shipped either way.
+        self.codec.encode(Arc::clone(node)).ok()
+    }
+
+    /// The candidates in `plan` that occur more than once.
+    fn repeated(&self, plan: &Arc<dyn ExecutionPlan>) -> HashSet<Vec<u8>> {
         let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
         let _ = plan.apply(|node| {
-            if reads_data(node) {
-                // A subtree weft cannot encode is not shipped either way.
-                if let Ok(bytes) = self.codec.encode(Arc::clone(node)) {
-                    *counts.entry(bytes).or_default() += 1;
-                }
+            if let Some(bytes) = self.candidate(node) {
+                *counts.entry(bytes).or_default() += 1;
             }
             Ok(TreeNodeRecursion::Continue)
         });
-        counts.retain(|_, count| *count > 1);
         counts
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(bytes, _)| bytes)
+            .collect()
     }
 }
 
@@ -487,15 +496,9 @@ impl PhysicalOptimizerRule for ShareRepeated {
         let mut shared: HashMap<Vec<u8>, Arc<dyn ExecutionPlan>> = HashMap::new();
         let plan = plan
             .transform_down(|node| {
-                if !aggregates(&node) || estimated_rows(&node).is_none_or(|rows| rows > SHARE_ROWS) {
-                    return Ok(Transformed::no(node));
-                }
-                let Ok(bytes) = self.codec.encode(Arc::clone(&node)) else {
+                let Some(bytes) = self.candidate(&node).filter(|bytes| repeated.contains(bytes)) else {
                     return Ok(Transformed::no(node));
                 };
-                if !repeated.contains_key(&bytes) {
-                    return Ok(Transformed::no(node));
-                }
                 let id = shared.len() as u32;
                 let node = shared
                     .entry(bytes)

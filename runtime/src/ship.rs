@@ -64,10 +64,7 @@ impl PlanCodec {
     /// A codec whose non-weft, non-DataFusion nodes go through `sources`.
     pub fn new(sources: Arc<dyn PhysicalExtensionCodec>) -> PlanCodec {
         PlanCodec {
-            inner: Arc::new(WeftCodec {
-                sources,
-                shared: Mutex::default(),
-            }),
+            inner: Arc::new(WeftCodec::new(sources)),
         }
     }
 
@@ -82,11 +79,8 @@ impl PlanCodec {
     /// exchanges are checked against its mesh.
     pub fn decode(&self, bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
         let node = PhysicalPlanNode::decode(bytes).map_err(|e| internal_datafusion_err!("weft plan: {e}"))?;
-        // Shared states are per decoded plan: a fresh registry.
-        let codec = WeftCodec {
-            sources: Arc::clone(&self.inner.sources),
-            shared: Mutex::default(),
-        };
+        // Shared states are per decoded plan: a codec with an empty registry.
+        let codec = WeftCodec::new(Arc::clone(&self.inner.sources));
         let plan = node.try_into_physical_plan(ctx, &codec)?;
         if let Some(participant) = ctx.session_config().get_extension::<Participant>() {
             check_exchanges(&plan, &participant)?;
@@ -175,8 +169,18 @@ fn check_exchanges(plan: &Arc<dyn ExecutionPlan>, participant: &Participant) -> 
 #[derive(Debug)]
 struct WeftCodec {
     sources: Arc<dyn PhysicalExtensionCodec>,
-    /// The shared states decoded so far, by [`SharedExec`] number.
+    /// The shared states decoded so far, by [`SharedExec`] number (empty
+    /// when encoding).
     shared: Mutex<HashMap<u32, Arc<SharedState>>>,
+}
+
+impl WeftCodec {
+    fn new(sources: Arc<dyn PhysicalExtensionCodec>) -> WeftCodec {
+        WeftCodec {
+            sources,
+            shared: Mutex::default(),
+        }
+    }
 }
 
 /// A weft extension node as datafusion-proto carries it (its inputs travel
