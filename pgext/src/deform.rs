@@ -48,6 +48,8 @@ struct Att {
     align: usize,
     /// The reader this attribute's values go to, if the scan reads it.
     reader: Option<usize>,
+    /// Whether the filter reads it.
+    input: bool,
     /// Whether a reader or the filter reads it (else it is only walked
     /// past).
     kept: bool,
@@ -100,6 +102,7 @@ impl Layout {
                     _ => 8,
                 },
                 kept: reader.is_some() || input.is_some(),
+                input: input.is_some(),
                 key: keys.iter().position(|n| *n as usize == attnum),
                 reader,
                 cached: 0,
@@ -129,22 +132,22 @@ impl Layout {
         self.atts.iter().all(|a| !a.kept)
     }
 
-    /// Appends the read columns of `tuple` to `columns` if it passes
-    /// `filter` (or there is none) and its join keys are among `keys`
-    /// (those published: None passes all); whether it did. A tuple whose
-    /// key is missing is left as soon as the key is read. For a corrupt
-    /// tuple or a value the filter cannot read, the column's name and why.
+    /// Stages the read columns of `tuple` in `walk` if it passes `filter`
+    /// (or there is none) and its join keys are among `keys` (those
+    /// published: None passes all); whether it did. A tuple whose key is
+    /// missing is left as soon as the key is read. For a corrupt tuple or a
+    /// value the filter cannot read, the column's name and why.
     ///
     /// # Safety
-    /// `tuple` is a visible tuple of a page pinned until `columns` is
-    /// flushed, of the relation this layout describes, `len` bytes long;
-    /// `filter`'s inputs are this layout's; on the backend thread, inside
-    /// [`crate::pgcall::call`].
+    /// `tuple` is a visible tuple of a page pinned until `walk` is flushed,
+    /// of the relation this layout describes, `len` bytes long; `filter`'s
+    /// inputs are this layout's; `walk` is not full; on the backend thread,
+    /// inside [`crate::pgcall::call`].
     pub unsafe fn deform(
         &self,
         tuple: *const pg_sys::HeapTupleHeaderData,
         len: usize,
-        columns: &mut Columns,
+        walk: &mut Walk,
         filter: Option<&ScanFilter>,
         keys: &[Option<&KeySet>],
     ) -> Result<bool, (&str, String)> {
@@ -172,9 +175,7 @@ impl Layout {
                         return Ok(false);
                     }
                 }
-                if att.kept {
-                    columns.row[i] = (datum, false);
-                }
+                walk.keep(att, i, (datum, false));
             }
             start = self.prefix;
             off = hoff + self.prefix_end;
@@ -187,9 +188,7 @@ impl Layout {
                 if att.key.is_some_and(|k| keys[k].is_some()) {
                     return Ok(false);
                 }
-                if att.kept {
-                    columns.row[i] = (Datum::null(), true);
-                }
+                walk.keep(att, i, (Datum::null(), true));
                 continue;
             }
             let (datum, size) = match att.len {
@@ -236,70 +235,89 @@ impl Layout {
                     return Ok(false);
                 }
             }
-            if att.kept {
-                columns.row[i] = (datum, false);
-            }
+            walk.keep(att, i, (datum, false));
             off += size;
         }
         if let Some(filter) = filter {
-            let row = &columns.row;
+            let row = &walk.row;
             // SAFETY: the inputs' values of this tuple, per the caller.
-            let passes = unsafe { filter.passes(&mut columns.scratch, |j| row[self.input_atts[j]]) };
+            let passes = unsafe { filter.passes(&mut walk.scratch, |j| row[self.input_atts[j]]) };
             match passes {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),
                 Err((j, e)) => return Err((self.atts[self.input_atts[j]].name.as_str(), e)),
             }
         }
-        for (i, att) in self.atts.iter().enumerate() {
-            if let Some(r) = att.reader {
-                let (datum, null) = columns.row[i];
-                columns.datums[r].push(datum);
-                columns.nulls[r].push(null);
-            }
-        }
+        walk.staged += 1;
         Ok(true)
     }
 }
 
-/// The read columns of some tuples of one pinned page, column by column,
-/// before they go to their readers ([`Columns::flush`]): each reader then
-/// converts a run of values of one type in one loop.
-#[derive(Default)]
-pub struct Columns {
-    datums: Vec<Vec<Datum>>,
-    nulls: Vec<Vec<bool>>,
-    /// The current tuple's attributes (those read), by attribute index.
+/// Tuples of one page a walk may stage: Postgres's MaxHeapTuplesPerPage
+/// (a page of empty tuples, each a header and a line pointer).
+const PAGE_TUPLES: usize = (pg_sys::BLCKSZ as usize - std::mem::size_of::<pg_sys::PageHeaderData>())
+    / (std::mem::size_of::<pg_sys::HeapTupleHeaderData>().next_multiple_of(8)
+        + std::mem::size_of::<pg_sys::ItemIdData>());
+
+/// The walk's working space, kept across tuples: the current tuple's filter
+/// inputs, and the read values of the tuples of one page that passed, column
+/// by column, before they go to their readers ([`Walk::flush`]). Each reader
+/// then converts a run of values of one type in one loop, and each value is
+/// written once on its way there, where the walk finds it.
+pub struct Walk {
+    /// The current tuple's filter inputs, by attribute index.
     row: Vec<(Datum, bool)>,
+    /// Reader r's staged values are `stage[r * PAGE_TUPLES..][..staged]`.
+    stage: Vec<(Datum, bool)>,
+    /// Tuples staged since the last flush (at most PAGE_TUPLES).
+    staged: usize,
     /// The filter's decoded inputs.
     scratch: Scratch,
 }
 
-impl Columns {
+impl Walk {
     /// Room for `readers` columns of tuples with `attributes` attributes
     /// read.
-    pub fn new(readers: usize, attributes: usize) -> Columns {
-        Columns {
-            datums: vec![Vec::new(); readers],
-            nulls: vec![Vec::new(); readers],
+    pub fn new(readers: usize, attributes: usize) -> Walk {
+        Walk {
             row: vec![(Datum::null(), true); attributes],
+            stage: vec![(Datum::null(), true); readers * PAGE_TUPLES],
+            staged: 0,
             scratch: Scratch::default(),
         }
     }
 
-    /// Hands the values to `readers` and empties the columns; on a value a
-    /// reader refuses, its index and why.
+    /// Whether no more tuples can be staged before a flush.
+    pub fn is_full(&self) -> bool {
+        self.staged == PAGE_TUPLES
+    }
+
+    /// Keeps attribute `i`'s value of the current tuple where the filter
+    /// and its reader (if any) find it. A tuple that does not pass leaves
+    /// its staged values to be overwritten by the next.
+    #[inline(always)]
+    fn keep(&mut self, att: &Att, i: usize, value: (Datum, bool)) {
+        if let Some(r) = att.reader {
+            self.stage[r * PAGE_TUPLES + self.staged] = value;
+        }
+        if att.input {
+            self.row[i] = value;
+        }
+    }
+
+    /// Hands the staged values to `readers` (this walk's layout's) and
+    /// empties the stage; on a value a reader refuses, its index and why.
     ///
     /// # Safety
     /// The page the values point into is still pinned; on the backend
     /// thread, inside [`crate::pgcall::call`] (a compressed or external
     /// value is detoasted into the current memory context).
     pub unsafe fn flush(&mut self, readers: &mut [(i16, ColumnReader)]) -> Result<(), (usize, String)> {
+        let staged = std::mem::take(&mut self.staged);
         for (r, (_, reader)) in readers.iter_mut().enumerate() {
+            let values = &self.stage[r * PAGE_TUPLES..][..staged];
             // SAFETY: values of the reader's column, per the caller.
-            unsafe { reader.push_all(&self.datums[r], &self.nulls[r]) }.map_err(|e| (r, e))?;
-            self.datums[r].clear();
-            self.nulls[r].clear();
+            unsafe { reader.push_all(values) }.map_err(|e| (r, e))?;
         }
         Ok(())
     }

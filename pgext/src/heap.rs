@@ -665,7 +665,7 @@ impl ExecutionPlan for HeapScanExec {
             scratch: filter::Scratch::default(),
             layout: None,
             pages: Pages::default(),
-            columns: deform::Columns::new(self.columns.len(), last_attnum.max(0) as usize),
+            walk: deform::Walk::new(self.columns.len(), last_attnum.max(0) as usize),
             open: None,
             lookup,
             probe: None,
@@ -736,8 +736,8 @@ struct HeapStream {
     layout: Option<Layout>,
     /// Where the page-at-a-time read is.
     pages: Pages,
-    /// The current page's values on their way to the readers.
-    columns: deform::Columns,
+    /// The page walk's working space.
+    walk: deform::Walk,
     open: Option<OpenScan>,
     /// An index lookup scan's plan, and its walk once begun.
     lookup: Option<LookupRun>,
@@ -946,11 +946,11 @@ impl HeapStream {
             // column by column, then to the readers (while the page is
             // pinned: the values point into it).
             let mut deformed = Ok(());
-            while self.pages.next < self.pages.count && rows < BATCH_ROWS {
+            while self.pages.next < self.pages.count && rows < BATCH_ROWS && !self.walk.is_full() {
                 // SAFETY: a visible tuple of the pinned current page.
                 let passed = unsafe {
                     let (tuple, len) = deform::page_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[self.pages.next]);
-                    layout.deform(tuple, len, &mut self.columns, filter, &keys)
+                    layout.deform(tuple, len, &mut self.walk, filter, &keys)
                 };
                 self.pages.next += 1;
                 examined += 1;
@@ -963,7 +963,7 @@ impl HeapStream {
                 }
             }
             // SAFETY: the values point into the still pinned page.
-            let flushed = unsafe { self.columns.flush(&mut self.readers) };
+            let flushed = unsafe { self.walk.flush(&mut self.readers) };
             if let Err((name, e)) = deformed {
                 return exec_err!("column \"{name}\" of {}: {e}", self.table);
             }

@@ -99,23 +99,23 @@ impl ColumnReader {
     #[inline]
     pub unsafe fn push(&mut self, datum: Datum, null: bool) -> Result<(), String> {
         // SAFETY: per the caller.
-        unsafe { self.push_all(&[datum], &[null]) }
+        unsafe { self.push_all(&[(datum, null)]) }
     }
 
-    /// Appends values: `datums[i]`, or NULL where `nulls[i]`. One call per
-    /// page of tuples keeps the type dispatch out of the per-value loop.
+    /// Appends values: each a datum, or NULL where its flag is set. One
+    /// call per page of tuples keeps the type dispatch out of the per-value
+    /// loop.
     ///
     /// # Safety
     /// Every non-null datum must be a valid value of this column's Postgres
     /// type (detoasting happens here, in the current memory context), on
     /// the backend thread; at most `rows` values between `finish`es.
-    pub unsafe fn push_all(&mut self, datums: &[Datum], nulls: &[bool]) -> Result<(), String> {
+    pub unsafe fn push_all(&mut self, datums: &[(Datum, bool)]) -> Result<(), String> {
         debug_assert!(self.len + datums.len() <= self.rows, "more rows than a batch holds");
-        debug_assert_eq!(datums.len(), nulls.len());
         let start = self.len;
-        if self.nulls.is_some() || nulls.contains(&true) {
+        if self.nulls.is_some() || datums.iter().any(|&(_, null)| null) {
             let bits = self.nulls.get_or_insert_with(|| all_valid(start, self.rows));
-            for (i, &null) in nulls.iter().enumerate() {
+            for (i, &(_, null)) in datums.iter().enumerate() {
                 if null {
                     bit_util::unset_bit(bits, start + i);
                 } else {
@@ -125,10 +125,7 @@ impl ColumnReader {
         }
         // A NULL's datum is read as the type's zero (fixed-width types) or
         // not at all.
-        let values = datums
-            .iter()
-            .zip(nulls)
-            .map(|(d, &null)| (if null { 0 } else { d.value() }, null));
+        let values = datums.iter().map(|&(d, null)| (if null { 0 } else { d.value() }, null));
         let ty = self.ty;
         match &mut self.values {
             Values::Bool(bits) => {
@@ -404,7 +401,7 @@ fn numeric_special(bytes: &[u8]) -> Option<i128> {
 /// # Safety
 /// `datum` must be a valid varlena datum, on the backend thread; the bytes
 /// live until the current memory context is reset or the tuple goes.
-#[inline]
+#[inline(always)]
 unsafe fn varlena_bytes<'a>(datum: Datum) -> &'a [u8] {
     // SAFETY: per the caller. Only a compressed or out-of-line value needs
     // Postgres (pg_detoast_datum_packed); an inline one, with a short
@@ -453,12 +450,24 @@ fn timestamp_to_arrow(micros: i64) -> Result<i64, String> {
         .ok_or_else(|| "a timestamp beyond Arrow's range".into())
 }
 
-/// A numeric's value scaled by 10^`scale`, exactly, from its on-disk form
-/// (numeric.c's `NumericData` after the varlena header): a 16-bit header,
-/// then, in the long format, a 16-bit weight, then base-10000 digits, the
-/// first of weight `weight` (value = sum of digit[i] * 10000^(weight - i)).
-/// The short format packs sign, display scale and a 6-bit weight into the
-/// header; special values (NaN, infinities) have the top two bits set.
+/// `value` / 10^`exponent` if that is exact. A base-10000 digit has four
+/// decimals, so a column's scale usually ends inside the last digit and the
+/// exponent is 1 to 3: constant divisors there, which the compiler turns
+/// into multiplications (a division would be most of a numeric's cost).
+#[inline]
+fn divide_exact(value: u64, exponent: u32) -> Option<u64> {
+    let exact = |p: u64| value.is_multiple_of(p).then(|| value / p);
+    match exponent {
+        1 => exact(10),
+        2 => exact(100),
+        3 => exact(1000),
+        e => POW10
+            .get(e as usize)
+            .and_then(|&p| u64::try_from(p).ok())
+            .and_then(exact),
+    }
+}
+
 /// 10^0 ..= 10^38, the powers a Decimal128 can hold.
 const POW10: [i128; 39] = {
     let mut table = [1i128; 39];
@@ -531,16 +540,18 @@ fn numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
         if acc == 0 {
             0
         } else if exponent >= 0 {
-            POW10
-                .get(exponent as usize)
-                .and_then(|&p| i128::from(acc).checked_mul(p))
-                .ok_or_else(overflow)?
-        } else {
-            match POW10.get(exponent.unsigned_abs() as usize) {
-                Some(&p) if p > i128::from(u64::MAX) => return Err(too_fine()),
-                Some(&p) if acc.is_multiple_of(p as u64) => i128::from(acc / p as u64),
-                _ => return Err(too_fine()),
+            // In 64 bits when the product fits (money at its own scale, the
+            // common case), else in 128.
+            match POW10.get(exponent as usize) {
+                Some(&p) if p <= i128::from(u64::MAX) => match acc.checked_mul(p as u64) {
+                    Some(scaled) => i128::from(scaled),
+                    None => i128::from(acc) * p,
+                },
+                Some(&p) => i128::from(acc).checked_mul(p).ok_or_else(overflow)?,
+                None => return Err(overflow()),
             }
+        } else {
+            i128::from(divide_exact(acc, exponent.unsigned_abs()).ok_or_else(too_fine)?)
         }
     } else if ndigits <= 9 {
         // The common case: the digits as one integer (at most 36 decimal
