@@ -48,11 +48,9 @@ struct Att {
     align: usize,
     /// The reader this attribute's values go to, if the scan reads it.
     reader: Option<usize>,
-    /// Whether the filter reads it.
+    /// Whether the filter reads it. An attribute neither a reader nor the
+    /// filter reads is only walked past.
     input: bool,
-    /// Whether a reader or the filter reads it (else it is only walked
-    /// past).
-    kept: bool,
     /// The join key filter (index into [`Layout::deform`]'s `keys`) its
     /// values must pass.
     key: Option<usize>,
@@ -101,7 +99,6 @@ impl Layout {
                     b'i' => 4,
                     _ => 8,
                 },
-                kept: reader.is_some() || input.is_some(),
                 input: input.is_some(),
                 key: keys.iter().position(|n| *n as usize == attnum),
                 reader,
@@ -129,7 +126,7 @@ impl Layout {
 
     /// Whether no column is read (the tuples need not be looked at).
     pub fn is_empty(&self) -> bool {
-        self.atts.iter().all(|a| !a.kept)
+        self.atts.iter().all(|a| a.reader.is_none() && !a.input)
     }
 
     /// Stages the read columns of `tuple` in `walk` if it passes `filter`

@@ -540,16 +540,10 @@ fn numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
         if acc == 0 {
             0
         } else if exponent >= 0 {
-            // In 64 bits when the product fits (money at its own scale, the
-            // common case), else in 128.
-            match POW10.get(exponent as usize) {
-                Some(&p) if p <= i128::from(u64::MAX) => match acc.checked_mul(p as u64) {
-                    Some(scaled) => i128::from(scaled),
-                    None => i128::from(acc) * p,
-                },
-                Some(&p) => i128::from(acc).checked_mul(p).ok_or_else(overflow)?,
-                None => return Err(overflow()),
-            }
+            POW10
+                .get(exponent as usize)
+                .and_then(|&p| i128::from(acc).checked_mul(p))
+                .ok_or_else(overflow)?
         } else {
             i128::from(divide_exact(acc, exponent.unsigned_abs()).ok_or_else(too_fine)?)
         }
