@@ -17,7 +17,8 @@
 //!   build keys handed to the scan under its probe side; [`lookup`]: or
 //!   looked up by it in a btree index;
 //! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
-//!   database's tables;
+//!   database's tables; [`sql_order`]: their joins in the order of
+//!   Postgres's plan of the same SQL;
 //! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
 //!   an allowlist of exact operators and functions;
 //! - [`planner`] and [`scan`]: the planner hook that hands plain SQL to
@@ -41,6 +42,7 @@ pub mod planner;
 pub mod platform;
 pub mod query;
 pub mod scan;
+pub mod sql_order;
 pub mod translate;
 pub mod types;
 

@@ -5,7 +5,8 @@
 //! 1. parses the SQL, resolves every table it names as Postgres would
 //!    (search_path, AccessShareLock), checks SELECT privilege (Postgres's
 //!    own error when denied) and refuses tables with row-level security;
-//! 2. plans it logically, launches the workers, and plans it physically
+//! 2. sorts its FROM lists by Postgres's plan of the same text
+//!    ([`sql_order`]), plans it logically, launches the workers, and plans it physically
 //!    for the participants that started (an SPMD plan, [`Distribute`]);
 //! 3. gives every scan a slot: a Postgres parallel heap scan in the
 //!    section's segment, initialized under the statement's snapshot;
@@ -16,6 +17,7 @@
 //! A worker opens the slots' relations, checks they are the ones the
 //! leader planned with, decodes the plan and runs its part.
 
+use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +48,7 @@ use crate::lookup::IndexLookups;
 use crate::parallel::{Job, Part, Section};
 use crate::participate;
 use crate::pgcall;
+use crate::sql_order;
 use crate::translate::{pgfn, Translation};
 use crate::types::{ColumnWriter, PgType};
 
@@ -166,16 +169,18 @@ impl Planned {
         check_encoding();
         let ctx = SessionContext::new_with_state(new_state(session_config(1)));
         let state = ctx.state();
-        let statement = state
+        let mut statement = state
             .sql_to_statement(sql, &Dialect::PostgreSQL)
             .unwrap_or_else(|e| report("weft.query", &e.to_string()));
         let references = state
             .resolve_table_references(&statement)
             .unwrap_or_else(|e| report("weft.query", &e.to_string()));
         let mut relations = Vec::new();
+        let mut relids = HashMap::new();
         for reference in references {
             let (relid, rel, table) = resolve(&reference);
             relations.push((relid, rel));
+            relids.insert(reference.clone(), relid);
             let schema = reference.schema().unwrap_or(SEARCH_PATH_SCHEMA).to_string();
             let catalog = ctx.catalog(CATALOG).expect("weft's catalog exists");
             if catalog.schema(&schema).is_none() {
@@ -187,6 +192,7 @@ impl Planned {
             ctx.register_table(reference, Arc::new(table))
                 .unwrap_or_else(|e| report("weft.query", &e.to_string()));
         }
+        sql_order::follow_postgres_plan(sql, &mut statement, &relids);
         let state = ctx.state();
         let logical =
             block_on(state.statement_to_plan(statement)).unwrap_or_else(|e| report("weft.query", &e.to_string()));

@@ -419,3 +419,52 @@ fn a_participants_postgres_error_reaches_the_client() {
         );
     }
 }
+
+#[test]
+fn joins_follow_postgres_s_plan_of_the_same_text() {
+    let cluster = Cluster::start();
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE fact (k int, d int, v int);
+         CREATE TABLE dim_a (k int, name text); CREATE TABLE dim_b (d int, label text);
+         INSERT INTO fact SELECT g % 1000, g % 10, g FROM generate_series(1, 100000) g;
+         INSERT INTO dim_a SELECT g, 'n' || g FROM generate_series(0, 999) g;
+         INSERT INTO dim_b SELECT g, 'l' || g FROM generate_series(0, 9) g;
+         ANALYZE fact, dim_a, dim_b; SET weft.workers = 1;",
+    );
+    // As written, fact joins dim_b first: all 100000 rows. Postgres's plan
+    // joins the one dim_a row first, and so must weft.
+    let sql = "SELECT count(*) AS n, sum(v) AS s FROM fact, dim_b, dim_a
+               WHERE fact.d = dim_b.d AND fact.k = dim_a.k AND dim_a.name = 'n7'";
+    let expected = rows(&mut client, sql).unwrap();
+    assert_eq!(weft(&mut client, sql, "n bigint, s bigint").unwrap(), expected);
+    let analyzed = explain(&mut client, sql, true);
+    let widest = analyzed
+        .lines()
+        .filter(|line| line.contains("HashJoinExec"))
+        .filter_map(|line| {
+            let rows = line.split("output_rows=").nth(1)?;
+            rows.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+        })
+        .max();
+    assert!(matches!(widest, Some(rows) if rows <= 1000), "{analyzed}");
+
+    // Text Postgres refuses (nvl is DataFusion's) runs in its written
+    // order, also inside a transaction block, which goes on.
+    let datafusion_only = "SELECT count(*) AS n FROM fact, dim_b WHERE fact.d = dim_b.d AND nvl(fact.v, 0) > 50000";
+    client.batch_execute("BEGIN").unwrap();
+    assert_eq!(weft(&mut client, datafusion_only, "n bigint").unwrap(), ["(50000)"]);
+    assert_eq!(weft(&mut client, sql, "n bigint, s bigint").unwrap(), expected);
+    client.batch_execute("COMMIT").unwrap();
+
+    // An unqualified * keeps its columns in FROM order.
+    assert_eq!(
+        weft(
+            &mut client,
+            "SELECT * FROM dim_b, dim_a WHERE dim_b.d = dim_a.k AND dim_a.name = 'n3'",
+            "d int, label text, k int, name text"
+        )
+        .unwrap(),
+        ["(3,l3,3,n3)"]
+    );
+}

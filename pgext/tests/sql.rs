@@ -623,6 +623,12 @@ fn filters_evaluated_in_the_scan_keep_postgres_s_answers() {
         "n > 9999999999999.98",
         "n IN (0.05, -0.01)",
         "i4 = 999999",
+        // Conjuncts on attributes far apart, each tested once its inputs
+        // are read (a tuple leaves at the first that fails).
+        "i2 < 0 AND n > 10 AND t LIKE '%a%'",
+        "b AND i4 > 100 AND d < date '1995-09-01'",
+        "t IS NULL AND i2 > 0",
+        "v <> 'zz' AND (i8 > 50000 OR c IS NULL) AND n0 < 3",
     ];
     // Filters the scan leaves to DataFusion, still exact.
     let kept = [

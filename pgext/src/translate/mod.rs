@@ -32,7 +32,7 @@ use pgrx::pg_sys::{self, NodeTag};
 
 use expr::Scope;
 use nodes::{cast, list, text};
-pub use order::follow_stock_plan;
+pub use order::{follow_stock_plan, plan_ranks, Ranks};
 
 /// Why weft leaves a query to Postgres.
 pub type Refusal = String;
