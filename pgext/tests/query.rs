@@ -425,15 +425,17 @@ fn joins_follow_postgres_s_plan_of_the_same_text() {
     let cluster = Cluster::start();
     let mut client = setup(
         &cluster,
-        "CREATE TABLE fact (k int, d int, v int);
-         CREATE TABLE dim_a (k int, name text); CREATE TABLE dim_b (d int, label text);
-         INSERT INTO fact SELECT g % 1000, g % 10, g FROM generate_series(1, 100000) g;
-         INSERT INTO dim_a SELECT g, 'n' || g FROM generate_series(0, 999) g;
+        "CREATE TABLE fact (k text, d int, v int);
+         CREATE TABLE dim_a (k text, name text); CREATE TABLE dim_b (d int, label text);
+         INSERT INTO fact SELECT (g % 1000)::text, g % 10, g FROM generate_series(1, 100000) g;
+         INSERT INTO dim_a SELECT g::text, 'n' || g FROM generate_series(0, 999) g;
          INSERT INTO dim_b SELECT g, 'l' || g FROM generate_series(0, 9) g;
          ANALYZE fact, dim_a, dim_b; SET weft.workers = 1;",
     );
     // As written, fact joins dim_b first: all 100000 rows. Postgres's plan
-    // joins the one dim_a row first, and so must weft.
+    // joins the one dim_a row first, and so must weft. (The keys are text,
+    // which a join does not hand to the scan below it as a filter: the
+    // order alone decides.)
     let sql = "SELECT count(*) AS n, sum(v) AS s FROM fact, dim_b, dim_a
                WHERE fact.d = dim_b.d AND fact.k = dim_a.k AND dim_a.name = 'n7'";
     let expected = rows(&mut client, sql).unwrap();
@@ -458,8 +460,8 @@ fn joins_follow_postgres_s_plan_of_the_same_text() {
     assert_eq!(
         weft(
             &mut client,
-            "SELECT * FROM dim_b, dim_a WHERE dim_b.d = dim_a.k AND dim_a.name = 'n3'",
-            "d int, label text, k int, name text"
+            "SELECT * FROM dim_b, dim_a WHERE dim_b.d::text = dim_a.k AND dim_a.name = 'n3'",
+            "d int, label text, k text, name text"
         )
         .unwrap(),
         ["(3,l3,3,n3)"]
