@@ -6,8 +6,9 @@
 //!    (search_path, AccessShareLock), checks SELECT privilege (Postgres's
 //!    own error when denied) and refuses tables with row-level security;
 //! 2. sorts its FROM lists by Postgres's plan of the same text
-//!    ([`sql_order`]), plans it logically, launches the workers, and plans it physically
-//!    for the participants that started (an SPMD plan, [`Distribute`]);
+//!    ([`sql_order`]), plans it logically, launches the workers, and
+//!    plans it physically for the participants that started (an SPMD
+//!    plan, [`Distribute`]);
 //! 3. gives every scan a slot: a Postgres parallel heap scan in the
 //!    section's segment, initialized under the statement's snapshot;
 //! 4. publishes the payload ([`Payload`]: the slots, the encoded plan,

@@ -33,7 +33,7 @@ use datafusion::sql::sqlparser::ast::{
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::PgSqlErrorCode;
 
-use crate::translate::{plan_ranks, Ranks};
+use crate::translate::{list, plan_ranks, Ranks};
 
 /// Sorts every FROM list of `statement` (the parse of `sql`) by Postgres's
 /// plan of `sql`; `relids` maps each table reference the statement names
@@ -119,11 +119,9 @@ fn sqlstate_class(code: PgSqlErrorCode) -> [u8; 2] {
 unsafe fn plan_text(text: &CString) -> Option<Ranks> {
     // SAFETY: per the caller.
     unsafe {
-        let raws = pg_sys::pg_parse_query(text.as_ptr());
-        if raws.is_null() || (*raws).length != 1 {
+        let [raw] = list::<pg_sys::RawStmt>(pg_sys::pg_parse_query(text.as_ptr()))[..] else {
             return None;
-        }
-        let raw = (*(*raws).elements).ptr_value.cast::<pg_sys::RawStmt>();
+        };
         let query =
             pg_sys::parse_analyze_fixedparams(raw, text.as_ptr(), std::ptr::null_mut(), 0, std::ptr::null_mut());
         if (*query).commandType != pg_sys::CmdType::CMD_SELECT || !(*query).utilityStmt.is_null() {

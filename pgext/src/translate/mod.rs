@@ -31,7 +31,8 @@ use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder, SortE
 use pgrx::pg_sys::{self, NodeTag};
 
 use expr::Scope;
-use nodes::{cast, list, text};
+pub use nodes::list;
+use nodes::{cast, text};
 pub use order::{follow_stock_plan, plan_ranks, Ranks};
 
 /// Why weft leaves a query to Postgres.

@@ -49,24 +49,17 @@ pub unsafe fn follow_stock_plan(query: *mut pg_sys::Query, stmt: *mut pg_sys::Pl
 pub unsafe fn plan_ranks(stmt: *mut pg_sys::PlannedStmt) -> Ranks {
     let mut ranks = HashMap::new();
     // SAFETY: per the caller.
-    let tables = unsafe {
-        let rtable = (*stmt).rtable;
-        let mut tables = scans((*stmt).planTree, rtable);
+    unsafe {
+        scans((*stmt).planTree, (*stmt).rtable, &mut ranks);
         for plan in list::<pg_sys::Plan>((*stmt).subplans) {
-            tables.extend(scans(plan, rtable));
+            scans(plan, (*stmt).rtable, &mut ranks);
         }
-        tables
-    };
-    // A table seen again (a self-join under one alias) keeps its first
-    // number.
-    for table in tables {
-        let next = ranks.len();
-        ranks.entry(table).or_insert(next);
     }
     ranks
 }
 
-/// The tables `plan` scans, depth-first, outer side before inner.
+/// Numbers the tables `plan` scans, depth-first, outer before inner, from
+/// `ranks.len()` on (a table seen again keeps its first number).
 ///
 /// (Listing a bushy join's inner side first, when it joins several tables
 /// and the outer side is one, was tried: it is the order of Postgres's
@@ -77,19 +70,10 @@ pub unsafe fn plan_ranks(stmt: *mut pg_sys::PlannedStmt) -> Ranks {
 ///
 /// # Safety
 /// `plan` is NULL or a valid plan tree over `rtable`.
-unsafe fn scans(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List) -> Vec<Named> {
+unsafe fn scans(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List, ranks: &mut Ranks) {
     if plan.is_null() {
-        return Vec::new();
+        return;
     }
-    let children = |plans: *mut pg_sys::List| {
-        // SAFETY: per the caller.
-        unsafe {
-            list::<pg_sys::Plan>(plans)
-                .into_iter()
-                .flat_map(|p| scans(p, rtable))
-                .collect()
-        }
-    };
     // SAFETY: per the caller; each node is read as its tag's type.
     unsafe {
         match (*plan).type_ {
@@ -102,15 +86,25 @@ unsafe fn scans(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List) -> Vec<Named
             | NodeTag::T_TidRangeScan => {
                 let scanrelid = (*plan.cast::<pg_sys::Scan>()).scanrelid;
                 let rte = pg_sys::list_nth(rtable, scanrelid as i32 - 1).cast::<pg_sys::RangeTblEntry>();
-                named(rte).into_iter().collect()
+                if let Some(named) = named(rte) {
+                    let next = ranks.len();
+                    ranks.entry(named).or_insert(next);
+                }
             }
-            NodeTag::T_SubqueryScan => scans((*plan.cast::<pg_sys::SubqueryScan>()).subplan, rtable),
-            NodeTag::T_Append => children((*plan.cast::<pg_sys::Append>()).appendplans),
-            NodeTag::T_MergeAppend => children((*plan.cast::<pg_sys::MergeAppend>()).mergeplans),
+            NodeTag::T_SubqueryScan => scans((*plan.cast::<pg_sys::SubqueryScan>()).subplan, rtable, ranks),
+            NodeTag::T_Append => {
+                for child in list::<pg_sys::Plan>((*plan.cast::<pg_sys::Append>()).appendplans) {
+                    scans(child, rtable, ranks);
+                }
+            }
+            NodeTag::T_MergeAppend => {
+                for child in list::<pg_sys::Plan>((*plan.cast::<pg_sys::MergeAppend>()).mergeplans) {
+                    scans(child, rtable, ranks);
+                }
+            }
             _ => {
-                let mut tables = scans((*plan).lefttree, rtable);
-                tables.extend(scans((*plan).righttree, rtable));
-                tables
+                scans((*plan).lefttree, rtable, ranks);
+                scans((*plan).righttree, rtable, ranks);
             }
         }
     }
