@@ -177,13 +177,17 @@ impl BatchReceiver {
         let Some(mut message) = self.inbox.recv().await? else {
             return Ok(None);
         };
-        // The bytes come from another process: arrow-ipc validates what it
-        // reads and returns errors, and should it panic on some input we
-        // have not thought of, that is caught here and becomes an error too
-        // (the decoder is not used again after an error: the stream is over).
-        let decoded = catch_unwind(AssertUnwindSafe(|| self.decoder.decode(&mut message)))
-            .map_err(|_| RuntimeError::Arrow("the IPC decoder panicked on a corrupt message".into()))?;
-        let batch = decoded?;
+        let mut batch = decode(&mut self.decoder, &mut message)?;
+        if batch.is_none() && message.is_empty() {
+            // arrow-ipc's StreamDecoder reads a message body only while it
+            // has input left, so a record batch whose body is empty (no
+            // rows of fixed-width columns, or rows of no columns) ends our
+            // message still pending. Any further input completes it
+            // without being read; input that is read instead means the
+            // message really was incomplete.
+            let mut probe = Buffer::from(EMPTY_BODY_PROBE);
+            batch = decode(&mut self.decoder, &mut probe)?.filter(|_| probe.len() == EMPTY_BODY_PROBE.len());
+        }
         match batch {
             Some(batch) if message.is_empty() => {
                 self.inbox.count_batch(batch.num_rows());
@@ -200,6 +204,21 @@ impl BatchReceiver {
             ))),
         }
     }
+}
+
+/// What [`BatchReceiver::next`] feeds the decoder to complete a batch
+/// with an empty body; a batch that needs it never reads it.
+const EMPTY_BODY_PROBE: &[u8] = &[0; 8];
+
+/// The next batch `decoder` decodes from `message`. The bytes come from
+/// another process: arrow-ipc validates what it reads and returns errors,
+/// and should it panic on some input we have not thought of, that is
+/// caught here and becomes an error too (the decoder is not used again
+/// after an error: the stream is over).
+fn decode(decoder: &mut StreamDecoder, message: &mut Buffer) -> Result<Option<RecordBatch>, RuntimeError> {
+    catch_unwind(AssertUnwindSafe(|| decoder.decode(message)))
+        .map_err(|_| RuntimeError::Arrow("the IPC decoder panicked on a corrupt message".into()))?
+        .map_err(RuntimeError::from)
 }
 
 #[cfg(test)]

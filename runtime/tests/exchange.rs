@@ -144,3 +144,71 @@ fn a_receiver_that_stops_early_stops_its_senders() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn batches_with_an_empty_body_arrive() {
+    // An IPC record batch whose buffers are all empty has a zero-length
+    // body: no rows of fixed-width columns, or rows of no columns (what a
+    // count(*) reads). Each must arrive as sent, between other batches
+    // and as the last one of its stream.
+    use arrow_array::{Int64Array, RecordBatch, RecordBatchOptions};
+    use arrow_schema::{DataType, Field, Schema};
+    let fixed = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    let some = RecordBatch::try_new(
+        fixed.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(Int64Array::from(vec![Some(3), None])),
+        ],
+    )
+    .unwrap();
+    let none = RecordBatch::new_empty(fixed.clone());
+    let columnless = Arc::new(Schema::empty());
+    let rows_only = |n| {
+        RecordBatch::try_new_with_options(
+            columnless.clone(),
+            vec![],
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .unwrap()
+    };
+    let streams = [
+        (fixed.clone(), vec![none.clone()]),
+        (
+            fixed.clone(),
+            vec![none.clone(), some.clone(), none.clone(), none.clone(), some],
+        ),
+        (columnless.clone(), vec![rows_only(7), rows_only(0), rows_only(8192)]),
+    ];
+    for (schema, batches) in streams {
+        let sent = batches.clone();
+        let results = LocalMesh::new(1, 1, 64 << 10).unwrap().run(move |node| {
+            let (schema, batches) = (schema.clone(), batches.clone());
+            async move {
+                let out = Outbox::open(&node, 0, 0).await?;
+                let sender = tokio::task::spawn_local(async move {
+                    let mut tx = BatchSender::new(out, &schema)?;
+                    for b in &batches {
+                        tx.send(b).await?;
+                    }
+                    tx.finish().await
+                });
+                let mut rx = BatchReceiver::new(Inbox::open(&node, 0, 0)?);
+                let mut got = Vec::new();
+                while let Some(b) = rx.next().await? {
+                    got.push(b);
+                }
+                sender.await.expect("sender task")?;
+                Ok(got)
+            }
+        });
+        let (got, _) = results.into_iter().next().unwrap().unwrap();
+        assert_eq!(got.len(), sent.len());
+        for (g, s) in got.iter().zip(&sent) {
+            assert!(same(g, s), "{g:?} != {s:?}");
+        }
+    }
+}
