@@ -1,5 +1,6 @@
 //! Arrow streams through LocalMesh: all-to-all exchanges of every type weft
-//! uses, large batches through a small self-loop, and early receiver close.
+//! uses, large batches through a small self-loop, batches whose IPC body is
+//! empty, and early receiver close.
 
 mod support;
 
