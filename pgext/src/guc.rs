@@ -34,10 +34,11 @@ pub static SCAN_COST_RATIO: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_SCA
 /// part of the tables weft reads whole).
 pub const DEFAULT_SCAN_COST_RATIO: f64 = 1.4;
 
-/// `weft.index_lookup_ratio`: a hash join reads the table under its probe
-/// side through a btree index on its key when the rows the lookups fetch
-/// are estimated at most 1 / this of the table's ([`crate::lookup`]); 0
-/// never.
+/// `weft.index_lookup_ratio`: how many rows a scan reads in the time an
+/// index lookup finds a key; a hash join reads the table under its probe
+/// side through a btree index on its key when its keys, at this many rows
+/// each, and the rows they fetch are estimated at most the table's rows
+/// ([`crate::lookup`]); 0 never.
 pub static INDEX_LOOKUP_RATIO: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_INDEX_LOOKUP_RATIO);
 
 /// `weft.index_lookup_ratio`'s default (see benches/README.md).
@@ -107,8 +108,8 @@ pub fn define() {
     );
     GucRegistry::define_float_guc(
         c"weft.index_lookup_ratio",
-        c"How many times fewer rows than its table a hash join's index lookups must fetch to replace a scan.",
-        c"A join whose probe side reads a table with a btree index on the join key looks the build side's keys up in it when the rows fetched are estimated at most 1/this of the table's. 0 turns lookups off.",
+        c"How many rows a scan reads in the time an index lookup finds a key.",
+        c"A join whose probe side reads a table with a btree index on the join key looks the build side's keys up in it when the keys, counted at this many rows each, and the rows they fetch are estimated at most the table's rows. 0 turns lookups off.",
         &INDEX_LOOKUP_RATIO,
         0.0,
         1.0e6,

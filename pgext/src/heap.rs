@@ -85,6 +85,8 @@ pub struct HeapColumn {
     pub nullable: bool,
     /// `format_type` of its type, for messages.
     pub type_name: String,
+    /// Its distinct values in the whole table ([`crate::stats`]).
+    pub distinct: Option<f64>,
 }
 
 /// A heap table as the leader plans with it.
@@ -255,6 +257,7 @@ impl HeapTable {
                 typmod: column.typmod,
                 ty: *ty,
                 nullable: column.nullable,
+                distinct: column.distinct,
             }),
             Err(reason) => Err(DataFusionError::Plan(format!(
                 "column \"{}\" of table {} has type {}, which weft cannot read: {reason}",
@@ -296,6 +299,9 @@ struct ScanColumn {
     typmod: i32,
     ty: PgType,
     nullable: bool,
+    /// Its distinct values in the whole table (planning only: not
+    /// shipped).
+    distinct: Option<f64>,
 }
 
 /// How a scan looks keys up in an index ([`crate::lookup`]).
@@ -442,9 +448,16 @@ impl HeapScanExec {
 
     /// This scan looking up, in an index on output column `column`, the
     /// keys of a build side estimated at `build_rows` rows, if the table
-    /// has such an index and the rows the lookups fetch are at most
-    /// `1 / ratio` of the table's ([`crate::lookup`]); looking up `keys`.
-    /// With `first_match`, each key's lookup stops at the first row kept.
+    /// has such an index and the lookups cost at most a scan of the table
+    /// ([`crate::lookup`]); looking up `keys`. With `first_match`, each
+    /// key's lookup stops at the first row kept.
+    ///
+    /// A key costs `ratio` scanned rows (a descent of the btree and a heap
+    /// fetch), and each row fetched one more: the rows of one key mostly
+    /// share a leaf and a heap page. Measured here: TPC-H Q21's 35
+    /// thousand orders fetched their 171 thousand lineitems in 118 ms, 3.4
+    /// µs a key, as Q4's 57 thousand fetched their first lineitem in 4 µs
+    /// each.
     pub fn with_lookup(
         &self,
         column: usize,
@@ -460,10 +473,11 @@ impl HeapScanExec {
         let index = self.indexes.iter().find(|i| i.attnum == attnum)?;
         let table = self.rows.filter(|r| *r > 0.0)?;
         let fetched = build_rows * if first_match { 1.0 } else { index.rows_per_key };
-        if fetched * ratio > table {
+        let cost = build_rows * ratio + fetched;
+        if cost > table {
             return None;
         }
-        let share = fetched * ratio / table;
+        let share = cost / table;
         let kept = match (&self.filter, self.filtered_rows) {
             (None, _) => 1.0,
             (Some(_), Some(filtered)) => (filtered / table).min(1.0),
@@ -582,24 +596,33 @@ impl ExecutionPlan for HeapScanExec {
     }
 
     /// pg_class's estimate, spread over the partitions (participants); a
-    /// lookup scan the rows it is estimated to fetch; a filter keeps what Postgres estimates the query's conditions on the
-    /// table keep or, without that, DataFusion's default share of the
-    /// rows (what its FilterExec would have estimated).
+    /// lookup scan the rows it is estimated to fetch; a filter keeps what
+    /// Postgres estimates the query's conditions on the table keep or,
+    /// without that, DataFusion's default share of the rows (what its
+    /// FilterExec would have estimated). Each column's distinct values are
+    /// those left among the rows kept ([`crate::stats`]).
     fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
         let mut statistics = Statistics::new_unknown(&self.schema());
-        if let Some(rows) = self.rows {
-            let rows = match (&self.lookup, &self.filter, self.filtered_rows) {
+        if let Some(table) = self.rows {
+            let kept = match (&self.lookup, &self.filter, self.filtered_rows) {
                 (Some(lookup), _, _) => lookup.rows,
                 (None, Some(_), Some(filtered)) => filtered,
-                (None, Some(_), None) => rows * FILTERED,
-                (None, None, _) => rows,
+                (None, Some(_), None) => table * FILTERED,
+                (None, None, _) => table,
             };
-            let rows = match args.partition() {
-                Some(_) => rows / self.partitions.max(1) as f64,
-                None => rows,
-            } as usize;
+            let share = match args.partition() {
+                Some(_) => 1.0 / self.partitions.max(1) as f64,
+                None => 1.0,
+            };
+            let rows = (kept * share) as usize;
             statistics.num_rows = Precision::Inexact(rows);
             statistics.total_byte_size = Precision::Inexact(rows * self.row_width());
+            for (column, stats) in self.columns.iter().zip(&mut statistics.column_statistics) {
+                if let Some(distinct) = column.distinct {
+                    let left = crate::stats::kept_distinct(distinct, table, kept * share);
+                    stats.distinct_count = Precision::Inexact(left as usize);
+                }
+            }
         }
         Ok(Arc::new(statistics))
     }
@@ -1183,6 +1206,7 @@ impl ColumnNode {
             typmod: self.typmod,
             ty,
             nullable: self.nullable,
+            distinct: None,
         })
     }
 }

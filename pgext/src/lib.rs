@@ -16,6 +16,7 @@
 //!   in place, before anything is converted; [`keys`]: a hash join's
 //!   build keys handed to the scan under its probe side; [`lookup`]: or
 //!   looked up by it in a btree index;
+//! - [`stats`]: what pg_statistic says of the columns, for estimates;
 //! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
 //!   database's tables; [`sql_order`]: their joins in the order of
 //!   Postgres's plan of the same SQL;
@@ -43,6 +44,7 @@ pub mod platform;
 pub mod query;
 pub mod scan;
 pub mod sql_order;
+pub mod stats;
 pub mod translate;
 pub mod types;
 

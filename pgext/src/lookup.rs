@@ -23,11 +23,11 @@
 //!   would read it. This also serves right semi joins, which output each
 //!   matching probe row once (`WHERE t.k IN (SELECT ...)`).
 //!
-//! [`IndexLookups`] takes a join when the rows the lookups are estimated
-//! to fetch, times `weft.index_lookup_ratio` (how many rows a scan reads
-//! in the time a lookup fetches one), are at most the table's. For a semi
-//! or anti join on the key alone, each key's lookup stops at its first
-//! row.
+//! [`IndexLookups`] takes a join when the keys it is estimated to look
+//! up, times `weft.index_lookup_ratio` (how many rows a scan reads in the
+//! time a lookup finds a key), plus the rows they fetch, are at most the
+//! table's rows. For a semi or anti join on the key alone, each key's
+//! lookup stops at its first row.
 //!
 //! [`indexes`] lists a table's usable indexes when the leader describes
 //! it; [`IndexProbe`] is one participant's walk over its keys.
@@ -158,35 +158,10 @@ unsafe fn usable(rel: pg_sys::Relation, index: pg_sys::Relation) -> Option<i16> 
 /// On the backend thread.
 unsafe fn rows_per_key(relid: pg_sys::Oid, attnum: i16, rows: Option<f64>) -> f64 {
     const UNKNOWN: f64 = 10.0;
-    let Some(rows) = rows.filter(|r| *r > 0.0) else {
-        return UNKNOWN;
-    };
-    // SAFETY: per the caller; a syscache entry, read and released.
-    let distinct = unsafe {
-        let tuple = pg_sys::SearchSysCache3(
-            pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
-            pg_sys::Datum::from(relid),
-            pg_sys::Datum::from(attnum),
-            pg_sys::Datum::from(false),
-        );
-        if tuple.is_null() {
-            return UNKNOWN;
-        }
-        let header = (*tuple).t_data;
-        let form = header
-            .cast::<u8>()
-            .add(usize::from((*header).t_hoff))
-            .cast::<pg_sys::FormData_pg_statistic>();
-        let distinct = f64::from((*form).stadistinct);
-        pg_sys::ReleaseSysCache(tuple);
-        distinct
-    };
-    // Negative: minus the fraction of rows; zero: unknown.
-    let distinct = if distinct < 0.0 { -distinct * rows } else { distinct };
-    if distinct >= 1.0 {
-        (rows / distinct).max(1.0)
-    } else {
-        UNKNOWN
+    // SAFETY: per the caller.
+    match (rows, unsafe { crate::stats::distinct(relid, attnum, rows) }) {
+        (Some(rows), Some(distinct)) => (rows / distinct).max(1.0),
+        _ => UNKNOWN,
     }
 }
 
@@ -208,7 +183,7 @@ pub enum Keys {
 #[derive(Debug)]
 pub struct IndexLookups {
     /// `weft.index_lookup_ratio`: how many rows a scan reads in the time
-    /// a lookup fetches one; 0 for no lookups.
+    /// a lookup finds a key; 0 for no lookups.
     ratio: f64,
 }
 

@@ -38,8 +38,8 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use weft_runtime::{
-    exchange_count, explain as explain_plan, participant_config, spmd_config, Distribute, Edge, EdgeStats, Metrics,
-    Participant, PlanCodec, RuntimeError, ShareRepeated,
+    exchange_count, explain as explain_plan, participant_config, spmd_config, Distribute, Edge, EdgeStats,
+    ImpliedEqualities, Metrics, Participant, PlanCodec, RuntimeError, ShareRepeated,
 };
 
 use crate::guc;
@@ -474,6 +474,7 @@ fn new_state(config: SessionConfig) -> SessionState {
     let mut state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
+        .with_analyzer_rule(Arc::new(ImpliedEqualities))
         .build();
     pgfn::register(&mut state).unwrap_or_else(|e| report("weft", &e.to_string()));
     state
@@ -621,6 +622,7 @@ unsafe fn describe(relid: pg_sys::Oid, rel: pg_sys::Relation) -> Result<HeapTabl
         if (*rel).rd_tableam != pg_sys::GetHeapamTableAmRoutine() {
             return Err(format!("table {name} does not use the heap access method"));
         }
+        let rows = (class.reltuples >= 0.0).then_some(f64::from(class.reltuples));
         let descriptor = &*(*rel).rd_att;
         let attributes = descriptor.attrs.as_slice(descriptor.natts as usize);
         let columns = attributes
@@ -638,9 +640,9 @@ unsafe fn describe(relid: pg_sys::Oid, rel: pg_sys::Relation) -> Result<HeapTabl
                 type_name: std::ffi::CStr::from_ptr(pg_sys::format_type_with_typemod(a.atttypid, a.atttypmod))
                     .to_string_lossy()
                     .into_owned(),
+                distinct: crate::stats::distinct(relid, a.attnum, rows),
             })
             .collect();
-        let rows = (class.reltuples >= 0.0).then_some(f64::from(class.reltuples));
         let relfilenode = (*rel).rd_node.relNode.to_u32();
         let mut table = HeapTable::new(relid, relfilenode, name, columns, rows);
         table.indexes = crate::lookup::indexes(rel, rows);

@@ -8,7 +8,9 @@
 //! participants, the [`Distribute`] rule turns a single-process plan into
 //! an SPMD plan, [`ShareRepeated`] runs a subplan read twice (a `WITH`
 //! query) once, and [`PlanCodec`] ships that plan from the leader to
-//! every participant.
+//! every participant. [`ImpliedEqualities`] writes out the column
+//! equalities a filter implies, so that DataFusion can join in any order
+//! Postgres's planner chose.
 //!
 //! Nothing here knows about Postgres: the platform seam ([`Platform`]) is
 //! how pgext plugs in its latches.
@@ -18,6 +20,7 @@ mod endpoint;
 mod error;
 mod exchange;
 mod explain;
+mod implied;
 mod local_mesh;
 mod metrics;
 mod participant;
@@ -32,6 +35,7 @@ pub use endpoint::{Inbox, Outbox};
 pub use error::RuntimeError;
 pub use exchange::{ExchangeExec, ExchangeMode, Senders, QUERY_FAILURE_CODE};
 pub use explain::explain;
+pub use implied::ImpliedEqualities;
 pub use local_mesh::LocalMesh;
 pub use metrics::{Edge, EdgeStats, Metrics};
 pub use participant::{AbortHandle, Config, Participant, RunResult, FAILURE_CODE, INTERRUPT_CODE};

@@ -59,14 +59,19 @@ pub unsafe fn plan_ranks(stmt: *mut pg_sys::PlannedStmt) -> Ranks {
 }
 
 /// Numbers the tables `plan` scans, depth-first, outer before inner, from
-/// `ranks.len()` on (a table seen again keeps its first number).
+/// `ranks.len()` on (a table seen again keeps its first number); but a
+/// join of one table with a join of several lists the several first.
 ///
-/// (Listing a bushy join's inner side first, when it joins several tables
-/// and the outer side is one, was tried: it is the order of Postgres's
-/// joins, but DataFusion does not derive `c_nationkey = n_nationkey` from
-/// `c_nationkey = s_nationkey AND s_nationkey = n_nationkey` as Postgres
-/// does, so TPC-H Q5 then joined customer to supplier on their nation
-/// alone: 6.8 million rows, 3.7 s.)
+/// DataFusion joins a FROM list left-deep, so the order is a tree's
+/// linearization: in TPC-H Q21 Postgres hashes supplier joined to nation
+/// (400 rows) and probes it with lineitem; listed outer first, lineitem,
+/// supplier, nation, DataFusion joined lineitem to all 10 000 suppliers
+/// (1.9 million rows) before the nation filter kept 4% of them. This
+/// order relies on [`weft_runtime::ImpliedEqualities`]: Postgres joins
+/// along equivalence classes (TPC-H Q5's customer to nation, where the
+/// query only equates each with supplier's nation), and without the
+/// equalities written out DataFusion would find no condition between
+/// tables Postgres's tree puts next to each other.
 ///
 /// # Safety
 /// `plan` is NULL or a valid plan tree over `rtable`.
@@ -102,12 +107,29 @@ unsafe fn scans(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List, ranks: &mut 
                     scans(child, rtable, ranks);
                 }
             }
+            NodeTag::T_HashJoin | NodeTag::T_NestLoop | NodeTag::T_MergeJoin
+                if tables((*plan).lefttree, rtable) == 1 && tables((*plan).righttree, rtable) > 1 =>
+            {
+                scans((*plan).righttree, rtable, ranks);
+                scans((*plan).lefttree, rtable, ranks);
+            }
             _ => {
                 scans((*plan).lefttree, rtable, ranks);
                 scans((*plan).righttree, rtable, ranks);
             }
         }
     }
+}
+
+/// How many tables `plan` scans.
+///
+/// # Safety
+/// As for [`scans`].
+unsafe fn tables(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List) -> usize {
+    let mut seen = Ranks::new();
+    // SAFETY: per the caller.
+    unsafe { scans(plan, rtable, &mut seen) };
+    seen.len()
 }
 
 /// A relation's range table entry as (OID, alias); None for other entries.
