@@ -5,8 +5,11 @@
 # bench_cluster` leaves running (pass its socket directory). `make bench-pg`
 # is the full benchmark; this one skips stock Postgres on the queries it
 # does not finish in 300 s (17 and 20) instead of waiting for them.
+# With WEFT_SQL=1 weft's side is the plain SQL with weft.enable on (the
+# cost gate decides; "taken" says whether the plan is weft's), as `make
+# bench-sql` runs it.
 #
-#   scripts/tpch-side-by-side.sh /tmp/weft-pg-XXXX/sock [reps] [queries...]
+#   [WEFT_SQL=1] scripts/tpch-side-by-side.sh /tmp/weft-pg-XXXX/sock [reps] [queries...]
 set -euo pipefail
 sock=$1; reps=${2:-2}; shift 2 || shift $#
 queries=${*:-$(seq 1 22)}
@@ -19,7 +22,7 @@ run() {
         sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1 || true
 }
 best() { printf '%s\n' "$@" | grep -v '^$' | sort -g | head -1; }
-printf '%4s %12s %12s %8s\n' q "postgres ms" "weft ms" ratio
+printf '%4s %12s %12s %8s %6s\n' q "postgres ms" "weft ms" ratio taken
 logsum=0; n=0
 for q in $queries; do
     file=$(printf '%s/runtime/tests/tpch/q%02d.sql' "$here" "$q")
@@ -28,6 +31,12 @@ for q in $queries; do
         -c "SELECT string_agg(format('%I %s', attname, format_type(atttypid, atttypmod)), ', ' ORDER BY attnum)
             FROM pg_attribute WHERE attrelid = 'v'::regclass AND attnum > 0" | tail -1)
     weft="SELECT * FROM weft.query(\$weft\$$sql\$weft\$) AS t($columns)"
+    taken=yes
+    if [ "${WEFT_SQL:-0}" = 1 ]; then
+        weft="SET weft.enable = on; $sql"
+        plan=$(psql -X -At -c "$settings" -c "SET weft.enable = on" -c "EXPLAIN $sql")
+        case $plan in *'Custom Scan (Weft)'*) ;; *) taken=no ;; esac
+    fi
     stock_times=(); weft_times=()
     for _ in $(seq "$reps"); do
         if [ "$q" != 17 ] && [ "$q" != 20 ]; then stock_times+=("$(run "$sql")"); fi
@@ -35,12 +44,12 @@ for q in $queries; do
     done
     w=$(best "${weft_times[@]}")
     if [ "$q" = 17 ] || [ "$q" = 20 ]; then
-        printf '%4s %12s %12s %8s\n' "$q" "(>300 s)" "$w" "apart"
+        printf '%4s %12s %12s %8s %6s\n' "$q" "(>300 s)" "$w" "apart" "$taken"
         continue
     fi
     s=$(best "${stock_times[@]}")
     ratio=$(awk -v s="$s" -v w="$w" 'BEGIN { printf "%.2f", s / w }')
-    printf '%4s %12s %12s %7sx\n' "$q" "$s" "$w" "$ratio"
+    printf '%4s %12s %12s %7sx %6s\n' "$q" "$s" "$w" "$ratio" "$taken"
     logsum=$(awk -v a="$logsum" -v r="$ratio" 'BEGIN { print a + log(r) }'); n=$((n + 1))
 done
 awk -v a="$logsum" -v n="$n" 'BEGIN { if (n) printf "geometric mean over %d queries: %.2fx\n", n, exp(a / n) }'
