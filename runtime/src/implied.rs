@@ -27,7 +27,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result};
 use datafusion::logical_expr::expr::BinaryExpr;
-use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Operator};
 use datafusion::optimizer::AnalyzerRule;
 
@@ -64,6 +64,7 @@ impl AnalyzerRule for ImpliedEqualities {
 
 /// `filter` with the equalities its conjuncts imply and do not state.
 fn with_implied(filter: Filter) -> Result<Transformed<LogicalPlan>> {
+    let schema = filter.input.schema();
     let mut classes = Classes::default();
     for conjunct in split_conjunction(&filter.predicate) {
         let Expr::BinaryExpr(BinaryExpr {
@@ -77,7 +78,6 @@ fn with_implied(filter: Filter) -> Result<Transformed<LogicalPlan>> {
         let (Expr::Column(a), Expr::Column(b)) = (left.as_ref(), right.as_ref()) else {
             continue;
         };
-        let schema = filter.input.schema();
         let (Ok((_, ta)), Ok((_, tb))) = (
             schema.qualified_field_from_column(a),
             schema.qualified_field_from_column(b),
@@ -92,9 +92,9 @@ fn with_implied(filter: Filter) -> Result<Transformed<LogicalPlan>> {
     if implied.is_empty() {
         return Ok(Transformed::no(LogicalPlan::Filter(filter)));
     }
-    let predicate = conjunction(std::iter::once(filter.predicate.clone()).chain(implied))
-        .expect("at least the filter's own predicate");
-    Filter::try_new(predicate, filter.input).map(|f| Transformed::yes(LogicalPlan::Filter(f)))
+    let Filter { predicate, input, .. } = filter;
+    let predicate = implied.into_iter().fold(predicate, Expr::and);
+    Filter::try_new(predicate, input).map(|f| Transformed::yes(LogicalPlan::Filter(f)))
 }
 
 /// Types whose `=` is an equivalence relation on the values it calls
