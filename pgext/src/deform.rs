@@ -20,7 +20,7 @@
 
 use pgrx::pg_sys::{self, Datum};
 
-use crate::filter::{ScanFilter, Scratch};
+use crate::filter::{Bound, ScanFilter, Scratch};
 use crate::keys::KeySet;
 use crate::types::ColumnReader;
 
@@ -34,6 +34,9 @@ pub struct Layout {
     /// NULLs each lies at the same offset from `t_hoff` (Postgres's
     /// `attcacheoff`), so the walk need not align and add its way there.
     prefix: usize,
+    /// Those of them the scan reads, tests or checks a key of (indexes into
+    /// `atts`): the others need not be looked at.
+    prefix_used: Vec<usize>,
     /// Where the prefix ends, from `t_hoff`.
     prefix_end: usize,
 }
@@ -54,6 +57,8 @@ struct Att {
     /// The join key filter (index into [`Layout::deform`]'s `keys`) its
     /// values must pass.
     key: Option<usize>,
+    /// The range its values must lie in (the filter's bound of it).
+    bound: Option<Bound>,
     /// Its offset from `t_hoff` in a tuple without NULLs (attributes in
     /// the fixed-width prefix only).
     cached: usize,
@@ -62,8 +67,8 @@ struct Att {
 impl Layout {
     /// The layout of `descriptor`'s attributes 1..=`last`, with
     /// `readers[i].0` the attribute number reader i reads and `inputs[j]`
-    /// the one filter input j reads, `keys[k]` the one join key filter k
-    /// reads (an integer column a reader reads); None when a column read
+    /// the one input j of `filter` reads, `keys[k]` the one join key filter
+    /// k reads (an integer column a reader reads); None when a column read
     /// has a missing-value default (Postgres's path then).
     ///
     /// # Safety
@@ -74,6 +79,7 @@ impl Layout {
         last: i16,
         readers: &[(i16, ColumnReader)],
         inputs: &[i16],
+        filter: Option<&ScanFilter>,
         keys: &[i16],
     ) -> Option<Layout> {
         // SAFETY: per the caller.
@@ -101,6 +107,9 @@ impl Layout {
                 },
                 input: input.is_some(),
                 key: keys.iter().position(|n| *n as usize == attnum),
+                bound: input
+                    .and_then(|j| filter?.bounds().iter().find(|b| b.input == j))
+                    .copied(),
                 reader,
                 cached: 0,
             });
@@ -116,10 +125,17 @@ impl Layout {
             prefix_end = at + att.len as usize;
             prefix += 1;
         }
+        let prefix_used = (0..prefix)
+            .filter(|&i| {
+                let att = &atts[i];
+                att.reader.is_some() || att.input || att.key.is_some()
+            })
+            .collect();
         Some(Layout {
             atts,
             input_atts,
             prefix,
+            prefix_used,
             prefix_end,
         })
     }
@@ -132,14 +148,16 @@ impl Layout {
     /// Stages the read columns of `tuple` in `walk` if it passes `filter`
     /// (or there is none) and its join keys are among `keys` (those
     /// published: None passes all); whether it did. A tuple whose key is
-    /// missing is left as soon as the key is read. For a corrupt tuple or a
-    /// value the filter cannot read, the column's name and why.
+    /// missing, or whose value of a bounded filter input lies out of its
+    /// bound ([`ScanFilter::bounds`]), is left as soon as the value is read.
+    /// For a corrupt tuple or a value the filter cannot read, the column's
+    /// name and why.
     ///
     /// # Safety
     /// `tuple` is a visible tuple of a page pinned until `walk` is flushed,
-    /// of the relation this layout describes, `len` bytes long; `filter`'s
-    /// inputs are this layout's; `walk` is not full; on the backend thread,
-    /// inside [`crate::pgcall::call`].
+    /// of the relation this layout describes, `len` bytes long; `filter` is
+    /// the one this layout was made with; `walk` is not full; on the backend
+    /// thread, inside [`crate::pgcall::call`].
     pub unsafe fn deform(
         &self,
         tuple: *const pg_sys::HeapTupleHeaderData,
@@ -163,14 +181,13 @@ impl Layout {
         let mut off = hoff;
         let mut start = 0;
         if !has_nulls && natts >= self.prefix && hoff + self.prefix_end <= len {
-            for (i, att) in self.atts[..self.prefix].iter().enumerate() {
+            for &i in &self.prefix_used {
+                let att = &self.atts[i];
                 // SAFETY: within the tuple (the prefix's end is, checked
                 // above).
                 let datum = unsafe { fetch_fixed(att, base.add(hoff + att.cached)) };
-                if let Some(set) = att.key.and_then(|k| keys[k]) {
-                    if !set.contains(datum.value() as i64) {
-                        return Ok(false);
-                    }
+                if !wanted(att, (datum, false), keys) {
+                    return Ok(false);
                 }
                 walk.keep(att, i, (datum, false));
             }
@@ -181,8 +198,7 @@ impl Layout {
             // SAFETY: the bitmap has a bit per stored attribute.
             let null = i >= natts || (has_nulls && unsafe { *bits.add(i >> 3) } & (1 << (i & 7)) == 0);
             if null {
-                // NULL equals no key.
-                if att.key.is_some_and(|k| keys[k].is_some()) {
+                if !wanted(att, (Datum::null(), true), keys) {
                     return Ok(false);
                 }
                 walk.keep(att, i, (Datum::null(), true));
@@ -225,20 +241,17 @@ impl Layout {
             if off + size > len {
                 return Err(corrupt(i));
             }
-            if let Some(set) = att.key.and_then(|k| keys[k]) {
-                // A key column is an integer passed by value: the datum
-                // is its value, sign-extended.
-                if !set.contains(datum.value() as i64) {
-                    return Ok(false);
-                }
+            if !wanted(att, (datum, false), keys) {
+                return Ok(false);
             }
             walk.keep(att, i, (datum, false));
             off += size;
         }
-        if let Some(filter) = filter {
+        if let Some(filter) = filter.filter(|f| f.has_more_than_bounds()) {
             let row = &walk.row;
-            // SAFETY: the inputs' values of this tuple, per the caller.
-            let passes = unsafe { filter.passes(&mut walk.scratch, |j| row[self.input_atts[j]]) };
+            // SAFETY: the inputs' values of this tuple, per the caller; they
+            // lie in the filter's bounds (tested as they were walked).
+            let passes = unsafe { filter.passes_beyond_bounds(&mut walk.scratch, |j| row[self.input_atts[j]]) };
             match passes {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),
@@ -320,6 +333,21 @@ impl Walk {
     }
 }
 
+/// Whether a tuple whose attribute `att` has `value` (a datum, whether it
+/// is NULL) may pass: its join key is among the keys published (`keys`,
+/// as [`Layout::deform`] has them), its value in the filter's bound.
+#[inline(always)]
+fn wanted(att: &Att, (datum, null): (Datum, bool), keys: &[Option<&KeySet>]) -> bool {
+    if let Some(set) = att.key.and_then(|k| keys[k]) {
+        // A key column is an integer passed by value: the datum is its
+        // value, sign-extended. NULL equals no key.
+        if null || !set.contains(datum.value() as i64) {
+            return false;
+        }
+    }
+    att.bound.is_none_or(|b| b.admits(datum, null))
+}
+
 /// The datum of fixed-width attribute `att` stored at `pointer`: its value
 /// if passed by value (fetch_att's reads), else the pointer.
 ///
@@ -381,6 +409,31 @@ pub unsafe fn page_tuple(buffer: pg_sys::Buffer, offset: u16) -> (*const pg_sys:
         let (at, len) = ((*item).lp_off() as usize, (*item).lp_len() as usize);
         (page.add(at).cast(), len)
     }
+}
+
+/// How many tuples ahead of the one walked [`prefetch_tuple`] is asked for.
+pub const PREFETCH_AHEAD: usize = 10;
+
+/// Asks the CPU to bring the first two cache lines of the tuple at line
+/// pointer `offset` of the page in `buffer` into its cache (the header and
+/// the attributes after it, most of what a walk reads).
+///
+/// # Safety
+/// As for [`page_tuple`].
+#[inline(always)]
+pub unsafe fn prefetch_tuple(buffer: pg_sys::Buffer, offset: u16) {
+    // SAFETY: per the caller.
+    let (tuple, _) = unsafe { page_tuple(buffer, offset) };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: addresses in or just past the tuple, inside the page's
+    // buffer or the next (a prefetch never faults, reads nothing).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(tuple.cast());
+        _mm_prefetch::<_MM_HINT_T0>(tuple.cast::<i8>().wrapping_add(64));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = tuple;
 }
 
 /// Asks the CPU to bring the tuples of the page in `buffer` into its cache

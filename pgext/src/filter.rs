@@ -49,8 +49,67 @@ pub struct ScanFilter {
     pub inputs: Vec<usize>,
     /// The type of each input.
     types: Vec<PgType>,
-    /// All conjuncts, cheapest first.
+    /// The conjuncts comparing a by-value input with constants, as one
+    /// range per input: a scan tests them as it reads each input
+    /// ([`crate::deform`]), before it walks on.
+    bounds: Vec<Bound>,
+    /// The other conjuncts, cheapest first.
     predicate: Predicate,
+}
+
+/// The top-level conjuncts `input op constant` (op one of `=`, `<`, `<=`,
+/// `>`, `>=`) of one input passed by value (an integer, date, time,
+/// timestamp or oid), intersected: the input's value must lie in
+/// `lo..=hi`, as [`fixed_scalar`] reads it (so a date's infinities lie
+/// beyond its finite values, as they compare in the predicate).
+///
+/// TPC-H filters mostly this way (a date range, a bound on a key); tested
+/// as the scan reads the attribute, such a conjunct costs two comparisons
+/// instead of a walk through the predicate.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// The input (an index into [`ScanFilter::inputs`]).
+    pub input: usize,
+    ty: PgType,
+    lo: i128,
+    hi: i128,
+}
+
+impl Bound {
+    /// Whether a value of the input (`null` for NULL, which no comparison
+    /// is TRUE for) lies in the bound.
+    #[inline(always)]
+    pub fn admits(&self, datum: Datum, null: bool) -> bool {
+        !null && fixed_scalar(self.ty, datum).is_some_and(|v| self.lo <= v && v <= self.hi)
+    }
+
+    /// The bound of the conjunct `p`, if it is one of input `input`'s
+    /// comparisons with a constant.
+    fn of(p: &Predicate, types: &[PgType]) -> Option<Bound> {
+        let Predicate::CompareFixed {
+            input,
+            factor: 1,
+            op,
+            constant: c,
+        } = *p
+        else {
+            return None;
+        };
+        let (lo, hi) = match op {
+            Operator::Eq => (c, c),
+            Operator::Lt => (i128::MIN, c - 1),
+            Operator::LtEq => (i128::MIN, c),
+            Operator::Gt => (c + 1, i128::MAX),
+            Operator::GtEq => (c, i128::MAX),
+            _ => return None,
+        };
+        Some(Bound {
+            input,
+            ty: types[input],
+            lo,
+            hi,
+        })
+    }
 }
 
 /// A compiled filter. Inputs are indexes into [`ScanFilter::inputs`].
@@ -148,14 +207,37 @@ impl ScanFilter {
             }
         }
         let types = compiler.inputs.iter().map(|&c| columns[c].1).collect::<Vec<_>>();
-        let mut predicate = Predicate::And(conjuncts);
+        let mut bounds: Vec<Bound> = Vec::new();
+        let mut rest = Vec::new();
+        for p in flatten_all(conjuncts) {
+            match Bound::of(&p, &types) {
+                Some(b) => match bounds.iter_mut().find(|o| o.input == b.input) {
+                    Some(o) => (o.lo, o.hi) = (o.lo.max(b.lo), o.hi.min(b.hi)),
+                    None => bounds.push(b),
+                },
+                None => rest.push(p),
+            }
+        }
+        let mut predicate = Predicate::And(rest);
         predicate.order(&types);
         Ok(ScanFilter {
             exprs,
             inputs: compiler.inputs,
             types,
+            bounds,
             predicate,
         })
+    }
+
+    /// The conjuncts a scan may test as it reads each input, before
+    /// [`ScanFilter::passes_beyond_bounds`].
+    pub fn bounds(&self) -> &[Bound] {
+        &self.bounds
+    }
+
+    /// Whether the filter holds more than its bounds.
+    pub fn has_more_than_bounds(&self) -> bool {
+        !matches!(&self.predicate, Predicate::And(rest) if rest.is_empty())
     }
 
     /// Whether a tuple passes (the filter is TRUE, not FALSE or NULL).
@@ -167,6 +249,26 @@ impl ScanFilter {
     /// Every datum `fetch` gives is a valid value of its input's type, as
     /// [`crate::types::ColumnReader::push_all`] requires.
     pub unsafe fn passes(
+        &self,
+        scratch: &mut Scratch,
+        fetch: impl Fn(usize) -> (Datum, bool),
+    ) -> Result<bool, (usize, String)> {
+        for bound in &self.bounds {
+            let (datum, null) = fetch(bound.input);
+            if !bound.admits(datum, null) {
+                return Ok(false);
+            }
+        }
+        // SAFETY: per the caller.
+        unsafe { self.passes_beyond_bounds(scratch, fetch) }
+    }
+
+    /// Whether a tuple whose inputs lie in [`ScanFilter::bounds`] passes;
+    /// as [`ScanFilter::passes`] otherwise.
+    ///
+    /// # Safety
+    /// As for [`ScanFilter::passes`].
+    pub unsafe fn passes_beyond_bounds(
         &self,
         scratch: &mut Scratch,
         fetch: impl Fn(usize) -> (Datum, bool),
@@ -204,8 +306,8 @@ enum Cached {
 /// A tuple's inputs as the predicate reads them.
 ///
 /// Invariant: `fetch(i)` gives a valid datum of type `types[i]` (or a
-/// NULL), as [`ScanFilter::passes`]'s caller promises; only `passes`
-/// makes a Row.
+/// NULL), as [`ScanFilter::passes`]'s caller promises; only
+/// [`ScanFilter::passes_beyond_bounds`] makes a Row.
 struct Row<'r, F> {
     types: &'r [PgType],
     values: &'r mut Vec<Cached>,
@@ -644,6 +746,18 @@ fn flatten(left: Predicate, right: Predicate, and: bool) -> Vec<Predicate> {
         match p {
             Predicate::And(ps) if and => all.extend(ps),
             Predicate::Or(ps) if !and => all.extend(ps),
+            p => all.push(p),
+        }
+    }
+    all
+}
+
+/// The conjuncts `ps` with the operands of nested ANDs merged in.
+fn flatten_all(ps: Vec<Predicate>) -> Vec<Predicate> {
+    let mut all = Vec::with_capacity(ps.len());
+    for p in ps {
+        match p {
+            Predicate::And(inner) => all.extend(flatten_all(inner)),
             p => all.push(p),
         }
     }

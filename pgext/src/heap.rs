@@ -894,6 +894,7 @@ impl HeapStream {
                 self.last_attnum,
                 &self.readers,
                 &self.inputs,
+                self.filter.as_ref().map(|f| &*f.filter),
                 &self.keys.iter().map(|(attnum, _)| *attnum).collect::<Vec<_>>(),
             )
         };
@@ -970,6 +971,11 @@ impl HeapStream {
             // pinned: the values point into it).
             let mut deformed = Ok(());
             while self.pages.next < self.pages.count && rows < BATCH_ROWS && !self.walk.is_full() {
+                let ahead = self.pages.next + deform::PREFETCH_AHEAD;
+                if ahead < self.pages.count {
+                    // SAFETY: a visible tuple of the pinned current page.
+                    unsafe { deform::prefetch_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[ahead]) };
+                }
                 // SAFETY: a visible tuple of the pinned current page.
                 let passed = unsafe {
                     let (tuple, len) = deform::page_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[self.pages.next]);
