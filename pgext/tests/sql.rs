@@ -629,6 +629,20 @@ fn filters_evaluated_in_the_scan_keep_postgres_s_answers() {
         "b AND i4 > 100 AND d < date '1995-09-01'",
         "t IS NULL AND i2 > 0",
         "v <> 'zz' AND (i8 > 50000 OR c IS NULL) AND n0 < 3",
+        // Comparisons with constants tested as the walk reads the column
+        // (one range per column): empty and one-value ranges, the type's
+        // extremes, infinities beyond every finite date and timestamp.
+        "i4 > 10 AND i4 < 5",
+        "i4 >= 7 AND i4 <= 7 AND i2 > -100",
+        "i8 > 9223372036854775806 OR i8 < -9223372036854775807",
+        "i8 >= 9223372036854775807 AND i2 >= 32767",
+        "i2 < -32767",
+        "d > date '1995-06-01' AND d < date '1995-07-01' AND ts >= timestamp '1995-01-01'",
+        "d > date '2100-01-01'",
+        "d < date '1900-01-01' AND n IS NULL",
+        "ts > timestamp '1999-01-01' AND i4 <> 5",
+        "tz <= timestamptz '1990-01-01 00:00+00'",
+        "i4 > 100 AND d >= date '1995-03-01' AND n > 50 AND i4 < 600",
     ];
     // Filters the scan leaves to DataFusion, still exact.
     let kept = [
