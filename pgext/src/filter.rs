@@ -58,7 +58,8 @@ pub struct ScanFilter {
 }
 
 /// The top-level conjuncts `input op constant` (op one of `=`, `<`, `<=`,
-/// `>`, `>=`) of one input passed by value (an integer, date, time,
+/// `>`, `>=`; the input possibly through a lossless cast) of one input
+/// passed by value (an integer, date, time,
 /// timestamp or oid), intersected: the input's value must lie in
 /// `lo..=hi`, as [`fixed_scalar`] reads it (so a date's infinities lie
 /// beyond its finite values, as they compare in the predicate).
@@ -83,24 +84,37 @@ impl Bound {
         !null && fixed_scalar(self.ty, datum).is_some_and(|v| self.lo <= v && v <= self.hi)
     }
 
-    /// The bound of the conjunct `p`, if it is one of input `input`'s
+    /// The bound of the conjunct `p`, if it is one of an input's
     /// comparisons with a constant.
+    ///
+    /// Through a lossless cast (`v * factor op c`, a date compared with a
+    /// timestamp, as Postgres's `date < date + interval` is) the bound is
+    /// the integers `v` for which it holds: `v * f < c` is `v <= floor((c
+    /// - 1) / f)`, and so on. An infinity, which the cast leaves as it is,
+    /// lies beyond every finite `c` and every bound alike.
     fn of(p: &Predicate, types: &[PgType]) -> Option<Bound> {
         let Predicate::CompareFixed {
             input,
-            factor: 1,
+            factor,
             op,
             constant: c,
         } = *p
         else {
             return None;
         };
+        if factor <= 0 {
+            return None;
+        }
+        let floor = |x: i128| x.div_euclid(factor);
+        let ceil = |x: i128| -(-x).div_euclid(factor);
         let (lo, hi) = match op {
-            Operator::Eq => (c, c),
-            Operator::Lt => (i128::MIN, c - 1),
-            Operator::LtEq => (i128::MIN, c),
-            Operator::Gt => (c + 1, i128::MAX),
-            Operator::GtEq => (c, i128::MAX),
+            Operator::Eq if c.rem_euclid(factor) == 0 => (c / factor, c / factor),
+            // No integer times the factor equals it: an empty range.
+            Operator::Eq => (1, 0),
+            Operator::Lt => (i128::MIN, floor(c - 1)),
+            Operator::LtEq => (i128::MIN, floor(c)),
+            Operator::Gt => (ceil(c + 1), i128::MAX),
+            Operator::GtEq => (ceil(c), i128::MAX),
             _ => return None,
         };
         Some(Bound {

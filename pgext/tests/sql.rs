@@ -643,6 +643,13 @@ fn filters_evaluated_in_the_scan_keep_postgres_s_answers() {
         "ts > timestamp '1999-01-01' AND i4 <> 5",
         "tz <= timestamptz '1990-01-01 00:00+00'",
         "i4 > 100 AND d >= date '1995-03-01' AND n > 50 AND i4 < 600",
+        // A date against timestamps (a cast by 86400 seconds' worth):
+        // bounds between two days, on one, and on none.
+        "d >= date '1995-06-01' AND d < date '1995-06-01' + interval '1 year'",
+        "d < timestamp '1995-06-01 12:00' AND d > timestamp '1995-05-30 23:59:59.999999'",
+        "d <= timestamp '1995-06-01 00:00' OR d >= timestamp '1996-01-01 00:00:00.000001'",
+        "d = timestamp '1995-06-01'",
+        "d = timestamp '1995-06-01 00:00:01'",
     ];
     // Filters the scan leaves to DataFusion, still exact.
     let kept = [
