@@ -59,10 +59,10 @@ pub struct ScanFilter {
 
 /// The top-level conjuncts `input op constant` (op one of `=`, `<`, `<=`,
 /// `>`, `>=`; the input possibly through a lossless cast) of one input
-/// passed by value (an integer, date, time,
-/// timestamp or oid), intersected: the input's value must lie in
-/// `lo..=hi`, as [`fixed_scalar`] reads it (so a date's infinities lie
-/// beyond its finite values, as they compare in the predicate).
+/// passed by value (an integer, date, time, timestamp or oid),
+/// intersected: the input's value must lie in `lo..=hi`, as
+/// [`fixed_scalar`] reads it (so a date's infinities lie beyond its finite
+/// values, as they compare in the predicate).
 ///
 /// TPC-H filters mostly this way (a date range, a bound on a key); tested
 /// as the scan reads the attribute, such a conjunct costs two comparisons
