@@ -737,6 +737,9 @@ struct Pages {
     /// The next of the current page's visible tuples, and their count.
     next: usize,
     count: usize,
+    /// The page expected next, brought into the cache as this one is
+    /// walked.
+    ahead: deform::Lookahead,
 }
 
 /// One participant's share of a parallel heap scan, as batches.
@@ -950,13 +953,19 @@ impl HeapStream {
                 // SAFETY: as above; pins the page and lists its visible
                 // tuples under the scan's snapshot.
                 unsafe { pg_sys::heapgetpage(open.scan, block) };
-                if !blind {
-                    // SAFETY: heapgetpage pinned the page.
-                    unsafe { deform::prefetch_page((*scan).rs_cbuf) };
-                }
                 self.pages.next = 0;
                 // SAFETY: as above.
                 self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;
+                if !blind {
+                    // SAFETY: heapgetpage pinned the page; the scan covers
+                    // rs_nblocks blocks of `rel`.
+                    unsafe {
+                        deform::prefetch_page((*scan).rs_cbuf);
+                        if block + 1 < (*scan).rs_nblocks {
+                            self.pages.ahead.aim(rel, block + 1, self.pages.count);
+                        }
+                    }
+                }
                 continue;
             }
             if blind {
@@ -971,6 +980,7 @@ impl HeapStream {
             // pinned: the values point into it).
             let mut deformed = Ok(());
             while self.pages.next < self.pages.count && rows < BATCH_ROWS && !self.walk.is_full() {
+                self.pages.ahead.step();
                 let ahead = self.pages.next + deform::PREFETCH_AHEAD;
                 if ahead < self.pages.count {
                     // SAFETY: a visible tuple of the pinned current page.
