@@ -319,6 +319,12 @@ struct Lookup {
     keys: Keys,
     /// Each key's lookup stops at the first row kept (a semi or anti join).
     first_match: bool,
+    /// Divided keys: past this many, looking them up would cost more than
+    /// scanning, and the scan reads its share of the table instead, keeping
+    /// the rows with one of the keys. Every participant holds the same
+    /// keys, so all decide alike (a participant looking up a part of the
+    /// keys beside one scanning its blocks would miss rows or repeat them).
+    max_keys: Option<u64>,
     /// Where the join publishes its build side's keys (linked after
     /// decoding, [`crate::keys::link`]).
     slot: Option<Arc<KeySlot>>,
@@ -458,6 +464,13 @@ impl HeapScanExec {
     /// thousand orders fetched their 171 thousand lineitems in 118 ms, 3.4
     /// µs a key, as Q4's 57 thousand fetched their first lineitem in 4 µs
     /// each.
+    ///
+    /// [`Keys::Divided`] lookups are taken whatever the estimate: the plan
+    /// is the same as the scan's, so the scan counts the keys once they are
+    /// published and looks them up only if that costs at most a scan
+    /// ([`Lookup::max_keys`]). Postgres's estimate of a build side under a
+    /// HAVING is often far off (TPC-H Q18: 57 orders found, hundreds of
+    /// thousands estimated).
     pub fn with_lookup(
         &self,
         column: usize,
@@ -472,12 +485,13 @@ impl HeapScanExec {
         let attnum = self.columns.get(column)?.attnum;
         let index = self.indexes.iter().find(|i| i.attnum == attnum)?;
         let table = self.rows.filter(|r| *r > 0.0)?;
-        let fetched = build_rows * if first_match { 1.0 } else { index.rows_per_key };
-        let cost = build_rows * ratio + fetched;
-        if cost > table {
+        let per_key = ratio + if first_match { 1.0 } else { index.rows_per_key };
+        let cost = build_rows * per_key;
+        if cost > table && keys == Keys::Own {
             return None;
         }
-        let share = cost / table;
+        let share = (cost / table).min(1.0);
+        let fetched = build_rows * if first_match { 1.0 } else { index.rows_per_key };
         let kept = match (&self.filter, self.filtered_rows) {
             (None, _) => 1.0,
             (Some(_), Some(filtered)) => (filtered / table).min(1.0),
@@ -491,6 +505,7 @@ impl HeapScanExec {
                 share,
                 keys,
                 first_match,
+                max_keys: (keys == Keys::Divided).then(|| (table / per_key) as u64),
                 slot: None,
             }),
             ..self.clone()
@@ -558,6 +573,9 @@ impl DisplayAs for HeapScanExec {
                 ""
             };
             write!(f, " index_lookup=[{name} in {}{divided}{first}]", lookup.index.name)?;
+            if let Some(max) = lookup.max_keys {
+                write!(f, " scan_past_keys={max}")?;
+            }
         }
         if !self.keys.is_empty() {
             let names: Vec<&str> = self.keys.iter().map(|(c, _)| self.columns[*c].name.as_str()).collect();
@@ -640,6 +658,7 @@ impl ExecutionPlan for HeapScanExec {
                 column,
                 keys,
                 first_match,
+                max_keys,
                 ..
             }) => Some(LookupRun {
                 index: index.index,
@@ -650,7 +669,9 @@ impl ExecutionPlan for HeapScanExec {
                     _ => (0, 1),
                 },
                 ty: self.columns[*column].ty,
+                attnum: self.columns[*column].attnum,
                 first_match: *first_match,
+                max_keys: *max_keys,
             }),
             Some(_) => return exec_err!("weft: the index lookup of {} has no join keys", self.target.name),
         };
@@ -708,10 +729,13 @@ struct LookupRun {
     /// The part of the keys this participant looks up: (its number, of
     /// how many); (0, 1) for all.
     part: (usize, usize),
-    /// The looked up column's type.
+    /// The looked up column's type and attribute number.
     ty: PgType,
+    attnum: i16,
     /// One row per key is enough.
     first_match: bool,
+    /// [`Lookup::max_keys`].
+    max_keys: Option<u64>,
 }
 
 /// A running scan's Postgres state.
@@ -874,6 +898,16 @@ impl HeapStream {
                     self.table
                 )
             };
+            if lookup.max_keys.is_some_and(|max| keys.len() as u64 > max) {
+                // Too many keys to look up: this participant reads its
+                // share of the table, keeping the rows with a key, as
+                // every participant does (they hold the same keys).
+                self.keys.push((lookup.attnum, Arc::clone(&lookup.slot)));
+                self.lookup = None;
+            }
+        }
+        if let Some(lookup) = &self.lookup {
+            let keys = lookup.slot.get().map_or_else(Vec::new, KeySet::sorted);
             // SAFETY: per the caller; the heap scan registered its
             // snapshot, the leader's, and keeps it until `end`.
             self.probe = Some(unsafe {
@@ -881,7 +915,7 @@ impl HeapStream {
                     self.binding.rel,
                     lookup.index,
                     (*open.scan).rs_snapshot,
-                    lookup::divide(keys.sorted(), lookup.part.0, lookup.part.1),
+                    lookup::divide(keys, lookup.part.0, lookup.part.1),
                     lookup.ty,
                     lookup.first_match,
                     open.memory,
@@ -1195,6 +1229,8 @@ struct LookupNode {
     /// The keys divided among the participants ([`Keys::Divided`]).
     #[prost(bool, tag = "8")]
     divided: bool,
+    #[prost(uint64, optional, tag = "9")]
+    max_keys: Option<u64>,
 }
 
 impl ColumnNode {
@@ -1361,6 +1397,7 @@ impl PhysicalExtensionCodec for HeapCodec {
                     share: 1.0,
                     keys: if l.divided { Keys::Divided } else { Keys::Own },
                     first_match: l.first_match,
+                    max_keys: l.max_keys,
                     slot: None,
                 })
             }
@@ -1401,6 +1438,7 @@ impl PhysicalExtensionCodec for HeapCodec {
                 rows: l.rows,
                 first_match: l.first_match,
                 divided: l.keys == Keys::Divided,
+                max_keys: l.max_keys,
             }),
             columns: scan.columns.iter().map(ColumnNode::new).collect(),
             filters: match &scan.filter {

@@ -112,6 +112,19 @@ impl KeySet {
         }
     }
 
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        match self {
+            KeySet::Bitmap { bits, .. } => bits.iter().map(|w| w.count_ones() as usize).sum(),
+            KeySet::Hash(set) => set.len(),
+        }
+    }
+
+    /// Whether the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The keys, ascending.
     pub fn sorted(&self) -> Vec<i64> {
         match self {
@@ -296,10 +309,7 @@ impl KeyCollectStream {
     fn publish(&mut self) {
         if let Some(keys) = self.keys.take() {
             let set = KeySet::new(&keys);
-            self.published.add(match &set {
-                KeySet::Bitmap { bits, .. } => bits.iter().map(|w| w.count_ones() as usize).sum(),
-                KeySet::Hash(set) => set.len(),
-            });
+            self.published.add(set.len());
             // Set once: a second execution of the same plan finds it set
             // with the same keys.
             let _ = self.slot.set.set(set);

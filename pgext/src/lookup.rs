@@ -27,7 +27,9 @@
 //! up, times `weft.index_lookup_ratio` (how many rows a scan reads in the
 //! time a lookup finds a key), plus the rows they fetch, are at most the
 //! table's rows. For a semi or anti join on the key alone, each key's
-//! lookup stops at its first row.
+//! lookup stops at its first row. With divided keys the plan is the
+//! scan's either way, so the scan decides when it starts, from the keys
+//! actually published: estimates of a build side are often far off.
 //!
 //! [`indexes`] lists a table's usable indexes when the leader describes
 //! it; [`IndexProbe`] is one participant's walk over its keys.
