@@ -88,6 +88,43 @@ fn every_type_reads_back_as_postgres_returns_it() {
     }
 }
 
+/// The columns of the generated numeric and char(n) table.
+const PADDED: &str = "id int, n2 numeric(15,2), wide numeric(15,2), n0 numeric(12,0), n5 numeric(20,5), \
+     hundreds numeric(8,-2), c1 char(1), c10 char(10), c25 char(25)";
+
+#[test]
+fn numerics_and_padded_chars_read_exactly_at_every_length() {
+    let cluster = Cluster::start();
+    // Numerics of one to six base-10000 digits, both signs, scales ending
+    // inside a digit or on its edge; char(n) values of every length up to
+    // n, some with blanks inside or at their start.
+    let mut client = setup(
+        &cluster,
+        &format!(
+            "CREATE TABLE padded ({PADDED});
+             INSERT INTO padded SELECT g,
+               ((g::bigint * 7919) % 20000003 - 10000001)::numeric / 100,
+               ((g::bigint * 982451653) % 1999999999999 - 999999999999)::numeric * 10 + (g % 100)::numeric / 100,
+               (g::bigint * 104729) % 999999999999 - 499999999999,
+               round(((g::bigint * 15485863) % 2000000000 - 1000000000)::numeric / 7, 5),
+               ((g * 31) % 1000000 - 500000) * 100,
+               chr(32 + g % 95),
+               left(md5(g::text) || ' ', g % 11),
+               CASE WHEN g % 7 = 0 THEN ' ' || left(md5(g::text), g % 22) || ' x'
+                    ELSE left(repeat('ab ', 9), g % 26) END
+             FROM generate_series(1, 3000) g;
+             INSERT INTO padded VALUES (0, 0, 0, 0, 0, 0, NULL, '', '');"
+        ),
+    );
+    for workers in [0, 2] {
+        client.batch_execute(&format!("SET weft.workers = {workers}")).unwrap();
+        let expected = rows(&mut client, "SELECT * FROM padded ORDER BY id").unwrap();
+        let got = weft(&mut client, "SELECT * FROM padded ORDER BY id", PADDED).unwrap();
+        assert_eq!(got.len(), 3001);
+        assert_eq!(got, expected, "{workers} workers");
+    }
+}
+
 #[test]
 fn toasted_and_long_values_read_whole() {
     let cluster = Cluster::start();

@@ -183,27 +183,23 @@ impl ColumnReader {
                     });
                 }
             }
-            Values::Bytes { offsets, data } => {
-                for (value, null) in values {
-                    if !null {
-                        let datum = Datum::from(value);
-                        let bytes = match ty {
-                            // SAFETY: a name is a NUL-terminated NameData.
-                            PgType::Name => unsafe { std::ffi::CStr::from_ptr(datum.cast_mut_ptr()).to_bytes() },
-                            // SAFETY: per the caller, a text-like varlena.
-                            PgType::BpChar => trim_blanks(unsafe { varlena_bytes(datum) }),
-                            // SAFETY: as above (text, varchar or bytea).
-                            _ => unsafe { varlena_bytes(datum) },
-                        };
-                        data.extend_from_slice(bytes);
-                    }
-                    // Arrow's offsets are i32: a batch holds at most 2 GB of
-                    // one column's values.
-                    let end = i32::try_from(data.len())
-                        .map_err(|_| "more than 2 GB of this column's values in one batch of rows")?;
-                    offsets.push(end);
-                }
-            }
+            // One loop per kind of value, so that the kind is not decided
+            // per value.
+            Values::Bytes { offsets, data } => match ty {
+                PgType::Name => append_bytes(offsets, data, values, |d| {
+                    // SAFETY: per the caller, a NUL-terminated NameData.
+                    unsafe { std::ffi::CStr::from_ptr(d.cast_mut_ptr()) }.to_bytes()
+                })?,
+                PgType::BpChar => append_bytes(offsets, data, values, |d| {
+                    // SAFETY: per the caller, a bpchar varlena.
+                    trim_blanks(unsafe { varlena_bytes(d) })
+                })?,
+                _ => append_bytes(offsets, data, values, |d| {
+                    // SAFETY: per the caller, a text, varchar or bytea
+                    // varlena.
+                    unsafe { varlena_bytes(d) }
+                })?,
+            },
             Values::Fixed16(v) => {
                 for (value, null) in values {
                     if null {
@@ -269,6 +265,28 @@ impl ColumnReader {
             }
         })
     }
+}
+
+/// Appends each value's bytes (`bytes` of its datum; none for a NULL) to
+/// `data`, and where it ends to `offsets`.
+#[inline(always)]
+fn append_bytes<'a>(
+    offsets: &mut Vec<i32>,
+    data: &mut Vec<u8>,
+    values: impl Iterator<Item = (usize, bool)>,
+    bytes: impl Fn(Datum) -> &'a [u8],
+) -> Result<(), String> {
+    for (value, null) in values {
+        if !null {
+            data.extend_from_slice(bytes(Datum::from(value)));
+        }
+        // Arrow's offsets are i32: a batch holds at most 2 GB of one
+        // column's values.
+        let end =
+            i32::try_from(data.len()).map_err(|_| "more than 2 GB of this column's values in one batch of rows")?;
+        offsets.push(end);
+    }
+    Ok(())
 }
 
 /// A validity bitmap for `rows` rows whose first `valid` are set.
@@ -420,9 +438,17 @@ unsafe fn varlena_bytes<'a>(datum: Datum) -> &'a [u8] {
 /// A bpchar's value without its padding (as `bpchar::text` gives it).
 #[inline]
 fn trim_blanks(bytes: &[u8]) -> &[u8] {
+    const BLANKS: u64 = u64::from_le_bytes([b' '; 8]);
     let mut end = bytes.len();
-    // Eight blanks at a time: char(n) columns often carry long padding.
-    while end >= 8 && bytes[end - 8..end] == [b' '; 8] {
+    // Eight bytes at a time: char(n) columns often carry long padding.
+    // Read little-endian, the last byte is the word's most significant,
+    // so the blanks ending the word are its leading zero bytes once the
+    // blanks are XORed away.
+    while let Some(word) = end.checked_sub(8).map(|at| &bytes[at..end]) {
+        let rest = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ BLANKS;
+        if rest != 0 {
+            return &bytes[..end - (rest.leading_zeros() / 8) as usize];
+        }
         end -= 8;
     }
     while end > 0 && bytes[end - 1] == b' ' {
@@ -454,7 +480,7 @@ fn timestamp_to_arrow(micros: i64) -> Result<i64, String> {
 /// decimals, so a column's scale usually ends inside the last digit and the
 /// exponent is 1 to 3: constant divisors there, which the compiler turns
 /// into multiplications (a division would be most of a numeric's cost).
-#[inline]
+#[inline(always)]
 fn divide_exact(value: u64, exponent: u32) -> Option<u64> {
     let exact = |p: u64| value.is_multiple_of(p).then(|| value / p);
     match exponent {
@@ -487,7 +513,52 @@ const POW10: [i128; 39] = {
 /// header; special values (NaN, infinities) have the top two bits set.
 /// Postgres strips leading and trailing zero digits, so the digits read as
 /// one integer times 10000^(weight - (ndigits - 1)).
+#[inline(always)]
 fn numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
+    short_numeric(bytes, scale).map_or_else(|| any_numeric_to_i128(bytes, scale), Ok)
+}
+
+/// [`numeric_to_i128`] of the values most columns hold, inlined into the
+/// readers' loops: the short format with at most four digits (16
+/// decimals), whose scaled value fits; None for any other value, which
+/// [`any_numeric_to_i128`] decodes or refuses with the reason.
+#[inline(always)]
+fn short_numeric(bytes: &[u8], scale: i8) -> Option<i128> {
+    let (header, digits) = bytes.split_first_chunk::<2>()?;
+    let header = u16::from_ne_bytes(*header);
+    // The short format (top bits 10), not NaN or an infinity (11).
+    if header & 0xC000 != 0x8000 || digits.len() > 8 || digits.len() % 2 != 0 {
+        return None;
+    }
+    let mut acc = 0u64;
+    for pair in digits.chunks_exact(2) {
+        let digit = u16::from_ne_bytes([pair[0], pair[1]]);
+        if digit >= 10_000 {
+            return None;
+        }
+        acc = acc * 10_000 + u64::from(digit);
+    }
+    // The 6-bit weight and its sign bit.
+    let mut weight = i32::from(header & 0x003F);
+    if header & 0x0040 != 0 {
+        weight -= 64;
+    }
+    let ndigits = (digits.len() / 2) as i32;
+    let exponent = 4 * (weight - (ndigits - 1)) + i32::from(scale);
+    let magnitude = if acc == 0 {
+        0
+    } else if exponent >= 0 {
+        i128::from(acc).checked_mul(*POW10.get(exponent as usize)?)?
+    } else {
+        i128::from(divide_exact(acc, exponent.unsigned_abs())?)
+    };
+    Some(if header & 0x2000 != 0 { -magnitude } else { magnitude })
+}
+
+/// [`numeric_to_i128`] of any numeric: every format and length, and the
+/// reason a value has no Decimal128 at this scale.
+#[inline(never)]
+fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
     const SIGN_MASK: u16 = 0xC000;
     const NEGATIVE: u16 = 0x4000;
     const SHORT: u16 = 0x8000;
