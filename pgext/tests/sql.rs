@@ -27,6 +27,16 @@ fn both_ways(client: &mut Client, sql: &str) -> (Result<Rows, String>, Result<Ro
     (weft, stock)
 }
 
+/// Why `sql` fails [`both_ways`] (weft's result is an error, or not
+/// stock's), labelled `what`; None when the two agree.
+fn mismatch(client: &mut Client, sql: &str, what: &str) -> Option<String> {
+    let (weft, stock) = both_ways(client, sql);
+    match (&weft, &stock) {
+        (Ok(w), Ok(s)) if w == s => None,
+        _ => Some(format!("{what}: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}")),
+    }
+}
+
 #[test]
 fn tpch_in_plain_sql_matches_stock_postgres() {
     let cluster = Cluster::start();
@@ -812,13 +822,7 @@ fn join_keys_filter_the_probe_scan_without_changing_answers() {
                     "{workers} workers: expected join keys in p's scan: {expect_keys}\n{plan}"
                 ));
             }
-            let (weft, stock) = both_ways(&mut client, sql);
-            match (&weft, &stock) {
-                (Ok(w), Ok(s)) if w == s => {}
-                _ => failures.push(format!(
-                    "{workers} workers: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}"
-                )),
-            }
+            failures.extend(mismatch(&mut client, sql, &format!("{workers} workers")));
         }
     }
     // A filtered scan's size is Postgres's estimate (EXPLAIN shows it),
@@ -1006,13 +1010,7 @@ fn index_lookups_read_the_probe_table_through_its_index_without_changing_answers
                         "{workers} workers: {sql}\n  expected lookup {expected:?}, shown {shown:?}\n{plan}"
                     ));
                 }
-                let (weft, stock) = both_ways(client, sql);
-                match (&weft, &stock) {
-                    (Ok(w), Ok(s)) if w == s => {}
-                    _ => failures.push(format!(
-                        "{workers} workers: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}"
-                    )),
-                }
+                failures.extend(mismatch(client, sql, &format!("{workers} workers")));
             }
         };
     for (sql, expect) in cases {
@@ -1042,13 +1040,7 @@ fn index_lookups_read_the_probe_table_through_its_index_without_changing_answers
                     "{workers} workers: {sql}\n  expected p scanned past 0 keys\n{plan}"
                 ));
             }
-            let (weft, stock) = both_ways(&mut client, sql);
-            match (&weft, &stock) {
-                (Ok(w), Ok(s)) if w == s => {}
-                _ => failures.push(format!(
-                    "{workers} workers, scanned: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}"
-                )),
-            }
+            failures.extend(mismatch(&mut client, sql, &format!("{workers} workers, scanned")));
         }
     }
     client.batch_execute("RESET weft.index_lookup_ratio").unwrap();
