@@ -281,6 +281,9 @@ pub struct Walk {
     stage: Vec<(Datum, bool)>,
     /// Tuples staged since the last flush (at most PAGE_TUPLES).
     staged: usize,
+    /// Whether reader r's staged values include a NULL (kept rows or not:
+    /// a false alarm only costs its reader a look).
+    null_staged: Vec<bool>,
     /// The filter's decoded inputs.
     scratch: Scratch,
 }
@@ -293,6 +296,7 @@ impl Walk {
             row: vec![(Datum::null(), true); attributes],
             stage: vec![(Datum::null(), true); readers * PAGE_TUPLES],
             staged: 0,
+            null_staged: vec![false; readers],
             scratch: Scratch::default(),
         }
     }
@@ -309,6 +313,11 @@ impl Walk {
     fn keep(&mut self, att: &Att, i: usize, value: (Datum, bool)) {
         if let Some(r) = att.reader {
             self.stage[r * PAGE_TUPLES + self.staged] = value;
+            // A constant where inlined: the walk knows which values are
+            // NULLs.
+            if value.1 {
+                self.null_staged[r] = true;
+            }
         }
         if att.input {
             self.row[i] = value;
@@ -326,8 +335,9 @@ impl Walk {
         let staged = std::mem::take(&mut self.staged);
         for (r, (_, reader)) in readers.iter_mut().enumerate() {
             let values = &self.stage[r * PAGE_TUPLES..][..staged];
+            let any_null = std::mem::take(&mut self.null_staged[r]);
             // SAFETY: values of the reader's column, per the caller.
-            unsafe { reader.push_all(values) }.map_err(|e| (r, e))?;
+            unsafe { reader.push_all(values, any_null) }.map_err(|e| (r, e))?;
         }
         Ok(())
     }

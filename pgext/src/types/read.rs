@@ -99,21 +99,25 @@ impl ColumnReader {
     #[inline]
     pub unsafe fn push(&mut self, datum: Datum, null: bool) -> Result<(), String> {
         // SAFETY: per the caller.
-        unsafe { self.push_all(&[(datum, null)]) }
+        unsafe { self.push_all(&[(datum, null)], null) }
     }
 
-    /// Appends values: each a datum, or NULL where its flag is set. One
-    /// call per page of tuples keeps the type dispatch out of the per-value
-    /// loop.
+    /// Appends values: each a datum, or NULL where its flag is set (none
+    /// is unless `any_null`, which saves looking). One call per page of
+    /// tuples keeps the type dispatch out of the per-value loop.
     ///
     /// # Safety
     /// Every non-null datum must be a valid value of this column's Postgres
     /// type (detoasting happens here, in the current memory context), on
     /// the backend thread; at most `rows` values between `finish`es.
-    pub unsafe fn push_all(&mut self, datums: &[(Datum, bool)]) -> Result<(), String> {
+    pub unsafe fn push_all(&mut self, datums: &[(Datum, bool)], any_null: bool) -> Result<(), String> {
         debug_assert!(self.len + datums.len() <= self.rows, "more rows than a batch holds");
+        debug_assert!(
+            any_null || datums.iter().all(|&(_, null)| !null),
+            "a NULL not announced"
+        );
         let start = self.len;
-        if self.nulls.is_some() || datums.iter().any(|&(_, null)| null) {
+        if self.nulls.is_some() || any_null {
             let bits = self.nulls.get_or_insert_with(|| all_valid(start, self.rows));
             for (i, &(_, null)) in datums.iter().enumerate() {
                 if null {
