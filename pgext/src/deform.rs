@@ -521,7 +521,7 @@ pub struct Lookahead {
     /// The next page's first byte; None when there is no next page to ask
     /// for.
     page: Option<*const u8>,
-    /// The lines of it asked for so far ([`Lookahead::line`]'s order).
+    /// The lines of it asked for so far (in [`Lookahead::step`]'s order).
     asked: usize,
     /// Lines to ask for per tuple walked: the page's lines spread over the
     /// current page's tuples.

@@ -500,13 +500,14 @@ impl HeapScanExec {
             Keys::Own => ratio,
             Keys::Divided => ratio * KEY_FILTERED_SCAN_SPEEDUP,
         };
-        let per_key = ratio + if first_match { 1.0 } else { index.rows_per_key };
+        let rows_per_key = if first_match { 1.0 } else { index.rows_per_key };
+        let per_key = ratio + rows_per_key;
         let cost = build_rows * per_key;
         if cost > table && keys == Keys::Own {
             return None;
         }
         let share = (cost / table).min(1.0);
-        let fetched = build_rows * if first_match { 1.0 } else { index.rows_per_key };
+        let fetched = build_rows * rows_per_key;
         let kept = match (&self.filter, self.filtered_rows) {
             (None, _) => 1.0,
             (Some(_), Some(filtered)) => (filtered / table).min(1.0),
@@ -919,25 +920,23 @@ impl HeapStream {
                 // every participant does (they hold the same keys).
                 self.keys.push((lookup.attnum, Arc::clone(&lookup.slot)));
                 self.lookup = None;
+            } else {
+                // SAFETY: per the caller; the heap scan registered its
+                // snapshot, the leader's, and keeps it until `end`.
+                self.probe = Some(unsafe {
+                    IndexProbe::begin(
+                        self.binding.rel,
+                        lookup.index,
+                        (*open.scan).rs_snapshot,
+                        lookup::divide(keys.sorted(), lookup.part.0, lookup.part.1),
+                        lookup.ty,
+                        lookup.first_match,
+                        open.memory,
+                    )
+                });
+                // Lookups read through Postgres's slot.
+                return open;
             }
-        }
-        if let Some(lookup) = &self.lookup {
-            let keys = lookup.slot.get().map_or_else(Vec::new, KeySet::sorted);
-            // SAFETY: per the caller; the heap scan registered its
-            // snapshot, the leader's, and keeps it until `end`.
-            self.probe = Some(unsafe {
-                IndexProbe::begin(
-                    self.binding.rel,
-                    lookup.index,
-                    (*open.scan).rs_snapshot,
-                    lookup::divide(keys, lookup.part.0, lookup.part.1),
-                    lookup.ty,
-                    lookup.first_match,
-                    open.memory,
-                )
-            });
-            // Lookups read through Postgres's slot.
-            return open;
         }
         // SAFETY: the relation is open; its descriptor has every attribute.
         self.layout = unsafe {

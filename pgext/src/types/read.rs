@@ -524,7 +524,8 @@ fn numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
 
 /// [`numeric_to_i128`] of the values most columns hold, inlined into the
 /// readers' loops: the short format with at most four digits (16
-/// decimals), whose scaled value fits; None for any other value, which
+/// decimals), whose scaled value fits, in 64-bit arithmetic (128-bit
+/// division is a library call); None for any other value, which
 /// [`any_numeric_to_i128`] decodes or refuses with the reason.
 #[inline(always)]
 fn short_numeric(bytes: &[u8], scale: i8) -> Option<i128> {
@@ -604,27 +605,11 @@ fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
     let overflow = || format!("a numeric value too large for Decimal128 at scale {scale}");
     let too_fine = || format!("a numeric value with more than {scale} decimal digits");
     let mut acc = 0i128;
-    let scaled = if ndigits <= 4 {
-        // Most values: at most 16 decimal digits, in 64-bit arithmetic
-        // (128-bit division is a library call).
-        let mut acc = 0u64;
-        for pair in digits {
-            acc = acc * 10_000 + u64::from(digit(pair)?);
-        }
-        let exponent = 4 * (weight - (ndigits - 1)) + i32::from(scale);
-        if acc == 0 {
-            0
-        } else if exponent >= 0 {
-            POW10
-                .get(exponent as usize)
-                .and_then(|&p| i128::from(acc).checked_mul(p))
-                .ok_or_else(overflow)?
-        } else {
-            i128::from(divide_exact(acc, exponent.unsigned_abs()).ok_or_else(too_fine)?)
-        }
-    } else if ndigits <= 9 {
-        // The common case: the digits as one integer (at most 36 decimal
-        // digits, so no overflow), then value * 10^scale = acc * 10^exponent.
+    let scaled = if ndigits <= 9 {
+        // The digits as one integer (at most 36 decimal digits, so no
+        // overflow), then value * 10^scale = acc * 10^exponent. (Short
+        // values of up to four digits seldom get here: short_numeric
+        // decodes them in 64-bit arithmetic.)
         for pair in digits {
             acc = acc * 10_000 + i128::from(digit(pair)?);
         }
