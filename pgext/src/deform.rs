@@ -186,7 +186,8 @@ impl Layout {
                 // SAFETY: within the tuple (the prefix's end is, checked
                 // above).
                 let datum = unsafe { fetch_fixed(att, base.add(hoff + att.cached)) };
-                if !wanted(att, (datum, false), keys) {
+                // SAFETY: the value just read.
+                if !unsafe { wanted(att, (datum, false), keys) }? {
                     return Ok(false);
                 }
                 walk.keep(att, i, (datum, false));
@@ -198,7 +199,8 @@ impl Layout {
             // SAFETY: the bitmap has a bit per stored attribute.
             let null = i >= natts || (has_nulls && unsafe { *bits.add(i >> 3) } & (1 << (i & 7)) == 0);
             if null {
-                if !wanted(att, (Datum::null(), true), keys) {
+                // SAFETY: a NULL.
+                if !unsafe { wanted(att, (Datum::null(), true), keys) }? {
                     return Ok(false);
                 }
                 walk.keep(att, i, (Datum::null(), true));
@@ -241,7 +243,8 @@ impl Layout {
             if off + size > len {
                 return Err(corrupt(i));
             }
-            if !wanted(att, (datum, false), keys) {
+            // SAFETY: the value just read.
+            if !unsafe { wanted(att, (datum, false), keys) }? {
                 return Ok(false);
             }
             walk.keep(att, i, (datum, false));
@@ -345,17 +348,29 @@ impl Walk {
 
 /// Whether a tuple whose attribute `att` has `value` (a datum, whether it
 /// is NULL) may pass: its join key is among the keys published (`keys`,
-/// as [`Layout::deform`] has them), its value in the filter's bound.
+/// as [`Layout::deform`] has them), its value in the filter's bound. For a
+/// value the bound cannot read, the attribute's name and why.
+///
+/// # Safety
+/// `value` is the attribute's, as the walk read it from a pinned page.
 #[inline(always)]
-fn wanted(att: &Att, (datum, null): (Datum, bool), keys: &[Option<&KeySet>]) -> bool {
+unsafe fn wanted<'a>(
+    att: &'a Att,
+    (datum, null): (Datum, bool),
+    keys: &[Option<&KeySet>],
+) -> Result<bool, (&'a str, String)> {
     if let Some(set) = att.key.and_then(|k| keys[k]) {
         // A key column is an integer passed by value: the datum is its
         // value, sign-extended. NULL equals no key.
         if null || !set.contains(datum.value() as i64) {
-            return false;
+            return Ok(false);
         }
     }
-    att.bound.is_none_or(|b| b.admits(datum, null))
+    match &att.bound {
+        None => Ok(true),
+        // SAFETY: per the caller, a value of the attribute's type.
+        Some(b) => unsafe { b.admits(datum, null) }.map_err(|e| (att.name.as_str(), e)),
+    }
 }
 
 /// The datum of fixed-width attribute `att` stored at `pointer`: its value

@@ -59,14 +59,17 @@ pub struct ScanFilter {
 
 /// The top-level conjuncts `input op constant` (op one of `=`, `<`, `<=`,
 /// `>`, `>=`; the input possibly through a lossless cast) of one input
-/// passed by value (an integer, date, time, timestamp or oid),
-/// intersected: the input's value must lie in `lo..=hi`, as
-/// [`fixed_scalar`] reads it (so a date's infinities lie beyond its finite
-/// values, as they compare in the predicate).
+/// passed by value (an integer, date, time, timestamp or oid) or of a
+/// numeric, intersected: the input's value must lie in `lo..=hi`, as
+/// [`fixed_scalar`] or [`scalar`] reads it (so a date's infinities lie
+/// beyond its finite values, and a numeric's NaN above them all, as they
+/// compare in the predicate).
 ///
-/// TPC-H filters mostly this way (a date range, a bound on a key); tested
-/// as the scan reads the attribute, such a conjunct costs two comparisons
-/// instead of a walk through the predicate.
+/// TPC-H filters mostly this way (a date range, a bound on a key, a range
+/// of quantities or discounts); tested as the scan reads the attribute,
+/// such a conjunct costs two comparisons instead of a walk through the
+/// predicate, and a tuple it fails is left before the walk reaches the
+/// attributes after it.
 #[derive(Clone, Copy, Debug)]
 pub struct Bound {
     /// The input (an index into [`ScanFilter::inputs`]).
@@ -78,10 +81,27 @@ pub struct Bound {
 
 impl Bound {
     /// Whether a value of the input (`null` for NULL, which no comparison
-    /// is TRUE for) lies in the bound.
+    /// is TRUE for) lies in the bound; for a numeric that cannot be read
+    /// (a corrupt one), why.
+    ///
+    /// # Safety
+    /// A non-NULL `datum` is a valid value of the input's type, as
+    /// [`ScanFilter::passes`] requires.
     #[inline(always)]
-    pub fn admits(&self, datum: Datum, null: bool) -> bool {
-        !null && fixed_scalar(self.ty, datum).is_some_and(|v| self.lo <= v && v <= self.hi)
+    pub unsafe fn admits(&self, datum: Datum, null: bool) -> Result<bool, String> {
+        if null {
+            return Ok(false);
+        }
+        let v = match fixed_scalar(self.ty, datum) {
+            Some(v) => v,
+            // SAFETY: per the caller; a numeric, the one type passed by
+            // reference a bound is made for.
+            None => match unsafe { scalar(self.ty, datum) }? {
+                Scalar::Int(v) => v,
+                Scalar::Bytes(_) => return Err("weft: a scan filter's bound on a string".into()),
+            },
+        };
+        Ok(self.lo <= v && v <= self.hi)
     }
 
     /// The bound of the conjunct `p`, if it is one of an input's
@@ -93,14 +113,27 @@ impl Bound {
     /// - 1) / f)`, and so on. An infinity, which the cast leaves as it is,
     /// lies beyond every finite `c` and every bound alike.
     fn of(p: &Predicate, types: &[PgType]) -> Option<Bound> {
-        let Predicate::CompareFixed {
-            input,
-            factor,
-            op,
-            constant: c,
-        } = *p
-        else {
-            return None;
+        let numeric = |input: usize| matches!(types[input], PgType::Numeric { .. });
+        let (input, factor, op, c) = match *p {
+            Predicate::CompareFixed {
+                input,
+                factor,
+                op,
+                constant,
+            } => (input, factor, op, constant),
+            // A numeric's comparisons stay Compares in the predicate (its
+            // values are read, not taken from the datum).
+            Predicate::Compare {
+                left: Operand::Input { input, factor },
+                op,
+                right: Operand::Const(Value::Int(c)),
+            } if numeric(input) => (input, factor, op, c),
+            Predicate::Compare {
+                left: Operand::Const(Value::Int(c)),
+                op,
+                right: Operand::Input { input, factor },
+            } if numeric(input) => (input, factor, flipped(op), c),
+            _ => return None,
         };
         if factor <= 0 {
             return None;
@@ -269,7 +302,8 @@ impl ScanFilter {
     ) -> Result<bool, (usize, String)> {
         for bound in &self.bounds {
             let (datum, null) = fetch(bound.input);
-            if !bound.admits(datum, null) {
+            // SAFETY: per the caller.
+            if !unsafe { bound.admits(datum, null) }.map_err(|e| (bound.input, e))? {
                 return Ok(false);
             }
         }
@@ -715,6 +749,17 @@ impl<'c> Compiler<'c> {
     }
 }
 
+/// The operator `op` is with its operands swapped (`a < b` is `b > a`).
+fn flipped(op: Operator) -> Operator {
+    match op {
+        Operator::Lt => Operator::Gt,
+        Operator::LtEq => Operator::GtEq,
+        Operator::Gt => Operator::Lt,
+        Operator::GtEq => Operator::LtEq,
+        other => other,
+    }
+}
+
 /// `left op right`, as a [`Predicate::CompareFixed`] when it is an input
 /// passed by value against a constant (on either side).
 fn fixed_compare(left: Operand, op: Operator, right: Operand, inputs: &[usize], columns: &[FilterColumn]) -> Predicate {
@@ -723,13 +768,6 @@ fn fixed_compare(left: Operand, op: Operator, right: Operand, inputs: &[usize], 
             columns[inputs[input]].1,
             PgType::Numeric { .. } | PgType::Text | PgType::BpChar | PgType::Name
         )
-    };
-    let flipped = match op {
-        Operator::Lt => Operator::Gt,
-        Operator::LtEq => Operator::GtEq,
-        Operator::Gt => Operator::Lt,
-        Operator::GtEq => Operator::LtEq,
-        other => other,
     };
     match (left, right) {
         (Operand::Input { input, factor }, Operand::Const(Value::Int(constant))) if by_value(input) => {
@@ -744,7 +782,7 @@ fn fixed_compare(left: Operand, op: Operator, right: Operand, inputs: &[usize], 
             Predicate::CompareFixed {
                 input,
                 factor,
-                op: flipped,
+                op: flipped(op),
                 constant,
             }
         }

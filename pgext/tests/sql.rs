@@ -653,6 +653,17 @@ fn filters_evaluated_in_the_scan_keep_postgres_s_answers() {
         "ts > timestamp '1999-01-01' AND i4 <> 5",
         "tz <= timestamptz '1990-01-01 00:00+00'",
         "i4 > 100 AND d >= date '1995-03-01' AND n > 50 AND i4 < 600",
+        // Numerics too, NaN above every number (so within `n > c`'s
+        // range and no other): TPC-H Q6's quantities and discounts.
+        "n >= 0.05 AND n <= 0.07 AND n0 < 24",
+        "n > 10 AND n < 10.5",
+        "n BETWEEN -0.01 AND 0",
+        "n <= -9999999999999.99 OR n0 >= 9999999999",
+        "n > 9999999999999.98 AND n0 > 0",
+        "n0 > 2.5 AND n0 < 7.000001",
+        "n < 50.505 AND n = 0.05",
+        "n = 0.055",
+        "0.05 < n AND 1 > n",
         // A date against timestamps (a cast by 86400 seconds' worth):
         // bounds between two days, on one, and on none.
         "d >= date '1995-06-01' AND d < date '1995-06-01' + interval '1 year'",
