@@ -57,6 +57,11 @@ pub mod types;
 pub extern "C-unwind" fn _PG_init() {
     guc::define();
     planner::install();
+    // SAFETY: a plain global, read on the thread loading the library.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        // In the postmaster, whose backends and workers inherit its memory.
+        query::warm_up();
+    }
 }
 
 /// The entry point of weft's parallel workers, found by Postgres by name

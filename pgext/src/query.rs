@@ -480,6 +480,31 @@ fn new_state(config: SessionConfig) -> SessionState {
     state
 }
 
+/// Plans a trivial query once, so that what DataFusion builds on first
+/// use (its registry of functions, its rules' state: half a millisecond
+/// of work) is in place in every process forked after: called in the
+/// postmaster, it spares each backend's first query and every worker
+/// that much. Pure Rust, no Postgres call and no thread; a failure is
+/// left to the first query to meet.
+pub fn warm_up() {
+    use datafusion::functions_aggregate::expr_fn::sum;
+    use datafusion::logical_expr::{col, lit, LogicalPlanBuilder};
+    let _ = std::panic::catch_unwind(|| {
+        let mut state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(session_config(1))
+            .build();
+        let _ = pgfn::register(&mut state);
+        let plan = LogicalPlanBuilder::empty(true)
+            .project([lit(1i64).alias("x")])
+            .and_then(|b| b.aggregate([col("x")], [sum(col("x"))]))
+            .and_then(|b| b.build());
+        if let Ok(plan) = plan {
+            let _ = block_on(state.create_physical_plan(&plan));
+        }
+    });
+}
+
 /// Runs a planning future on a throwaway current-thread runtime.
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
