@@ -128,15 +128,20 @@ impl KeySet {
     /// The keys, ascending.
     pub fn sorted(&self) -> Vec<i64> {
         match self {
-            KeySet::Bitmap { min, bits } => bits
-                .iter()
-                .enumerate()
-                .flat_map(|(w, &word)| {
-                    (0..64)
-                        .filter(move |b| word & (1 << b) != 0)
-                        .map(move |b| min.wrapping_add((w * 64 + b) as i64))
-                })
-                .collect(),
+            KeySet::Bitmap { min, bits } => {
+                // Set bits only, lowest first: a bitmap spanning millions of
+                // values may hold a few thousand.
+                let mut keys = Vec::with_capacity(self.len());
+                for (w, &word) in bits.iter().enumerate() {
+                    let mut rest = word;
+                    while rest != 0 {
+                        let b = rest.trailing_zeros() as usize;
+                        keys.push(min.wrapping_add((w * 64 + b) as i64));
+                        rest &= rest - 1;
+                    }
+                }
+                keys
+            }
             KeySet::Hash(set) => {
                 let mut keys: Vec<i64> = set.iter().copied().collect();
                 keys.sort_unstable();
