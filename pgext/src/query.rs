@@ -489,12 +489,10 @@ fn new_state(config: SessionConfig) -> SessionState {
 pub fn warm_up() {
     use datafusion::functions_aggregate::expr_fn::sum;
     use datafusion::logical_expr::{col, lit, LogicalPlanBuilder};
+    // new_state's and block_on's errors are panics here, outside any
+    // guarded call: caught below.
     let _ = std::panic::catch_unwind(|| {
-        let mut state = SessionStateBuilder::new()
-            .with_default_features()
-            .with_config(session_config(1))
-            .build();
-        let _ = pgfn::register(&mut state);
+        let state = new_state(session_config(1));
         let plan = LogicalPlanBuilder::empty(true)
             .project([lit(1i64).alias("x")])
             .and_then(|b| b.aggregate([col("x")], [sum(col("x"))]))
