@@ -998,9 +998,10 @@ impl HeapStream {
                     self.pages.finished = true;
                     break;
                 }
-                // SAFETY: as above; pins the page and lists its visible
-                // tuples under the scan's snapshot.
-                unsafe { pg_sys::heapgetpage(open.scan, block) };
+                // SAFETY: as above; pins the page (the buffer the
+                // lookahead found for it, if it still holds it) and lists
+                // its visible tuples under the scan's snapshot.
+                unsafe { crate::page::read_page(scan, block, self.pages.ahead.recent(block)) };
                 self.pages.next = 0;
                 // SAFETY: as above.
                 self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;
@@ -1010,7 +1011,7 @@ impl HeapStream {
                     unsafe {
                         deform::prefetch_page((*scan).rs_cbuf);
                         if block + 1 < (*scan).rs_nblocks {
-                            self.pages.ahead.aim(rel, block + 1, self.pages.count);
+                            self.pages.ahead.aim(rel, block + 1, self.pages.count, (*scan).rs_cbuf);
                         }
                     }
                 }

@@ -11,8 +11,9 @@
 //! - [`pgcall`]: calling Postgres from inside the runtime;
 //! - [`types`]: Postgres types as Arrow types, both ways;
 //! - [`heap`]: heap tables as DataFusion sources, one parallel scan shared
-//!   by all participants; [`deform`]: their tuples read in Rust, a page
-//!   at a time; [`filter`]: the query's filters evaluated on those tuples
+//!   by all participants; [`page`]: their pages read as Postgres reads
+//!   them, with one buffer lookup; [`deform`]: their tuples read in Rust,
+//!   a page at a time; [`filter`]: the query's filters evaluated on those tuples
 //!   in place, before anything is converted; [`keys`]: a hash join's
 //!   build keys handed to the scan under its probe side; [`lookup`]: or
 //!   looked up by it in a btree index;
@@ -36,6 +37,7 @@ pub mod heap;
 pub mod keys;
 pub mod lookup;
 pub mod mesh_bench;
+pub mod page;
 pub mod parallel;
 pub mod participate;
 pub mod pgcall;
