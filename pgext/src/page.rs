@@ -27,7 +27,7 @@ use pgrx::pg_sys;
 /// `scan` is a heap scan in page mode (`SO_ALLOW_PAGEMODE`, an MVCC
 /// snapshot) and `block` one of its relation's blocks, on the backend
 /// thread, inside [`crate::pgcall::call`] (reading a page may raise an
-/// ERROR). `recent` is any buffer number, or `InvalidBuffer`.
+/// ERROR). `recent` is any buffer number, or `InvalidBuffer` (0).
 pub unsafe fn read_page(scan: pg_sys::HeapScanDesc, block: pg_sys::BlockNumber, recent: pg_sys::Buffer) {
     // SAFETY: per the caller; each step is heapgetpage's, on the scan's
     // own fields, with the page pinned from ReadRecentBuffer or
@@ -104,8 +104,11 @@ pub unsafe fn read_page(scan: pg_sys::HeapScanDesc, block: pg_sys::BlockNumber, 
     }
 }
 
-/// `block` of `rel` pinned: `recent` when it still holds the block (no
-/// mapping lookup), else read as always, with the scan's strategy.
+/// `block` of `rel` pinned: `recent` when it is a shared buffer still
+/// holding the block (no mapping lookup), else read as always, with the
+/// scan's strategy. (A temporary table's local buffers are read as
+/// always: some PostgreSQL 15 minor releases look a local recent buffer
+/// up among the shared ones.)
 ///
 /// # Safety
 /// As for [`read_page`].
@@ -117,9 +120,7 @@ unsafe fn pin(
 ) -> pg_sys::Buffer {
     // SAFETY: per the caller.
     unsafe {
-        if recent != pg_sys::InvalidBuffer as pg_sys::Buffer
-            && pg_sys::ReadRecentBuffer((*rel).rd_node, pg_sys::ForkNumber::MAIN_FORKNUM, block, recent)
-        {
+        if recent > 0 && pg_sys::ReadRecentBuffer((*rel).rd_node, pg_sys::ForkNumber::MAIN_FORKNUM, block, recent) {
             // ReadBufferExtended's pg_statio counts, which
             // ReadRecentBuffer leaves to its caller: a block fetched, and
             // found in the pool.
