@@ -562,9 +562,11 @@ unsafe fn guess(rel: pg_sys::Relation, block: pg_sys::BlockNumber, current: pg_s
 /// took 11-15% less, Q6 4-11%, all 16 lineitem columns 3-6%
 /// (benches/README.md, session 14).
 ///
-/// The next page is the next block's buffer, as [`pg_sys::PrefetchBuffer`]
-/// finds it in the buffer pool (the block after the current one: a
-/// parallel block scan hands out runs of consecutive blocks). The buffer
+/// The next page is the next block's buffer, as [`guess`] or, failing
+/// it, [`pg_sys::PrefetchBuffer`] finds it in the buffer pool (the block
+/// after the current one: a parallel block scan hands out runs of
+/// consecutive blocks); [`crate::page::read_page`] pins that same buffer
+/// when the walk gets there, if it still holds the block. The buffer
 /// is not pinned, so by the time the walk gets there it may hold another
 /// page: the prefetch is then wasted, never wrong (a prefetch reads
 /// nothing). A block not in the pool makes `PrefetchBuffer` advise the

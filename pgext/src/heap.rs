@@ -1006,7 +1006,7 @@ impl HeapStream {
                 // SAFETY: as above.
                 self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;
                 if !blind {
-                    // SAFETY: heapgetpage pinned the page; the scan covers
+                    // SAFETY: read_page pinned the page; the scan covers
                     // rs_nblocks blocks of `rel`.
                     unsafe {
                         deform::prefetch_page((*scan).rs_cbuf);
