@@ -402,7 +402,8 @@ fn align(off: usize, align: usize) -> usize {
 /// The page in shared (or local) buffer `buffer`.
 ///
 /// # Safety
-/// `buffer` is pinned.
+/// `buffer` is a shared buffer's number (1 ..= NBuffers) or a pinned local
+/// one; pinned, for the page's contents to be read.
 pub unsafe fn page(buffer: pg_sys::Buffer) -> *const u8 {
     // SAFETY: per the caller; BufferGetBlock's arithmetic (shared buffers
     // count from 1, local ones from -1).
@@ -507,6 +508,34 @@ pub unsafe fn prefetch_page(buffer: pg_sys::Buffer) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (page, upper);
+}
+
+/// Asks the CPU to bring all of page `page` (any block of the buffer
+/// pool, pinned or not: nothing is read) into its cache.
+///
+/// For a page about to be read all over in an order the hardware cannot
+/// guess, such as a btree leaf's binary searches ([`crate::btree`]):
+/// prefetched a page ahead, its cache misses overlap with each other and
+/// with the work in between instead of being waited for one by one.
+pub fn prefetch_block(page: *const u8) {
+    prefetch_lines(page, 0, pg_sys::BLCKSZ as usize / 64);
+}
+
+/// Asks the CPU to bring `lines` cache lines of page `page` from byte
+/// `at` on into its cache (any block of the buffer pool; nothing is
+/// read, and an `at` past the page only prefetches the next).
+pub fn prefetch_lines(page: *const u8, at: usize, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in 0..lines {
+        // SAFETY: a prefetch reads nothing and never faults.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                page.wrapping_add(at + 64 * line).cast(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (page, at, lines);
 }
 
 /// The shared buffer after `current`, if it seems to hold `block` of

@@ -730,6 +730,8 @@ impl ExecutionPlan for HeapScanExec {
             lookup,
             probe: None,
             probed: MetricBuilder::new(&self.metrics).counter("keys_looked_up", partition),
+            leaves: MetricBuilder::new(&self.metrics).counter("index_leaves_read", partition),
+            descents: MetricBuilder::new(&self.metrics).counter("index_descents", partition),
             done: false,
             fail: me.is_some() && me == fail,
             metrics: BaselineMetrics::new(&self.metrics, partition),
@@ -808,8 +810,11 @@ struct HeapStream {
     /// An index lookup scan's plan, and its walk once begun.
     lookup: Option<LookupRun>,
     probe: Option<IndexProbe>,
-    /// Keys looked up (EXPLAIN ANALYZE).
+    /// Keys looked up, and the index leaves read and descents from its
+    /// root that took, when walked ([`crate::btree`]) (EXPLAIN ANALYZE).
     probed: Count,
+    leaves: Count,
+    descents: Count,
     done: bool,
     /// Raise an ERROR when asked for a batch (weft.test_fail_participant).
     fail: bool,
@@ -1176,6 +1181,9 @@ impl Drop for HeapStream {
         let probe = self.probe.take();
         if let Some(probe) = &probe {
             self.probed.add(probe.probed());
+            let (leaves, descents) = probe.walked();
+            self.leaves.add(leaves);
+            self.descents.add(descents);
         }
         // SAFETY: on the backend thread (streams are dropped where they
         // ran); the scan, its probe and its memory are ours. An error is

@@ -16,7 +16,7 @@
 //!   a page at a time; [`filter`]: the query's filters evaluated on those tuples
 //!   in place, before anything is converted; [`keys`]: a hash join's
 //!   build keys handed to the scan under its probe side; [`lookup`]: or
-//!   looked up by it in a btree index;
+//!   looked up by it in a btree index, whose leaves [`btree`] walks;
 //! - [`stats`]: what pg_statistic says of the columns, for estimates;
 //! - [`query`]: `weft.query` and `weft.explain`, DataFusion SQL over this
 //!   database's tables; [`sql_order`]: their joins in the order of
@@ -30,6 +30,7 @@
 
 use pgrx::prelude::*;
 
+pub mod btree;
 pub mod deform;
 pub mod filter;
 pub mod guc;

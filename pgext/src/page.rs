@@ -15,6 +15,12 @@
 //! old-snapshot test, visibility (every tuple of an all-visible page, as
 //! Postgres takes it), serializable conflicts, and the buffer counts of
 //! `pg_statio`.
+//!
+//! [`Fetch`] reads rows by TID for index lookups, as an index scan's heap
+//! fetch does (`heapam_index_fetch_tuple`), pinning each page through the
+//! buffer [`near`] the previous one: a table's consecutive blocks read in
+//! order sit in consecutive buffers, and looking each fetched page up in
+//! the mapping table was 7.5% of TPC-H Q4's time.
 
 use pgrx::pg_sys;
 
@@ -50,12 +56,7 @@ pub unsafe fn read_page(scan: pg_sys::HeapScanDesc, block: pg_sys::BlockNumber, 
         let buffer = (*scan).rs_cbuf;
         let page = crate::deform::page(buffer);
         let header = page.cast::<pg_sys::PageHeaderData>();
-        // heap_page_prune_opt returns at once for a page no deleted or
-        // updated tuple has marked prunable: spare the call. (Its one
-        // other effect, under old_snapshot_threshold = 0, is a test hook.)
-        if (*header).pd_prune_xid != pg_sys::InvalidTransactionId || pg_sys::old_snapshot_threshold == 0 {
-            pg_sys::heap_page_prune_opt(rel, buffer);
-        }
+        prune(rel, buffer, header);
         pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
         test_for_old_snapshot(snapshot, rel, header);
         let lines = page_max_offset(header);
@@ -104,6 +105,57 @@ pub unsafe fn read_page(scan: pg_sys::HeapScanDesc, block: pg_sys::BlockNumber, 
     }
 }
 
+/// `heap_page_prune_opt`, which returns at once for a page no deleted or
+/// updated tuple has marked prunable: the call is spared then. (Its one
+/// other effect, under old_snapshot_threshold = 0, is a test hook.)
+///
+/// # Safety
+/// `buffer` is a pinned, unlocked buffer of `rel` and `header` its page,
+/// inside [`crate::pgcall::call`].
+unsafe fn prune(rel: pg_sys::Relation, buffer: pg_sys::Buffer, header: *const pg_sys::PageHeaderData) {
+    // SAFETY: per the caller; pd_prune_xid is a hint, read unlocked as
+    // Postgres reads it.
+    unsafe {
+        if (*header).pd_prune_xid != pg_sys::InvalidTransactionId || pg_sys::old_snapshot_threshold == 0 {
+            pg_sys::heap_page_prune_opt(rel, buffer);
+        }
+    }
+}
+
+/// The buffer to try first for `block` when buffer `near` holds
+/// `near_block` of the same relation: as far from `near` as the blocks
+/// are apart, which is where a relation read in order into free buffers
+/// put it. `InvalidBuffer` (0) when that is no shared buffer (or `near`
+/// is none). Only a hint: [`pin`] checks the buffer's tag before using it.
+pub fn near(near: pg_sys::Buffer, near_block: pg_sys::BlockNumber, block: pg_sys::BlockNumber) -> pg_sys::Buffer {
+    if near <= 0 {
+        return pg_sys::InvalidBuffer as pg_sys::Buffer;
+    }
+    // SAFETY: the pool's size, fixed at startup.
+    let buffers = i64::from(unsafe { pg_sys::NBuffers });
+    let guess = i64::from(near) + i64::from(block) - i64::from(near_block);
+    if (1..=buffers).contains(&guess) {
+        guess as pg_sys::Buffer
+    } else {
+        pg_sys::InvalidBuffer as pg_sys::Buffer
+    }
+}
+
+/// `rel`'s pg_stat counts of this transaction, if they are kept
+/// (`pgstat_should_count_relation`).
+///
+/// # Safety
+/// `rel` is open, on the backend thread.
+pub unsafe fn counts<'a>(rel: pg_sys::Relation) -> Option<&'a mut pg_sys::PgStat_TableCounts> {
+    // SAFETY: per the caller; the relcache entry's link to its counts.
+    unsafe {
+        if (*rel).pgstat_info.is_null() && (*rel).pgstat_enabled {
+            pg_sys::pgstat_assoc_relation(rel);
+        }
+        (*rel).pgstat_info.as_mut().map(|stats| &mut stats.t_counts)
+    }
+}
+
 /// `block` of `rel` pinned: `recent` when it is a shared buffer still
 /// holding the block (no mapping lookup), else read as always, with the
 /// scan's strategy. (A temporary table's local buffers are read as
@@ -112,7 +164,7 @@ pub unsafe fn read_page(scan: pg_sys::HeapScanDesc, block: pg_sys::BlockNumber, 
 ///
 /// # Safety
 /// As for [`read_page`].
-unsafe fn pin(
+pub unsafe fn pin(
     rel: pg_sys::Relation,
     block: pg_sys::BlockNumber,
     recent: pg_sys::Buffer,
@@ -124,12 +176,9 @@ unsafe fn pin(
             // ReadBufferExtended's pg_statio counts, which
             // ReadRecentBuffer leaves to its caller: a block fetched, and
             // found in the pool.
-            if (*rel).pgstat_info.is_null() && (*rel).pgstat_enabled {
-                pg_sys::pgstat_assoc_relation(rel);
-            }
-            if let Some(stats) = (*rel).pgstat_info.as_mut() {
-                stats.t_counts.t_blocks_fetched += 1;
-                stats.t_counts.t_blocks_hit += 1;
+            if let Some(counts) = counts(rel) {
+                counts.t_blocks_fetched += 1;
+                counts.t_blocks_hit += 1;
             }
             return recent;
         }
@@ -143,12 +192,155 @@ unsafe fn pin(
     }
 }
 
+/// The block `tid` points into.
+fn block_of(tid: pg_sys::ItemPointerData) -> pg_sys::BlockNumber {
+    u32::from(tid.ip_blkid.bi_hi) << 16 | u32::from(tid.ip_blkid.bi_lo)
+}
+
+/// Rows of a heap relation read by TID, as an index scan reads them
+/// (PostgreSQL 15's `heapam_index_fetch_tuple`): the page pinned (kept
+/// from the previous row when it is the same block), pruned when first
+/// pinned, share-locked while the row's HOT chain is searched for the
+/// member the snapshot sees, and that member stored in the slot.
+pub struct Fetch {
+    rel: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    /// The page of the last row fetched, pinned (`InvalidBuffer` before
+    /// the first), and its block.
+    buffer: pg_sys::Buffer,
+    block: pg_sys::BlockNumber,
+}
+
+impl Fetch {
+    /// Fetches rows of `rel` as `snapshot` (an MVCC snapshot, which sees
+    /// at most one member of a HOT chain) sees them.
+    pub fn new(rel: pg_sys::Relation, snapshot: pg_sys::Snapshot) -> Fetch {
+        Fetch {
+            rel,
+            snapshot,
+            buffer: pg_sys::InvalidBuffer as pg_sys::Buffer,
+            block: pg_sys::InvalidBlockNumber,
+        }
+    }
+
+    /// Stores the row at `tid` (or the HOT chain member there the
+    /// snapshot sees) in `slot`; false when the snapshot sees none.
+    ///
+    /// # Safety
+    /// On the backend thread, inside [`crate::pgcall::call`]; `rel` open
+    /// and `snapshot` registered while the fetch is used; `slot` a buffer
+    /// heap slot of `rel`; `tid` any item pointer into `rel` (an index
+    /// entry's).
+    pub unsafe fn row(&mut self, tid: pg_sys::ItemPointerData, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        // SAFETY: per the caller; the page is pinned while its tuple is
+        // searched and stored (the slot takes a pin of its own), and
+        // share-locked while its line pointers and headers are read.
+        unsafe {
+            let block = block_of(tid);
+            if self.buffer == pg_sys::InvalidBuffer as pg_sys::Buffer || block != self.block {
+                let recent = near(self.buffer, self.block, block);
+                if self.buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+                    pg_sys::ReleaseBuffer(self.buffer);
+                    self.buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
+                }
+                self.buffer = pin(self.rel, block, recent, std::ptr::null_mut());
+                self.block = block;
+                prune(self.rel, self.buffer, crate::deform::page(self.buffer).cast());
+            }
+            let heap_slot = slot.cast::<pg_sys::BufferHeapTupleTableSlot>();
+            let tuple = std::ptr::addr_of_mut!((*heap_slot).base.tupdata);
+            let mut tid = tid;
+            let mut all_dead = false;
+            pg_sys::LockBuffer(self.buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
+            let found = pg_sys::heap_hot_search_buffer(
+                &mut tid,
+                self.rel,
+                self.buffer,
+                self.snapshot,
+                tuple,
+                &mut all_dead,
+                true,
+            );
+            (*tuple).t_self = tid;
+            pg_sys::LockBuffer(self.buffer, pg_sys::BUFFER_LOCK_UNLOCK as i32);
+            if found {
+                (*slot).tts_tableOid = (*self.rel).rd_id;
+                pg_sys::ExecStoreBufferHeapTuple(tuple, slot, self.buffer);
+            }
+            found
+        }
+    }
+
+    /// The buffer that holds, or by [`near`]'s guess may hold, `block`
+    /// (`InvalidBuffer` for no guess).
+    fn guess(&self, block: pg_sys::BlockNumber) -> pg_sys::Buffer {
+        if block == self.block {
+            self.buffer
+        } else {
+            near(self.buffer, self.block, block)
+        }
+    }
+
+    /// Asks the CPU to bring what [`Fetch::row`] reads first of `tid`
+    /// into its cache: its page's header and line pointer.
+    pub fn prefetch_item(&self, tid: pg_sys::ItemPointerData) {
+        let buffer = self.guess(block_of(tid));
+        if buffer <= 0 {
+            return;
+        }
+        // SAFETY: a shared buffer's number: its page's address, unread.
+        let page = unsafe { crate::deform::page(buffer) };
+        let item = std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp)
+            + (usize::from(tid.ip_posid).max(1) - 1) * std::mem::size_of::<pg_sys::ItemIdData>();
+        crate::deform::prefetch_lines(page, 0, 1);
+        crate::deform::prefetch_lines(page, item, 1);
+    }
+
+    /// Asks the CPU to bring `tid`'s tuple header into its cache, reading
+    /// the line pointer [`Fetch::prefetch_item`] brought: a prefetch one
+    /// row ahead of [`Fetch::row`].
+    pub fn prefetch_tuple(&self, tid: pg_sys::ItemPointerData) {
+        let buffer = self.guess(block_of(tid));
+        // (A line pointer past the page's is read from no page.)
+        let lines = (pg_sys::BLCKSZ as usize - std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp)) / 4;
+        if buffer <= 0 || tid.ip_posid == 0 || usize::from(tid.ip_posid) > lines {
+            return;
+        }
+        // SAFETY: a shared buffer's page, maybe not pinned and maybe not
+        // the block guessed: its line pointer is read as a volatile
+        // value of shared memory, only to aim a prefetch, which never
+        // faults wherever it points.
+        unsafe {
+            let page = crate::deform::page(buffer);
+            let item = page
+                .add(std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp))
+                .cast::<u32>()
+                .add(usize::from(tid.ip_posid) - 1)
+                .read_volatile();
+            // ItemIdData: lp_off is the low 15 bits.
+            let offset = (item & 0x7fff) as usize;
+            crate::deform::prefetch_lines(page, offset, 2);
+        }
+    }
+
+    /// Releases the page held.
+    ///
+    /// # Safety
+    /// As for [`Fetch::row`].
+    pub unsafe fn end(self) {
+        if self.buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+            // SAFETY: per the caller; the fetch's own pin.
+            unsafe { pg_sys::ReleaseBuffer(self.buffer) };
+        }
+    }
+}
+
 /// bufmgr.h's `TestForOldSnapshot`: the page is too new for an old
 /// snapshot under `old_snapshot_threshold` ("snapshot too old").
 ///
 /// # Safety
 /// `header` is the share-locked page of `rel`'s buffer, `snapshot` valid.
-unsafe fn test_for_old_snapshot(
+pub unsafe fn test_for_old_snapshot(
     snapshot: pg_sys::Snapshot,
     rel: pg_sys::Relation,
     header: *const pg_sys::PageHeaderData,
@@ -183,7 +375,7 @@ unsafe fn page_lsn(header: *const pg_sys::PageHeaderData) -> u64 {
 ///
 /// # Safety
 /// `header` is a pinned, locked page.
-unsafe fn page_max_offset(header: *const pg_sys::PageHeaderData) -> u16 {
+pub unsafe fn page_max_offset(header: *const pg_sys::PageHeaderData) -> u16 {
     const HEADER: usize = std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp);
     // SAFETY: per the caller.
     let lower = usize::from(unsafe { (*header).pd_lower });

@@ -1083,6 +1083,160 @@ fn index_lookups_read_the_probe_table_through_its_index_without_changing_answers
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A table whose few heavy keys' entries fill leaves of their own
+/// (deduplicated into posting lists in `d_k`, one entry per row in
+/// `d_k4`), with NULLs, dead entries and HOT chains, looked up by keys
+/// in range, out of it and absent.
+const WALK_SETUP: &str = "
+CREATE TABLE d (id int, k int8, k4 int4, pad text) WITH (fillfactor = 70);
+INSERT INTO d SELECT g,
+    CASE WHEN g % 10 = 0 THEN g % 3 ELSE g END,
+    CASE WHEN g % 7 = 0 THEN NULL WHEN g % 10 = 1 THEN g % 4 ELSE g END,
+    repeat('y', g % 30)
+  FROM generate_series(1, 200000) g;
+CREATE INDEX d_k ON d (k);
+CREATE INDEX d_k4 ON d (k4) WITH (deduplicate_items = off);
+DELETE FROM d WHERE id % 5 = 1;
+UPDATE d SET pad = pad || 'h' WHERE id % 3 = 0;
+CREATE TABLE q (k int8, k4 int4, tag text);
+INSERT INTO q SELECT g * 397 - 2000, g * 397 - 2000, 't' || g % 5 FROM generate_series(1, 60) g;
+INSERT INTO q VALUES (0, 0, 'heavy'), (1, 1, 'heavy'), (2, 2, 'heavy'), (3, 3, 'heavy'),
+    (NULL, NULL, 'null'), (9223372036854775807, 2147483647, 'max');
+ANALYZE d; ANALYZE q;
+";
+
+/// The leaf walk's counts of `d`'s scan in `plan` (EXPLAIN ANALYZE):
+/// leaves read and descents, summed over the participants.
+fn walked(plan: &str) -> (f64, f64) {
+    // DataFusion prints counts as "72" or "1.20 K".
+    let count = |name: &str| -> f64 {
+        plan.lines()
+            .filter(|l| l.contains("HeapScan: public.d "))
+            .filter_map(|l| {
+                l.split(&format!("{name}="))
+                    .nth(1)?
+                    .split([',', ' ', ']'])
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum()
+    };
+    (count("index_leaves_read"), count("index_descents"))
+}
+
+#[test]
+fn index_lookups_walk_btree_leaves_and_fall_back_to_index_scans_where_they_cannot() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(WALK_SETUP).unwrap();
+    let queries = [
+        "SELECT d.id, q.tag FROM d JOIN q ON d.k = q.k ORDER BY 1, 2",
+        "SELECT d.id, d.pad, q.tag FROM d JOIN q ON d.k4 = q.k4 ORDER BY 1, 2, 3",
+        "SELECT q.tag, count(d.id), sum(d.id) FROM q LEFT JOIN d ON d.k = q.k GROUP BY 1 ORDER BY 1",
+        // First match: the filter drops a key's first rows, not its last.
+        "SELECT q.k, q.tag FROM q WHERE EXISTS (SELECT 1 FROM d WHERE d.k = q.k AND d.id > 199000) ORDER BY 1, 2",
+        "SELECT q.k4, q.tag FROM q WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.k4 = q.k4 AND d.pad LIKE '%h') ORDER BY 1, 2",
+    ];
+    let mut failures = Vec::new();
+    let mut run = |client: &mut Client, what: &str, walks: bool, failures: &mut Vec<String>| {
+        for workers in [0, 1] {
+            client
+                .batch_execute(&format!("SET weft.force = on; SET weft.workers = {workers}"))
+                .unwrap();
+            for sql in queries {
+                let plan = explain_lines(client, &format!("EXPLAIN (ANALYZE) {sql}"));
+                let (leaves, descents) = walked(&plan);
+                if !plan.contains("index_lookup=[") || (leaves > 0.0) != walks || (descents > 0.0) != walks {
+                    failures.push(format!(
+                        "{what}, {workers} workers: {sql}\n  expected walked: {walks}, \
+                         {leaves} leaves, {descents} descents\n{plan}"
+                    ));
+                }
+                failures.extend(mismatch(client, sql, &format!("{what}, {workers} workers")));
+            }
+        }
+    };
+    run(&mut client, "walked", true, &mut failures);
+    // Another session's splits of the heavy keys' leaves, committed after
+    // this snapshot was taken: the walk sees the rows the snapshot sees.
+    let mut other = cluster.connect();
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1 FROM q LIMIT 1")
+        .unwrap();
+    other
+        .batch_execute("INSERT INTO d SELECT 300000 + g, g % 4, g % 4, 'late' FROM generate_series(1, 40000) g")
+        .unwrap();
+    run(&mut client, "after splits", true, &mut failures);
+    client.batch_execute("COMMIT").unwrap();
+    run(&mut client, "split", true, &mut failures);
+    // SERIALIZABLE reads take predicate locks only Postgres's index scan
+    // takes; a descending index is not in the walk's order.
+    client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").unwrap();
+    run(&mut client, "serializable", false, &mut failures);
+    client.batch_execute("COMMIT").unwrap();
+    client
+        .batch_execute(
+            "DROP INDEX d_k, d_k4; CREATE INDEX d_k ON d (k DESC); \
+             CREATE INDEX d_k4 ON d (k4 NULLS FIRST); ANALYZE d",
+        )
+        .unwrap();
+    run(&mut client, "descending", false, &mut failures);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Lookups walking the leaves while another session splits them: every
+/// answer inside a REPEATABLE READ transaction is stock Postgres's in the
+/// same snapshot.
+#[test]
+fn index_lookups_walk_leaves_split_under_them() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    client.batch_execute(WALK_SETUP).unwrap();
+    let sql = "SELECT q.tag, count(d.id), sum(d.id), min(d.pad) FROM q JOIN d ON d.k = q.k GROUP BY 1 ORDER BY 1";
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut other = cluster.connect();
+            let mut next = 400000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Heavy keys and the looked-up light ones, so that their
+                // leaves split; some deleted again for dead entries.
+                other
+                    .batch_execute(&format!(
+                        "INSERT INTO d SELECT {next} + g, CASE WHEN g % 2 = 0 THEN g % 4 ELSE (g % 60 + 1) * 397 - 2000 END, \
+                         g, 'w' FROM generate_series(1, 2000) g; \
+                         DELETE FROM d WHERE id > {next} AND id % 7 = 0"
+                    ))
+                    .unwrap();
+                next += 2000;
+            }
+            next
+        });
+        let mut failures = Vec::new();
+        for round in 0..12 {
+            let workers = round % 2;
+            client
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ; SET LOCAL weft.workers = {workers}"
+                ))
+                .unwrap();
+            let plan = explain_lines(&mut client, &format!("EXPLAIN {sql}"));
+            if !plan.contains("index_lookup=[") {
+                failures.push(format!("round {round}: no lookup\n{plan}"));
+            }
+            failures.extend(mismatch(&mut client, sql, &format!("round {round}")));
+            client.batch_execute("COMMIT").unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = writer.join().unwrap() - 400000;
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(written > 0, "the writer inserted nothing while the lookups ran");
+    });
+}
+
 /// The column of `p` a test query joins on (the first `p.k..` it names).
 fn sql_column(sql: &str) -> &str {
     let at = sql.find("p.k").expect("a query joining on a column of p") + 2;
