@@ -307,16 +307,18 @@ impl Fetch {
             return;
         }
         // SAFETY: a shared buffer's page, maybe not pinned and maybe not
-        // the block guessed: its line pointer is read as a volatile
-        // value of shared memory, only to aim a prefetch, which never
-        // faults wherever it points.
+        // the block guessed: its line pointer, a 4-byte-aligned word
+        // inside the page, is read atomically (other processes may be
+        // writing it), only to aim a prefetch, which never faults
+        // wherever it points.
         unsafe {
             let page = crate::deform::page(buffer);
-            let item = page
+            let word = page
                 .add(std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp))
                 .cast::<u32>()
-                .add(usize::from(tid.ip_posid) - 1)
-                .read_volatile();
+                .add(usize::from(tid.ip_posid) - 1);
+            let item =
+                std::sync::atomic::AtomicU32::from_ptr(word.cast_mut()).load(std::sync::atomic::Ordering::Relaxed);
             // ItemIdData: lp_off is the low 15 bits.
             let offset = (item & 0x7fff) as usize;
             crate::deform::prefetch_lines(page, offset, 2);
