@@ -20,6 +20,11 @@
 
 use pgrx::pg_sys::{self, Datum};
 
+// Varlena headers are read in postgres.h's little-endian layout (the
+// flag bits low in the first byte).
+#[cfg(not(target_endian = "little"))]
+compile_error!("weft reads heap tuples in their little-endian layout");
+
 use crate::filter::{Bound, ScanFilter, Scratch};
 use crate::keys::KeySet;
 use crate::types::ColumnReader;
@@ -217,10 +222,13 @@ impl Layout {
                     if off >= len {
                         return Err(corrupt(i));
                     }
-                    // SAFETY: a varlena header at `off`.
+                    // SAFETY: a varlena header starts at `off`, within the
+                    // tuple, with `len - off` bytes of it from there.
                     let pointer = unsafe { base.add(off) };
                     // SAFETY: as above.
-                    let size = unsafe { pgrx::varlena::varsize_any(pointer.cast()) };
+                    let Some(size) = (unsafe { varlena_size(pointer, len - off) }) else {
+                        return Err(corrupt(i));
+                    };
                     (Datum::from(pointer as usize), size)
                 }
                 -2 => {
@@ -371,6 +379,46 @@ unsafe fn wanted<'a>(
         // SAFETY: per the caller, a value of the attribute's type.
         Some(b) => unsafe { b.admits(datum, null) }.map_err(|e| (att.name.as_str(), e)),
     }
+}
+
+/// The size, header included, of the varlena whose header starts at
+/// `pointer` in a tuple on a page (`VARSIZE_ANY`), with `room` bytes of
+/// the tuple from there on; None when its header does not fit in them or
+/// is not one Postgres writes to a page (a corrupt tuple).
+///
+/// A page is untrusted input. pgrx's `varsize_any` panics on an unknown
+/// TOAST pointer tag, and accepts the in-memory ones (indirect and
+/// expanded), whose pointers a reader would follow: on a page only a
+/// pointer to the TOAST table is valid.
+///
+/// # Safety
+/// `pointer` points into a pinned page, with `room` (at least 1) bytes of
+/// the tuple from there on.
+#[inline(always)]
+unsafe fn varlena_size(pointer: *const u8, room: usize) -> Option<usize> {
+    // SAFETY: per the caller, the first byte is in the tuple.
+    let first = unsafe { *pointer };
+    if first & 0x01 == 0x01 {
+        if first != 0x01 {
+            // A short (1-byte) header: the size in its upper seven bits.
+            return Some(usize::from(first >> 1));
+        }
+        // A TOAST pointer (VARATT_IS_1B_E): a tag byte, then the pointer.
+        if room < 2 {
+            return None;
+        }
+        // SAFETY: the tag byte is in the tuple (room >= 2).
+        let tag = pg_sys::vartag_external::Type::from(unsafe { *pointer.add(1) });
+        return (tag == pg_sys::vartag_external::VARTAG_ONDISK)
+            .then(|| pg_sys::VARHDRSZ_EXTERNAL + std::mem::size_of::<pg_sys::varatt_external>());
+    }
+    if room < 4 {
+        return None;
+    }
+    // SAFETY: a 4-byte header, in the tuple (room >= 4); its size in the
+    // upper thirty bits (the little-endian layout).
+    let header = unsafe { pointer.cast::<u32>().read_unaligned() };
+    Some(header as usize >> 2)
 }
 
 /// The datum of fixed-width attribute `att` stored at `pointer`: its value

@@ -341,6 +341,86 @@ fn bad_input_is_a_clear_error_and_the_session_goes_on() {
     );
 }
 
+/// A heap page is untrusted input to the scan: a varlena header no
+/// Postgres writes to a page (a TOAST pointer with an unknown tag, or an
+/// in-memory one, whose pointer a reader would follow) is an error naming
+/// the column, through weft.query and plain SQL alike, and the session
+/// goes on; rows the scan's filter leaves before the damage, and columns
+/// before it, read as always.
+#[test]
+fn a_corrupt_heap_tuple_is_an_error_naming_its_column() {
+    let cluster = Cluster::start();
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE damaged (id int, t text, after int);
+         INSERT INTO damaged SELECT g, 'value ' || lpad(g::text, 3, '0'), g FROM generate_series(1, 200) g;
+         SELECT count(*) FROM damaged;",
+    );
+    let path: String = client
+        .query_one("SELECT pg_relation_filepath('damaged')", &[])
+        .unwrap()
+        .get(0);
+    drop(client);
+    let file = cluster.data_dir().join(path);
+    cluster.while_stopped(|| {
+        let mut bytes = std::fs::read(&file).unwrap();
+        // A value with its short header ((9 + 1) << 1 | 1) becomes a TOAST
+        // pointer (0x01) whose tag is its first letter ('v', which no
+        // Postgres writes), or whose tag is made 1 (an indirect pointer,
+        // of the value's own length, valid in memory only).
+        for (value, tag) in [("value 100", None), ("value 150", Some(1))] {
+            let stored = [&[0x15u8][..], value.as_bytes()].concat();
+            let at = bytes
+                .windows(stored.len())
+                .position(|w| w == stored)
+                .expect("the value is in the table's file");
+            bytes[at] = 0x01;
+            if let Some(tag) = tag {
+                bytes[at + 1] = tag;
+            }
+        }
+        std::fs::write(&file, bytes).unwrap();
+    });
+    let mut client = cluster.connect();
+    let corrupt = |error: &str| error.contains("column \"t\"") && error.contains("a corrupt heap tuple");
+    for filter in ["id < 120", "id > 120"] {
+        let sql = format!("SELECT id, t FROM damaged WHERE {filter}");
+        let error = weft(&mut client, &sql, "id int, t text").unwrap_err();
+        assert!(corrupt(&error), "{sql}: {error}");
+    }
+    assert_eq!(
+        weft(&mut client, "SELECT count(id) AS n FROM damaged", "n int8").unwrap(),
+        ["(200)"]
+    );
+    assert_eq!(
+        weft(
+            &mut client,
+            "SELECT count(t) AS n FROM damaged WHERE id > 150",
+            "n int8"
+        )
+        .unwrap(),
+        ["(50)"]
+    );
+    // Plain SQL taken over by weft (not wrapped as `rows` wraps it: a
+    // whole-row reference stays with Postgres).
+    client.batch_execute("SET weft.force = on").unwrap();
+    let plan: Vec<String> = client
+        .query("EXPLAIN SELECT count(t) FROM damaged", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Custom Scan (Weft)"), "{plan}");
+    let error = client.query("SELECT count(t) FROM damaged", &[]).unwrap_err();
+    let error = error
+        .as_db_error()
+        .map_or(error.to_string(), |db| db.message().to_owned());
+    assert!(corrupt(&error), "{error}");
+    let count: i64 = client.query_one("SELECT count(id) FROM damaged", &[]).unwrap().get(0);
+    assert_eq!(count, 200);
+}
+
 #[test]
 fn explain_shows_the_distributed_plan() {
     let cluster = Cluster::start();

@@ -498,6 +498,43 @@ impl Cluster {
         &self.sock
     }
 
+    /// The cluster's data directory (owned by `postgres`; readable as root), for tests that look
+    /// at or damage the files behind a relation (`pg_relation_filepath` is relative to it).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Stops the server (a clean shutdown, which writes every dirty buffer out), runs `f` while it
+    /// is down (a test may change the files under [`Cluster::data_dir`]), and starts it again:
+    /// what was in shared memory is gone, so the next reads come from the files. Connections made
+    /// before are closed; connect anew.
+    ///
+    /// # Panics
+    ///
+    /// If the stop or the start fails, with the server log's tail.
+    pub fn while_stopped<R>(&self, f: impl FnOnce() -> R) -> R {
+        let pg_ctl = |action: &[&str]| {
+            let output = run(pg_command("pg_ctl", self.dir.path())
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(&self.log)
+                .args(["-w", "-t", "60"])
+                .args(action));
+            assert!(
+                output.status.success(),
+                "pg_ctl {action:?} failed ({}):\n{}\nserver log:\n{}",
+                output.status,
+                combined_output(&output),
+                tail(&self.log(), TAIL_LINES)
+            );
+        };
+        pg_ctl(&["-m", "fast", "stop"]);
+        let result = f();
+        pg_ctl(&["start"]);
+        result
+    }
+
     /// Leaves the server running and its directory in place (for a cluster that outlives the
     /// program, such as the benchmarks' `bench_cluster` example); returns the directory, which holds
     /// `data/`, `sock/` and `log`. Stop it with `pg_ctl -D <dir>/data stop` (as `postgres` when run as
