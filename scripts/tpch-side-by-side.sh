@@ -22,6 +22,9 @@ run() {
         sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1 || true
 }
 best() { printf '%s\n' "$@" | grep -v '^$' | sort -g | head -1; }
+# Whether the server's shared memory may sit in huge pages: it weighs on
+# both sides' times, weft's more (README, "Huge pages").
+echo "# huge_pages = $(psql -X -At -c 'SHOW huge_pages'); $(grep -E 'HugePages_(Total|Free|Rsvd)' /proc/meminfo | tr -s ' ' | paste -sd ' ')"
 printf '%4s %12s %12s %8s %6s\n' q "postgres ms" "weft ms" ratio taken
 logsum=0; n=0
 for q in $queries; do

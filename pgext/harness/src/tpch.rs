@@ -182,6 +182,11 @@ pub fn bench_setup() -> (crate::Cluster, Client, u32, Option<Vec<usize>>) {
     let started = std::time::Instant::now();
     load(&mut client, scale);
     println!("TPC-H SF{scale} loaded in {:.1?}", started.elapsed());
+    // Whether the server's shared memory sits in huge pages weighs on both
+    // sides' times, weft's more (README, "Huge pages"): say which it was.
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let huge: Vec<&str> = meminfo.lines().filter(|l| l.starts_with("HugePages_")).collect();
+    println!("huge pages: {}", huge.join("; "));
     client
         .batch_execute(&format!(
             "SET max_parallel_workers_per_gather = {workers}; SET weft.workers = {workers};
