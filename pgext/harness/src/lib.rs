@@ -437,20 +437,30 @@ impl Cluster {
             .and_then(|mut file| file.write_all(conf.as_bytes()))
             .unwrap_or_else(|e| panic!("cannot append to {}: {e}", conf_path.display()));
 
-        let output = run(pg_command("pg_ctl", cluster.dir.path())
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    /// Runs `pg_ctl -w <action>` on the cluster (logging to its log).
+    ///
+    /// # Panics
+    ///
+    /// If pg_ctl fails, with its output and the server log's tail.
+    fn pg_ctl(&self, action: &[&str]) {
+        let output = run(pg_command("pg_ctl", self.dir.path())
             .arg("-D")
-            .arg(&cluster.data)
+            .arg(&self.data)
             .arg("-l")
-            .arg(&cluster.log)
-            .args(["-w", "-t", "60", "start"]));
+            .arg(&self.log)
+            .args(["-w", "-t", "60"])
+            .args(action));
         assert!(
             output.status.success(),
-            "starting the cluster failed ({}):\n{}\nserver log:\n{}",
+            "pg_ctl {action:?} failed ({}):\n{}\nserver log:\n{}",
             output.status,
             combined_output(&output),
-            tail(&cluster.log(), TAIL_LINES)
+            tail(&self.log(), TAIL_LINES)
         );
-        cluster
     }
 
     /// Connects as the `postgres` superuser to the `postgres` database.
@@ -513,25 +523,9 @@ impl Cluster {
     ///
     /// If the stop or the start fails, with the server log's tail.
     pub fn while_stopped<R>(&self, f: impl FnOnce() -> R) -> R {
-        let pg_ctl = |action: &[&str]| {
-            let output = run(pg_command("pg_ctl", self.dir.path())
-                .arg("-D")
-                .arg(&self.data)
-                .arg("-l")
-                .arg(&self.log)
-                .args(["-w", "-t", "60"])
-                .args(action));
-            assert!(
-                output.status.success(),
-                "pg_ctl {action:?} failed ({}):\n{}\nserver log:\n{}",
-                output.status,
-                combined_output(&output),
-                tail(&self.log(), TAIL_LINES)
-            );
-        };
-        pg_ctl(&["-m", "fast", "stop"]);
+        self.pg_ctl(&["-m", "fast", "stop"]);
         let result = f();
-        pg_ctl(&["start"]);
+        self.pg_ctl(&["start"]);
         result
     }
 
