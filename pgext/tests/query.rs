@@ -34,7 +34,12 @@ fn rows(client: &mut Client, sql: &str) -> Result<Vec<String>, String> {
     client
         .query(&wrapped, &[])
         .map(|rows| rows.iter().map(|row| row.get::<_, String>(0)).collect())
-        .map_err(|e| e.as_db_error().map_or(e.to_string(), |db| db.message().to_owned()))
+        .map_err(message)
+}
+
+/// A failed statement's message: the server's, or the client's error.
+fn message(e: weft_pg_harness::postgres::Error) -> String {
+    e.as_db_error().map_or(e.to_string(), |db| db.message().to_owned())
 }
 
 /// `sql` through weft.query with the column definition list `columns`.
@@ -412,10 +417,7 @@ fn a_corrupt_heap_tuple_is_an_error_naming_its_column() {
         .collect();
     let plan = plan.join("\n");
     assert!(plan.contains("Custom Scan (Weft)"), "{plan}");
-    let error = client.query("SELECT count(t) FROM damaged", &[]).unwrap_err();
-    let error = error
-        .as_db_error()
-        .map_or(error.to_string(), |db| db.message().to_owned());
+    let error = message(client.query("SELECT count(t) FROM damaged", &[]).unwrap_err());
     assert!(corrupt(&error), "{error}");
     let count: i64 = client.query_one("SELECT count(id) FROM damaged", &[]).unwrap().get(0);
     assert_eq!(count, 200);
