@@ -7,9 +7,13 @@
 # does not finish in 300 s (17 and 20) instead of waiting for them.
 # With WEFT_SQL=1 weft's side is the plain SQL with weft.enable on (the
 # cost gate decides; "taken" says whether the plan is weft's), as `make
-# bench-sql` runs it.
+# bench-sql` runs it. With SESSION=1 each side's runs of a query share one
+# connection, as `make bench-sql`'s do (and a pooled application's):
+# the backend then keeps the buffer pool pages it has mapped, and only
+# the parallel workers, new processes, map them again (README, "Huge
+# pages"); otherwise each run is a new connection.
 #
-#   [WEFT_SQL=1] scripts/tpch-side-by-side.sh /tmp/weft-pg-XXXX/sock [reps] [queries...]
+#   [WEFT_SQL=1] [SESSION=1] scripts/tpch-side-by-side.sh /tmp/weft-pg-XXXX/sock [reps] [queries...]
 set -euo pipefail
 sock=$1; reps=${2:-2}; shift 2 || shift $#
 queries=${*:-$(seq 1 22)}
@@ -21,9 +25,21 @@ run() {
     psql -X -q -v ON_ERROR_STOP=1 -c "$settings" -c '\timing on' -c "$1" 2>/dev/null |
         sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1 || true
 }
+# Milliseconds of each of $2 runs of $1, in one connection or each in its own.
+runs() {
+    if [ "${SESSION:-0}" = 1 ]; then
+        local args=()
+        for _ in $(seq "$2"); do args+=(-c "$1"); done
+        psql -X -q -v ON_ERROR_STOP=1 -c "$settings" -c '\timing on' "${args[@]}" 2>/dev/null |
+            sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' || true
+    else
+        for _ in $(seq "$2"); do run "$1"; done
+    fi
+}
 best() { printf '%s\n' "$@" | grep -v '^$' | sort -g | head -1; }
 # Whether the server's shared memory may sit in huge pages: it weighs on
 # both sides' times, weft's more (README, "Huge pages").
+echo "# $([ "${SESSION:-0}" = 1 ] && echo "one connection per side and query" || echo "a connection per run")"
 echo "# huge_pages = $(psql -X -At -c 'SHOW huge_pages'); $(grep -E 'HugePages_(Total|Free|Rsvd)' /proc/meminfo | tr -s ' ' | paste -sd ' ')"
 printf '%4s %12s %12s %8s %6s\n' q "postgres ms" "weft ms" ratio taken
 logsum=0; n=0
@@ -41,10 +57,15 @@ for q in $queries; do
         case $plan in *'Custom Scan (Weft)'*) ;; *) taken=no ;; esac
     fi
     stock_times=(); weft_times=()
-    for _ in $(seq "$reps"); do
-        if [ "$q" != 17 ] && [ "$q" != 20 ]; then stock_times+=("$(run "$sql")"); fi
-        weft_times+=("$(run "$weft")")
-    done
+    if [ "${SESSION:-0}" = 1 ]; then
+        if [ "$q" != 17 ] && [ "$q" != 20 ]; then mapfile -t stock_times < <(runs "$sql" "$reps"); fi
+        mapfile -t weft_times < <(runs "$weft" "$reps")
+    else
+        for _ in $(seq "$reps"); do
+            if [ "$q" != 17 ] && [ "$q" != 20 ]; then stock_times+=("$(run "$sql")"); fi
+            weft_times+=("$(run "$weft")")
+        done
+    fi
     w=$(best "${weft_times[@]}")
     if [ "$q" = 17 ] || [ "$q" = 20 ]; then
         printf '%4s %12s %12s %8s %6s\n' "$q" "(>300 s)" "$w" "apart" "$taken"
