@@ -151,6 +151,73 @@ fn toasted_and_long_values_read_whole() {
 }
 
 #[test]
+fn columns_walked_past_are_sized_as_stored() {
+    let cluster = Cluster::start();
+    // Between the columns read, every way Postgres stores a value: short
+    // and 4-byte varlena headers, values compressed inline (`l`, storage
+    // main) and TOAST pointers (`big`), fixed widths of each alignment
+    // after a varlena, NULLs in some rows, and rows written before a
+    // column was added (they store fewer attributes).
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE walked (id int, s text, f8 float8, n numeric, c char(3), l text, i2 int2, big text, i8 int8,
+                              tail int);
+         ALTER TABLE walked ALTER l SET STORAGE MAIN;
+         INSERT INTO walked SELECT g,
+             CASE WHEN g % 5 = 0 THEN repeat('s', 100 + g % 200) ELSE left(md5(g::text), g % 30) END,
+             g * 1.5, (g * 7919) % 100003 / 7.0, chr(97 + g % 26),
+             CASE WHEN g % 4 = 0 THEN repeat(md5(g::text), 100) ELSE 'l' || g END,
+             g % 7,
+             CASE WHEN g % 10 = 0
+                  THEN (SELECT string_agg(md5((g * k)::text), '') FROM generate_series(1, 300) k)
+                  WHEN g % 13 = 0 THEN NULL ELSE 'b' END,
+             g * 1000003, g
+           FROM generate_series(1, 2000) g;
+         ALTER TABLE walked ADD COLUMN extra int;
+         INSERT INTO walked SELECT g, 'x', 1, 2, 'y', 'z', 3, NULL, 4, g, g FROM generate_series(2001, 2100) g;
+         ANALYZE walked;",
+    );
+    let queries = [
+        ("SELECT id, tail FROM walked ORDER BY id", "id int, tail int"),
+        ("SELECT id, i8 FROM walked WHERE i2 > 3 ORDER BY id", "id int, i8 int8"),
+        (
+            "SELECT id, c, extra FROM walked ORDER BY id",
+            "id int, c char(3), extra int",
+        ),
+        ("SELECT count(*) AS n FROM walked WHERE tail > 700 AND i2 < 5", "n int8"),
+    ];
+    for workers in [0, 2] {
+        client.batch_execute(&format!("SET weft.workers = {workers}")).unwrap();
+        for (sql, columns) in queries {
+            client.batch_execute("SET weft.enable = off").unwrap();
+            let expected = rows(&mut client, sql).unwrap();
+            assert!(expected.len() > 1 || sql.contains("count"), "{sql}");
+            assert_eq!(
+                weft(&mut client, sql, columns).unwrap(),
+                expected,
+                "{sql}, {workers} workers"
+            );
+            client
+                .batch_execute("SET weft.enable = on; SET weft.force = on")
+                .unwrap();
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN {sql}"), &[])
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert!(plan.join("\n").contains("Custom Scan (Weft)"), "{sql}: {plan:?}");
+            assert_eq!(
+                rows(&mut client, sql).unwrap(),
+                expected,
+                "{sql}, plain SQL, {workers} workers"
+            );
+            client.batch_execute("SET weft.force = off").unwrap();
+        }
+    }
+}
+
+#[test]
 fn values_arrow_cannot_hold_are_errors() {
     let cluster = Cluster::start();
     let mut client = setup(
@@ -421,6 +488,10 @@ fn a_corrupt_heap_tuple_is_an_error_naming_its_column() {
     assert!(corrupt(&error), "{error}");
     let count: i64 = client.query_one("SELECT count(id) FROM damaged", &[]).unwrap().get(0);
     assert_eq!(count, 200);
+    // Walked past to a column after it, unread, the damaged value stops
+    // the scan all the same.
+    let error = weft(&mut client, "SELECT sum(after) AS n FROM damaged", "n int8").unwrap_err();
+    assert!(corrupt(&error), "{error}");
 }
 
 #[test]
