@@ -28,6 +28,17 @@ fn explain(client: &mut Client, sql: &str, run: bool) -> String {
     lines.join("\n")
 }
 
+/// Postgres's own `EXPLAIN sql` as one text.
+fn postgres_plan(client: &mut Client, sql: &str) -> String {
+    let lines: Vec<String> = client
+        .query(&format!("EXPLAIN {sql}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    lines.join("\n")
+}
+
 /// `sql`'s rows as text (each row's record output), in order.
 fn rows(client: &mut Client, sql: &str) -> Result<Vec<String>, String> {
     let wrapped = format!("SELECT r::text FROM ({sql}) AS r");
@@ -200,13 +211,8 @@ fn columns_walked_past_are_sized_as_stored() {
             client
                 .batch_execute("SET weft.enable = on; SET weft.force = on")
                 .unwrap();
-            let plan: Vec<String> = client
-                .query(&format!("EXPLAIN {sql}"), &[])
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            assert!(plan.join("\n").contains("Custom Scan (Weft)"), "{sql}: {plan:?}");
+            let plan = postgres_plan(&mut client, sql);
+            assert!(plan.contains("Custom Scan (Weft)"), "{sql}: {plan}");
             assert_eq!(
                 rows(&mut client, sql).unwrap(),
                 expected,
@@ -476,13 +482,7 @@ fn a_corrupt_heap_tuple_is_an_error_naming_its_column() {
     // Plain SQL taken over by weft (not wrapped as `rows` wraps it: a
     // whole-row reference stays with Postgres).
     client.batch_execute("SET weft.force = on").unwrap();
-    let plan: Vec<String> = client
-        .query("EXPLAIN SELECT count(t) FROM damaged", &[])
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let plan = plan.join("\n");
+    let plan = postgres_plan(&mut client, "SELECT count(t) FROM damaged");
     assert!(plan.contains("Custom Scan (Weft)"), "{plan}");
     let error = message(client.query("SELECT count(t) FROM damaged", &[]).unwrap_err());
     assert!(corrupt(&error), "{error}");
@@ -558,14 +558,9 @@ fn filtered_scans_take_postgres_s_estimates() {
         let plan = explain(&mut client, &sql, false);
         let estimate = rows_after(&plan, "estimated_rows=");
         client.batch_execute("SET max_parallel_workers_per_gather = 0").unwrap();
-        let stock_plan: Vec<String> = client
-            .query(&format!("EXPLAIN SELECT * FROM est WHERE {condition}"), &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let stock_plan = postgres_plan(&mut client, &format!("SELECT * FROM est WHERE {condition}"));
         client.batch_execute("RESET max_parallel_workers_per_gather").unwrap();
-        let postgres = rows_after(&stock_plan.join("\n"), "rows=");
+        let postgres = rows_after(&stock_plan, "rows=");
         let close = match (estimate, postgres) {
             (Some(e), Some(p)) => (e - p).abs() <= 0.1 * p + 1.0,
             _ => false,
