@@ -49,25 +49,34 @@ pub struct Layout {
     /// attribute itself when it is used. In a tuple without NULLs a run is
     /// walked past by [`Layout::pass`], which reads only its [`Step`]s.
     unused_to: Vec<usize>,
+    /// Likewise, the end of the run of attributes from each on that a
+    /// reader reads and nothing tests (no filter, bound or key): read by
+    /// [`Layout::read_run`].
+    read_to: Vec<usize>,
     /// Each attribute's [`Step`] (read only after the prefix).
     steps: Vec<Step>,
 }
 
-/// What walking past an attribute needs of it, packed (four bytes: sixteen
-/// attributes to a cache line).
+/// What walking past or reading an attribute needs of it, packed (six
+/// bytes: ten attributes to a cache line).
 ///
-/// A walk past an attribute no reader, filter or key filter reads used to
-/// read its whole [`Att`] (over a hundred bytes) and ask it at each step
-/// whether the value was wanted: perf of TPC-H Q14, whose scan walks past
-/// six lineitem attributes to test `l_shipdate`, put the walk's time on
-/// those loads and branches.
+/// The walk used to read each attribute's whole [`Att`] (over a hundred
+/// bytes) and ask it at each step whether the value was wanted, by a
+/// filter, a bound, a key or a reader: perf of TPC-H Q14, whose scan
+/// walks past six lineitem attributes to test `l_shipdate`, put the
+/// walk's time on those loads and branches. Runs of attributes that are
+/// only walked past ([`Layout::pass`]) or only read ([`Layout::read_run`])
+/// are walked from their steps.
 #[derive(Clone, Copy)]
 struct Step {
     /// `attlen`: bytes, or -1 for a varlena (C strings are never walked
-    /// past this way).
+    /// from steps).
     len: i16,
     /// Alignment in bytes minus one (a mask: 0, 1, 3 or 7).
-    align_mask: u16,
+    align_mask: u8,
+    byval: bool,
+    /// The reader its values go to ([`Att::reader`]; 0 when none).
+    reader: u16,
 }
 
 struct Att {
@@ -156,22 +165,20 @@ impl Layout {
         }
         let used = |att: &Att| att.reader.is_some() || att.input || att.key.is_some() || att.bound.is_some();
         let prefix_used = (0..prefix).filter(|&i| used(&atts[i])).collect();
-        // Runs of unused attributes, from the last attribute back. A C
-        // string (attlen -2, only `name`-like catalog types) ends a run:
-        // its length is found by the full walk.
-        let mut unused_to = vec![0; atts.len()];
-        let mut end = atts.len();
-        for (i, att) in atts.iter().enumerate().rev() {
-            if used(att) || att.len == -2 || i < prefix {
-                end = i;
-            }
-            unused_to[i] = end;
-        }
+        // A C string (attlen -2, only `name`-like catalog types) ends a
+        // run: its length is found by the full walk.
+        let unused_to = runs(&atts, prefix, |att| !used(att));
+        let read_to = runs(&atts, prefix, |att| {
+            att.reader.is_some() && !att.input && att.key.is_none() && att.bound.is_none()
+        });
         let steps = atts
             .iter()
             .map(|a| Step {
                 len: a.len,
-                align_mask: (a.align - 1) as u16,
+                align_mask: (a.align - 1) as u8,
+                byval: a.byval,
+                // Readers are at most a table's 1600 columns.
+                reader: a.reader.unwrap_or(0) as u16,
             })
             .collect();
         Some(Layout {
@@ -181,6 +188,7 @@ impl Layout {
             prefix_used,
             prefix_end,
             unused_to,
+            read_to,
             steps,
         })
     }
@@ -230,7 +238,7 @@ impl Layout {
                 let att = &self.atts[i];
                 // SAFETY: within the tuple (the prefix's end is, checked
                 // above).
-                let datum = unsafe { fetch_fixed(att, base.add(hoff + att.cached)) };
+                let datum = unsafe { fetch_fixed(att.len, att.byval, base.add(hoff + att.cached)) };
                 // SAFETY: the value just read.
                 if !unsafe { wanted(att, (datum, false), keys) }? {
                     return Ok(false);
@@ -247,6 +255,13 @@ impl Layout {
                 // SAFETY: `off` is in the tuple or at its end; a tuple
                 // without NULLs stores each of these attributes.
                 off = unsafe { self.pass(base, off, len, next..end) }.map_err(corrupt)?;
+                next = end;
+                continue;
+            }
+            let end = self.read_to[next];
+            if end > next && !has_nulls && end <= natts {
+                // SAFETY: as above.
+                off = unsafe { self.read_run(base, off, len, next..end, walk) }.map_err(corrupt)?;
                 next = end;
                 continue;
             }
@@ -297,7 +312,7 @@ impl Layout {
                         return Err(corrupt(i));
                     }
                     // SAFETY: `size` bytes at `off`, within the tuple.
-                    (unsafe { fetch_fixed(att, base.add(off)) }, size)
+                    (unsafe { fetch_fixed(att.len, att.byval, base.add(off)) }, size)
                 }
             };
             if off + size > len {
@@ -377,6 +392,70 @@ impl Layout {
             if off > len {
                 return Err(first + k);
             }
+        }
+        Ok(off)
+    }
+
+    /// As [`Layout::pass`], staging each attribute's value for its reader
+    /// in `walk` (attributes `atts` are read by readers and tested by
+    /// nothing).
+    ///
+    /// Out of line, as `pass` is. All 16 lineitem columns through
+    /// `weft.query`, the leader alone, huge pages: 1046-1066 → 865-879 ms;
+    /// TPC-H Q1 (six columns read before the one tested) 826-954 → 779-797
+    /// ms (benches/README.md, session 19).
+    ///
+    /// # Safety
+    /// As for [`Layout::pass`]; `walk` is not full.
+    #[inline(never)]
+    unsafe fn read_run(
+        &self,
+        base: *const u8,
+        mut off: usize,
+        len: usize,
+        atts: std::ops::Range<usize>,
+        walk: &mut Walk,
+    ) -> Result<usize, usize> {
+        let first = atts.start;
+        for (k, step) in self.steps[atts].iter().enumerate() {
+            let mask = usize::from(step.align_mask);
+            let datum;
+            if step.len > 0 {
+                off = (off + mask) & !mask;
+                let size = step.len as usize;
+                if off + size > len {
+                    return Err(first + k);
+                }
+                // SAFETY: `size` bytes at `off`, in the tuple.
+                datum = unsafe { fetch_fixed(step.len, step.byval, base.add(off)) };
+                off += size;
+            } else {
+                if off >= len {
+                    return Err(first + k);
+                }
+                // SAFETY: as in Layout::pass.
+                let mut header = unsafe { *base.add(off) };
+                if header == 0 {
+                    off = (off + mask) & !mask;
+                    if off >= len {
+                        return Err(first + k);
+                    }
+                    // SAFETY: as above.
+                    header = unsafe { *base.add(off) };
+                }
+                // SAFETY: as above.
+                datum = Datum::from(unsafe { base.add(off) } as usize);
+                off += if header & 0x01 == 0x01 && header != 0x01 {
+                    usize::from(header >> 1)
+                } else {
+                    // SAFETY: a varlena header at `off`, in the tuple.
+                    unsafe { varlena_size(base.add(off), len - off) }.ok_or(first + k)?
+                };
+                if off > len {
+                    return Err(first + k);
+                }
+            }
+            walk.stage[usize::from(step.reader) * PAGE_TUPLES + walk.staged] = (datum, false);
         }
         Ok(off)
     }
@@ -529,19 +608,35 @@ unsafe fn varlena_size(pointer: *const u8, room: usize) -> Option<usize> {
     Some(header as usize >> 2)
 }
 
-/// The datum of fixed-width attribute `att` stored at `pointer`: its value
-/// if passed by value (fetch_att's reads), else the pointer.
+/// For each attribute of `atts` after the first `prefix`, the end
+/// (exclusive) of the run of attributes from it on that are all `member`s
+/// and none a C string; the attribute itself when it is not one.
+fn runs(atts: &[Att], prefix: usize, member: impl Fn(&Att) -> bool) -> Vec<usize> {
+    let mut to = vec![0; atts.len()];
+    let mut end = atts.len();
+    for (i, att) in atts.iter().enumerate().rev() {
+        if i < prefix || att.len == -2 || !member(att) {
+            end = i;
+        }
+        to[i] = end;
+    }
+    to
+}
+
+/// The datum of a fixed-width attribute of `len` bytes stored at
+/// `pointer`: its value if passed by value (`byval`, fetch_att's reads),
+/// else the pointer.
 ///
 /// # Safety
-/// `att.len` bytes at `pointer` are in a pinned page.
+/// `len` bytes at `pointer` are in a pinned page.
 #[inline(always)]
-unsafe fn fetch_fixed(att: &Att, pointer: *const u8) -> Datum {
-    if !att.byval {
+unsafe fn fetch_fixed(len: i16, byval: bool, pointer: *const u8) -> Datum {
+    if !byval {
         return Datum::from(pointer as usize);
     }
     // SAFETY: per the caller.
     unsafe {
-        match att.len {
+        match len {
             1 => Datum::from(*pointer),
             2 => Datum::from(pointer.cast::<i16>().read_unaligned()),
             4 => Datum::from(pointer.cast::<i32>().read_unaligned()),
