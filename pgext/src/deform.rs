@@ -258,8 +258,10 @@ impl Layout {
                 next = end;
                 continue;
             }
+            // (A single attribute read goes the full way: the call costs
+            // more than the steps spare it.)
             let end = self.read_to[next];
-            if end > next && !has_nulls && end <= natts {
+            if end > next + 1 && !has_nulls && end <= natts {
                 // SAFETY: as above.
                 off = unsafe { self.read_run(base, off, len, next..end, walk) }.map_err(corrupt)?;
                 next = end;
