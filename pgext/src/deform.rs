@@ -368,31 +368,13 @@ impl Layout {
             let mask = usize::from(step.align_mask);
             if step.len > 0 {
                 off = ((off + mask) & !mask) + step.len as usize;
-            } else {
-                if off >= len {
+                if off > len {
                     return Err(first + k);
                 }
-                // SAFETY: `off` is in the tuple; as in Layout::deform, a
-                // pad byte (0) means an aligned 4-byte header follows.
-                let mut header = unsafe { *base.add(off) };
-                if header == 0 {
-                    off = (off + mask) & !mask;
-                    if off >= len {
-                        return Err(first + k);
-                    }
-                    // SAFETY: as above.
-                    header = unsafe { *base.add(off) };
-                }
-                off += if header & 0x01 == 0x01 && header != 0x01 {
-                    // A short header, the common case, inline.
-                    usize::from(header >> 1)
-                } else {
-                    // SAFETY: a varlena header at `off`, in the tuple.
-                    unsafe { varlena_size(base.add(off), len - off) }.ok_or(first + k)?
-                };
-            }
-            if off > len {
-                return Err(first + k);
+            } else {
+                // SAFETY: per the caller.
+                let (at, size) = unsafe { varlena_at(base, off, len, mask) }.ok_or(first + k)?;
+                off = at + size;
             }
         }
         Ok(off)
@@ -432,30 +414,11 @@ impl Layout {
                 datum = unsafe { fetch_fixed(step.len, step.byval, base.add(off)) };
                 off += size;
             } else {
-                if off >= len {
-                    return Err(first + k);
-                }
-                // SAFETY: as in Layout::pass.
-                let mut header = unsafe { *base.add(off) };
-                if header == 0 {
-                    off = (off + mask) & !mask;
-                    if off >= len {
-                        return Err(first + k);
-                    }
-                    // SAFETY: as above.
-                    header = unsafe { *base.add(off) };
-                }
-                // SAFETY: as above.
-                datum = Datum::from(unsafe { base.add(off) } as usize);
-                off += if header & 0x01 == 0x01 && header != 0x01 {
-                    usize::from(header >> 1)
-                } else {
-                    // SAFETY: a varlena header at `off`, in the tuple.
-                    unsafe { varlena_size(base.add(off), len - off) }.ok_or(first + k)?
-                };
-                if off > len {
-                    return Err(first + k);
-                }
+                // SAFETY: per the caller.
+                let (at, size) = unsafe { varlena_at(base, off, len, mask) }.ok_or(first + k)?;
+                // SAFETY: `at` is in the tuple.
+                datum = Datum::from(unsafe { base.add(at) } as usize);
+                off = at + size;
             }
             walk.stage[usize::from(step.reader) * PAGE_TUPLES + walk.staged] = (datum, false);
         }
@@ -568,6 +531,40 @@ unsafe fn wanted<'a>(
         // SAFETY: per the caller, a value of the attribute's type.
         Some(b) => unsafe { b.admits(datum, null) }.map_err(|e| (att.name.as_str(), e)),
     }
+}
+
+/// Where the varlena at `off` of the tuple at `base` (`len` bytes long)
+/// starts, and its size, header included: at `off`, or aligned up to
+/// `mask` + 1 past pad bytes (a short header is never aligned, and is
+/// never 0); None for a corrupt tuple (the header or the value not inside
+/// it, or a header no page may hold).
+///
+/// # Safety
+/// `base` is a tuple of a pinned page, `len` bytes long.
+#[inline(always)]
+unsafe fn varlena_at(base: *const u8, off: usize, len: usize, mask: usize) -> Option<(usize, usize)> {
+    if off >= len {
+        return None;
+    }
+    let mut at = off;
+    // SAFETY: `at` is in the tuple.
+    let mut header = unsafe { *base.add(at) };
+    if header == 0 {
+        at = (at + mask) & !mask;
+        if at >= len {
+            return None;
+        }
+        // SAFETY: as above.
+        header = unsafe { *base.add(at) };
+    }
+    let size = if header & 0x01 == 0x01 && header != 0x01 {
+        // A short header, the common case, inline.
+        usize::from(header >> 1)
+    } else {
+        // SAFETY: a varlena header at `at`, in the tuple.
+        unsafe { varlena_size(base.add(at), len - at) }?
+    };
+    (at + size <= len).then_some((at, size))
 }
 
 /// The size, header included, of the varlena whose header starts at
