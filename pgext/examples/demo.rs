@@ -161,7 +161,10 @@ fn queries(client: &mut Client) {
 /// Runs `sql`; milliseconds taken and the rows as text.
 fn timed(client: &mut Client, sql: &str) -> (f64, Vec<Vec<String>>) {
     let started = Instant::now();
-    let messages = client.simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let messages = client.simple_query(sql).unwrap_or_else(|e| {
+        let why = e.as_db_error().map_or(e.to_string(), |db| db.message().to_owned());
+        panic!("{sql}: {why}")
+    });
     let millis = started.elapsed().as_secs_f64() * 1e3;
     let rows = messages
         .iter()
