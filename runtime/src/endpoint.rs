@@ -376,6 +376,12 @@ impl Inbox {
                 participant: self.edge.sender,
                 message: String::from_utf8_lossy(&bytes).into_owned(),
             }),
+            // A sender that stops once the query is complete (the leader
+            // has its whole result) loses nothing anyone needs.
+            Err(RingError::Closed) if self.node.query_complete() => {
+                self.ended = true;
+                Ok(None)
+            }
             Err(e) => Err(self.error(e)),
         }
     }

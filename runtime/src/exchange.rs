@@ -14,7 +14,6 @@ use std::task::Poll;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{exec_datafusion_err, DataFusionError, Result, Statistics};
 use datafusion::execution::memory_pool::MemoryConsumer;
@@ -273,15 +272,18 @@ impl ExecutionPlan for ExchangeExec {
             Senders::Leader => 0,
         };
         let input = self.input.execute(input_partition, context.clone())?;
-        let producer = SpawnedTask::spawn(produce(
-            node.clone(),
-            self.id,
-            self.mode.clone(),
-            self.targets(me),
-            me,
-            self.participants,
-            input,
-        ));
+        let producer = Producer::spawn(
+            &node,
+            produce(
+                node.clone(),
+                self.id,
+                self.mode.clone(),
+                self.targets(me),
+                me,
+                self.participants,
+                input,
+            ),
+        );
 
         let sources = self.sources(me);
         if sources.is_empty() {
@@ -364,11 +366,60 @@ fn external(e: RuntimeError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-async fn join(producer: SpawnedTask<Result<()>>) -> Result<()> {
-    producer
-        .join()
-        .await
-        .map_err(|e| exec_datafusion_err!("weft exchange producer task: {e}"))?
+/// The local producer's task, which this participant's output stream of
+/// the exchange awaits at its end (so that its errors surface there, and
+/// the participant does not end before its rows are sent).
+///
+/// If that stream is dropped first (its consumer stopped early: DataFusion's
+/// hash join never reads its probe side when its build side is empty), the
+/// task goes on: the other participants still expect this one's rows and
+/// its end of stream, and would fail the query as having lost a sender.
+/// It is handed to the participant ([`Participant::owe`]), which finishes
+/// it before ending; it ends early once every receiver has closed or the
+/// query is complete.
+struct Producer {
+    node: Arc<Participant>,
+    /// The task, until it is awaited to its end or handed over.
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Its outcome (a task handed over has nobody to return it to).
+    outcome: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
+}
+
+impl Producer {
+    fn spawn(
+        node: &Arc<Participant>,
+        work: impl std::future::Future<Output = Result<()>> + Send + 'static,
+    ) -> Producer {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            // Unheard once handed over: a failure has aborted the query by
+            // then (`produce` records it).
+            let _ = tx.send(work.await);
+        });
+        Producer {
+            node: node.clone(),
+            task: Some(task),
+            outcome: Some(rx),
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take().filter(|task| !task.is_finished()) {
+            self.node.owe(task);
+        }
+    }
+}
+
+async fn join(mut producer: Producer) -> Result<()> {
+    let Some(outcome) = producer.outcome.take() else {
+        return Ok(());
+    };
+    let result = outcome.await;
+    // It has ended: nothing to hand over.
+    producer.task = None;
+    result.map_err(|_| exec_datafusion_err!("a weft exchange producer ended without an outcome"))?
 }
 
 /// One incoming edge as a stream of batches.
@@ -469,6 +520,9 @@ async fn route(
     let mut input = stream::poll_fn(move |cx| {
         if let Err(aborted) = node.check_abort() {
             return Poll::Ready(Some(Err(aborted)));
+        }
+        if node.query_complete() {
+            return Poll::Ready(None); // nobody needs more
         }
         input.poll_next_unpin(cx).map_err(RuntimeError::from)
     });

@@ -26,12 +26,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::task::LocalSet;
+use tokio::task::{JoinHandle, LocalSet};
 use weft_core::{Mesh, ParticipantState};
 
 use crate::error::RuntimeError;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
+
+/// The participant that collects the query's result.
+const LEADER: u32 = 0;
 
 /// Code recorded in the mesh when a participant's body fails.
 pub const FAILURE_CODE: u32 = 1;
@@ -123,6 +126,12 @@ pub struct Participant {
     pub(crate) idle: Arc<Idle>,
     pub(crate) config: Config,
     pub(crate) metrics: Mutex<Metrics>,
+    /// Tasks this participant still owes its peers: an exchange's producer
+    /// whose local consumer stopped reading early (a join whose build side
+    /// is empty never reads its probe side) still sends its rows and its
+    /// end of stream to the others. [`run`](Self::run) finishes them
+    /// before a worker ends.
+    owed: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Participant {
@@ -158,6 +167,7 @@ impl Participant {
             idle,
             config,
             metrics: Mutex::new(Metrics::default()),
+            owed: Mutex::new(Vec::new()),
         }
     }
 
@@ -202,6 +212,23 @@ impl Participant {
         let local = LocalSet::new();
         let me = Arc::new(self);
         let result = local.block_on(&runtime, Root::new(me.clone(), body(me.clone())));
+        let result = match result {
+            // The leader has the whole result: the query is complete, and
+            // what any participant has left to do no longer matters. Said
+            // before anything closes, so that peers seeing our rings close
+            // find it (the ring states' Release/Acquire orders the two).
+            Ok(value) if me.id == LEADER => me
+                .mesh
+                .set_participant_state(me.id, ParticipantState::Done)
+                .map(|()| value)
+                .map_err(RuntimeError::from),
+            // A worker first pays what it owes (a failure there aborts the
+            // query).
+            Ok(value) => local
+                .block_on(&runtime, Root::new(me.clone(), me.clone().pay_owed()))
+                .map(|()| value),
+            Err(e) => Err(e),
+        };
 
         // A failure is recorded before anything closes: peers that see our
         // rings close must find the abort there already (Release/Acquire on
@@ -224,6 +251,31 @@ impl Participant {
         me.mesh.set_participant_state(me.id, state)?;
         let metrics = std::mem::take(&mut *lock(&me.metrics));
         result.map(|value| (value, metrics))
+    }
+
+    /// Hands over a task this participant must finish before it ends, even
+    /// if nothing awaits it any more (see [`Participant::owed`]).
+    pub(crate) fn owe(&self, task: JoinHandle<()>) {
+        lock(&self.owed).push(task);
+    }
+
+    /// Awaits the tasks handed over by [`owe`](Self::owe) (each ends when
+    /// its receivers have closed, or the query is complete), then reports
+    /// the query's abort, if one of them or a peer failed it.
+    async fn pay_owed(self: Arc<Self>) -> Result<(), RuntimeError> {
+        loop {
+            let next = lock(&self.owed).pop();
+            let Some(task) = next else { break };
+            // A failed task has aborted the query: checked below.
+            let _ = task.await;
+        }
+        self.check_abort()
+    }
+
+    /// Whether the query is complete: the leader has its whole result
+    /// (and nothing a participant still does can change it).
+    pub(crate) fn query_complete(&self) -> bool {
+        matches!(self.mesh.participant_state(LEADER), Ok(ParticipantState::Done))
     }
 
     /// Fails the query: records the error in the mesh if it is the first,

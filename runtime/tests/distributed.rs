@@ -292,7 +292,10 @@ fn injected_error_fails_everywhere(sql: &str) {
 /// A huge table (every share read 100 000 times over: 2 million batches)
 /// under a LIMIT: the query ends having scanned a tiny part of it, both
 /// when the limit sits above a gather and above a partitioned join whose
-/// exchanges must stop their producers.
+/// exchanges must stop their producers. (Producers whose own participant
+/// stopped reading them go on until the leader has its whole result,
+/// which it has once its own producer has ended: about a thousand
+/// batches are read meanwhile.)
 #[test]
 fn a_limit_ends_the_query_without_draining_the_producers() {
     let huge = Fault::Repeat { times: 100_000 };
@@ -315,7 +318,7 @@ fn a_limit_ends_the_query_without_draining_the_producers() {
         assert!(run.explain.contains(shape), "{sql}: no {shape:?} in\n{}", run.explain);
         assert_eq!(run.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10, "{sql}");
         let scanned = BATCHES_SCANNED.load(Ordering::Relaxed);
-        assert!(scanned < 1_000, "{sql}: scanned {scanned} of 2 million batches");
+        assert!(scanned < 10_000, "{sql}: scanned {scanned} of 2 million batches");
     }
 }
 
