@@ -6,7 +6,7 @@
 # printing the least and the median (ms). Run as root, as the bench
 # cluster's owner is `postgres`.
 #
-#   [WORKERS=1] [N=5] [FORCE=1] scripts/scan-rates.sh /tmp/weft-pg-XXXX [a.so b.so ...]
+#   [WORKERS=1] [N=5] scripts/scan-rates.sh /tmp/weft-pg-XXXX [a.so b.so ...]
 #
 # The scans: stock count(*) (weft off), weft testing the first column, Q14's
 # and Q6's filtered scans (weft forced), all 16 columns into Arrow through

@@ -548,22 +548,14 @@ unsafe fn varlena_at(base: *const u8, off: usize, len: usize, mask: usize) -> Op
     }
     let mut at = off;
     // SAFETY: `at` is in the tuple.
-    let mut header = unsafe { *base.add(at) };
-    if header == 0 {
+    if unsafe { *base.add(at) } == 0 {
         at = (at + mask) & !mask;
         if at >= len {
             return None;
         }
-        // SAFETY: as above.
-        header = unsafe { *base.add(at) };
     }
-    let size = if header & 0x01 == 0x01 && header != 0x01 {
-        // A short header, the common case, inline.
-        usize::from(header >> 1)
-    } else {
-        // SAFETY: a varlena header at `at`, in the tuple.
-        unsafe { varlena_size(base.add(at), len - at) }?
-    };
+    // SAFETY: a varlena header at `at`, in the tuple.
+    let size = unsafe { varlena_size(base.add(at), len - at) }?;
     (at + size <= len).then_some((at, size))
 }
 

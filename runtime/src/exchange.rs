@@ -380,9 +380,7 @@ fn external(e: RuntimeError) -> DataFusionError {
 struct Producer {
     node: Arc<Participant>,
     /// The task, until it is awaited to its end or handed over.
-    task: Option<tokio::task::JoinHandle<()>>,
-    /// Its outcome (a task handed over has nobody to return it to).
-    outcome: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 impl Producer {
@@ -390,16 +388,9 @@ impl Producer {
         node: &Arc<Participant>,
         work: impl std::future::Future<Output = Result<()>> + Send + 'static,
     ) -> Producer {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            // Unheard once handed over: a failure has aborted the query by
-            // then (`produce` records it).
-            let _ = tx.send(work.await);
-        });
         Producer {
             node: node.clone(),
-            task: Some(task),
-            outcome: Some(rx),
+            task: Some(tokio::spawn(work)),
         }
     }
 }
@@ -407,19 +398,21 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         if let Some(task) = self.task.take().filter(|task| !task.is_finished()) {
+            // Its outcome is unheard from here: a failure has aborted the
+            // query by then (`produce` records it).
             self.node.owe(task);
         }
     }
 }
 
 async fn join(mut producer: Producer) -> Result<()> {
-    let Some(outcome) = producer.outcome.take() else {
+    let Some(task) = producer.task.as_mut() else {
         return Ok(());
     };
-    let result = outcome.await;
+    let outcome = task.await;
     // It has ended: nothing to hand over.
     producer.task = None;
-    result.map_err(|_| exec_datafusion_err!("a weft exchange producer ended without an outcome"))?
+    outcome.map_err(|e| exec_datafusion_err!("weft exchange producer task: {e}"))?
 }
 
 /// One incoming edge as a stream of batches.

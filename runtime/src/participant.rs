@@ -131,7 +131,7 @@ pub struct Participant {
     /// is empty never reads its probe side) still sends its rows and its
     /// end of stream to the others. [`run`](Self::run) finishes them
     /// before a worker ends.
-    owed: Mutex<Vec<JoinHandle<()>>>,
+    owed: Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>,
 }
 
 impl std::fmt::Debug for Participant {
@@ -255,8 +255,13 @@ impl Participant {
 
     /// Hands over a task this participant must finish before it ends, even
     /// if nothing awaits it any more (see [`Participant::owed`]).
-    pub(crate) fn owe(&self, task: JoinHandle<()>) {
-        lock(&self.owed).push(task);
+    pub(crate) fn owe<T: Send + 'static>(&self, task: JoinHandle<T>) {
+        // A failure is the query's abort (checked once all are paid); what
+        // matters is that the participant waits for it before tearing its
+        // runtime, and with it the task, down.
+        lock(&self.owed).push(Box::pin(async move {
+            let _ = task.await;
+        }));
     }
 
     /// Awaits the tasks handed over by [`owe`](Self::owe) (each ends when
@@ -266,8 +271,7 @@ impl Participant {
         loop {
             let next = lock(&self.owed).pop();
             let Some(task) = next else { break };
-            // A failed task has aborted the query: checked below.
-            let _ = task.await;
+            task.await;
         }
         self.check_abort()
     }
