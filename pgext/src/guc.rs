@@ -52,12 +52,24 @@ pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 /// exchange and ordered pair of participants), in kB.
 pub static RING_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 
+/// `weft.shared_memory`: megabytes of shared memory the server reserves
+/// at start for parallel sections' segments ([`crate::parallel::reserve`]).
+pub static SHARED_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_SHARED_MEMORY_MB);
+
+/// `weft.shared_memory`'s default: room for the meshes of two TPC-H
+/// queries with 1 MB rings and two workers at once (Q2's, the largest,
+/// takes 99 MB with three participants, 44 MB with two).
+pub const DEFAULT_SHARED_MEMORY_MB: i32 = 128;
+
 /// `weft.test_fail_participant`: for tests only (superuser): the
 /// participant that raises an ERROR mid-run; -1 for none.
 pub static TEST_FAIL_PARTICIPANT: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
 /// Upper bound of `weft.workers` (and of any worker count weft accepts).
 pub const MAX_WORKERS: i32 = 64;
+
+/// Upper bound of `weft.shared_memory` (1 TB).
+pub const MAX_SHARED_MEMORY_MB: i32 = 1024 * 1024;
 
 /// Registers the settings. Called from `_PG_init`, in the postmaster (via
 /// shared_preload_libraries) or in a backend that loads weft late.
@@ -135,6 +147,16 @@ pub fn define() {
         1024 * 1024,
         GucContext::Userset,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"weft.shared_memory",
+        c"Shared memory reserved at server start for weft's queries.",
+        c"Added to min_dynamic_shared_memory when weft is in shared_preload_libraries: a query's mesh is then carved out of memory every process has mapped, instead of being allocated and zeroed by the operating system for each query. 0 reserves none.",
+        &SHARED_MEMORY_MB,
+        0,
+        MAX_SHARED_MEMORY_MB,
+        GucContext::Postmaster,
+        GucFlags::UNIT_MB,
     );
     GucRegistry::define_int_guc(
         c"weft.test_fail_participant",

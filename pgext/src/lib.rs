@@ -63,6 +63,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a plain global, read on the thread loading the library.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         // In the postmaster, whose backends and workers inherit its memory.
+        parallel::reserve();
         query::warm_up();
     }
 }
