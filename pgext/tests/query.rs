@@ -616,6 +616,32 @@ fn concurrent_sessions_get_their_own_results() {
 }
 
 #[test]
+fn meshes_run_in_the_reserved_memory_and_beyond_it() {
+    // weft.shared_memory is added to the region the configuration asks for.
+    let cluster = Cluster::start_with(&[("min_dynamic_shared_memory", "16MB"), ("weft.shared_memory", "8MB")]);
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE m (k int, v bigint); INSERT INTO m SELECT g % 1000, g FROM generate_series(1, 100000) g;",
+    );
+    let reserved: String = client.query_one("SHOW min_dynamic_shared_memory", &[]).unwrap().get(0);
+    assert_eq!(reserved, "24MB");
+    let sql = "SELECT k, sum(v) AS s FROM m GROUP BY k ORDER BY k";
+    let expected = rows(&mut client, sql).unwrap();
+    // 64 kB rings: the mesh (an exchange and a gather, 2-3 participants)
+    // fits in the region; 8 MB rings: 32-72 MB do not, and the segment
+    // comes from the operating system.
+    for ring in ["64kB", "8MB"] {
+        for workers in [1, 2] {
+            client
+                .batch_execute(&format!("SET weft.ring_size = '{ring}'; SET weft.workers = {workers}"))
+                .unwrap();
+            let got = weft(&mut client, sql, "k int, s numeric").unwrap();
+            assert_eq!(got, expected, "rings of {ring}, {workers} workers");
+        }
+    }
+}
+
+#[test]
 fn a_statement_timeout_ends_a_running_query() {
     let cluster = Cluster::start();
     let mut client = setup(
