@@ -153,6 +153,23 @@ impl Part {
         (self.payload, self.payload_len)
     }
 
+    /// The section's segment: its size, and whether Postgres carved it out
+    /// of the region reserved at start ([`reserve`]) rather than asking the
+    /// operating system for it.
+    pub fn segment(&self) -> (usize, bool) {
+        // SAFETY: the segment is mapped until the section ends.
+        let (size, handle) = unsafe {
+            (
+                pg_sys::dsm_segment_map_length(self.segment.as_ptr()),
+                pg_sys::dsm_segment_handle(self.segment.as_ptr()),
+            )
+        };
+        // dsm.c gives segments in the main region odd handles and the
+        // operating system's even ones (Postgres 14 on), so that the two
+        // never collide.
+        (size, handle & 1 == 1)
+    }
+
     /// A worker's end of the section: unmaps the segment. Everything using
     /// the mesh or the payload must be gone.
     pub fn leave(self) {

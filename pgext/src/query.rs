@@ -338,6 +338,7 @@ pub fn run(planned: Planned, explain_run: bool) -> Output {
         unsafe { layout.write(start, &bytes, &slots, snapshot) }
     });
 
+    let section_segment = section.part().segment();
     let (payload, _) = section.part().payload();
     // SAFETY: the payload was written above and stays mapped until finish.
     let bindings = unsafe { layout.bindings(payload, slots.iter().map(|(target, rel)| (*target, *rel))) };
@@ -362,8 +363,9 @@ pub fn run(planned: Planned, explain_run: bool) -> Output {
         let mut all = vec![leader_metrics];
         all.extend(metrics);
         format!(
-            "{}\n{}",
+            "{}\n{}\n{}",
             heading(requested + 1, participants, refused.as_deref()),
+            mesh_line(section_segment, exchanges),
             explain_plan(decoded.as_ref(), Some(&all))
         )
     } else {
@@ -390,6 +392,21 @@ fn heading(requested: usize, participants: usize, refused: Option<&str>) -> Stri
             format!("weft plan for the leader alone, of {who}: weft cannot distribute this query ({reason})")
         }
     }
+}
+
+/// EXPLAIN ANALYZE's line on the run's shared memory: the section's
+/// segment (`size` bytes, `reserved` when carved out of
+/// `weft.shared_memory`) for its `exchanges` exchanges.
+fn mesh_line((size, reserved): (usize, bool), exchanges: u32) -> String {
+    let whence = if reserved {
+        "in weft.shared_memory"
+    } else {
+        "in a segment of its own (weft.shared_memory had no room for it)"
+    };
+    format!(
+        "shared memory: {:.1} MB for {exchanges} exchanges {whence}",
+        size as f64 / (1024.0 * 1024.0)
+    )
 }
 
 /// A worker's part of a query.

@@ -630,13 +630,16 @@ fn meshes_run_in_the_reserved_memory_and_beyond_it() {
     // 64 kB rings: the mesh (an exchange and a gather, 2-3 participants)
     // fits in the region; 8 MB rings: 32-72 MB do not, and the segment
     // comes from the operating system.
-    for ring in ["64kB", "8MB"] {
+    for (ring, whence) in [("64kB", "in weft.shared_memory"), ("8MB", "in a segment of its own")] {
         for workers in [1, 2] {
             client
                 .batch_execute(&format!("SET weft.ring_size = '{ring}'; SET weft.workers = {workers}"))
                 .unwrap();
             let got = weft(&mut client, sql, "k int, s numeric").unwrap();
             assert_eq!(got, expected, "rings of {ring}, {workers} workers");
+            let plan = explain(&mut client, sql, true);
+            let line = plan.lines().find(|l| l.contains("shared memory:")).unwrap_or_default();
+            assert!(line.contains(whence), "rings of {ring}, {workers} workers: {plan}");
         }
     }
 }
