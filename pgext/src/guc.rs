@@ -52,6 +52,14 @@ pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 /// exchange and ordered pair of participants), in kB.
 pub static RING_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 
+/// `weft.max_mesh_size`: megabytes one query's mesh may take; rings
+/// shrink to fit ([`mesh_rings`]).
+pub static MAX_MESH_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+
+/// The smallest ring weft lays out (`weft.ring_size`'s lower bound), in
+/// bytes.
+pub const MIN_RING: usize = 64 * 1024;
+
 /// `weft.shared_memory`: megabytes of shared memory the server reserves
 /// at start for parallel sections' segments ([`crate::parallel::reserve`]).
 pub static SHARED_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_SHARED_MEMORY_MB);
@@ -141,12 +149,22 @@ pub fn define() {
     GucRegistry::define_int_guc(
         c"weft.ring_size",
         c"Shared memory per ring between two participants.",
-        c"A query's mesh holds one ring per exchange and ordered pair of participants.",
+        c"A query's mesh holds one ring per exchange and ordered pair of participants. Rounded down to a power of two; smaller with many workers (weft.max_mesh_size).",
         &RING_SIZE_KB,
         64,
         1024 * 1024,
         GucContext::Userset,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"weft.max_mesh_size",
+        c"Shared memory one query's mesh may take.",
+        c"A mesh has a ring per exchange and ordered pair of participants: with many workers, rings shrink from weft.ring_size (halving, down to 64kB) until the mesh fits.",
+        &MAX_MESH_SIZE_MB,
+        1,
+        MAX_SHARED_MEMORY_MB,
+        GucContext::Userset,
+        GucFlags::UNIT_MB,
     );
     GucRegistry::define_int_guc(
         c"weft.shared_memory",
@@ -181,7 +199,10 @@ pub fn workers() -> i32 {
     }
 }
 
-/// `weft.ring_size` in bytes.
-pub fn ring_size() -> usize {
-    RING_SIZE_KB.get() as usize * 1024
+/// The largest ring and the most a mesh may take, in bytes: `weft.ring_size`
+/// (rounded down to a power of two, as rings are) and `weft.max_mesh_size`.
+pub fn mesh_rings() -> (usize, usize) {
+    let ring = RING_SIZE_KB.get() as usize * 1024;
+    let largest = 1 << ring.max(MIN_RING).ilog2();
+    (largest, MAX_MESH_SIZE_MB.get() as usize * 1024 * 1024)
 }

@@ -105,7 +105,7 @@ fn mesh_bench(
     let area = stride * stride * SLOT * size_of::<u64>();
     let section = Section::launch(Job::MeshBench, params.encode(), workers as usize, area).publish(
         1,
-        guc::ring_size(),
+        guc::mesh_rings(),
         0,
         |_| {},
     );

@@ -310,13 +310,28 @@ impl Launched {
         self.launched + 1
     }
 
-    /// Creates the section's segment: a mesh of `exchanges` exchanges of
-    /// `ring`-byte rings for the participants that exist, then `payload`
+    /// Creates the section's segment: a mesh of `exchanges` exchanges for
+    /// the participants that exist, with rings of `rings.0` bytes (a power
+    /// of two) halved until the mesh takes at most `rings.1` bytes, but
+    /// not below [`guc::MIN_RING`](crate::guc::MIN_RING); then `payload`
     /// bytes that `fill` initializes (it gets their start, 64-aligned);
     /// then lets the workers go.
-    pub fn publish(self, exchanges: u32, ring: usize, payload: usize, fill: impl FnOnce(NonNull<u8>)) -> Section {
+    ///
+    /// The mesh has exchanges × participants² rings, so with many workers
+    /// the rings shrink rather than the mesh grow as the square of them;
+    /// each ring then carries a smaller share of its exchange's rows.
+    pub fn publish(
+        self,
+        exchanges: u32,
+        (ring, limit): (usize, usize),
+        payload: usize,
+        fill: impl FnOnce(NonNull<u8>),
+    ) -> Section {
         let participants = self.participants();
-        let layout = MeshLayout::new(participants, exchanges.max(1), ring)
+        let min = crate::guc::MIN_RING.min(ring);
+        let layout = MeshLayout::fit(participants, exchanges.max(1), limit, ring, min)
+            // Past the limit even with the smallest rings: those, over it.
+            .or_else(|_| MeshLayout::new(participants, exchanges.max(1), min))
             .unwrap_or_else(|e| pgrx::error!("weft: cannot lay out a mesh for {participants} participants: {e}"));
         let mesh_len = (layout.size() + REGION_ALIGN).next_multiple_of(PAYLOAD_ALIGN);
         let payload_len = payload.max(1);

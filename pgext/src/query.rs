@@ -332,13 +332,14 @@ pub fn run(planned: Planned, explain_run: bool) -> Output {
         .collect();
     let exchanges = exchange_count(&plan);
     let layout = Payload::layout(bytes.len(), &scan_sizes, participants, runners, exchanges);
-    let section = launched.publish(exchanges, guc::ring_size(), layout.len, |start| {
+    let section = launched.publish(exchanges, guc::mesh_rings(), layout.len, |start| {
         // SAFETY: `start` is the payload, `layout.len` bytes, ours alone
         // until published.
         unsafe { layout.write(start, &bytes, &slots, snapshot) }
     });
 
     let section_segment = section.part().segment();
+    let ring = section.part().mesh.layout().ring_capacity();
     let (payload, _) = section.part().payload();
     // SAFETY: the payload was written above and stays mapped until finish.
     let bindings = unsafe { layout.bindings(payload, slots.iter().map(|(target, rel)| (*target, *rel))) };
@@ -365,7 +366,7 @@ pub fn run(planned: Planned, explain_run: bool) -> Output {
         format!(
             "{}\n{}\n{}",
             heading(requested + 1, participants, refused.as_deref()),
-            mesh_line(section_segment, exchanges),
+            mesh_line(section_segment, exchanges, ring),
             explain_plan(decoded.as_ref(), Some(&all))
         )
     } else {
@@ -396,16 +397,18 @@ fn heading(requested: usize, participants: usize, refused: Option<&str>) -> Stri
 
 /// EXPLAIN ANALYZE's line on the run's shared memory: the section's
 /// segment (`size` bytes, `reserved` when carved out of
-/// `weft.shared_memory`) for its `exchanges` exchanges.
-fn mesh_line((size, reserved): (usize, bool), exchanges: u32) -> String {
+/// `weft.shared_memory`) for its `exchanges` exchanges of `ring`-byte
+/// rings.
+fn mesh_line((size, reserved): (usize, bool), exchanges: u32, ring: usize) -> String {
     let whence = if reserved {
         "in weft.shared_memory"
     } else {
         "in a segment of its own (weft.shared_memory had no room for it)"
     };
     format!(
-        "shared memory: {:.1} MB for {exchanges} exchanges {whence}",
-        size as f64 / (1024.0 * 1024.0)
+        "shared memory: {:.1} MB for {exchanges} exchanges (rings of {} kB) {whence}",
+        size as f64 / (1024.0 * 1024.0),
+        ring / 1024
     )
 }
 

@@ -630,6 +630,7 @@ fn meshes_run_in_the_reserved_memory_and_beyond_it() {
     // 64 kB rings: the mesh (an exchange and a gather, 2-3 participants)
     // fits in the region; 8 MB rings: 32-72 MB do not, and the segment
     // comes from the operating system.
+    client.batch_execute("SET weft.max_mesh_size = '1GB'").unwrap();
     for (ring, whence) in [("64kB", "in weft.shared_memory"), ("8MB", "in a segment of its own")] {
         for workers in [1, 2] {
             client
@@ -642,6 +643,59 @@ fn meshes_run_in_the_reserved_memory_and_beyond_it() {
             assert!(line.contains(whence), "rings of {ring}, {workers} workers: {plan}");
         }
     }
+}
+
+/// EXPLAIN ANALYZE's shared memory line: the segment's megabytes, the
+/// exchanges and the rings' kB.
+fn mesh_of(plan: &str) -> (f64, u32, usize) {
+    let line = plan.lines().find(|l| l.contains("shared memory:")).unwrap_or_default();
+    let number_after = |key: &str| line.split(key).nth(1)?.split_whitespace().next().map(str::to_owned);
+    let megabytes = number_after("shared memory: ").and_then(|n| n.parse().ok());
+    let exchanges = number_after(" for ").and_then(|n| n.parse().ok());
+    let ring = number_after("rings of ").and_then(|n| n.parse().ok());
+    match (megabytes, exchanges, ring) {
+        (Some(m), Some(x), Some(r)) => (m, x, r),
+        _ => panic!("no shared memory line in {plan}"),
+    }
+}
+
+#[test]
+fn rings_shrink_to_keep_the_mesh_within_its_limit() {
+    let cluster = Cluster::start_with(&[("max_worker_processes", "16"), ("max_parallel_workers", "16")]);
+    let mut client = setup(
+        &cluster,
+        "CREATE TABLE r (k int, v bigint); INSERT INTO r SELECT g % 1000, g FROM generate_series(1, 100000) g;",
+    );
+    let sql = "SELECT k, sum(v) AS s FROM r GROUP BY k ORDER BY k";
+    let expected = rows(&mut client, sql).unwrap();
+    // Rings are powers of two: 1000 kB is 512 kB.
+    client
+        .batch_execute("SET weft.ring_size = '1000kB'; SET weft.workers = 1; SET weft.max_mesh_size = '1GB'")
+        .unwrap();
+    assert_eq!(weft(&mut client, sql, "k int, s numeric").unwrap(), expected);
+    assert_eq!(mesh_of(&explain(&mut client, sql, true)).2, 512);
+    // With more participants (rings grow as their square) the rings
+    // halve until the mesh fits in its limit, and no further: the largest
+    // of 64..=512 kB whose rings (each with a 512-byte header) fit.
+    client.batch_execute("SET weft.max_mesh_size = '4MB'").unwrap();
+    for workers in [1, 2, 4] {
+        client.batch_execute(&format!("SET weft.workers = {workers}")).unwrap();
+        assert_eq!(weft(&mut client, sql, "k int, s numeric").unwrap(), expected);
+        let plan = explain(&mut client, sql, true);
+        let (_, exchanges, ring) = mesh_of(&plan);
+        let rings = exchanges as usize * (workers + 1) * (workers + 1);
+        let fits = |kb: usize| rings * (kb * 1024 + 512) <= 4 << 20;
+        let largest = [512, 256, 128, 64].into_iter().find(|&kb| fits(kb)).unwrap_or(64);
+        assert_eq!(ring, largest, "{workers} workers: {plan}");
+    }
+    // A limit even 64 kB rings cannot meet: those, over it.
+    client
+        .batch_execute("SET weft.max_mesh_size = '1MB'; SET weft.workers = 4")
+        .unwrap();
+    assert_eq!(weft(&mut client, sql, "k int, s numeric").unwrap(), expected);
+    let (megabytes, _, ring) = mesh_of(&explain(&mut client, sql, true));
+    assert_eq!(ring, 64);
+    assert!(megabytes > 1.0);
 }
 
 #[test]
