@@ -64,9 +64,9 @@ pub const MIN_RING: usize = 64 * 1024;
 /// at start for parallel sections' segments ([`crate::parallel::reserve`]).
 pub static SHARED_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_SHARED_MEMORY_MB);
 
-/// `weft.shared_memory`'s default: room for the meshes of two TPC-H
-/// queries with 1 MB rings and two workers at once (Q2's, the largest,
-/// takes 99 MB with three participants, 44 MB with two).
+/// `weft.shared_memory`'s default: room for two queries' meshes at
+/// `weft.max_mesh_size` at once (TPC-H Q2's, the largest, takes 44 MB with
+/// one worker and 1 MB rings).
 pub const DEFAULT_SHARED_MEMORY_MB: i32 = 128;
 
 /// `weft.test_fail_participant`: for tests only (superuser): the
