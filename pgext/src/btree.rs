@@ -481,7 +481,7 @@ impl LeafWalk {
     unsafe fn step(&mut self, right: pg_sys::BlockNumber) {
         // SAFETY: per the caller.
         unsafe {
-            let recent = crate::page::near(self.leaf, self.block, right);
+            let recent = crate::page::near_in(self.index, self.leaf, self.block, right);
             self.release();
             self.leaf = crate::page::pin(self.index, right, recent, std::ptr::null_mut());
             self.block = right;

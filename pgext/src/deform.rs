@@ -780,45 +780,6 @@ pub fn prefetch_lines(page: *const u8, at: usize, lines: usize) {
     let _ = (page, at, lines);
 }
 
-/// The shared buffer after `current`, if it seems to hold `block` of
-/// `rel`: a table read in order into free buffers (its first read, or
-/// pg_prewarm) has its consecutive blocks in consecutive buffers, and
-/// checking the guess's tag spares the lookup in the buffer mapping
-/// table, a shared hash table whose every probe misses the cache (15% of
-/// a lineitem scan's time in perf). The tag is read without the buffer
-/// header's lock, so the answer is a hint: [`crate::page::read_page`]
-/// checks it again, under the lock, before pinning the buffer.
-///
-/// # Safety
-/// `rel` is an open relation, on the backend thread; `current` is a
-/// buffer number.
-unsafe fn guess(rel: pg_sys::Relation, block: pg_sys::BlockNumber, current: pg_sys::Buffer) -> Option<pg_sys::Buffer> {
-    use std::sync::atomic::{AtomicI32, AtomicU32, Ordering::Relaxed};
-    // SAFETY: per the caller; the relcache entry's node and the size of
-    // the pool, fixed at startup.
-    let (node, buffers) = unsafe { ((*rel).rd_node, pg_sys::NBuffers) };
-    // Local buffers (temporary tables) are this backend's own: no guess.
-    if current <= 0 || current >= buffers {
-        return None;
-    }
-    // SAFETY: buffer `current + 1` exists (the check above), so its
-    // descriptor (index `current`) is in the shared array; its tag's
-    // fields are 32-bit words that other processes rewrite under the
-    // header's lock, read here atomically (a torn tag only makes a wrong
-    // guess, which read_page rejects).
-    let matches = unsafe {
-        let tag = std::ptr::addr_of!((*pg_sys::BufferDescriptors.add(current as usize)).bufferdesc.tag);
-        let word = |field: *const u32| AtomicU32::from_ptr(field.cast_mut()).load(Relaxed);
-        word(std::ptr::addr_of!((*tag).blockNum)) == block
-            && word(std::ptr::addr_of!((*tag).rnode.relNode).cast()) == node.relNode.to_u32()
-            && word(std::ptr::addr_of!((*tag).rnode.dbNode).cast()) == node.dbNode.to_u32()
-            && word(std::ptr::addr_of!((*tag).rnode.spcNode).cast()) == node.spcNode.to_u32()
-            && AtomicI32::from_ptr(std::ptr::addr_of!((*tag).forkNum).cast_mut()).load(Relaxed)
-                == pg_sys::ForkNumber::MAIN_FORKNUM
-    };
-    matches.then_some(current + 1)
-}
-
 /// The page a walk expects to read after the current one, brought into
 /// the cache a few lines per tuple walked, so that its misses overlap the
 /// walk of the page before it instead of stalling the walk of its own.
@@ -833,7 +794,8 @@ unsafe fn guess(rel: pg_sys::Relation, block: pg_sys::BlockNumber, current: pg_s
 /// took 11-15% less, Q6 4-11%, all 16 lineitem columns 3-6%
 /// (benches/README.md, session 14).
 ///
-/// The next page is the next block's buffer, as [`guess`] or, failing
+/// The next page is the next block's buffer, as
+/// [`crate::page::guess_next`] or, failing
 /// it, [`pg_sys::PrefetchBuffer`] finds it in the buffer pool (the block
 /// after the current one: a parallel block scan hands out runs of
 /// consecutive blocks); [`crate::page::read_page`] pins that same buffer
@@ -855,8 +817,10 @@ pub struct Lookahead {
     per_tuple: usize,
     /// Pages left to read before the next lookup (after a miss).
     skip: u32,
-    /// Pages left to look up without guessing (after a wrong guess).
+    /// Pages left to look up without guessing (after wrong guesses).
     no_guess: u32,
+    /// Wrong guesses since the last right one.
+    wrong: u32,
     /// The block last looked up and the buffer that held it then, for
     /// [`crate::page::read_page`] to pin without a second lookup.
     found: Option<(pg_sys::BlockNumber, pg_sys::Buffer)>,
@@ -865,9 +829,15 @@ pub struct Lookahead {
 impl Lookahead {
     /// Pages not looked up after one not found in the buffer pool.
     pub const SKIP_AFTER_MISS: u32 = 32;
-    /// Pages looked up without [`guess`]ing after a wrong guess: a pool
-    /// not filled in table order pays for a wrong guess (a cache miss)
-    /// on one page in 17 at most.
+    /// The most pages looked up without guessing
+    /// ([`crate::page::guess_next`]) after wrong guesses:
+    /// a pool not filled in table order pays for a wrong guess (a few
+    /// cache misses) on one page in 17 at most. Fewer after the first
+    /// few: a scan jumping to its next run of blocks, or a block a
+    /// parallel scan's other process read between two of its own, makes
+    /// a wrong guess among right ones. (With 16 after every wrong guess,
+    /// a scan of a table read by two processes looked up a third of its
+    /// pages.)
     pub const NO_GUESS_AFTER_WRONG: u32 = 16;
     /// Cache lines in a page.
     const LINES: usize = pg_sys::BLCKSZ as usize / 64;
@@ -902,9 +872,16 @@ impl Lookahead {
             None
         } else {
             // SAFETY: per the caller.
-            let guessed = unsafe { guess(rel, block, current) };
-            if guessed.is_none() {
-                self.no_guess = Self::NO_GUESS_AFTER_WRONG;
+            let guessed = unsafe { crate::page::guess_next(rel, block, current) };
+            if guessed.is_some() {
+                self.wrong = 0;
+            } else {
+                // 0, 1, 3, 7, then 16 pages without guessing.
+                self.wrong = (self.wrong + 1).min(5);
+                self.no_guess = match self.wrong {
+                    5 => Self::NO_GUESS_AFTER_WRONG,
+                    n => (1 << (n - 1)) - 1,
+                };
             }
             guessed
         };
