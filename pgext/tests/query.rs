@@ -582,28 +582,32 @@ fn filtered_scans_take_postgres_s_estimates() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A session with weft and a table `g (k int, v bigint)` of `count` rows
+/// in `groups` groups; the query summing `v` per `k` in order, and its
+/// rows as stock Postgres returns them.
+fn grouped(cluster: &Cluster, groups: u32, count: u32) -> (Client, &'static str, Vec<String>) {
+    let mut client = setup(
+        cluster,
+        &format!(
+            "CREATE TABLE g (k int, v bigint); INSERT INTO g SELECT x % {groups}, x FROM generate_series(1, {count}) x;"
+        ),
+    );
+    let sql = "SELECT k, sum(v) AS s FROM g GROUP BY k ORDER BY k";
+    let expected = rows(&mut client, sql).unwrap();
+    (client, sql, expected)
+}
+
 #[test]
 fn concurrent_sessions_get_their_own_results() {
     let cluster = Cluster::start_with(&[("max_worker_processes", "16"), ("max_parallel_workers", "16")]);
-    let mut client = setup(
-        &cluster,
-        "CREATE TABLE c (k int, v bigint); INSERT INTO c SELECT g % 10, g FROM generate_series(1, 200000) g;",
-    );
-    let expected = rows(&mut client, "SELECT k, sum(v) AS s FROM c GROUP BY k ORDER BY k").unwrap();
+    let (_client, sql, expected) = grouped(&cluster, 10, 200_000);
     let sessions: Vec<_> = (0..4)
         .map(|i| {
             let mut client = cluster.connect();
             thread::spawn(move || {
                 client.batch_execute(&format!("SET weft.workers = {}", i % 3)).unwrap();
                 (0..3)
-                    .map(|_| {
-                        weft(
-                            &mut client,
-                            "SELECT k, sum(v) AS s FROM c GROUP BY k ORDER BY k",
-                            "k int, s numeric",
-                        )
-                        .unwrap()
-                    })
+                    .map(|_| weft(&mut client, sql, "k int, s numeric").unwrap())
                     .collect::<Vec<_>>()
             })
         })
@@ -619,14 +623,9 @@ fn concurrent_sessions_get_their_own_results() {
 fn meshes_run_in_the_reserved_memory_and_beyond_it() {
     // weft.shared_memory is added to the region the configuration asks for.
     let cluster = Cluster::start_with(&[("min_dynamic_shared_memory", "16MB"), ("weft.shared_memory", "8MB")]);
-    let mut client = setup(
-        &cluster,
-        "CREATE TABLE m (k int, v bigint); INSERT INTO m SELECT g % 1000, g FROM generate_series(1, 100000) g;",
-    );
+    let (mut client, sql, expected) = grouped(&cluster, 1000, 100_000);
     let reserved: String = client.query_one("SHOW min_dynamic_shared_memory", &[]).unwrap().get(0);
     assert_eq!(reserved, "24MB");
-    let sql = "SELECT k, sum(v) AS s FROM m GROUP BY k ORDER BY k";
-    let expected = rows(&mut client, sql).unwrap();
     // 64 kB rings: the mesh (an exchange and a gather, 2-3 participants)
     // fits in the region; 8 MB rings: 32-72 MB do not, and the segment
     // comes from the operating system.
@@ -662,12 +661,7 @@ fn mesh_of(plan: &str) -> (f64, u32, usize) {
 #[test]
 fn rings_shrink_to_keep_the_mesh_within_its_limit() {
     let cluster = Cluster::start_with(&[("max_worker_processes", "16"), ("max_parallel_workers", "16")]);
-    let mut client = setup(
-        &cluster,
-        "CREATE TABLE r (k int, v bigint); INSERT INTO r SELECT g % 1000, g FROM generate_series(1, 100000) g;",
-    );
-    let sql = "SELECT k, sum(v) AS s FROM r GROUP BY k ORDER BY k";
-    let expected = rows(&mut client, sql).unwrap();
+    let (mut client, sql, expected) = grouped(&cluster, 1000, 100_000);
     // Rings are powers of two: 1000 kB is 512 kB.
     client
         .batch_execute("SET weft.ring_size = '1000kB'; SET weft.workers = 1; SET weft.max_mesh_size = '1GB'")
