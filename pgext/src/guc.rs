@@ -18,7 +18,7 @@ pub static MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_MIN_COST);
 
 /// `weft.min_cost`'s default: a stock plan this cheap runs in tens of
 /// milliseconds here, where weft's fixed cost (launching a worker,
-/// planning with DataFusion: about 8 ms) would eat most of any gain. Every
+/// planning with DataFusion: about 6 ms) would eat most of any gain. Every
 /// TPC-H query at SF1 costs more (the cheapest, Q16, about 39000).
 pub const DEFAULT_MIN_COST: f64 = 30_000.0;
 
