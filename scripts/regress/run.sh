@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# `make regress`: Postgres 15's own regression tests (the SELECT-heavy set in
+# scripts/regress/schedule) run through pg_regress twice on one throwaway
+# cluster with weft preloaded: once with weft.enable=off (stock), once with
+# weft.force=on (weft takes over every query it can translate). The two
+# runs' outputs are compared statement by statement (compare.py): a
+# different answer or error fails; EXPLAIN-only differences and different
+# row order for statements without ORDER BY are listed apart and do not.
+# Upstream's expected/*.out play no part (they assume other settings).
+#
+# Usage: scripts/regress/run.sh [--stock]
+#   --stock  both runs stock, without weft loaded at all: checks that the
+#            comparison itself is deterministic (must report 0 differences);
+#            needs no weft build.
+#
+# Environment:
+#   WEFT_PG_SKIP_INSTALL=1  use the installed weft as it is; otherwise weft
+#                           is built and installed first, as the test
+#                           harness does (cargo pgrx install, profile
+#                           $WEFT_PG_PROFILE, default test), so the run
+#                           tests the sources at hand.
+#   WEFT_PG_BINDIR          Postgres binaries (default /usr/lib/postgresql/15/bin)
+#   WEFT_REGRESS_OUT        where results and the report go (default
+#                           target/regress): stock/ and weft/ (pg_regress's
+#                           output dirs), report.txt, server.log
+#   WEFT_REGRESS_CACHE      the suite's cache (see fetch.sh)
+#   WEFT_REGRESS_KEEP=1     keep the cluster's temporary directory
+#
+# Postgres refuses to run as root: as root (CI) every Postgres program runs
+# as the `postgres` OS user, in a temporary directory that user owns.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+BINDIR=${WEFT_PG_BINDIR:-/usr/lib/postgresql/15/bin}
+PG_CONFIG=$BINDIR/pg_config
+PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+SHAREDIR=$("$PG_CONFIG" --sharedir)
+PG_REGRESS=$("$PG_CONFIG" --pgxs | sed 's|/src/makefiles/pgxs.mk$||')/src/test/regress/pg_regress
+OUT=${WEFT_REGRESS_OUT:-$root/target/regress}
+# A port of our own: the server listens only on a Unix socket in its own
+# directory, so the port only names the socket file; distinct from the test
+# harness's 5432 to keep the two apart in `ps` and logs.
+PORT=55432
+
+mode=weft
+case "${1:-}" in
+    --stock) mode=stock ;;
+    "") ;;
+    *) echo "usage: $0 [--stock]" >&2; exit 2 ;;
+esac
+
+say() { echo "regress: $*" >&2; }
+started=$SECONDS
+
+if [ ! -x "$PG_REGRESS" ]; then
+    say "pg_regress not found at $PG_REGRESS (package postgresql-server-dev-15)"
+    exit 1
+fi
+
+# --- the suite, fetched once ------------------------------------------------
+cache=$("$here/fetch.sh")
+say "suite: postgresql-15 $(cat "$cache/regress/VERSION") (cache $cache)"
+
+# --- weft ----------------------------------------------------------------------
+if [ "$mode" = weft ]; then
+    if [ "${WEFT_PG_SKIP_INSTALL:-}" != 1 ]; then
+        # As weft-pg-harness's install(): the test profile by default (it
+        # reuses `make unit`'s build), handed to the inner cargo build
+        # because cargo-pgrx 0.18 cannot take --profile test itself.
+        say "installing weft (cargo pgrx install; WEFT_PG_SKIP_INSTALL=1 skips this)"
+        profile=${WEFT_PG_PROFILE:-test}
+        install=(cargo pgrx install --pg-config "$PG_CONFIG" -p weft)
+        case "$profile" in
+            test) export PGRX_BUILD_FLAGS="${PGRX_BUILD_FLAGS:+$PGRX_BUILD_FLAGS }--profile test" ;;
+            dev | debug) ;;
+            release) install+=(--release) ;;
+            *) install+=(--profile "$profile") ;;
+        esac
+        (cd "$root" && "${install[@]}") >"$root/target/regress-install.log" 2>&1 || {
+            tail -40 "$root/target/regress-install.log" >&2
+            say "installing weft failed (log: target/regress-install.log)"
+            exit 1
+        }
+    fi
+    if [ ! -f "$PKGLIBDIR/weft.so" ] || [ ! -f "$SHAREDIR/extension/weft.control" ]; then
+        say "weft is not installed ($PKGLIBDIR/weft.so, $SHAREDIR/extension/weft.control)"
+        exit 1
+    fi
+fi
+
+# --- a throwaway cluster --------------------------------------------------------
+if [ "$(id -u)" -eq 0 ]; then
+    as_pg() { runuser -u postgres -- "$@"; }
+else
+    as_pg() { "$@"; }
+fi
+# The programs get a clean environment of ours: a developer's libpq
+# settings must not point them elsewhere, and RUST_BACKTRACE would make
+# weft's panics (and so its error reports) print differently.
+pg_env=(env -u PGHOST -u PGHOSTADDR -u PGPORT -u PGUSER -u PGDATABASE -u PGDATA
+    -u PGOPTIONS -u PGSERVICE -u PGSERVICEFILE -u PGPASSWORD -u PGPASSFILE
+    -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE)
+
+tmp=$(mktemp -d /tmp/weft-regress.XXXXXX)
+chmod 755 "$tmp"
+cleanup() {
+    if [ -f "$tmp/data/postmaster.pid" ]; then
+        (cd "$tmp" && as_pg "${pg_env[@]}" "$BINDIR/pg_ctl" -D "$tmp/data" -m immediate -w stop >/dev/null 2>&1) || true
+    fi
+    if [ "${WEFT_REGRESS_KEEP:-}" = 1 ]; then
+        say "kept $tmp"
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The suite and its libraries, copied in where the postgres user can read
+# them (the cache may be under /root). --dlpath is where the tests load
+# regress.so, refint.so and autoinc.so from.
+mkdir -p "$tmp/suite" "$tmp/lib" "$tmp/sock"
+cp -r "$cache/regress/sql" "$cache/regress/expected" "$cache/regress/data" "$tmp/suite/"
+[ -f "$cache/regress/resultmap" ] && cp "$cache/regress/resultmap" "$tmp/suite/"
+cp "$here/schedule" "$tmp/suite/schedule"
+cp "$cache"/lib/*.so "$tmp/lib/"
+if [ "$(id -u)" -eq 0 ]; then
+    chown -R postgres:postgres "$tmp"
+fi
+
+# The harness's initdb (pgext/harness/src/lib.rs): UTF8 (weft needs it), C
+# locale (pg_regress's --no-locale: the same collation in both runs).
+cd "$tmp"
+as_pg "${pg_env[@]}" "$BINDIR/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >"$tmp/initdb.log" 2>&1 || {
+    cat "$tmp/initdb.log" >&2
+    exit 1
+}
+# weft acts once preloaded: _PG_init installs its planner hook, and taking a
+# query over needs none of the extension's SQL objects, so the test
+# database has no CREATE EXTENSION weft (pgext/src/lib.rs, planner.rs).
+if [ "$mode" = weft ]; then preload=weft; else preload=; fi
+# The harness's settings, and for repeatable runs: no autovacuum (an
+# ANALYZE landing between statements in one run and not the other would
+# change plans, and so row orders and EXPLAINs, for reasons that are not
+# weft's). statement_timeout: no statement of this suite takes a second
+# stock, so a statement that hangs (a lost wakeup between weft's
+# participants) becomes an error the comparison reports, not a target that
+# never ends.
+cat >>"$tmp/data/postgresql.conf" <<CONF
+
+# Added by scripts/regress/run.sh (the settings of weft-pg-harness).
+listen_addresses = ''
+unix_socket_directories = '$tmp/sock'
+port = $PORT
+shared_preload_libraries = '$preload'
+max_worker_processes = 16
+max_parallel_workers = 16
+max_parallel_workers_per_gather = 4
+fsync = off
+logging_collector = off
+autovacuum = off
+log_line_prefix = '%m [%p] %a: '
+statement_timeout = '120s'
+CONF
+as_pg "${pg_env[@]}" "$BINDIR/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w start >/dev/null || {
+    tail -40 "$tmp/server.log" >&2
+    exit 1
+}
+say "cluster up in $tmp (preload: '${preload}')"
+
+# --- the two runs ------------------------------------------------------------------
+# One database name for both (outputs may print it); pg_regress drops and
+# recreates it. The run's GUCs come in through PGOPTIONS, which libpq sends
+# at every connection (also the tests' own \c reconnects), so they hold in
+# every session and RESET ALL returns to them.
+run_suite() { # name, PGOPTIONS
+    local name=$1 options=$2 t0=$SECONDS
+    say "run '$name' (PGOPTIONS='$options')"
+    # pg_regress's exit code reports differences from upstream's
+    # expected/*.out, which do not concern us: ignored. What it could not
+    # run at all shows as missing result files, which compare.py reports.
+    # timeout: the last resort, should a statement not heed its cancel.
+    as_pg "${pg_env[@]}" PGOPTIONS="$options" timeout 1200 "$PG_REGRESS" \
+        --bindir="$BINDIR" --inputdir="$tmp/suite" --outputdir="$tmp/$name" \
+        --dlpath="$tmp/lib" --schedule="$tmp/suite/schedule" \
+        --host="$tmp/sock" --port=$PORT --user=postgres --dbname=regression \
+        --encoding=UTF8 --no-locale >"$tmp/$name.log" 2>&1 || true
+    echo $((SECONDS - t0)) >"$tmp/$name.seconds"
+    say "run '$name': $(cat "$tmp/$name.seconds") s; vs upstream's expected output: $(grep -Eo '(All )?[0-9]+ (of [0-9]+ )?tests (failed|passed)' "$tmp/$name.log" | head -1 || echo "see $name.log")"
+}
+if [ "$mode" = weft ]; then
+    run_suite stock "-c weft.enable=off"
+    run_suite weft "-c weft.force=on"
+else
+    run_suite stock ""
+    run_suite weft ""
+fi
+
+# --- compare ------------------------------------------------------------------
+rm -rf "$OUT"
+mkdir -p "$OUT"
+for name in stock weft; do
+    mkdir -p "$OUT/$name"
+    cp -r "$tmp/$name/results" "$OUT/$name/" 2>/dev/null || true
+    cp "$tmp/$name.log" "$OUT/$name/pg_regress.log"
+    [ -f "$tmp/$name/regression.diffs" ] && cp "$tmp/$name/regression.diffs" "$OUT/$name/"
+done
+# Stop the server before reading its log, so that it is complete.
+as_pg "${pg_env[@]}" "$BINDIR/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null || true
+cp "$tmp/server.log" "$OUT/server.log"
+
+status=0
+python3 "$here/compare.py" \
+    --sql "$cache/regress/sql" --schedule "$here/schedule" \
+    --known "$here/known-differences" \
+    --label "$([ "$mode" = weft ] && echo "weft.enable=off against weft.force=on" || echo "--stock: stock against stock, weft not loaded"), postgresql-15 $(cat "$cache/regress/VERSION") regression suite" \
+    --timing "stock run $(cat "$tmp/stock.seconds") s, weft run $(cat "$tmp/weft.seconds") s, whole target $((SECONDS - started)) s" \
+    --server-log "$OUT/server.log" \
+    --report "$OUT/report.txt" \
+    "$OUT/stock/results" "$OUT/weft/results" || status=$?
+say "report: $OUT/report.txt; outputs: $OUT/stock/results, $OUT/weft/results"
+exit $status
