@@ -10,7 +10,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 4
 export LOOM_MAX_PREEMPTIONS
 
-.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std bench bench-pg bench-sql
+.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql
 
 # The Postgres part builds and installs weft (release) into the system's
 # PostgreSQL 15 and runs it in a throwaway cluster (pgext/examples/demo.rs).
@@ -18,8 +18,9 @@ demo: setup
 	WEFT_PG_PROFILE=release $(CARGO) run --release -p weft --example demo
 	$(CARGO) run --release -p weft-runtime --example tpch_demo
 
-# nextest runs last so that its summary closes the output.
-test: setup fmt-check clippy no-std loom doc unit
+# nextest and then the regression-suite comparison run last, so that their
+# summaries close the output.
+test: setup fmt-check clippy no-std loom doc unit regress
 
 setup:
 	@scripts/setup.sh
@@ -33,6 +34,16 @@ clippy:
 # Unit, property, corruption and cross-process tests.
 unit:
 	$(CARGO) nextest run --workspace --no-fail-fast
+
+# Postgres 15's own regression tests (a SELECT-heavy set of src/test/regress)
+# run twice through pg_regress on a throwaway cluster, weft off and
+# weft.force=on, compared statement by statement: a different answer or error
+# fails (scripts/regress/run.sh; the suite is fetched once with apt-get source
+# and cached). It installs weft first as the tests do (WEFT_PG_SKIP_INSTALL=1
+# takes the installed one); `scripts/regress/run.sh --stock` checks the
+# comparison alone, weft not loaded.
+regress: setup
+	scripts/regress/run.sh
 
 # The examples in the documentation (nextest does not run doctests). The
 # whole workspace, so that it shares nextest's build of DataFusion (a build
