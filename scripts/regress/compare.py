@@ -468,6 +468,29 @@ def match_known(known, test, unit):
 # --------------------------------------------------------------------------
 
 
+LOG_ENTRY = re.compile(r"^\S+ \S+ \S+ \[\d+\] (\S*): (\w+):  (.*)$")
+
+
+def read_plans(path):
+    """Per application name (pg_regress/<test>): [plans auto_explain logged,
+    plans holding a Custom Scan (Weft)]."""
+    plans = collections.defaultdict(lambda: [0, 0])
+    current = None
+    for line in read_lines(path):
+        m = LOG_ENTRY.match(line)
+        if m:
+            current = None
+            if m.group(2) == "LOG" and m.group(3).startswith("duration:") and "plan:" in m.group(3):
+                current = plans[m.group(1)]
+                current[0] += 1
+                weft_seen = False
+            continue
+        if current is not None and not weft_seen and "Custom Scan (Weft)" in line:
+            current[1] += 1
+            weft_seen = True
+    return plans
+
+
 def schedule_tests(path):
     tests = []
     with open(path, encoding="utf-8") as f:
@@ -504,6 +527,7 @@ def main():
     ap.add_argument("--label", default="")
     ap.add_argument("--timing", default="")
     ap.add_argument("--server-log")
+    ap.add_argument("--plans-log", help="server log of a run with auto_explain: count weft's plans per test")
     ap.add_argument("--lines", type=int, default=30, help="output lines shown per side (default 30)")
     args = ap.parse_args()
 
@@ -584,16 +608,26 @@ def main():
             r.append("")
             r.append("SERVER CRASHES in the server log:")
             r.extend("  " + l for l in crashes[:20])
+    plans = read_plans(args.plans_log) if args.plans_log else None
     r.append("")
-    r.append("per test: identical / result / error / error-detail / explain / order / known")
+    r.append("per test: identical / result / error / error-detail / explain / order / known"
+             + (" / weft's plans of all executed (auto_explain)" if plans is not None else ""))
     for test, c in counts.items():
         kn = sum(v for k, v in c.items() if k.endswith("(known)"))
         flag = "  <-- FAIL" if (c["result"] or c["error"] or c["error-detail"] or c["no output"]) else ""
+        taken = ""
+        if plans is not None:
+            all_, weft_ = plans.get("pg_regress/" + test, [0, 0])
+            taken = "  %5d/%-5d" % (weft_, all_)
         r.append(
-            "  %-22s %5d %4d %4d %4d %4d %4d %4d%s%s"
+            "  %-22s %5d %4d %4d %4d %4d %4d %4d%s%s%s"
             % (test, c["identical"], c["result"], c["error"], c["error-detail"], c["explain"], c["order"], kn,
-               "  (no output)" if c["no output"] else "", flag)
+               taken, "  (no output)" if c["no output"] else "", flag)
         )
+    if plans is not None:
+        all_ = sum(plans.get("pg_regress/" + t, [0, 0])[0] for t in tests)
+        weft_ = sum(plans.get("pg_regress/" + t, [0, 0])[1] for t in tests)
+        r.append("  weft ran %d of the %d plans executed (top-level and nested) in the count run" % (weft_, all_))
 
     def detail(cls, title, with_known):
         items = [f for f in found[cls] if bool(f[6]) == with_known]

@@ -8,10 +8,16 @@
 # row order for statements without ORDER BY are listed apart and do not.
 # Upstream's expected/*.out play no part (they assume other settings).
 #
-# Usage: scripts/regress/run.sh [--stock]
+# Usage: scripts/regress/run.sh [--stock] [--count]
 #   --stock  both runs stock, without weft loaded at all: checks that the
 #            comparison itself is deterministic (must report 0 differences);
 #            needs no weft build.
+#   --count  then a third run, weft.force=on again with auto_explain logging
+#            every plan, to count per test how many of the plans executed
+#            were weft's (Custom Scan (Weft)); its output is not compared
+#            (auto_explain runs weft's EXPLAIN callback after each query,
+#            which the compared run must not depend on). Takes about as long
+#            as the weft run again.
 #
 # Environment:
 #   WEFT_PG_SKIP_INSTALL=1  use the installed weft as it is; otherwise weft
@@ -44,11 +50,14 @@ OUT=${WEFT_REGRESS_OUT:-$root/target/regress}
 PORT=55432
 
 mode=weft
-case "${1:-}" in
-    --stock) mode=stock ;;
-    "") ;;
-    *) echo "usage: $0 [--stock]" >&2; exit 2 ;;
-esac
+count=
+for arg in "$@"; do
+    case "$arg" in
+        --stock) mode=stock ;;
+        --count) count=1 ;;
+        *) echo "usage: $0 [--stock] [--count]" >&2; exit 2 ;;
+    esac
+done
 
 say() { echo "regress: $*" >&2; }
 started=$SECONDS
@@ -196,6 +205,24 @@ else
     run_suite stock ""
     run_suite weft ""
 fi
+if [ -n "$count" ]; then
+    # auto_explain in every new session from here on (a reload is enough:
+    # pg_regress starts a psql per test); nested statements too, so that
+    # queries inside PL/pgSQL functions count.
+    log_offset=$(stat -c %s "$tmp/server.log")
+    # (LOAD first: ALTER SYSTEM takes only settings it knows.)
+    as_pg "${pg_env[@]}" "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$tmp/sock" -p $PORT -U postgres -d postgres \
+        -c "LOAD 'auto_explain'" \
+        -c "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'" \
+        -c "ALTER SYSTEM SET auto_explain.log_min_duration = 0" \
+        -c "ALTER SYSTEM SET auto_explain.log_nested_statements = on" \
+        -c "SELECT pg_reload_conf()" >/dev/null
+    if [ "$mode" = weft ]; then
+        run_suite count "-c weft.force=on"
+    else
+        run_suite count ""
+    fi
+fi
 
 # --- compare ------------------------------------------------------------------
 rm -rf "$OUT"
@@ -209,14 +236,19 @@ done
 # Stop the server before reading its log, so that it is complete.
 as_pg "${pg_env[@]}" "$BINDIR/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null || true
 cp "$tmp/server.log" "$OUT/server.log"
+count_args=()
+if [ -n "$count" ]; then
+    tail -c +$((log_offset + 1)) "$tmp/server.log" >"$OUT/count.log"
+    count_args=(--plans-log "$OUT/count.log")
+fi
 
 status=0
 python3 "$here/compare.py" \
     --sql "$cache/regress/sql" --schedule "$here/schedule" \
     --known "$here/known-differences" \
     --label "$([ "$mode" = weft ] && echo "weft.enable=off against weft.force=on" || echo "--stock: stock against stock, weft not loaded"), postgresql-15 $(cat "$cache/regress/VERSION") regression suite" \
-    --timing "stock run $(cat "$tmp/stock.seconds") s, weft run $(cat "$tmp/weft.seconds") s, whole target $((SECONDS - started)) s" \
-    --server-log "$OUT/server.log" \
+    --timing "stock run $(cat "$tmp/stock.seconds") s, weft run $(cat "$tmp/weft.seconds") s,${count:+ count run $(cat "$tmp/count.seconds") s,} whole target $((SECONDS - started)) s" \
+    --server-log "$OUT/server.log" "${count_args[@]}" \
     --report "$OUT/report.txt" \
     "$OUT/stock/results" "$OUT/weft/results" || status=$?
 say "report: $OUT/report.txt; outputs: $OUT/stock/results, $OUT/weft/results"
