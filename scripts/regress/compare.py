@@ -335,15 +335,22 @@ def strip_statement(text):
     depth = 0
     i = 0
     mode = None
+    escapes = False
     while i < len(text):
         c = text[i]
         if mode:
+            if escapes and c == "\\":
+                i += 2
+                continue
             if c == mode:
                 mode = None
             i += 1
             continue
         if c in "'\"":
             mode = c
+            # E'...': backslash escapes (a '' inside any string simply
+            # closes and reopens it, which changes nothing here).
+            escapes = c == "'" and i > 0 and text[i - 1] in "eE" and (i == 1 or not ident_char(text[i - 2]))
         elif c == "$":
             m = DOLLAR_TAG.match(text, i)
             if m and (i == 0 or not ident_char(text[i - 1])):
