@@ -513,9 +513,15 @@ def read_lines(path):
         return f.read().split("\n")
 
 
+def clip(line, width=240):
+    if len(line) <= width:
+        return line
+    return line[:width] + "... (%d more characters)" % (len(line) - width)
+
+
 def indent(lines, limit):
     shown = lines[:limit]
-    text = ["    " + l for l in shown]
+    text = ["    " + clip(l) for l in shown]
     if len(lines) > limit:
         text.append("    ... (%d more lines)" % (len(lines) - limit))
     if not lines:
@@ -535,6 +541,7 @@ def main():
     ap.add_argument("--timing", default="")
     ap.add_argument("--server-log")
     ap.add_argument("--plans-log", help="server log of a run with auto_explain: count weft's plans per test")
+    ap.add_argument("--expected-diffs", help="pg_regress's regression.diffs of the stock run against upstream's expected output")
     ap.add_argument("--lines", type=int, default=30, help="output lines shown per side (default 30)")
     args = ap.parse_args()
 
@@ -651,11 +658,15 @@ def main():
                 r.append("    known (known-differences line %d)%s" % (entry["line"], ": " + entry["reason"] if entry["reason"] else ""))
             r.append("  SQL:")
             r.extend(indent(unit.sql_lines(sql), 20))
+            # Beside an error (a few lines), the other side's first rows
+            # are enough; two long outputs get a diff as well.
+            short = min(len(s or []), len(w or [])) <= 4
+            limit = min(args.lines, 12) if short else args.lines
             r.append("  stock:")
-            r.extend(indent(s or [], args.lines))
+            r.extend(indent(s or [], limit))
             r.append("  weft:")
-            r.extend(indent(w or [], args.lines))
-            if s is not None and w is not None and (len(s) > args.lines or len(w) > args.lines):
+            r.extend(indent(w or [], limit))
+            if not short and (len(s) > limit or len(w) > limit):
                 diff = list(difflib.unified_diff(s, w, "stock", "weft", n=1, lineterm=""))
                 r.append("  diff:")
                 r.extend(indent(diff[2:], 40))
@@ -674,6 +685,29 @@ def main():
             for test, unit, sql, s, w, note, entry in found[cls]:
                 first = unit.sql_lines(sql)[0].strip()
                 r.append("  %s.sql:%d  %s" % (test, unit.start(sql) + 1, first[:100]))
+    if args.expected_diffs and os.path.exists(args.expected_diffs):
+        # Not part of the verdict: the stock run (weft preloaded, off)
+        # against upstream's expected output. With weft not loaded
+        # (--stock) every test matches it; a test listed here with weft
+        # loaded is something weft changes even while off.
+        per_test = collections.OrderedDict()
+        test = None
+        for line in read_lines(args.expected_diffs):
+            m = re.match(r"^diff .*/expected/(\S+)\.out ", line)
+            if m:
+                test = per_test.setdefault(m.group(1), [])
+                continue
+            if test is not None and re.match(r"^[-+](?![-+]{2} )", line):
+                test.append(line)
+        if per_test:
+            r.append("")
+            r.append("NOTE (not failing): the stock run differs from upstream's expected output in %d tests." % len(per_test))
+            r.append("When `run.sh --stock` (weft not loaded) shows no such note, these are changes weft makes")
+            r.append("while preloaded even with weft.enable=off:")
+            for test, lines in per_test.items():
+                r.append("  %s: %d lines differ, e.g." % (test, len(lines)))
+                r.extend("    " + clip(l) for l in lines[:4])
+
     unused = [e for e in known if not e["used"]]
     if unused:
         r.append("")

@@ -249,6 +249,7 @@ python3 "$here/compare.py" \
     --label "$([ "$mode" = weft ] && echo "weft.enable=off against weft.force=on" || echo "--stock: stock against stock, weft not loaded"), postgresql-15 $(cat "$cache/regress/VERSION") regression suite" \
     --timing "stock run $(cat "$tmp/stock.seconds") s, weft run $(cat "$tmp/weft.seconds") s,${count:+ count run $(cat "$tmp/count.seconds") s,} whole target $((SECONDS - started)) s" \
     --server-log "$OUT/server.log" "${count_args[@]}" \
+    --expected-diffs "$OUT/stock/regression.diffs" \
     --report "$OUT/report.txt" \
     "$OUT/stock/results" "$OUT/weft/results" || status=$?
 say "report: $OUT/report.txt; outputs: $OUT/stock/results, $OUT/weft/results"
