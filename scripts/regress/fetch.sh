@@ -10,7 +10,8 @@
 #             contrib's may be of another minor version whose behaviour
 #             the suite's expected output does not match.
 #
-# Cache: $WEFT_REGRESS_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/weft/regress.
+# Cache: $WEFT_REGRESS_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/weft/regress
+# (target/regress-cache without a home directory).
 # Works as root (CI) and as a normal user: apt runs with a private state
 # directory under the cache (its own lists, its own deb-src entries made from
 # the system's apt sources), so the system's apt configuration is never
@@ -18,7 +19,14 @@
 set -euo pipefail
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-CACHE=${WEFT_REGRESS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weft/regress}
+if [ -n "${WEFT_REGRESS_CACHE:-}" ]; then
+    CACHE=$WEFT_REGRESS_CACHE
+elif [ -n "${XDG_CACHE_HOME:-}${HOME:-}" ]; then
+    CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/weft/regress
+else
+    # No home (some CI containers): the repository's target directory.
+    CACHE=$(cd "$(dirname "$0")/../.." && pwd)/target/regress-cache
+fi
 say() { echo "regress/fetch: $*" >&2; }
 
 # Done already? The stamp is written last, so a run interrupted half-way is

@@ -14,7 +14,9 @@
 #            needs no weft build.
 #   --count  then a third run, weft.force=on again with auto_explain logging
 #            every plan, to count per test how many of the plans executed
-#            were weft's (Custom Scan (Weft)); its output is not compared
+#            were weft's (Custom Scan (Weft); auto_explain logs only
+#            statements that finished, so not those that failed); its
+#            output is not compared
 #            (auto_explain runs weft's EXPLAIN callback after each query,
 #            which the compared run must not depend on). Takes about as long
 #            as the weft run again.
@@ -86,6 +88,7 @@ if [ "$mode" = weft ]; then
             release) install+=(--release) ;;
             *) install+=(--profile "$profile") ;;
         esac
+        mkdir -p "$root/target"
         (cd "$root" && "${install[@]}") >"$root/target/regress-install.log" 2>&1 || {
             tail -40 "$root/target/regress-install.log" >&2
             say "installing weft failed (log: target/regress-install.log)"
