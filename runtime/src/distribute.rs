@@ -27,6 +27,7 @@
 //! | a nested-loop join of such a type over a Distributed right side | run whole on participant 0 (right side gathered) |
 //! | a scalar subquery's plan (Single) | broadcast: its value is read on every participant |
 //! | a shared subplan ([`SharedExec`]) read in several places | rewritten once: every place gets the same exchanges |
+//! | an aggregate without GROUP BY over a Single input | run on participant 0 alone ([`LeaderOnlyExec`]): it makes a row of an empty input |
 //! | a Distributed root | gathered |
 //!
 //! Shapes it cannot place (a union of distributed inputs, mixed inputs
@@ -44,6 +45,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::ensure_coop::EnsureCooperative;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{replace_children_if_necessary, CardinalityEffect};
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
@@ -55,6 +57,7 @@ use datafusion::physical_plan::{
 };
 
 use crate::exchange::{ExchangeExec, ExchangeMode, Senders};
+use crate::leader::LeaderOnlyExec;
 use crate::participant::Participant;
 use crate::reuse::SharedExec;
 
@@ -142,6 +145,14 @@ impl PhysicalOptimizerRule for Distribute {
         // or a busy participant would never see an abort.
         EnsureCooperative::new().optimize(plan, config)
     }
+}
+
+/// Whether `plan` yields a row even when its input is empty (an aggregate
+/// without GROUP BY): as a Single node, participants other than 0 must
+/// not run it ([`LeaderOnlyExec`]).
+fn makes_a_row_of_nothing(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<AggregateExec>()
+        .is_some_and(|aggregate| aggregate.group_expr().is_empty())
 }
 
 /// Build sides estimated at up to this many rows are always broadcast:
@@ -379,7 +390,11 @@ impl Rewrite {
             Placement::Replicated
         };
         let inputs = children.into_iter().map(|(child, _)| child).collect();
-        Ok((replace_children_if_necessary(plan, inputs)?, placement))
+        let plan = replace_children_if_necessary(plan, inputs)?;
+        if placement == Placement::Single && makes_a_row_of_nothing(&plan) {
+            return Ok((Arc::new(LeaderOnlyExec::new(plan)), placement));
+        }
+        Ok((plan, placement))
     }
 
     /// The distributed rows behind a Single child: the input of the gather

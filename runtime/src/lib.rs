@@ -6,7 +6,8 @@
 //! whole mesh of participants on threads for tests and benchmarks.
 //! Above them, DataFusion: [`ExchangeExec`] moves rows between
 //! participants, the [`Distribute`] rule turns a single-process plan into
-//! an SPMD plan, [`ShareRepeated`] runs a subplan read twice (a `WITH`
+//! an SPMD plan (with [`LeaderOnlyExec`] where only participant 0 may
+//! run a node), [`ShareRepeated`] runs a subplan read twice (a `WITH`
 //! query) once, and [`PlanCodec`] ships that plan from the leader to
 //! every participant. [`ImpliedEqualities`] writes out the column
 //! equalities a filter implies, so that DataFusion can join in any order
@@ -21,6 +22,7 @@ mod error;
 mod exchange;
 mod explain;
 mod implied;
+mod leader;
 mod local_mesh;
 mod metrics;
 mod participant;
@@ -36,6 +38,7 @@ pub use error::RuntimeError;
 pub use exchange::{ExchangeExec, ExchangeMode, Senders, QUERY_FAILURE_CODE};
 pub use explain::explain;
 pub use implied::ImpliedEqualities;
+pub use leader::LeaderOnlyExec;
 pub use local_mesh::LocalMesh;
 pub use metrics::{Edge, EdgeStats, Metrics};
 pub use participant::{AbortHandle, Config, Participant, RunResult, FAILURE_CODE, INTERRUPT_CODE};

@@ -4,7 +4,8 @@
 //! [`PlanCodec`] turns an SPMD physical plan into bytes with
 //! datafusion-proto, and back in each participant. DataFusion's own nodes
 //! and expressions go through datafusion-proto; [`ExchangeExec`] through
-//! weft's extension message below; and every other node (the sources:
+//! weft's extension message below (as do [`SharedExec`] and
+//! [`LeaderOnlyExec`]); and every other node (the sources:
 //! in-memory tables in tests, heap scans in pgext) through a pluggable
 //! source codec, an ordinary [`PhysicalExtensionCodec`] supplied by the
 //! caller.
@@ -35,6 +36,7 @@ use datafusion_proto::protobuf::{PhysicalExprNode, PhysicalPlanNode, PhysicalSor
 use prost::Message;
 
 use crate::exchange::{ExchangeExec, ExchangeMode, Senders};
+use crate::leader::LeaderOnlyExec;
 use crate::participant::Participant;
 use crate::reuse::{SharedExec, SharedState};
 
@@ -187,7 +189,7 @@ impl WeftCodec {
 /// beside it, in the enclosing `PhysicalExtensionNode`).
 #[derive(Clone, PartialEq, Message)]
 struct ExtensionNode {
-    #[prost(oneof = "Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4")]
     kind: Option<Kind>,
 }
 
@@ -200,7 +202,13 @@ enum Kind {
     Source(Vec<u8>),
     #[prost(message, tag = "3")]
     Shared(SharedNode),
+    /// A [`LeaderOnlyExec`]: nothing to say but its kind.
+    #[prost(message, tag = "4")]
+    LeaderOnly(LeaderOnlyNode),
 }
+
+#[derive(Clone, PartialEq, Message)]
+struct LeaderOnlyNode {}
 
 #[derive(Clone, PartialEq, Message)]
 struct SharedNode {
@@ -270,6 +278,12 @@ impl PhysicalExtensionCodec for WeftCodec {
                     state,
                 )));
             }
+            Some(Kind::LeaderOnly(LeaderOnlyNode {})) => {
+                let [input] = inputs else {
+                    return exec_err!("weft leader-only node with {} inputs", inputs.len());
+                };
+                return Ok(Arc::new(LeaderOnlyExec::new(Arc::clone(input))));
+            }
             None => return exec_err!("weft plan node of unknown kind"),
         };
         let [input] = inputs else {
@@ -324,6 +338,14 @@ impl PhysicalExtensionCodec for WeftCodec {
                     id: shared.id(),
                     consumers: shared.consumers() as u32,
                 })),
+            };
+            return node
+                .encode(buf)
+                .map_err(|e| internal_datafusion_err!("weft plan node: {e}"));
+        }
+        if node.downcast_ref::<LeaderOnlyExec>().is_some() {
+            let node = ExtensionNode {
+                kind: Some(Kind::LeaderOnly(LeaderOnlyNode {})),
             };
             return node
                 .encode(buf)

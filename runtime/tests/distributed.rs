@@ -110,6 +110,13 @@ const QUERIES: &[(&str, &[&str])] = &[
          SELECT a.k, a.n, a.t, b.n AS n2, b.t AS t2 FROM g a JOIN g b ON a.k = b.k ORDER BY a.k",
         &["WeftShared: id=0, consumers=2"],
     ),
+    // An expression over an aggregate without groups: participants other
+    // than 0 must not compute 13 / count(*) over their empty inputs (a
+    // division by zero).
+    (
+        "SELECT 13 / count(*) AS x, sum(o_id) / count(o_total) AS y FROM orders",
+        &["mode=gather", "WeftLeaderOnly"],
+    ),
 ];
 
 /// The customers with the largest total, read from one aggregate twice.
