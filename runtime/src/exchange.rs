@@ -561,10 +561,14 @@ async fn route(
         sent += 1;
     }
     // Taken one at a time, so that after an error the rest stay open
-    // until the abort is recorded (see `produce`).
+    // until the abort is recorded (see `produce`). A receiver that closed
+    // early needs no end of stream, but the ones after it still do.
     for slot in outs.iter_mut() {
         if let Some(out) = slot.take() {
-            out.finish().await?;
+            match out.finish().await {
+                Ok(()) | Err(RuntimeError::ReceiverClosed) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
