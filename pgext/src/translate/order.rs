@@ -47,20 +47,25 @@ pub unsafe fn follow_stock_plan(query: *mut pg_sys::Query, stmt: *mut pg_sys::Pl
 /// # Safety
 /// `stmt` is a valid planned statement; on the backend thread.
 pub unsafe fn plan_ranks(stmt: *mut pg_sys::PlannedStmt) -> Ranks {
-    let mut ranks = HashMap::new();
+    let mut order = Vec::new();
     // SAFETY: per the caller.
     unsafe {
-        scans((*stmt).planTree, (*stmt).rtable, &mut ranks);
+        order.extend(scans((*stmt).planTree, (*stmt).rtable));
         for plan in list::<pg_sys::Plan>((*stmt).subplans) {
-            scans(plan, (*stmt).rtable, &mut ranks);
+            order.extend(scans(plan, (*stmt).rtable));
         }
+    }
+    let mut ranks = HashMap::new();
+    for named in order {
+        let next = ranks.len();
+        ranks.entry(named).or_insert(next);
     }
     ranks
 }
 
-/// Numbers the tables `plan` scans, depth-first, outer before inner, from
-/// `ranks.len()` on (a table seen again keeps its first number); but a
-/// join of one table with a join of several lists the several first.
+/// The tables `plan` scans, depth-first, outer before inner, each once (at
+/// its first scan); but a join of one table with a join of several lists
+/// the several first.
 ///
 /// DataFusion joins a FROM list left-deep, so the order is a tree's
 /// linearization: in TPC-H Q21 Postgres hashes supplier joined to nation
@@ -73,14 +78,18 @@ pub unsafe fn plan_ranks(stmt: *mut pg_sys::PlannedStmt) -> Ranks {
 /// equalities written out DataFusion would find no condition between
 /// tables Postgres's tree puts next to each other.
 ///
+/// Each node is visited once, its children's lists made before they are
+/// ordered: deciding the order by walking the children first would make
+/// the walk exponential in the plan's depth (a join of 64 tables).
+///
 /// # Safety
 /// `plan` is NULL or a valid plan tree over `rtable`.
-unsafe fn scans(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List, ranks: &mut Ranks) {
+unsafe fn scans(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List) -> Vec<Named> {
     if plan.is_null() {
-        return;
+        return Vec::new();
     }
     // SAFETY: per the caller; each node is read as its tag's type.
-    unsafe {
+    let order = unsafe {
         match (*plan).type_ {
             NodeTag::T_SeqScan
             | NodeTag::T_SampleScan
@@ -91,45 +100,36 @@ unsafe fn scans(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List, ranks: &mut 
             | NodeTag::T_TidRangeScan => {
                 let scanrelid = (*plan.cast::<pg_sys::Scan>()).scanrelid;
                 let rte = pg_sys::list_nth(rtable, scanrelid as i32 - 1).cast::<pg_sys::RangeTblEntry>();
-                if let Some(named) = named(rte) {
-                    let next = ranks.len();
-                    ranks.entry(named).or_insert(next);
+                named(rte).into_iter().collect()
+            }
+            NodeTag::T_SubqueryScan => scans((*plan.cast::<pg_sys::SubqueryScan>()).subplan, rtable),
+            NodeTag::T_Append => list::<pg_sys::Plan>((*plan.cast::<pg_sys::Append>()).appendplans)
+                .into_iter()
+                .flat_map(|child| scans(child, rtable))
+                .collect(),
+            NodeTag::T_MergeAppend => list::<pg_sys::Plan>((*plan.cast::<pg_sys::MergeAppend>()).mergeplans)
+                .into_iter()
+                .flat_map(|child| scans(child, rtable))
+                .collect(),
+            tag => {
+                let outer = scans((*plan).lefttree, rtable);
+                let inner = scans((*plan).righttree, rtable);
+                let join = matches!(tag, NodeTag::T_HashJoin | NodeTag::T_NestLoop | NodeTag::T_MergeJoin);
+                if join && outer.len() == 1 && inner.len() > 1 {
+                    [inner, outer].concat()
+                } else {
+                    [outer, inner].concat()
                 }
-            }
-            NodeTag::T_SubqueryScan => scans((*plan.cast::<pg_sys::SubqueryScan>()).subplan, rtable, ranks),
-            NodeTag::T_Append => {
-                for child in list::<pg_sys::Plan>((*plan.cast::<pg_sys::Append>()).appendplans) {
-                    scans(child, rtable, ranks);
-                }
-            }
-            NodeTag::T_MergeAppend => {
-                for child in list::<pg_sys::Plan>((*plan.cast::<pg_sys::MergeAppend>()).mergeplans) {
-                    scans(child, rtable, ranks);
-                }
-            }
-            NodeTag::T_HashJoin | NodeTag::T_NestLoop | NodeTag::T_MergeJoin
-                if tables((*plan).lefttree, rtable) == 1 && tables((*plan).righttree, rtable) > 1 =>
-            {
-                scans((*plan).righttree, rtable, ranks);
-                scans((*plan).lefttree, rtable, ranks);
-            }
-            _ => {
-                scans((*plan).lefttree, rtable, ranks);
-                scans((*plan).righttree, rtable, ranks);
             }
         }
+    };
+    let mut once = Vec::with_capacity(order.len());
+    for named in order {
+        if !once.contains(&named) {
+            once.push(named);
+        }
     }
-}
-
-/// How many tables `plan` scans.
-///
-/// # Safety
-/// As for [`scans`].
-unsafe fn tables(plan: *mut pg_sys::Plan, rtable: *mut pg_sys::List) -> usize {
-    let mut seen = Ranks::new();
-    // SAFETY: per the caller.
-    unsafe { scans(plan, rtable, &mut seen) };
-    seen.len()
+    once
 }
 
 /// A relation's range table entry as (OID, alias); None for other entries.
