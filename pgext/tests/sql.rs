@@ -3,39 +3,9 @@
 //! order, in the same test; semantics and fallbacks are checked against
 //! stock Postgres the same way.
 
+use weft_pg_harness::differential::{both_ways, check_both_ways, mismatch, taken};
 use weft_pg_harness::postgres::Client;
-use weft_pg_harness::{text_rows, tpch, Cluster, Rows};
-
-/// Whether weft takes `sql` over (EXPLAIN shows its scan).
-fn taken(client: &mut Client, sql: &str) -> bool {
-    let plan = text_rows(client, &format!("EXPLAIN {sql}")).unwrap();
-    plan.iter()
-        .flatten()
-        .flatten()
-        .any(|line| line.contains("Custom Scan (Weft)"))
-}
-
-/// `sql`'s result with weft forced and with weft off.
-fn both_ways(client: &mut Client, sql: &str) -> (Result<Rows, String>, Result<Rows, String>) {
-    client
-        .batch_execute("SET weft.enable = on; SET weft.force = on")
-        .unwrap();
-    let weft = text_rows(client, sql);
-    client.batch_execute("SET weft.enable = off").unwrap();
-    let stock = text_rows(client, sql);
-    client.batch_execute("SET weft.enable = on").unwrap();
-    (weft, stock)
-}
-
-/// Why `sql` fails [`both_ways`] (weft's result is an error, or not
-/// stock's), labelled `what`; None when the two agree.
-fn mismatch(client: &mut Client, sql: &str, what: &str) -> Option<String> {
-    let (weft, stock) = both_ways(client, sql);
-    match (&weft, &stock) {
-        (Ok(w), Ok(s)) if w == s => None,
-        _ => Some(format!("{what}: {sql}\n  weft:  {weft:?}\n  stock: {stock:?}")),
-    }
-}
+use weft_pg_harness::{text_rows, tpch, Cluster};
 
 #[test]
 fn tpch_in_plain_sql_matches_stock_postgres() {
@@ -115,25 +85,6 @@ fn with_semantics_tables() -> (Cluster, Client) {
     client.batch_execute("CREATE EXTENSION weft").unwrap();
     client.batch_execute(SEMANTICS_SETUP).unwrap();
     (cluster, client)
-}
-
-/// Runs each query with weft forced and with weft off, and requires the
-/// same rows (or the same error), and weft to take over exactly the ones
-/// marked so.
-fn check_both_ways(client: &mut Client, cases: &[(bool, &str)]) {
-    let mut failures = Vec::new();
-    for &(expect_taken, sql) in cases {
-        client.batch_execute("SET weft.force = on").unwrap();
-        let was_taken = taken(client, sql);
-        if was_taken != expect_taken {
-            failures.push(format!("taken over: {was_taken}, expected {expect_taken}: {sql}"));
-        }
-        let (weft, stock) = both_ways(client, sql);
-        if weft != stock {
-            failures.push(format!("{sql}\n  weft:  {weft:?}\n  stock: {stock:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

@@ -35,6 +35,7 @@
 /// their own and always get the matching version.
 pub use postgres;
 
+pub mod differential;
 pub mod tpch;
 
 /// A query result as text: rows of column values, `None` for NULL.
