@@ -401,6 +401,16 @@ impl<F: Fn(usize) -> (Datum, bool)> Row<'_, F> {
         }
     }
 
+    /// Whether input `i` is NULL: its value is not read (a type the filter
+    /// cannot compare can still be tested for NULL).
+    fn is_null(&mut self, i: usize) -> bool {
+        match self.values[i] {
+            Cached::Null => true,
+            Cached::Value(_) => false,
+            Cached::Pending => (self.fetch)(i).1,
+        }
+    }
+
     /// Input `i`'s value, None for NULL.
     fn get(&mut self, i: usize) -> Result<Option<Scalar<'static>>, (usize, String)> {
         match self.values[i] {
@@ -431,7 +441,7 @@ impl Predicate {
             Predicate::Or(any) => kleene(any, row, true)?,
             Predicate::Not(p) => p.eval(row)?.map(|v| !v),
             Predicate::Input(i) => row.get(*i)?.map(|v| v != Scalar::Int(0)),
-            Predicate::IsNull { input, negated } => Some(row.get(*input)?.is_none() != *negated),
+            Predicate::IsNull { input, negated } => Some(row.is_null(*input) != *negated),
             Predicate::Compare { left, op, right } => {
                 let (Some(l), Some(r)) = (left.get(row)?, right.get(row)?) else {
                     return Ok(None);

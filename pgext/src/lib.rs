@@ -24,7 +24,8 @@
 //! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
 //!   an allowlist of exact operators and functions;
 //! - [`planner`] and [`scan`]: the planner hook that hands plain SQL to
-//!   weft, and the Custom Scan (Weft) that runs it;
+//!   weft, and the Custom Scan (Weft) that runs it; [`handback`]: queries
+//!   it hands back to the stock plan while they run;
 //! - [`mesh_bench`]: `weft.mesh_bench`, the transport's check in real
 //!   Postgres.
 
@@ -34,6 +35,7 @@ pub mod btree;
 pub mod deform;
 pub mod filter;
 pub mod guc;
+pub mod handback;
 pub mod heap;
 pub mod keys;
 pub mod lookup;

@@ -109,6 +109,30 @@ pub unsafe fn indexes(rel: pg_sys::Relation, rows: Option<f64>) -> Vec<LookupInd
     found
 }
 
+/// Whether this transaction's snapshots may use `index`. An index built
+/// over a broken HOT chain (`indcheckxmin`) lacks entries for row versions
+/// that snapshots older than its creation can still see, so Postgres's
+/// planner skips it until its pg_index row's xmin is older than the
+/// transaction's xmin (plancat.c, `get_relation_info`); so does weft.
+///
+/// # Safety
+/// `index` is open, on the backend thread.
+unsafe fn visible_to_snapshot(index: pg_sys::Relation) -> bool {
+    // SAFETY: per the caller; an open index's relcache entry keeps its
+    // pg_index tuple.
+    unsafe {
+        if !(*(*index).rd_index).indcheckxmin {
+            return true;
+        }
+        let header = &*(*(*index).rd_indextuple).t_data;
+        let frozen = pg_sys::HEAP_XMIN_FROZEN as u16;
+        if header.t_infomask & frozen == frozen {
+            return true;
+        }
+        pg_sys::TransactionIdPrecedes(header.t_choice.t_heap.t_xmin, pg_sys::TransactionXmin)
+    }
+}
+
 /// The integer column `index` (an open index of `rel`) can look up, if
 /// it is a usable btree.
 ///
@@ -124,6 +148,7 @@ unsafe fn usable(rel: pg_sys::Relation, index: pg_sys::Relation) -> Option<i16> 
             || !form.indislive
             || form.indnkeyatts < 1
             || !pg_sys::RelationGetIndexPredicate(index).is_null()
+            || !visible_to_snapshot(index)
         {
             return None;
         }

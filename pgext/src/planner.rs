@@ -224,6 +224,12 @@ unsafe fn take_over(
         translate::follow_stock_plan(query, stmt);
         translate::translate(query, params)?
     };
+    // A query without a table has nothing to share among participants;
+    // PL/pgSQL's simple expressions (`SELECT <expr>`), which it evaluates
+    // without the executor's plan tree, are among them.
+    if translation.relations.is_empty() {
+        return Err("the query reads no table".into());
+    }
     // DataFusion must be able to plan it (its type coercion, for one, may
     // refuse what the translation built).
     let planned = crate::query::check_plannable(&translation.plan);
@@ -259,10 +265,12 @@ unsafe fn take_over(
     }
     // SAFETY: as above.
     unsafe {
+        // The scan keeps the stock plan, and its subplans stay, for a
+        // query handed back while it runs (crate::handback). weft's run
+        // enters parallel mode itself; the stock plan, if it runs, runs
+        // without workers, as Postgres runs a parallel plan whose rows are
+        // fetched a few at a time.
         (*stmt).planTree = crate::scan::plan(query, stock, &translation);
-        // The stock plan's subplans and parallel mode were for its tree.
-        (*stmt).subplans = std::ptr::null_mut();
-        (*stmt).rewindPlanIDs = std::ptr::null_mut();
         (*stmt).parallelModeNeeded = false;
     }
     Ok(())

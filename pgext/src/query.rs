@@ -96,7 +96,7 @@ pub unsafe extern "C-unwind" fn weft_query(fcinfo: pg_sys::FunctionCallInfo) -> 
         let rsinfo = (*fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
         ((*rsinfo).setDesc, (*rsinfo).setResult)
     };
-    let output = run(Planned::new(&sql), false);
+    let output = run(Planned::new(&sql), false).unwrap_or_else(|reason| report("weft.query", &reason));
     // SAFETY: the descriptor and store InitMaterializedSRF made, on the
     // backend thread, outside every tokio frame.
     unsafe { materialize("weft.query", &output.schema, &output.batches, tupdesc, store) };
@@ -109,7 +109,9 @@ pub unsafe extern "C-unwind" fn weft_query(fcinfo: pg_sys::FunctionCallInfo) -> 
 #[pg_extern(volatile, parallel_unsafe)]
 fn explain(sql: &str, run: default!(bool, false)) -> SetOfIterator<'static, String> {
     let text = if run {
-        self::run(Planned::new(sql), true).explain
+        self::run(Planned::new(sql), true)
+            .unwrap_or_else(|reason| report("weft.explain", &reason))
+            .explain
     } else {
         let planned = Planned::new(sql);
         let text = explain_text(&planned);
@@ -284,8 +286,9 @@ impl Planned {
 }
 
 /// Plans and runs `sql`; with `explain_run`, also renders the plan with
-/// the run's metrics.
-pub fn run(planned: Planned, explain_run: bool) -> Output {
+/// the run's metrics. Fails, with the reason, where the query is to be
+/// handed back to Postgres ([`crate::handback`]); raises every other error.
+pub fn run(planned: Planned, explain_run: bool) -> Result<Output, String> {
     let requested = guc::workers() as usize;
     let launched = Section::launch(Job::Query, [0; 4], requested, 1);
     let participants = launched.participants() as usize;
@@ -358,7 +361,14 @@ pub fn run(planned: Planned, explain_run: bool) -> Output {
     });
     let (batches, decoded, leader_metrics) = match outcome {
         Ok(((batches, decoded), metrics)) => (batches, decoded, metrics),
-        Err(e) => report("weft", &e.to_string()),
+        Err(e) => {
+            let message = e.to_string();
+            if let Some(reason) = crate::handback::reason(&message) {
+                planned.close();
+                return Err(reason.to_string());
+            }
+            report("weft", &message)
+        }
     };
     let explain = if explain_run {
         let mut all = vec![leader_metrics];
@@ -373,11 +383,11 @@ pub fn run(planned: Planned, explain_run: bool) -> Output {
         String::new()
     };
     planned.close();
-    Output {
+    Ok(Output {
         schema,
         batches,
         explain,
-    }
+    })
 }
 
 /// EXPLAIN's first line: who runs the plan.
@@ -445,11 +455,13 @@ pub fn worker(part: &Part) {
     pgcall::rethrow_pending();
     let metrics = match outcome {
         Ok((_, metrics)) => metrics,
-        // Our own failure, recorded as the query's abort: its own words.
+        // Our own failure, recorded as the query's abort: the leader hands
+        // the query back to Postgres, or raises it in its own words.
         Err(RuntimeError::Aborted {
             participant, message, ..
-        }) if participant == part.id => raise(&message),
-        // Another participant failed first and reports it.
+        }) if participant == part.id && crate::handback::reason(&message).is_none() => raise(&message),
+        // Another participant failed first and reports it, or the leader
+        // hands the query back.
         Err(RuntimeError::Aborted { .. }) => Metrics::default(),
         Err(e) => raise(&e.to_string()),
     };
@@ -536,11 +548,7 @@ pub fn report(what: &str, message: &str) -> ! {
     // An error Postgres itself would raise (overflow, division by zero)
     // keeps Postgres's SQLSTATE and words.
     if let Some((sqlstate, own)) = pgfn::sqlstate_of(message) {
-        // SAFETY: raising an error on the backend thread, outside tokio.
-        unsafe {
-            let sqlstate = std::mem::transmute::<i32, PgSqlErrorCode>(sqlstate);
-            pgrx::ereport!(ERROR, sqlstate, own);
-        }
+        pgrx::ereport!(ERROR, PgSqlErrorCode::from(sqlstate), own);
     }
     pgrx::ereport!(
         ERROR,
@@ -610,10 +618,38 @@ fn resolve(reference: &TableReference) -> (pg_sys::Oid, pg_sys::Relation, HeapTa
             pg_sys::aclcheck_error(acl, pg_sys::get_relkind_objtype(kind), pg_sys::get_rel_name(relid));
         }
     }
+    // SAFETY: locked above; a plain look at its catalog row.
+    unsafe { check_populated(relid) };
     // SAFETY: on the backend thread, the relation locked.
     match unsafe { open_table(relid) } {
         Ok((rel, table)) => (relid, rel, table),
         Err(reason) => report("weft.query", &reason),
+    }
+}
+
+/// Raises Postgres's own error for a materialized view created `WITH NO
+/// DATA` and not refreshed since, which Postgres refuses to read rather
+/// than answer as empty.
+///
+/// # Safety
+/// On the backend thread, `relid` locked.
+unsafe fn check_populated(relid: pg_sys::Oid) {
+    // SAFETY: per the caller.
+    unsafe {
+        let rel = pg_sys::table_open(relid, pg_sys::NoLock as i32);
+        let unpopulated = !(*(*rel).rd_rel).relispopulated;
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        if unpopulated {
+            let name = std::ffi::CStr::from_ptr(pg_sys::get_rel_name(relid)).to_string_lossy();
+            pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("materialized view \"{name}\" has not been populated"),
+                "weft.query",
+            )
+            .set_hint("Use the REFRESH MATERIALIZED VIEW command.")
+            .report(pgrx::PgLogLevel::ERROR);
+            unreachable!("an ERROR does not return");
+        }
     }
 }
 
@@ -654,6 +690,18 @@ unsafe fn describe(relid: pg_sys::Oid, rel: pg_sys::Relation) -> Result<HeapTabl
             return Err(format!(
                 "{name} is not a table; weft reads tables and materialized views"
             ));
+        }
+        // Parallel workers cannot see the leader's local buffers, where a
+        // temporary table's pages live.
+        if class.relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP {
+            return Err(format!(
+                "{name} is a temporary table, which parallel workers cannot read"
+            ));
+        }
+        // Postgres raises its own error when it reads one; the plan left
+        // to it does.
+        if !class.relispopulated {
+            return Err(format!("materialized view {name} has not been populated"));
         }
         if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false)
             == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32

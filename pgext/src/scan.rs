@@ -1,12 +1,15 @@
 //! Custom Scan (Weft): runs a taken-over query across the leader and its
 //! workers and returns its rows.
 //!
-//! The plan node keeps a copy of the analyzed Query (`custom_private`) and
+//! The plan node keeps a copy of the analyzed Query (`custom_private`),
 //! the query's result columns (`custom_scan_tlist`, typed as the Query's
-//! target list). At its first row the scan translates the Query, runs it
-//! ([`crate::query::run`]) and materializes the result into a tuplestore
-//! (spilling past work_mem as Postgres's own nodes do), from which it
-//! returns rows; a rescan rereads the tuplestore.
+//! target list) and the stock plan (`custom_plans`). At its first row the
+//! scan translates the Query, runs it ([`crate::query::run`]) and
+//! materializes the result into a tuplestore (spilling past work_mem as
+//! Postgres's own nodes do), from which it returns rows; a rescan rereads
+//! the tuplestore. A query handed back while it runs ([`crate::handback`];
+//! no row has been returned then) is answered by the stock plan, started
+//! only then.
 
 use std::ffi::CString;
 
@@ -61,6 +64,16 @@ struct WeftScanState {
     /// EXPLAIN ANALYZE's plan text with the run's metrics (a palloc'd C
     /// string), once run under instrumentation.
     explained: *mut std::ffi::c_char,
+    /// The executor flags the scan began with (the stock plan starts with
+    /// them too).
+    eflags: i32,
+    /// The stock plan's state, once the query is handed back to it (also
+    /// the one entry of `css.custom_ps`, where EXPLAIN finds it); then
+    /// `store` stays NULL.
+    stock: *mut pg_sys::PlanState,
+    /// For each result column, the stock plan's output column holding it
+    /// (its junk columns, sort keys not selected, are skipped).
+    stock_columns: Vec<usize>,
 }
 
 /// The Weft scan replacing `stock`, for `query` as `translation` computes
@@ -111,6 +124,7 @@ pub unsafe fn plan(
         plan.targetlist = targetlist;
         (*scan).custom_scan_tlist = scan_tlist;
         (*scan).custom_private = pg_sys::lappend(std::ptr::null_mut(), query.cast());
+        (*scan).custom_plans = pg_sys::lappend(std::ptr::null_mut(), stock.cast());
         (*scan).methods = &raw const SCAN_METHODS;
         scan.cast()
     }
@@ -125,17 +139,20 @@ unsafe extern "C-unwind" fn create_state(cscan: *mut pg_sys::CustomScan) -> *mut
         (*state).css.methods = &raw const EXEC_METHODS;
         let private = crate::translate::node_list((*cscan).custom_private);
         (*state).query = private.first().copied().unwrap_or(std::ptr::null_mut()).cast();
+        // palloc0 left the Vec's bytes zero, which is no Vec: write one.
+        std::ptr::write(&raw mut (*state).stock_columns, Vec::new());
         state.cast()
     }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn begin(node: *mut pg_sys::CustomScanState, estate: *mut pg_sys::EState, _eflags: i32) {
+unsafe extern "C-unwind" fn begin(node: *mut pg_sys::CustomScanState, estate: *mut pg_sys::EState, eflags: i32) {
     let state = node.cast::<WeftScanState>();
     // SAFETY: our state, initialized by ExecInitCustomScan up to here.
     unsafe {
         let tupdesc = (*(*state).css.ss.ss_ScanTupleSlot).tts_tupleDescriptor;
         (*state).slot = pg_sys::ExecInitExtraTupleSlot(estate, tupdesc, &raw const pg_sys::TTSOpsMinimalTuple);
+        (*state).eflags = eflags;
     }
 }
 
@@ -145,10 +162,75 @@ unsafe extern "C-unwind" fn exec(node: *mut pg_sys::CustomScanState) -> *mut pg_
     // SAFETY: our state, on the backend thread. ExecScan projects each
     // row through the plan's target list (the finishing expressions).
     unsafe {
-        if (*state).store.is_null() {
+        if (*state).store.is_null() && (*state).stock.is_null() {
             run(state);
         }
+        if !(*state).stock.is_null() {
+            return next_from_stock(state);
+        }
         pg_sys::ExecScan(&raw mut (*state).css.ss, Some(next), Some(recheck))
+    }
+}
+
+/// The stock plan's next row as the scan's result row (its visible
+/// columns), or an empty slot at the end.
+///
+/// # Safety
+/// `state` is our scan's state, handed back to the stock plan.
+unsafe fn next_from_stock(state: *mut WeftScanState) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: per the caller; the stock plan's slot stays valid until its
+    // next row, after the executor has taken ours.
+    unsafe {
+        let result = (*state).css.ss.ps.ps_ResultTupleSlot;
+        pg_sys::ExecClearTuple(result);
+        let row = pg_sys::ExecProcNode((*state).stock);
+        if row.is_null() || (*row).tts_flags & pg_sys::TTS_FLAG_EMPTY as u16 != 0 {
+            return result;
+        }
+        pg_sys::slot_getallattrs(row);
+        let count = (*(*row).tts_tupleDescriptor).natts as usize;
+        let values = std::slice::from_raw_parts((*row).tts_values, count);
+        let nulls = std::slice::from_raw_parts((*row).tts_isnull, count);
+        for (to, &from) in (*state).stock_columns.iter().enumerate() {
+            *(*result).tts_values.add(to) = values[from];
+            *(*result).tts_isnull.add(to) = nulls[from];
+        }
+        pg_sys::ExecStoreVirtualTuple(result)
+    }
+}
+
+/// Starts the stock plan in place of weft's run, `reason` being why.
+///
+/// # Safety
+/// `state` is our scan's state, on the backend thread, before it has
+/// returned any row.
+unsafe fn hand_back(state: *mut WeftScanState, reason: &str) {
+    // SAFETY: per the caller; the plan node is our CustomScan, whose one
+    // custom plan is the stock plan, started in the executor's query
+    // memory as the executor starts every node.
+    unsafe {
+        let cscan = (*state).css.ss.ps.plan.cast::<pg_sys::CustomScan>();
+        let stock_plan = crate::translate::node_list((*cscan).custom_plans)
+            .first()
+            .copied()
+            .unwrap_or_else(|| query::report("weft", "the scan has no stock plan to hand the query back to"))
+            .cast::<pg_sys::Plan>();
+        let estate = (*state).css.ss.ps.state;
+        let previous = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+        (*state).stock_columns = crate::translate::node_list((*stock_plan).targetlist)
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, target)| !(*target.cast::<pg_sys::TargetEntry>()).resjunk)
+            .map(|(i, _)| i)
+            .collect();
+        (*state).stock = pg_sys::ExecInitNode(stock_plan, estate, (*state).eflags);
+        (*state).css.custom_ps = pg_sys::lappend(std::ptr::null_mut(), (*state).stock.cast());
+        if !(*state).css.ss.ps.instrument.is_null() {
+            let text = CString::new(format!("handed back to Postgres's plan: {reason}").replace('\0', " "))
+                .unwrap_or_default();
+            (*state).explained = pg_sys::pstrdup(text.as_ptr());
+        }
+        pg_sys::MemoryContextSwitchTo(previous);
     }
 }
 
@@ -206,7 +288,10 @@ unsafe fn run(state: *mut WeftScanState) {
     unsafe {
         let planned = planned(state);
         let analyze = !(*state).css.ss.ps.instrument.is_null();
-        let output = query::run(planned, analyze);
+        let output = match query::run(planned, analyze) {
+            Ok(output) => output,
+            Err(reason) => return hand_back(state, &reason),
+        };
         let estate = (*state).css.ss.ps.state;
         let previous = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
         let store = pg_sys::tuplestore_begin_heap(true, false, pg_sys::work_mem);
@@ -230,6 +315,12 @@ unsafe extern "C-unwind" fn end(node: *mut pg_sys::CustomScanState) {
             pg_sys::tuplestore_end((*state).store);
             (*state).store = std::ptr::null_mut();
         }
+        if !(*state).stock.is_null() {
+            pg_sys::ExecEndNode((*state).stock);
+            (*state).stock = std::ptr::null_mut();
+        }
+        // The state's memory is the executor's; the Vec's is Rust's.
+        drop(std::mem::take(&mut (*state).stock_columns));
     }
 }
 
@@ -240,6 +331,9 @@ unsafe extern "C-unwind" fn rescan(node: *mut pg_sys::CustomScanState) {
     unsafe {
         if !(*state).store.is_null() {
             pg_sys::tuplestore_rescan((*state).store);
+        }
+        if !(*state).stock.is_null() {
+            pg_sys::ExecReScan((*state).stock);
         }
     }
 }

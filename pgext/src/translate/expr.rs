@@ -168,11 +168,14 @@ impl Translator {
                     } else {
                         Some(Box::new(self.expr(c.defresult.cast(), scope)?))
                     };
+                    let results = when_then.iter().map(|(_, then)| &**then).chain(otherwise.as_deref());
+                    self.one_display_scale(node, results)?;
                     Ok(Expr::Case(Case::new(operand, when_then, otherwise)))
                 }
                 NodeTag::T_CoalesceExpr => {
                     let c = &*node.cast::<pg_sys::CoalesceExpr>();
                     let args = self.exprs(c.args, scope)?;
+                    self.one_display_scale(node, args.iter())?;
                     Ok(datafusion::functions::core::expr_fn::coalesce(args))
                 }
                 NodeTag::T_ScalarArrayOpExpr => {
@@ -188,6 +191,42 @@ impl Translator {
                 other => Err(format!("an expression of node type {other:?}")),
             }
         }
+    }
+
+    /// Refuses a numeric CASE or COALESCE (`node`) whose `results` have
+    /// different scales, where the value may be shown. Postgres keeps each
+    /// value's own display scale (`CASE WHEN .. THEN price ELSE 0 END` is
+    /// `0` in its ELSE rows, and a sum of only those is `0`), while
+    /// DataFusion gives the whole column one scale (`0.00`).
+    fn one_display_scale<'a>(
+        &self,
+        node: *mut pg_sys::Node,
+        results: impl Iterator<Item = &'a Expr>,
+    ) -> Result<(), Refusal> {
+        // SAFETY: per the caller of `expr`.
+        if self.value_only > 0 || unsafe { pg_sys::exprType(node) } != pg_sys::NUMERICOID {
+            return Ok(());
+        }
+        let schema = self.levels.last().and_then(|l| l.schema.clone());
+        let mut scales = Vec::new();
+        for result in results {
+            let scale = match result {
+                Expr::Literal(value, _) if value.is_null() => continue,
+                Expr::Literal(value, _) => Some(value.data_type()),
+                other => schema.as_ref().and_then(|schema| other.get_type(schema.as_ref()).ok()),
+            };
+            match scale {
+                Some(DataType::Decimal128(_, scale)) => scales.push(scale),
+                _ => return Err("a numeric CASE or COALESCE whose display scale weft cannot tell".into()),
+            }
+        }
+        scales.dedup();
+        if scales.len() > 1 {
+            return Err(
+                "a numeric CASE or COALESCE of different scales, whose display scale Postgres picks per value".into(),
+            );
+        }
+        Ok(())
     }
 
     /// A parameter's value, when the statement's parameters are known
@@ -320,14 +359,17 @@ impl Translator {
             return Err("an aggregate with ORDER BY, FILTER or direct arguments".into());
         }
         let distinct = !a.aggdistinct.is_null();
-        if distinct && !deterministic(a.inputcollid) {
-            return Err("DISTINCT under a nondeterministic collation".into());
-        }
         let mut args = Vec::new();
         // SAFETY: an Aggref's args are TargetEntries.
         for target in unsafe { list::<pg_sys::TargetEntry>(a.args) } {
             // SAFETY: as above.
-            args.push(unsafe { self.expr((*target).expr.cast(), &Scope::Rows)? });
+            let arg: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
+            if distinct {
+                // SAFETY: as above.
+                unsafe { groupable(arg, "DISTINCT in an aggregate")? };
+            }
+            // SAFETY: as above.
+            args.push(unsafe { self.expr(arg, &Scope::Rows)? });
         }
         let one = || {
             args.first()
@@ -697,6 +739,29 @@ fn int_arithmetic(f: u32) -> Option<IntOp> {
 pub(super) fn deterministic(collation: Oid) -> bool {
     // SAFETY: a catalog lookup on the backend thread.
     collation == Oid::INVALID || unsafe { pg_sys::get_collation_isdeterministic(collation) }
+}
+
+/// Refuses to group (GROUP BY, DISTINCT, count(DISTINCT)) by `node` where
+/// values Postgres deems equal may differ in their Arrow bits, which is
+/// what DataFusion groups by: float -0 and 0, NaNs of other payloads,
+/// interval '1 mon' and '30 days', strings under a nondeterministic
+/// collation. `what` names the grouping for the refusal.
+///
+/// # Safety
+/// `node` is a valid expression, on the backend thread.
+pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<(), Refusal> {
+    // SAFETY: per the caller.
+    let (typid, collation) = unsafe { (pg_sys::exprType(node), pg_sys::exprCollation(node)) };
+    match typid {
+        pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => Err(format!(
+            "{what} over floats, where -0 equals 0 and every NaN equals NaN"
+        )),
+        pg_sys::INTERVALOID => Err(format!(
+            "{what} over intervals, which are equal by their span ('1 mon' = '30 days')"
+        )),
+        _ if !deterministic(collation) => Err(format!("{what} under a nondeterministic collation")),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `collation` sorts text in byte order: Postgres's own answer,

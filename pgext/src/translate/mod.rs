@@ -350,12 +350,9 @@ impl Translator {
             if clauses.len() != visible || targets.len() != visible {
                 return Err("DISTINCT with ORDER BY expressions outside the select list".into());
             }
-            let collation = |t: *mut pg_sys::TargetEntry| {
+            for &target in &targets {
                 // SAFETY: target entries of a valid Query.
-                unsafe { pg_sys::exprCollation((*t).expr.cast()) }
-            };
-            if targets.iter().any(|&t| !expr::deterministic(collation(t))) {
-                return Err("DISTINCT under a nondeterministic collation".into());
+                unsafe { expr::groupable((*target).expr.cast(), "DISTINCT")? };
             }
             plan = LogicalPlanBuilder::from(plan)
                 .distinct()
@@ -577,9 +574,7 @@ impl Translator {
             // SAFETY: as above.
             let node: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
             // SAFETY: as above.
-            if !expr::deterministic(unsafe { pg_sys::exprCollation(node) }) {
-                return Err("GROUP BY under a nondeterministic collation".into());
-            }
+            unsafe { expr::groupable(node, "GROUP BY")? };
             // SAFETY: as above.
             let value = unsafe { self.expr(node, &Scope::Rows)? };
             let name = format!("g{}", groups.len());

@@ -20,7 +20,9 @@
 //! | oid | UInt32 |
 //!
 //! Values Arrow cannot hold (infinite dates and timestamps, NaN in a
-//! numeric column) are errors, never other values. numeric without a
+//! numeric column, text that is not UTF-8) are never made other values:
+//! reading one hands the query back to Postgres ([`crate::handback`]).
+//! numeric without a
 //! declared precision and scale has no exact Arrow type and is refused.
 
 mod read;

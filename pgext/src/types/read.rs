@@ -260,7 +260,7 @@ impl ColumnReader {
                     // not become an invalid Arrow string.
                     Arc::new(
                         StringArray::try_new(offsets, data, nulls)
-                            .map_err(|e| format!("invalid UTF-8 in a text value: {e}"))?,
+                            .map_err(|e| crate::handback::mark(format_args!("invalid UTF-8 in a text value: {e}")))?,
                     )
                 }
             }
@@ -464,20 +464,20 @@ fn trim_blanks(bytes: &[u8]) -> &[u8] {
 /// A Postgres date as Arrow's days since 1970.
 fn date_to_arrow(days: i32) -> Result<i32, String> {
     if days == i32::MIN || days == i32::MAX {
-        return Err("date infinity has no Arrow value".into());
+        return Err(crate::handback::mark("date infinity has no Arrow value"));
     }
     days.checked_add(EPOCH_DAYS)
-        .ok_or_else(|| "a date beyond Arrow's Date32 range".into())
+        .ok_or_else(|| crate::handback::mark("a date beyond Arrow's Date32 range"))
 }
 
 /// A Postgres timestamp as Arrow's microseconds since 1970.
 fn timestamp_to_arrow(micros: i64) -> Result<i64, String> {
     if micros == i64::MIN || micros == i64::MAX {
-        return Err("timestamp infinity has no Arrow value".into());
+        return Err(crate::handback::mark("timestamp infinity has no Arrow value"));
     }
     micros
         .checked_add(EPOCH_MICROS)
-        .ok_or_else(|| "a timestamp beyond Arrow's range".into())
+        .ok_or_else(|| crate::handback::mark("a timestamp beyond Arrow's range"))
 }
 
 /// `value` / 10^`exponent` if that is exact. A base-10000 digit has four
@@ -583,8 +583,8 @@ fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
     let (negative, weight, digits_at) = match header & SIGN_MASK {
         SPECIAL => {
             return Err(match header & 0xF000 {
-                0xC000 => "numeric NaN has no Decimal128 value".into(),
-                _ => "numeric infinity has no Decimal128 value".into(),
+                0xC000 => crate::handback::mark("numeric NaN has no Decimal128 value"),
+                _ => crate::handback::mark("numeric infinity has no Decimal128 value"),
             })
         }
         SHORT => {
