@@ -51,7 +51,46 @@ pub fn last_refusal() -> Option<String> {
     LAST_REFUSAL.with(|r| r.borrow().clone())
 }
 
-#[pg_guard]
+/// Postgres functions that weft's hooks call with nothing of Rust's to drop
+/// in their frames: an ERROR they raise longjmps through those frames to
+/// Postgres's own handler as it was raised, with its CONTEXT lines (the SQL
+/// function being inlined, the JSON being parsed). pgrx's bindings catch
+/// an ERROR and raise a copy of it, without them.
+mod unguarded {
+    use pgrx::pg_sys;
+
+    unsafe extern "C" {
+        pub fn standard_planner(
+            parse: *mut pg_sys::Query,
+            query_string: *const std::ffi::c_char,
+            cursor_options: i32,
+            bound_params: pg_sys::ParamListInfo,
+        ) -> *mut pg_sys::PlannedStmt;
+
+        pub fn pg_plan_query(
+            query: *mut pg_sys::Query,
+            query_string: *const std::ffi::c_char,
+            cursor_options: i32,
+            bound_params: pg_sys::ParamListInfo,
+        ) -> *mut pg_sys::PlannedStmt;
+
+        #[allow(clippy::too_many_arguments)]
+        pub fn ExplainOnePlan(
+            plannedstmt: *mut pg_sys::PlannedStmt,
+            into: *mut pg_sys::IntoClause,
+            es: *mut pg_sys::ExplainState,
+            query_string: *const std::ffi::c_char,
+            params: pg_sys::ParamListInfo,
+            env: *mut pg_sys::QueryEnvironment,
+            planduration: *const pg_sys::instr_time,
+            bufusage: *const pg_sys::BufferUsage,
+        );
+    }
+}
+
+/// The hook: weft's part before and after the stock planner runs in
+/// guarded functions of their own; this frame holds only plain values
+/// across the planner (see [`unguarded`]).
 unsafe extern "C-unwind" fn weft_planner(
     parse: *mut pg_sys::Query,
     query_string: *const std::ffi::c_char,
@@ -59,31 +98,55 @@ unsafe extern "C-unwind" fn weft_planner(
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
     // SAFETY: called by Postgres with a valid Query, on the backend thread.
-    let eligible = unsafe { eligible(parse, cursor_options) };
-    // The stock planner scribbles on its Query: translate a copy.
-    let copy = match &eligible {
-        // SAFETY: as above.
-        Ok(()) => unsafe { pg_sys::copyObjectImpl(parse.cast()).cast::<pg_sys::Query>() },
-        Err(_) => std::ptr::null_mut(),
-    };
+    let copy = unsafe { before_planning(parse, cursor_options) };
     // SAFETY: as above; the previous hook or the stock planner.
     let stmt = unsafe {
         match PREVIOUS {
             Some(previous) => previous(parse, query_string, cursor_options, bound_params),
-            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+            None => unguarded::standard_planner(parse, query_string, cursor_options, bound_params),
         }
     };
-    // SAFETY: the stock plan and our copy of its Query.
-    let decision = eligible.and_then(|()| unsafe { take_over(stmt, copy, bound_params) });
-    LAST_REFUSAL.with(|r| *r.borrow_mut() = decision.err());
+    if !copy.is_null() {
+        // SAFETY: the stock plan and our copy of its Query.
+        unsafe { after_planning(stmt, copy, bound_params) };
+    }
     stmt
+}
+
+/// A copy of the Query to translate (the stock planner scribbles on its
+/// own), or NULL when weft may not consider it (the reason kept for
+/// EXPLAIN).
+#[pg_guard]
+unsafe extern "C-unwind" fn before_planning(parse: *mut pg_sys::Query, cursor_options: i32) -> *mut pg_sys::Query {
+    // SAFETY: called with a valid Query, on the backend thread.
+    match unsafe { eligible(parse, cursor_options) } {
+        // SAFETY: as above.
+        Ok(()) => unsafe { pg_sys::copyObjectImpl(parse.cast()).cast::<pg_sys::Query>() },
+        Err(refusal) => {
+            LAST_REFUSAL.with(|r| *r.borrow_mut() = Some(refusal));
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Takes the query over if it may; keeps the reason if not.
+#[pg_guard]
+unsafe extern "C-unwind" fn after_planning(
+    stmt: *mut pg_sys::PlannedStmt,
+    copy: *mut pg_sys::Query,
+    bound_params: pg_sys::ParamListInfo,
+) {
+    // SAFETY: the stock plan and our copy of its Query, on the backend
+    // thread.
+    let decision = unsafe { take_over(stmt, copy, bound_params) };
+    LAST_REFUSAL.with(|r| *r.borrow_mut() = decision.err());
 }
 
 /// EXPLAIN of one query: as Postgres's own (`ExplainOneQuery`), plus, with
 /// weft.explain_fallback, why weft left the query to Postgres: a last line
 /// in the text format, a NOTICE in the others (whose structure has no
-/// place for it).
-#[pg_guard]
+/// place for it). Like [`weft_planner`], it holds only plain values across
+/// Postgres's planning and execution.
 unsafe extern "C-unwind" fn weft_explain(
     query: *mut pg_sys::Query,
     cursor_options: i32,
@@ -93,7 +156,7 @@ unsafe extern "C-unwind" fn weft_explain(
     params: pg_sys::ParamListInfo,
     env: *mut pg_sys::QueryEnvironment,
 ) {
-    LAST_REFUSAL.with(|r| *r.borrow_mut() = None);
+    forget_refusal();
     // SAFETY: called by Postgres with valid arguments, on the backend
     // thread; this is ExplainOneQuery's body for a planned query.
     unsafe {
@@ -102,7 +165,7 @@ unsafe extern "C-unwind" fn weft_explain(
         } else {
             let started = std::time::Instant::now();
             let buffers_before = (*es).buffers.then_some(pg_sys::pgBufferUsage);
-            let plan = pg_sys::pg_plan_query(query, query_string, cursor_options, params);
+            let plan = unguarded::pg_plan_query(query, query_string, cursor_options, params);
             let elapsed = started.elapsed();
             let planning = pg_sys::instr_time {
                 tv_sec: elapsed.as_secs() as _,
@@ -117,15 +180,29 @@ unsafe extern "C-unwind" fn weft_explain(
             } else {
                 std::ptr::null()
             };
-            pg_sys::ExplainOnePlan(plan, into, es, query_string, params, env, &planning, buffers);
+            unguarded::ExplainOnePlan(plan, into, es, query_string, params, env, &planning, buffers);
         }
-        if !guc::EXPLAIN_FALLBACK.get() {
-            return;
-        }
-        let Some(reason) = last_refusal() else {
-            return;
-        };
-        let line = format!("Weft: not used: {reason}");
+        explain_refusal(es);
+    }
+}
+
+#[pg_guard]
+extern "C-unwind" fn forget_refusal() {
+    LAST_REFUSAL.with(|r| *r.borrow_mut() = None);
+}
+
+/// With weft.explain_fallback, why weft left the last query to Postgres.
+#[pg_guard]
+unsafe extern "C-unwind" fn explain_refusal(es: *mut pg_sys::ExplainState) {
+    if !guc::EXPLAIN_FALLBACK.get() {
+        return;
+    }
+    let Some(reason) = last_refusal() else {
+        return;
+    };
+    let line = format!("Weft: not used: {reason}");
+    // SAFETY: Postgres's explain state, on the backend thread.
+    unsafe {
         if (*es).format == pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT {
             let line = std::ffi::CString::new(format!("{}\n", line.replace('\0', " "))).unwrap_or_default();
             pg_sys::appendStringInfoString((*es).str_, line.as_ptr());

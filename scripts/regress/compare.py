@@ -22,6 +22,8 @@ Each unit whose outputs differ is put in one class:
   error         an ERROR (or a lost connection) in one run only, or another
                 ERROR message: fails
   error-detail  the same ERROR lines, other DETAIL/HINT/CONTEXT lines: fails
+                (a "CONTEXT:  parallel worker" line, which says which process
+                raised the error, is left out of every comparison)
   explain       every statement in the unit is an EXPLAIN (or calls a
                 function named explain..., the tests' EXPLAIN-filtering
                 helpers), and the ERROR lines agree: listed, does not fail
@@ -396,6 +398,17 @@ def table_parts(out):
     return out[:2], rows, out[end - 1 :]
 
 
+# Which process raised an error is the plan's choice, not the answer's:
+# stock's plan may evaluate an expression in a parallel worker (Postgres
+# then adds this CONTEXT line), weft's in the leader, with the same
+# SQLSTATE and message.
+PROCESS_CONTEXT = "CONTEXT:  parallel worker"
+
+
+def without_process_context(lines):
+    return [l for l in lines if l.rstrip() != PROCESS_CONTEXT]
+
+
 def classify(unit, stock, weft):
     """(class, note) of a unit whose outputs differ."""
     if stock is None or weft is None:
@@ -583,6 +596,8 @@ def main():
                     continue
             total += 1
             s, w = outs["stock"][u], outs["weft"][u]
+            if s is not None and w is not None:
+                s, w = without_process_context(s), without_process_context(w)
             if s == w:
                 c["identical"] += 1
                 continue
