@@ -372,7 +372,11 @@ impl LeafWalk {
             let key = keys[*next];
             let mut steps = 0;
             if let Some(right) = self.resume.take() {
+                // The key's entries go on here, those before already
+                // copied: a descent would find its first entry and copy
+                // them again, so from here the walk only steps right.
                 self.step(right);
+                steps = u32::MAX;
             } else if self.leaf == pg_sys::InvalidBuffer as pg_sys::Buffer {
                 if !self.descend(key) {
                     *next = keys.len();

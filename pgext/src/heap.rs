@@ -1010,6 +1010,8 @@ impl HeapStream {
                 self.pages.next = 0;
                 // SAFETY: as above.
                 self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;
+                // SAFETY: as above.
+                unsafe { count_returned(rel, self.pages.count) };
                 if !blind {
                     // SAFETY: read_page pinned the page; the scan covers
                     // rs_nblocks blocks of `rel`.
@@ -1057,6 +1059,14 @@ impl HeapStream {
             }
             // SAFETY: the values point into the still pinned page.
             let flushed = unsafe { self.walk.flush(&mut self.readers) };
+            // The readers copied what they keep: the values detoasted for
+            // these tuples (also those the filter turned away) are freed
+            // now, not when the batch ends, as Postgres frees them tuple
+            // by tuple. Cheap when nothing was allocated (a reset context
+            // is not reset again).
+            // SAFETY: the batch's own context, current here, holding
+            // nothing that outlives the staged tuples.
+            unsafe { pg_sys::MemoryContextReset(open.batch_memory) };
             if let Err((name, e)) = deformed {
                 return exec_err!("column \"{name}\" of {}: {e}", self.table);
             }
@@ -1486,5 +1496,27 @@ impl PhysicalExtensionCodec for HeapCodec {
         message
             .encode(buf)
             .map_err(|e| internal_datafusion_err!("weft heap scan node: {e}"))
+    }
+}
+
+/// Counts `tuples` visible tuples of `rel` as returned by a sequential scan
+/// (`pg_stat_user_tables.seq_tup_read`), as heap_getnextslot counts each
+/// tuple it returns (pgstat.h, `pgstat_count_heap_getnext`).
+///
+/// # Safety
+/// `rel` is open, on the backend thread.
+unsafe fn count_returned(rel: pg_sys::Relation, tuples: usize) {
+    // SAFETY: per the caller; the relation's statistics entry, made on
+    // first use where statistics are collected for it.
+    unsafe {
+        if (*rel).pgstat_info.is_null() {
+            if !(*rel).pgstat_enabled {
+                return;
+            }
+            pg_sys::pgstat_assoc_relation(rel);
+        }
+        if let Some(status) = (*rel).pgstat_info.as_mut() {
+            status.t_counts.t_tuples_returned += tuples as pg_sys::PgStat_Counter;
+        }
     }
 }

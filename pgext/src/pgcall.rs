@@ -30,15 +30,30 @@ thread_local! {
 /// into a DataFusion error whose message is Postgres's. `what` names the
 /// work for panics.
 pub fn call<T>(what: &str, f: impl FnOnce() -> Result<T, DataFusionError>) -> Result<T, DataFusionError> {
-    // SAFETY: a plain global of this backend, read on its thread.
-    let context = unsafe { pg_sys::CurrentMemoryContext };
+    // SAFETY: plain globals of this backend, read on its thread.
+    let (context, interrupts, cancels) = unsafe {
+        (
+            pg_sys::CurrentMemoryContext,
+            pg_sys::InterruptHoldoffCount,
+            pg_sys::QueryCancelHoldoffCount,
+        )
+    };
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => {
             // The error left us in whatever context the failed call had
-            // switched to; later allocations belong in the caller's.
+            // switched to; later allocations belong in the caller's. And
+            // Postgres zeroes the interrupt holdoff counts as it raises an
+            // ERROR, for the handler it jumps to: here the runtime goes on
+            // calling Postgres until it has unwound, and a cancel must not
+            // be raised (a longjmp) inside its frames, so they are held
+            // again as they were.
             // SAFETY: as above; `context` outlives the call.
-            unsafe { pg_sys::CurrentMemoryContext = context };
+            unsafe {
+                pg_sys::CurrentMemoryContext = context;
+                pg_sys::InterruptHoldoffCount = interrupts;
+                pg_sys::QueryCancelHoldoffCount = cancels;
+            }
             // A Postgres ERROR comes as a CaughtError, a pgrx::error!
             // raised in Rust as a bare report; both are kept to be raised
             // as they are. Any other panic is only a message.

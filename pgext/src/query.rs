@@ -456,14 +456,16 @@ pub fn worker(part: &Part) {
     let metrics = match outcome {
         Ok((_, metrics)) => metrics,
         // Our own failure, recorded as the query's abort: the leader hands
-        // the query back to Postgres, or raises it in its own words.
+        // the query back to Postgres, or rethrows this error as raised
+        // here, as the leader would raise it (the SQLSTATE does not depend
+        // on which process met the failure).
         Err(RuntimeError::Aborted {
             participant, message, ..
-        }) if participant == part.id && crate::handback::reason(&message).is_none() => raise(&message),
+        }) if participant == part.id && crate::handback::reason(&message).is_none() => report("weft", &message),
         // Another participant failed first and reports it, or the leader
         // hands the query back.
         Err(RuntimeError::Aborted { .. }) => Metrics::default(),
-        Err(e) => raise(&e.to_string()),
+        Err(e) => report("weft", &e.to_string()),
     };
     // SAFETY: our own metrics slot.
     unsafe { layout.write_metrics(payload, part.id as usize, &metrics) };
@@ -555,16 +557,6 @@ pub fn report(what: &str, message: &str) -> ! {
         PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         format!("{what}: {message}")
     );
-}
-
-/// Raises a participant's failure in a worker: with its Postgres SQLSTATE
-/// and words when it is an error Postgres itself raises (the leader then
-/// rethrows it as is), else as it stands.
-fn raise(message: &str) -> ! {
-    if pgfn::sqlstate_of(message).is_some() {
-        report("weft", message);
-    }
-    pgrx::error!("{message}")
 }
 
 /// weft reads text as UTF-8, which only a UTF8 database guarantees.

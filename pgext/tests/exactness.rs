@@ -367,3 +367,103 @@ fn values_weft_cannot_carry_hand_the_query_back() {
         "{plan}"
     );
 }
+
+/// Errors DataFusion raises in its own words carry Postgres's SQLSTATE and
+/// message; functions of a value's stored form (its compression, its size
+/// on disk) stay with Postgres, which reads the stored value.
+#[test]
+fn errors_and_stored_forms_are_postgres_s() {
+    let (_cluster, mut client) = with_weft();
+    client
+        .batch_execute(
+            "CREATE TABLE few (a int, t text);
+             INSERT INTO few SELECT g, repeat('x', 5000 + g) FROM generate_series(1, 3) g;
+             ANALYZE few",
+        )
+        .unwrap();
+    for workers in [0, 2] {
+        client.batch_execute(&format!("SET weft.workers = {workers}")).unwrap();
+        check_both_ways(
+            &mut client,
+            &[
+                (true, "SELECT a FROM few WHERE a = (SELECT a FROM few) ORDER BY a"),
+                (
+                    true,
+                    "SELECT a, (SELECT a FROM few WHERE a > 1) AS b FROM few ORDER BY 1",
+                ),
+                (
+                    false,
+                    "SELECT a, pg_column_compression(t), pg_column_size(t) FROM few ORDER BY a",
+                ),
+            ],
+        );
+    }
+    let (_, stock) = both_ways(&mut client, "SELECT a FROM few WHERE a = (SELECT a FROM few)");
+    assert!(stock.is_err_and(|e| e.starts_with("21000:")));
+}
+
+/// The tuples weft's scans read count in `pg_stat_user_tables` as those of
+/// Postgres's own sequential scans do.
+#[test]
+fn weft_s_scans_count_in_the_table_statistics() {
+    let (_cluster, mut client) = with_weft();
+    client
+        .batch_execute(
+            "CREATE TABLE st AS SELECT g AS a FROM generate_series(1, 50000) g;
+             DELETE FROM st WHERE a % 10 = 0;
+             ANALYZE st",
+        )
+        .unwrap();
+    let sql = "SELECT count(*), sum(a) FROM st WHERE a > 3000";
+    // The counter after everything counted so far has reached the shared
+    // statistics (a backend flushes when idle; workers as they exit).
+    let read = |client: &mut Client| -> i64 {
+        client.batch_execute("SELECT pg_stat_force_next_flush()").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        client.batch_execute("SELECT pg_stat_clear_snapshot()").unwrap();
+        value(
+            client,
+            "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'st'",
+        )
+        .parse()
+        .unwrap()
+    };
+    let mut read_by = Vec::new();
+    for setting in ["SET weft.enable = off", "SET weft.enable = on; SET weft.force = on"] {
+        client.batch_execute(setting).unwrap();
+        let before = read(&mut client);
+        text_rows(&mut client, sql).unwrap();
+        read_by.push(read(&mut client) - before);
+    }
+    assert!(taken(&mut client, sql));
+    assert_eq!(read_by[0], 45000, "stock's scan");
+    assert_eq!(read_by[1], read_by[0], "weft's scan against stock's");
+}
+
+/// A NOTICE raised while a query is planned (a constant text search query
+/// without lexemes, folded by the planner) reaches the client once, as
+/// without weft: weft's own folding of the same expressions stays silent.
+#[test]
+fn notices_of_planning_reach_the_client_once() {
+    let cluster = Cluster::start();
+    let (mut client, notices) = cluster.connect_collecting_notices();
+    client
+        .batch_execute(
+            "CREATE EXTENSION weft;
+             CREATE TABLE docs AS SELECT g AS id, 'the quick brown fox ' || g AS body FROM generate_series(1, 1000) g;
+             ANALYZE docs",
+        )
+        .unwrap();
+    let sql =
+        "SELECT id, ts_headline('english', body, to_tsquery('english', 'the')) FROM docs WHERE id < 4 ORDER BY id";
+    let mut heard = Vec::new();
+    for setting in ["SET weft.enable = off", "SET weft.enable = on; SET weft.force = on"] {
+        client.batch_execute(setting).unwrap();
+        notices.lock().unwrap().clear();
+        text_rows(&mut client, sql).unwrap();
+        heard.push(notices.lock().unwrap().clone());
+    }
+    assert!(taken(&mut client, sql));
+    assert!(!heard[0].is_empty(), "stock raised no NOTICE: the test tests nothing");
+    assert_eq!(heard[1], heard[0], "weft's notices against stock's");
+}

@@ -503,6 +503,32 @@ impl Cluster {
             })
     }
 
+    /// A session as [`Cluster::connect`]'s, with the messages below ERROR the server sends it
+    /// (NOTICE, WARNING), as `"<severity>: <message>"`, collected in order.
+    ///
+    /// # Panics
+    ///
+    /// If the connection fails, with the server log's tail.
+    pub fn connect_collecting_notices(&self) -> (postgres::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = std::sync::Arc::clone(&notices);
+        let client = postgres::Config::new()
+            .host_path(&self.sock)
+            .port(PORT)
+            .user("postgres")
+            .dbname("postgres")
+            .notice_callback(move |notice| {
+                let line = format!("{}: {}", notice.severity(), notice.message());
+                collected
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(line);
+            })
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting failed: {e}\nserver log:\n{}", tail(&self.log(), TAIL_LINES)));
+        (client, notices)
+    }
+
     /// The directory holding the server's Unix socket, for clients other than [`Cluster::connect`]
     /// (use it as the host, with port 5432).
     pub fn socket_dir(&self) -> &Path {

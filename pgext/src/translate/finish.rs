@@ -112,6 +112,17 @@ impl Translator {
             if let Some(aggref) = cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
                 return self.lift_avg(aggref, scope, offset, leaves);
             }
+            if let Some(func) = cast::<pg_sys::FuncExpr>(node, NodeTag::T_FuncExpr) {
+                // They look at the stored value (its compression, its size
+                // on disk), which the finishing projection never sees: it
+                // reads the value from DataFusion's column.
+                if matches!(
+                    (*func).funcid.to_u32(),
+                    pg_sys::F_PG_COLUMN_COMPRESSION | pg_sys::F_PG_COLUMN_SIZE
+                ) {
+                    return Err("a function of a value's stored form".into());
+                }
+            }
             match (*node).type_ {
                 NodeTag::T_OpExpr | NodeTag::T_FuncExpr => {
                     let copy = pg_sys::copyObjectImpl(node.cast()).cast::<pg_sys::Node>();
@@ -128,6 +139,9 @@ impl Translator {
                     *args = lifted;
                     Ok(copy)
                 }
+                // A constant of a type DataFusion has no column for (a
+                // tsquery, a regconfig): Postgres's own, as it is.
+                NodeTag::T_Const => Ok(pg_sys::copyObjectImpl(node.cast()).cast()),
                 NodeTag::T_RelabelType => {
                     let copy = pg_sys::copyObjectImpl(node.cast()).cast::<pg_sys::RelabelType>();
                     (*copy).arg = self.lift((*copy).arg.cast(), scope, offset, leaves)?.cast();

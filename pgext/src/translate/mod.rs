@@ -68,7 +68,7 @@ pub unsafe fn translate(query: *mut pg_sys::Query, params: pg_sys::ParamListInfo
         ..Translator::default()
     };
     // SAFETY: per the caller.
-    match unsafe { translator.query(query) } {
+    match unsafe { quietly(|| translator.query(query)) } {
         Ok(plan) => Ok(Translation {
             plan,
             relations: translator.relations,
@@ -82,6 +82,35 @@ pub unsafe fn translate(query: *mut pg_sys::Query, params: pg_sys::ParamListInfo
             }
             Err(refusal)
         }
+    }
+}
+
+/// Runs `f` with notices and warnings kept from the client. Translating
+/// folds constant expressions, evaluating functions the stock planner has
+/// already evaluated on the same query (it plans first, and a cached plan
+/// is not planned again), and the client has had their NOTICEs (a text
+/// search query without lexemes) from it, once, as without weft.
+///
+/// # Safety
+/// On the backend thread, outside parallel mode.
+unsafe fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: per the caller; a GUC nest level of our own, set and popped
+    // around `f` (an ERROR inside pops it with the transaction's).
+    unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"client_min_messages".as_ptr(),
+            c"error".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        let result = f();
+        pg_sys::AtEOXact_GUC(true, nest);
+        result
     }
 }
 

@@ -314,23 +314,39 @@ impl std::fmt::Display for PgError {
 
 impl std::error::Error for PgError {}
 
+/// Errors DataFusion raises in its own words where Postgres raises one of
+/// its own for the same query: DataFusion's text, and Postgres's SQLSTATE
+/// and message.
+const DATAFUSION_ERRORS: &[(&str, &str, &str)] = &[(
+    "Scalar subquery returned more than one row",
+    "21000",
+    "more than one row returned by a subquery used as an expression",
+)];
+
 /// The Postgres error inside a (possibly wrapped) error message: its
 /// SQLSTATE as Postgres's packed code, and its own message.
 pub fn sqlstate_of(message: &str) -> Option<(i32, String)> {
+    if let Some(&(_, sqlstate, own)) = DATAFUSION_ERRORS.iter().find(|(theirs, _, _)| message.contains(theirs)) {
+        return Some((packed(sqlstate.as_bytes()), own.to_string()));
+    }
     let at = message.find(MARK)?;
     let code = message.get(at + MARK.len()..at + MARK.len() + 5)?;
     let bytes = code.as_bytes();
     if !bytes.iter().all(u8::is_ascii_alphanumeric) {
         return None;
     }
-    // MAKE_SQLSTATE: six bits a character, from '0'.
-    let packed = bytes
-        .iter()
-        .enumerate()
-        .fold(0i32, |acc, (i, &b)| acc + ((i32::from(b - b'0') & 0x3F) << (6 * i)));
+    let packed = packed(bytes);
     // The message is what precedes the marker, after any wrapping prefix
     // ("External error: ", "weft: ...: ").
     let text = &message[..at];
     let own = text.rsplit(": ").next().unwrap_or(text).to_string();
     Some((packed, own))
+}
+
+/// A five-character SQLSTATE as Postgres packs it (MAKE_SQLSTATE: six bits
+/// a character, from '0').
+fn packed(sqlstate: &[u8]) -> i32 {
+    sqlstate.iter().enumerate().fold(0i32, |acc, (i, &b)| {
+        acc + ((i32::from(b.wrapping_sub(b'0')) & 0x3F) << (6 * i))
+    })
 }
