@@ -467,3 +467,36 @@ fn notices_of_planning_reach_the_client_once() {
     assert!(!heard[0].is_empty(), "stock raised no NOTICE: the test tests nothing");
     assert_eq!(heard[1], heard[0], "weft's notices against stock's");
 }
+
+/// A TPC-DS-style query (Q6's shape): a SELECT DISTINCT scalar subquery,
+/// whose rows the participants aggregate by hash, beside a correlated
+/// avg() subquery. Every participant reads the subquery's value; run many
+/// times, it always answers as Postgres does.
+#[test]
+fn a_distinct_scalar_subquery_beside_a_correlated_one_answers_every_time() {
+    let (_cluster, mut client) = with_weft();
+    client
+        .batch_execute(
+            "CREATE TABLE date_dim (d_date_sk int, d_year int, d_moy int, d_month_seq int);
+             INSERT INTO date_dim SELECT g, 1998 + g / 365, 1 + (g / 30) % 12, g / 30 FROM generate_series(0, 3000) g;
+             CREATE TABLE item (i_item_sk int, i_category text, i_current_price numeric(7,2));
+             INSERT INTO item SELECT g, 'cat' || (g % 10), (g % 97) + 0.5 FROM generate_series(1, 5000) g;
+             CREATE TABLE store_sales (ss_sold_date_sk int, ss_item_sk int, ss_qty int);
+             INSERT INTO store_sales SELECT g % 3000, 1 + g % 5000, g % 7 FROM generate_series(1, 100000) g;
+             ANALYZE",
+        )
+        .unwrap();
+    let sql = "SELECT i.i_category, count(*), sum(s.ss_qty) FROM store_sales s, date_dim d, item i \
+               WHERE s.ss_sold_date_sk = d.d_date_sk AND s.ss_item_sk = i.i_item_sk \
+               AND d.d_month_seq = (SELECT DISTINCT d_month_seq FROM date_dim WHERE d_year = 2001 AND d_moy = 2) \
+               AND i.i_current_price > 1.2 * (SELECT avg(j.i_current_price) FROM item j WHERE j.i_category = i.i_category) \
+               GROUP BY i.i_category ORDER BY 1";
+    client.batch_execute("SET weft.force = on").unwrap();
+    assert!(taken(&mut client, sql));
+    let (_, stock) = both_ways(&mut client, sql);
+    assert!(stock.as_ref().is_ok_and(|rows| !rows.is_empty()), "{stock:?}");
+    client.batch_execute("SET weft.force = on").unwrap();
+    for round in 0..50 {
+        assert_eq!(text_rows(&mut client, sql), stock, "round {round}");
+    }
+}

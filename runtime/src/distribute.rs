@@ -25,7 +25,7 @@
 //! | an inner hash join `CollectLeft` whose gathered build side is estimated larger than its Distributed probe side | swapped: the probe side broadcast as the build side, the other probing where it was made (`Rewrite::swapping_pays`) |
 //! | any other hash join `CollectLeft` over a Distributed probe whose Single build side is estimated large beside its probe side | the same partitioned join, where a broadcast would cost more (`Rewrite::partitioning_pays`) |
 //! | a nested-loop join of such a type over a Distributed right side | run whole on participant 0 (right side gathered) |
-//! | a scalar subquery's plan (Single) | broadcast: its value is read on every participant |
+//! | a scalar subquery's plan (Single, or Distributed: a DISTINCT aggregated by hash) | broadcast: its value is read on every participant |
 //! | a shared subplan ([`SharedExec`]) read in several places | rewritten once: every place gets the same exchanges |
 //! | an aggregate without GROUP BY over a Single input | run on participant 0 alone ([`LeaderOnlyExec`]): it makes a row of an empty input |
 //! | a Distributed root | gathered |
@@ -337,12 +337,20 @@ impl Rewrite {
         if plan.downcast_ref::<ScalarSubqueryExec>().is_some() {
             // Subquery values are read by operators anywhere below the main
             // input (a filter on every participant's share): every
-            // participant needs them, not just participant 0.
+            // participant needs them, not just participant 0. A subquery
+            // whose rows are spread among the participants (a SELECT
+            // DISTINCT, aggregated by hash) is broadcast by all of them:
+            // ScalarSubqueryExec reads every partition of its subquery, and
+            // a participant may execute only its own.
             for (child, placement) in children.iter_mut().skip(1) {
-                if *placement == Placement::Single {
-                    *child = self.replicate(Arc::clone(child));
-                    *placement = Placement::Replicated;
+                match *placement {
+                    Placement::Single => *child = self.replicate(Arc::clone(child)),
+                    Placement::Distributed => {
+                        *child = self.exchange(ExchangeMode::Broadcast, Senders::All, Arc::clone(child))
+                    }
+                    Placement::Replicated => {}
                 }
+                *placement = Placement::Replicated;
             }
             let (main, placement) = children.remove(0);
             let mut inputs = vec![main];

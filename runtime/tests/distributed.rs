@@ -117,6 +117,12 @@ const QUERIES: &[(&str, &[&str])] = &[
         "SELECT 13 / count(*) AS x, sum(o_id) / count(o_total) AS y FROM orders",
         &["mode=gather", "WeftLeaderOnly"],
     ),
+    // A scalar subquery aggregated by hash (a DISTINCT): its rows are
+    // spread among the participants, and every one of them needs its value.
+    (
+        "SELECT count(*) AS n FROM orders WHERE o_cust % 25 = (SELECT DISTINCT c_nation FROM customers WHERE c_id = 7)",
+        &["mode=broadcast"],
+    ),
 ];
 
 /// The customers with the largest total, read from one aggregate twice.
