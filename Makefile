@@ -10,7 +10,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 4
 export LOOM_MAX_PREEMPTIONS
 
-.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql
+.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql bench-concurrency
 
 # The Postgres part builds and installs weft (release) into the system's
 # PostgreSQL 15 and runs it in a throwaway cluster (pgext/examples/demo.rs).
@@ -81,3 +81,11 @@ bench-pg: setup
 # TPC-H in plain SQL, weft on against weft off (pgext/benches/tpch_sql.rs).
 bench-sql: setup
 	WEFT_PG_PROFILE=release $(CARGO) bench -p weft --bench tpch_sql
+
+# The concurrency test (pgext/tests/concurrency.rs) for minutes instead of
+# the 20 seconds `make test` gives it: writers moving money, vacuums and
+# index builds under readers comparing weft with stock Postgres in one
+# snapshot. WEFT_CONCURRENCY_SECONDS and WEFT_CONCURRENCY_SEED override.
+WEFT_CONCURRENCY_SECONDS ?= 300
+bench-concurrency: setup
+	WEFT_CONCURRENCY_SECONDS=$(WEFT_CONCURRENCY_SECONDS) $(CARGO) nextest run -p weft --test concurrency --no-capture
