@@ -360,12 +360,38 @@ fn values_weft_cannot_carry_hand_the_query_back() {
             ],
         );
     }
-    let plan = text_rows(&mut client, "EXPLAIN (ANALYZE, COSTS OFF) SELECT max(ts) FROM inf").unwrap();
-    let plan = format!("{plan:?}");
-    assert!(
-        plan.contains("handed back to Postgres's plan") && plan.contains("infinity"),
-        "{plan}"
+    // Text that is not UTF-8 in a UTF8 database (a binary cast from bytea
+    // makes it; a C function could too): Postgres counts its bytes.
+    client
+        .batch_execute(
+            "CREATE CAST (bytea AS text) WITHOUT FUNCTION;
+             CREATE TABLE bad (id int, t text);
+             INSERT INTO bad SELECT g, 'fine ' || g FROM generate_series(1, 5000) g;
+             INSERT INTO bad VALUES (5001, '\\x61ff62'::bytea::text);
+             ANALYZE bad",
+        )
+        .unwrap();
+    check_both_ways(
+        &mut client,
+        &[
+            (true, "SELECT count(t), max(id) FROM bad"),
+            (true, "SELECT id, octet_length(t) FROM bad WHERE id > 4998 ORDER BY id"),
+        ],
     );
+    for (sql, why) in [
+        ("SELECT max(ts) FROM inf", "infinity"),
+        (
+            "SELECT id, octet_length(t) FROM bad WHERE id > 4998 ORDER BY id",
+            "UTF-8",
+        ),
+    ] {
+        let plan = text_rows(&mut client, &format!("EXPLAIN (ANALYZE, COSTS OFF) {sql}")).unwrap();
+        let plan = format!("{plan:?}");
+        assert!(
+            plan.contains("handed back to Postgres's plan") && plan.contains(why),
+            "{plan}"
+        );
+    }
 }
 
 /// Errors DataFusion raises in its own words carry Postgres's SQLSTATE and
