@@ -29,9 +29,9 @@ use std::time::Duration;
 use tokio::task::{JoinHandle, LocalSet};
 use weft_core::{Mesh, ParticipantState};
 
-use crate::error::RuntimeError;
-use crate::metrics::Metrics;
-use crate::platform::Platform;
+use crate::transport::error::RuntimeError;
+use crate::transport::metrics::Metrics;
+use crate::transport::platform::Platform;
 
 /// The participant that collects the query's result.
 const LEADER: u32 = 0;

@@ -9,9 +9,9 @@ use std::time::Instant;
 use arrow_buffer::{Buffer, MutableBuffer};
 use weft_core::{Armed, Consumer, Error as RingError, MessageBuf, MessageKind, Producer, SendProgress};
 
-use crate::error::RuntimeError;
-use crate::metrics::{Edge, EdgeStats};
-use crate::participant::{lock, Participant};
+use crate::transport::error::RuntimeError;
+use crate::transport::metrics::{Edge, EdgeStats};
+use crate::transport::participant::{lock, Participant};
 
 /// What [`poll_ring`] needs of a ring end: the handshake, and who is on the
 /// other side.

@@ -35,10 +35,10 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::{PhysicalExprNode, PhysicalPlanNode, PhysicalSortExprNode};
 use prost::Message;
 
-use crate::exchange::{ExchangeExec, ExchangeMode, Senders};
-use crate::leader::LeaderOnlyExec;
-use crate::participant::Participant;
-use crate::reuse::{SharedExec, SharedState};
+use crate::spmd::exchange::{ExchangeExec, ExchangeMode, Senders};
+use crate::spmd::leader::LeaderOnlyExec;
+use crate::spmd::reuse::{SharedExec, SharedState};
+use crate::transport::participant::Participant;
 
 /// Encodes SPMD plans on the leader and decodes them in participants; see
 /// the module docs.

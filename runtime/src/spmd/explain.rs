@@ -8,7 +8,7 @@ use std::time::Duration;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::{displayable, ExecutionPlan};
 
-use crate::metrics::{Edge, EdgeStats, Metrics};
+use crate::transport::metrics::{Edge, EdgeStats, Metrics};
 
 /// `plan` as indented text; with `run` (every participant's metrics from
 /// one run of it, in any order), the operators' metrics as this process saw

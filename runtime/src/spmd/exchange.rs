@@ -29,10 +29,10 @@ use datafusion::physical_plan::{
 };
 use futures::{stream, StreamExt, TryStreamExt};
 
-use crate::endpoint::{Inbox, Outbox};
-use crate::error::RuntimeError;
-use crate::participant::Participant;
-use crate::stream::{BatchReceiver, BatchSender};
+use crate::transport::endpoint::{Inbox, Outbox};
+use crate::transport::error::RuntimeError;
+use crate::transport::participant::Participant;
+use crate::transport::stream::{BatchReceiver, BatchSender};
 
 /// Where an exchange's rows go.
 #[derive(Clone, Debug)]

@@ -49,8 +49,8 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 
-use crate::distribute::estimated_rows;
-use crate::ship::PlanCodec;
+use crate::spmd::distribute::estimated_rows;
+use crate::spmd::ship::PlanCodec;
 
 /// Repeated subtrees estimated at more rows than this are not shared: a
 /// consumer may hold all of their output (about 10 bytes a column a row)

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use weft_core::{Mesh, MeshLayout, Region, REGION_ALIGN};
 
-use crate::error::RuntimeError;
-use crate::participant::{Config, Participant, RunResult};
-use crate::platform::{Platform, ThreadPlatform};
+use crate::transport::error::RuntimeError;
+use crate::transport::participant::{Config, Participant, RunResult};
+use crate::transport::platform::{Platform, ThreadPlatform};
 
 /// Code recorded in the mesh when a participant thread panics.
 pub const PANIC_CODE: u32 = 0xdead;

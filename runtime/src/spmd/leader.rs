@@ -28,7 +28,7 @@ use datafusion::physical_plan::{
 };
 use futures::{stream, StreamExt, TryStreamExt};
 
-use crate::participant::Participant;
+use crate::transport::participant::Participant;
 
 /// Runs its input on participant 0 only; see the module docs.
 ///

@@ -56,10 +56,10 @@ use datafusion::physical_plan::{
     Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning, StatisticsArgs, StatisticsContext,
 };
 
-use crate::exchange::{ExchangeExec, ExchangeMode, Senders};
-use crate::leader::LeaderOnlyExec;
-use crate::participant::Participant;
-use crate::reuse::SharedExec;
+use crate::spmd::exchange::{ExchangeExec, ExchangeMode, Senders};
+use crate::spmd::leader::LeaderOnlyExec;
+use crate::spmd::reuse::SharedExec;
+use crate::transport::participant::Participant;
 
 /// A session config for planning SPMD plans for `participants`:
 /// target partitions = participants; no join dynamic filters (a

@@ -28,8 +28,8 @@ use arrow_ipc::writer::StreamEncoder;
 use arrow_schema::{DataType, SchemaRef};
 use weft_core::MessageKind;
 
-use crate::endpoint::{Inbox, Outbox};
-use crate::error::RuntimeError;
+use crate::transport::endpoint::{Inbox, Outbox};
+use crate::transport::error::RuntimeError;
 
 /// Sends record batches of one schema through an [`Outbox`].
 pub struct BatchSender {

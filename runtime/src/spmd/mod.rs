@@ -1,0 +1,23 @@
+//! DataFusion plans run SPMD: the leader plans once for P participants,
+//! every participant runs the same plan on its share of the data, and
+//! exchanges move rows between them over the transport.
+//!
+//! - [`distribute`]: the rule that turns a single-process plan into an
+//!   SPMD plan, and the join-type predicates it and pgext's passes share;
+//! - [`exchange`]: [`ExchangeExec`](exchange::ExchangeExec), hash
+//!   shuffle, broadcast and gather between participants;
+//! - [`leader`]: nodes whose rows are real on participant 0 alone;
+//! - [`reuse`]: a subplan read more than once, run once;
+//! - [`implied`]: the column equalities a filter implies, written out;
+//! - [`ship`]: the plan's codec, leader to participants;
+//! - [`share`]: deterministic shares of a list among participants;
+//! - [`explain`]: the EXPLAIN text of an SPMD plan and its traffic.
+
+pub mod distribute;
+pub mod exchange;
+pub mod explain;
+pub mod implied;
+pub mod leader;
+pub mod reuse;
+pub mod share;
+pub mod ship;
