@@ -38,7 +38,7 @@ pub const DEFAULT_SCAN_COST_RATIO: f64 = 0.6;
 /// index lookup finds a key; a hash join reads the table under its probe
 /// side through a btree index on its key when its keys, at this many rows
 /// each, and the rows they fetch are estimated at most the table's rows
-/// ([`crate::lookup`]); 0 never.
+/// ([`crate::plan::lookup`]); 0 never.
 pub static INDEX_LOOKUP_RATIO: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_INDEX_LOOKUP_RATIO);
 
 /// `weft.index_lookup_ratio`'s default (see benches/README.md).
@@ -61,7 +61,7 @@ pub static MAX_MESH_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub const MIN_RING: usize = 64 * 1024;
 
 /// `weft.shared_memory`: megabytes of shared memory the server reserves
-/// at start for parallel sections' segments ([`crate::parallel::reserve`]).
+/// at start for parallel sections' segments ([`crate::exec::parallel::reserve`]).
 pub static SHARED_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_SHARED_MEMORY_MB);
 
 /// `weft.shared_memory`'s default: room for two queries' meshes at

@@ -315,7 +315,7 @@ fn primitive<T: ArrowNativeType>(
         .map_err(|e| e.to_string())?;
     Ok(make_array(data))
 }
-/// A non-NULL heap value as a scan filter compares it ([`crate::filter`]):
+/// A non-NULL heap value as a scan filter compares it ([`crate::storage::filter`]):
 /// the value its column's Arrow array would hold, as an integer (every
 /// fixed-width type but floats; a decimal scaled by 10^scale) or as bytes
 /// (text without a bpchar's padding). Values Arrow cannot hold, which a

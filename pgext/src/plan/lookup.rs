@@ -4,7 +4,7 @@
 //!
 //! This is Postgres's nested loop over an index scan, made parallel the
 //! way weft runs everything. The join's build side, once read, publishes
-//! its keys ([`crate::keys::KeyCollectExec`]); the scan under the probe
+//! its keys ([`crate::plan::keys::KeyCollectExec`]); the scan under the probe
 //! side looks them up in the index, in key order, and fetches every row
 //! with each. Which keys a participant looks up ([`Keys`]) keeps the
 //! join exact without exchanging the table's rows:
@@ -46,10 +46,10 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use pgrx::pg_sys;
 
-use crate::btree::{Entry, LeafWalk};
-use crate::heap::HeapScanExec;
-use crate::keys;
-use crate::page::Fetch;
+use crate::plan::heap::HeapScanExec;
+use crate::plan::keys;
+use crate::storage::btree::{Entry, LeafWalk};
+use crate::storage::page::Fetch;
 use crate::types::PgType;
 
 /// A btree index a scan can look keys up in: its first key column is an
@@ -188,7 +188,7 @@ unsafe fn usable(rel: pg_sys::Relation, index: pg_sys::Relation) -> Option<i16> 
 unsafe fn rows_per_key(relid: pg_sys::Oid, attnum: i16, rows: Option<f64>) -> f64 {
     const UNKNOWN: f64 = 10.0;
     // SAFETY: per the caller.
-    match (rows, unsafe { crate::stats::distinct(relid, attnum, rows) }) {
+    match (rows, unsafe { crate::plan::stats::distinct(relid, attnum, rows) }) {
         (Some(rows), Some(distinct)) => (rows / distinct).max(1.0),
         _ => UNKNOWN,
     }
@@ -340,8 +340,8 @@ fn keeps_every_row(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// One participant's lookups, in key order (which, for a table loaded in
 /// key order, reads its pages in order too): a walk over the index's
-/// leaves ([`crate::btree`]) and a fetch of each entry's row
-/// ([`crate::page::Fetch`]) where the walk can serve, else Postgres's index
+/// leaves ([`crate::storage::btree`]) and a fetch of each entry's row
+/// ([`crate::storage::page::Fetch`]) where the walk can serve, else Postgres's index
 /// scan rescanned for each key.
 pub struct IndexProbe {
     index: pg_sys::Relation,
@@ -475,11 +475,11 @@ impl IndexProbe {
                         if *kept == Some(entry.key) {
                             continue;
                         }
-                        if let Some(counts) = crate::page::counts(self.index) {
+                        if let Some(counts) = crate::storage::page::counts(self.index) {
                             counts.t_tuples_returned += 1;
                         }
                         if fetch.row(entry.tid, slot) {
-                            if let Some(counts) = crate::page::counts(self.index) {
+                            if let Some(counts) = crate::storage::page::counts(self.index) {
                                 counts.t_tuples_fetched += 1;
                             }
                             *fetched = Some(entry.key);
@@ -499,7 +499,7 @@ impl IndexProbe {
                     }
                     // Each key counts as an index scan, as Postgres's
                     // nested loop would count it.
-                    if let Some(counts) = crate::page::counts(self.index) {
+                    if let Some(counts) = crate::storage::page::counts(self.index) {
                         counts.t_numscans += (self.next - before) as i64;
                     }
                 },

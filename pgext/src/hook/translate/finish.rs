@@ -14,8 +14,8 @@ use datafusion::logical_expr::Expr;
 use pgrx::pg_sys::{self, NodeTag};
 
 use super::expr::Scope;
-use super::nodes::{cast, list};
 use super::{Refusal, Translator};
+use crate::nodes::{cast, list};
 
 /// A column of the plan's output, as Postgres types it.
 #[derive(Clone, Copy, Debug)]
@@ -35,7 +35,7 @@ impl Output {
     /// `node` is a valid expression.
     pub unsafe fn of(node: *mut pg_sys::Node) -> Output {
         // SAFETY: per the caller.
-        let (typid, typmod, collation) = unsafe { super::nodes::expr_type(node) };
+        let (typid, typmod, collation) = unsafe { crate::nodes::expr_type(node) };
         Output {
             typid,
             typmod,

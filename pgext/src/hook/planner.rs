@@ -1,6 +1,6 @@
 //! The planner hook: plain SELECTs that weft can run exactly as Postgres
 //! would, and that are expensive enough to gain, become a Custom Scan
-//! (Weft) ([`crate::scan`]).
+//! (Weft) ([`crate::hook::scan`]).
 //!
 //! The stock plan is made first, always: its cost decides, and everything
 //! the executor needs besides the plan tree (the range table, so that
@@ -19,8 +19,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::guc;
-use crate::heap::HeapScanExec;
-use crate::translate::{self, Refusal};
+use crate::hook::translate::{self, Refusal};
+use crate::plan::heap::HeapScanExec;
 use crate::types::ColumnWriter;
 
 static mut PREVIOUS: pg_sys::planner_hook_type = None;
@@ -42,7 +42,7 @@ pub fn install() {
         PREVIOUS_EXPLAIN = pg_sys::ExplainOneQuery_hook;
         pg_sys::ExplainOneQuery_hook = Some(weft_explain);
     }
-    crate::scan::register();
+    crate::hook::scan::register();
 }
 
 /// Why the last query planned in this backend was not taken over, if it
@@ -215,7 +215,7 @@ unsafe extern "C-unwind" fn explain_refusal(es: *mut pg_sys::ExplainState) {
 /// The cost, in Postgres's units, of weft's participants reading
 /// `relations` as `plan` does: each one's pages and tuples as a
 /// sequential scan costs them, or the share of that its index lookups
-/// cost if it is only looked up ([`crate::lookup`]), shared among the
+/// cost if it is only looked up ([`crate::plan::lookup`]), shared among the
 /// participants weft asks for.
 ///
 /// # Safety
@@ -256,7 +256,7 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
     if q.commandType != pg_sys::CmdType::CMD_SELECT || !q.utilityStmt.is_null() {
         return Err("not a SELECT".into());
     }
-    if !crate::query::utf8_database() {
+    if !crate::sql::query::utf8_database() {
         return Err("the database's encoding is not UTF8".into());
     }
     if cursor_options & pg_sys::CURSOR_OPT_PARALLEL_OK as i32 == 0 {
@@ -309,7 +309,7 @@ unsafe fn take_over(
     }
     // DataFusion must be able to plan it (its type coercion, for one, may
     // refuse what the translation built).
-    let planned = crate::query::check_plannable(&translation.plan);
+    let planned = crate::sql::query::check_plannable(&translation.plan);
     // SAFETY: the relations the translation opened.
     let reading = planned
         .as_ref()
@@ -347,7 +347,7 @@ unsafe fn take_over(
         // enters parallel mode itself; the stock plan, if it runs, runs
         // without workers, as Postgres runs a parallel plan whose rows are
         // fetched a few at a time.
-        (*stmt).planTree = crate::scan::plan(query, stock, &translation);
+        (*stmt).planTree = crate::hook::scan::plan(query, stock, &translation);
         (*stmt).parallelModeNeeded = false;
     }
     Ok(())

@@ -10,7 +10,7 @@
 //! pass-by-value flag, short and long varlena headers. A pinned page's
 //! tuples cannot move, so their bytes are read in place.
 //!
-//! A scan with a filter ([`crate::filter`]) evaluates it on the walked
+//! A scan with a filter ([`crate::storage::filter`]) evaluates it on the walked
 //! values and hands the readers only the tuples that pass.
 //!
 //! Attributes a tuple does not store (added to the table after it was
@@ -25,8 +25,8 @@ use pgrx::pg_sys::{self, Datum};
 #[cfg(not(target_endian = "little"))]
 compile_error!("weft reads heap tuples in their little-endian layout");
 
-use crate::filter::{Bound, ScanFilter, Scratch};
-use crate::keys::KeySet;
+use crate::plan::keys::KeySet;
+use crate::storage::filter::{Bound, ScanFilter, Scratch};
 use crate::types::ColumnReader;
 
 /// What the reader needs to know of each attribute up to the last one a
@@ -756,7 +756,7 @@ pub unsafe fn prefetch_page(buffer: pg_sys::Buffer) {
 /// pool, pinned or not: nothing is read) into its cache.
 ///
 /// For a page about to be read all over in an order the hardware cannot
-/// guess, such as a btree leaf's binary searches ([`crate::btree`]):
+/// guess, such as a btree leaf's binary searches ([`crate::storage::btree`]):
 /// prefetched a page ahead, its cache misses overlap with each other and
 /// with the work in between instead of being waited for one by one.
 pub fn prefetch_block(page: *const u8) {
@@ -795,10 +795,10 @@ pub fn prefetch_lines(page: *const u8, at: usize, lines: usize) {
 /// (benches/README.md, session 14).
 ///
 /// The next page is the next block's buffer, as
-/// [`crate::page::guess_next`] or, failing
+/// [`crate::storage::page::guess_next`] or, failing
 /// it, [`pg_sys::PrefetchBuffer`] finds it in the buffer pool (the block
 /// after the current one: a parallel block scan hands out runs of
-/// consecutive blocks); [`crate::page::read_page`] pins that same buffer
+/// consecutive blocks); [`crate::storage::page::read_page`] pins that same buffer
 /// when the walk gets there, if it still holds the block. The buffer
 /// is not pinned, so by the time the walk gets there it may hold another
 /// page: the prefetch is then wasted, never wrong (a prefetch reads
@@ -822,7 +822,7 @@ pub struct Lookahead {
     /// Wrong guesses since the last right one.
     wrong: u32,
     /// The block last looked up and the buffer that held it then, for
-    /// [`crate::page::read_page`] to pin without a second lookup.
+    /// [`crate::storage::page::read_page`] to pin without a second lookup.
     found: Option<(pg_sys::BlockNumber, pg_sys::Buffer)>,
 }
 
@@ -830,7 +830,7 @@ impl Lookahead {
     /// Pages not looked up after one not found in the buffer pool.
     pub const SKIP_AFTER_MISS: u32 = 32;
     /// The most pages looked up without guessing
-    /// ([`crate::page::guess_next`]) after wrong guesses:
+    /// ([`crate::storage::page::guess_next`]) after wrong guesses:
     /// a pool not filled in table order pays for a wrong guess (a few
     /// cache misses) on one page in 17 at most. Fewer after the first
     /// few: a scan jumping to its next run of blocks, or a block a
@@ -872,7 +872,7 @@ impl Lookahead {
             None
         } else {
             // SAFETY: per the caller.
-            let guessed = unsafe { crate::page::guess_next(rel, block, current) };
+            let guessed = unsafe { crate::storage::page::guess_next(rel, block, current) };
             if guessed.is_some() {
                 self.wrong = 0;
             } else {

@@ -4,7 +4,7 @@
 //! The plan node keeps a copy of the analyzed Query (`custom_private`),
 //! the query's result columns (`custom_scan_tlist`, typed as the Query's
 //! target list) and the stock plan (`custom_plans`). At its first row the
-//! scan translates the Query, runs it ([`crate::query::run`]) and
+//! scan translates the Query, runs it ([`crate::sql::query::run`]) and
 //! materializes the result into a tuplestore (spilling past work_mem as
 //! Postgres's own nodes do), from which it returns rows; a rescan rereads
 //! the tuplestore. A query handed back while it runs ([`crate::handback`];
@@ -16,8 +16,8 @@ use std::ffi::CString;
 use pgrx::pg_sys::{self, NodeTag};
 use pgrx::prelude::*;
 
-use crate::query::{self, Planned};
-use crate::translate::{self, Translation};
+use crate::hook::translate::{self, Translation};
+use crate::sql::query::{self, Planned};
 
 /// The scan's name in EXPLAIN.
 const NAME: &std::ffi::CStr = c"Weft";
@@ -137,7 +137,7 @@ unsafe extern "C-unwind" fn create_state(cscan: *mut pg_sys::CustomScan) -> *mut
         let state = pg_sys::palloc0(std::mem::size_of::<WeftScanState>()).cast::<WeftScanState>();
         (*state).css.ss.ps.type_ = NodeTag::T_CustomScanState;
         (*state).css.methods = &raw const EXEC_METHODS;
-        let private = crate::translate::node_list((*cscan).custom_private);
+        let private = crate::hook::translate::node_list((*cscan).custom_private);
         (*state).query = private.first().copied().unwrap_or(std::ptr::null_mut()).cast();
         // palloc0 left the Vec's bytes zero, which is no Vec: write one.
         std::ptr::write(&raw mut (*state).stock_columns, Vec::new());
@@ -210,14 +210,14 @@ unsafe fn hand_back(state: *mut WeftScanState, reason: &str) {
     // memory as the executor starts every node.
     unsafe {
         let cscan = (*state).css.ss.ps.plan.cast::<pg_sys::CustomScan>();
-        let stock_plan = crate::translate::node_list((*cscan).custom_plans)
+        let stock_plan = crate::hook::translate::node_list((*cscan).custom_plans)
             .first()
             .copied()
             .unwrap_or_else(|| query::report("weft", "the scan has no stock plan to hand the query back to"))
             .cast::<pg_sys::Plan>();
         let estate = (*state).css.ss.ps.state;
         let previous = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
-        (*state).stock_columns = crate::translate::node_list((*stock_plan).targetlist)
+        (*state).stock_columns = crate::hook::translate::node_list((*stock_plan).targetlist)
             .into_iter()
             .enumerate()
             .filter(|&(_, target)| !(*target.cast::<pg_sys::TargetEntry>()).resjunk)

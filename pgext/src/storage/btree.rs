@@ -4,7 +4,7 @@
 //! pages, each found in the buffer mapping table, locked and binary
 //! searched with the opclass's comparison called through fmgr. perf of
 //! TPC-H Q4 put a third of its time there. Lookups come sorted (a hash
-//! join's build keys, [`crate::keys`]), so each key's entries lie on the
+//! join's build keys, [`crate::plan::keys`]), so each key's entries lie on the
 //! leaf of the key before it or a few pages to its right. [`LeafWalk`]
 //! keeps its place on the leaf level and reads each leaf once for all the
 //! keys on it, comparing keys in Rust; it descends only for the first key
@@ -180,7 +180,7 @@ impl Leaf {
         // SAFETY: per the caller; a btree page's special space is its
         // opaque data (_bt_checkpage checked its size when it was read).
         unsafe {
-            let page = crate::deform::page(buffer);
+            let page = crate::storage::deform::page(buffer);
             let header = page.cast::<pg_sys::PageHeaderData>();
             let opaque = &*page.add(usize::from((*header).pd_special)).cast::<BTPageOpaqueData>();
             let rightmost = opaque.btpo_next == 0;
@@ -188,7 +188,7 @@ impl Leaf {
                 page,
                 ty,
                 first: if rightmost { P_HIKEY } else { P_HIKEY + 1 },
-                last: crate::page::page_max_offset(header),
+                last: crate::storage::page::page_max_offset(header),
                 right: opaque.btpo_next,
                 high: None,
                 ignore: opaque.btpo_flags & (BTP_DELETED | BTP_HALF_DEAD) != 0,
@@ -305,7 +305,7 @@ impl Leaf {
 }
 
 impl LeafWalk {
-    /// Whether `index` (open, a btree from [`crate::lookup::indexes`]) can
+    /// Whether `index` (open, a btree from [`crate::plan::lookup::indexes`]) can
     /// be walked in this transaction.
     ///
     /// # Safety
@@ -409,7 +409,7 @@ impl LeafWalk {
                 leaf = Leaf::read(self.leaf, self.ty);
             }
             self.pages += 1;
-            crate::page::test_for_old_snapshot(self.snapshot, self.index, leaf.page.cast());
+            crate::storage::page::test_for_old_snapshot(self.snapshot, self.index, leaf.page.cast());
             let mut from = leaf.first;
             while let Some(&key) = keys.get(*next) {
                 if leaf.before(key) {
@@ -430,10 +430,10 @@ impl LeafWalk {
             // right): bring it into the cache while this leaf's rows are
             // fetched.
             if leaf.right != 0 && *next < keys.len() {
-                let guess = crate::page::near(self.leaf, self.block, leaf.right);
+                let guess = crate::storage::page::near(self.leaf, self.block, leaf.right);
                 if guess != pg_sys::InvalidBuffer as pg_sys::Buffer {
                     // (A shared buffer's number: its address, unread.)
-                    crate::deform::prefetch_block(crate::deform::page(guess));
+                    crate::storage::deform::prefetch_block(crate::storage::deform::page(guess));
                 }
             }
             pg_sys::LockBuffer(self.leaf, pg_sys::BUFFER_LOCK_UNLOCK as i32);
@@ -478,16 +478,16 @@ impl LeafWalk {
 
     /// Moves to leaf `right`: unpins the leaf held (a scan never holds two
     /// leaves' locks), then pins `right`, through the buffer
-    /// [`crate::page::near`] the leaf's, and share-locks it.
+    /// [`crate::storage::page::near`] the leaf's, and share-locks it.
     ///
     /// # Safety
     /// As for [`LeafWalk::visit`]; the leaf held is unlocked.
     unsafe fn step(&mut self, right: pg_sys::BlockNumber) {
         // SAFETY: per the caller.
         unsafe {
-            let recent = crate::page::near_in(self.index, self.leaf, self.block, right);
+            let recent = crate::storage::page::near_in(self.index, self.leaf, self.block, right);
             self.release();
-            self.leaf = crate::page::pin(self.index, right, recent, std::ptr::null_mut());
+            self.leaf = crate::storage::page::pin(self.index, right, recent, std::ptr::null_mut());
             self.block = right;
             pg_sys::LockBuffer(self.leaf, pg_sys::BUFFER_LOCK_SHARE as i32);
             guarded(|| ffi::_bt_checkpage(self.index, self.leaf));

@@ -24,8 +24,8 @@ use datafusion::logical_expr::{Expr, Operator};
 use pgrx::pg_sys::{self, NodeTag};
 use pgrx::{AnyNumeric, IntoDatum};
 
-use super::nodes::list;
-use crate::heap::HeapColumn;
+use crate::nodes::list;
+use crate::plan::heap::HeapColumn;
 
 /// Postgres's estimate of the rows each table of `query`'s FROM list keeps
 /// under the conjuncts of `quals` (its folded WHERE clause) that read that

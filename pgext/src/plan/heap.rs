@@ -47,13 +47,13 @@ use pgrx::pg_sys;
 use prost::Message;
 use weft_runtime::Participant;
 
-use crate::deform::{self, Layout};
-use crate::filter::{self, FilterColumn, ScanFilter};
 use crate::guc;
-use crate::keys::{KeySet, KeySlot};
-use crate::lookup::{self, IndexProbe, Keys, LookupIndex};
 use crate::pgcall;
-use crate::translate::estimate;
+use crate::plan::estimate;
+use crate::plan::keys::{KeySet, KeySlot};
+use crate::plan::lookup::{self, IndexProbe, Keys, LookupIndex};
+use crate::storage::deform::{self, Layout};
+use crate::storage::filter::{self, FilterColumn, ScanFilter};
 use crate::types::{ColumnReader, PgType};
 
 /// Rows per batch a scan produces.
@@ -64,7 +64,7 @@ pub const BATCH_ROWS: usize = 8192;
 const FILTERED: f64 = 0.2;
 
 /// How many times faster a scan reads rows when their join key drops them
-/// in the walk ([`crate::keys`]) than when they go to the join, for
+/// in the walk ([`crate::plan::keys`]) than when they go to the join, for
 /// [`HeapScanExec::with_lookup`]'s divided keys. TPC-H Q7 and Q8 looked
 /// up 121 and 91 thousand keys at 2.5 µs each (lineitem's scan, dropping
 /// rows by key, takes about 35 ns a row: 70 rows a key), where
@@ -93,7 +93,7 @@ pub struct HeapColumn {
     pub nullable: bool,
     /// `format_type` of its type, for messages.
     pub type_name: String,
-    /// Its distinct values in the whole table ([`crate::stats`]).
+    /// Its distinct values in the whole table ([`crate::plan::stats`]).
     pub distinct: Option<f64>,
 }
 
@@ -179,7 +179,7 @@ impl TableProvider for HeapTable {
         TableType::Base
     }
 
-    /// Exact for the filters the scan evaluates itself ([`crate::filter`]).
+    /// Exact for the filters the scan evaluates itself ([`crate::storage::filter`]).
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         let (_, columns) = self.filterable();
         Ok(filters
@@ -312,7 +312,7 @@ struct ScanColumn {
     distinct: Option<f64>,
 }
 
-/// How a scan looks keys up in an index ([`crate::lookup`]).
+/// How a scan looks keys up in an index ([`crate::plan::lookup`]).
 #[derive(Clone, Debug)]
 struct Lookup {
     /// The output column looked up.
@@ -334,7 +334,7 @@ struct Lookup {
     /// keys beside one scanning its blocks would miss rows or repeat them).
     max_keys: Option<u64>,
     /// Where the join publishes its build side's keys (linked after
-    /// decoding, [`crate::keys::link`]).
+    /// decoding, [`crate::plan::keys::link`]).
     slot: Option<Arc<KeySlot>>,
 }
 
@@ -370,7 +370,7 @@ pub struct HeapScanExec {
     columns: Vec<ScanColumn>,
     /// The filter the scan evaluates, if DataFusion pushed one.
     filter: Option<Filtered>,
-    /// Join keys the scan's rows must be among ([`crate::keys`]): an
+    /// Join keys the scan's rows must be among ([`crate::plan::keys`]): an
     /// output column, and where the join publishes its build side's keys.
     keys: Vec<(usize, Arc<KeySlot>)>,
     partitions: usize,
@@ -463,7 +463,7 @@ impl HeapScanExec {
     /// This scan looking up, in an index on output column `column`, the
     /// keys of a build side estimated at `build_rows` rows, if the table
     /// has such an index and the lookups cost at most a scan of the table
-    /// ([`crate::lookup`]); looking up `keys`. With `first_match`, each
+    /// ([`crate::plan::lookup`]); looking up `keys`. With `first_match`, each
     /// key's lookup stops at the first row kept.
     ///
     /// A key costs `ratio` scanned rows (a descent of the btree and a heap
@@ -634,7 +634,7 @@ impl ExecutionPlan for HeapScanExec {
     /// Postgres estimates the query's conditions on the table keep or,
     /// without that, DataFusion's default share of the rows (what its
     /// FilterExec would have estimated). Each column's distinct values are
-    /// those left among the rows kept ([`crate::stats`]).
+    /// those left among the rows kept ([`crate::plan::stats`]).
     fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
         let mut statistics = Statistics::new_unknown(&self.schema());
         if let Some(table) = self.rows {
@@ -653,7 +653,7 @@ impl ExecutionPlan for HeapScanExec {
             statistics.total_byte_size = Precision::Inexact(rows * self.row_width());
             for (column, stats) in self.columns.iter().zip(&mut statistics.column_statistics) {
                 if let Some(distinct) = column.distinct {
-                    let left = crate::stats::kept_distinct(distinct, table, kept * share);
+                    let left = crate::plan::stats::kept_distinct(distinct, table, kept * share);
                     stats.distinct_count = Precision::Inexact(left as usize);
                 }
             }
@@ -811,7 +811,7 @@ struct HeapStream {
     lookup: Option<LookupRun>,
     probe: Option<IndexProbe>,
     /// Keys looked up, and the index leaves read and descents from its
-    /// root that took, when walked ([`crate::btree`]) (EXPLAIN ANALYZE).
+    /// root that took, when walked ([`crate::storage::btree`]) (EXPLAIN ANALYZE).
     probed: Count,
     leaves: Count,
     descents: Count,
@@ -958,7 +958,7 @@ impl HeapStream {
     }
 
     /// Reads up to a batch of rows into the readers, a page at a time
-    /// ([`crate::deform`]); the rows read. With a filter, it stops after
+    /// ([`crate::storage::deform`]); the rows read. With a filter, it stops after
     /// [`EXAMINED_ROWS`] tuples even if fewer passed (possibly none), so that
     /// a batch takes about as long with a filter as without one.
     ///
@@ -1006,7 +1006,7 @@ impl HeapStream {
                 // SAFETY: as above; pins the page (the buffer the
                 // lookahead found for it, if it still holds it) and lists
                 // its visible tuples under the scan's snapshot.
-                unsafe { crate::page::read_page(scan, block, self.pages.ahead.recent(block)) };
+                unsafe { crate::storage::page::read_page(scan, block, self.pages.ahead.recent(block)) };
                 self.pages.next = 0;
                 // SAFETY: as above.
                 self.pages.count = unsafe { (*scan).rs_ntuples }.max(0) as usize;

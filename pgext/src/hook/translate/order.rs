@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use pgrx::pg_sys::{self, NodeTag};
 
-use super::nodes::{cast, list};
+use crate::nodes::{cast, list};
 
 /// A table as the stock plan and the Query both name it: its OID and its
 /// range table alias.

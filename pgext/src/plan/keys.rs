@@ -49,7 +49,7 @@ use futures::{Stream, StreamExt};
 use rustc_hash::FxHashSet;
 use weft_runtime::{ExchangeExec, ExchangeMode};
 
-use crate::heap::HeapScanExec;
+use crate::plan::heap::HeapScanExec;
 
 /// Build sides with more distinct keys than this are not collected: the
 /// set would cost more memory than it saves, and a filter keeping that
@@ -181,7 +181,7 @@ pub struct KeyCollectExec {
 enum Purpose {
     /// To filter a scan: optional, so given up past [`MAX_KEYS`].
     Filter,
-    /// To be looked up in an index ([`crate::lookup`]): the scan reads
+    /// To be looked up in an index ([`crate::plan::lookup`]): the scan reads
     /// nothing else, so every key is kept.
     Lookup,
 }
@@ -350,7 +350,7 @@ impl RecordBatchStream for KeyCollectStream {
 /// `plan` (as decoded in a participant of `participants`) with each
 /// eligible hash join's build keys pushed into the scan under its probe
 /// side: as a filter, or as the keys an index lookup scan looks up
-/// ([`crate::lookup`]). Every participant makes the same change to the
+/// ([`crate::plan::lookup`]). Every participant makes the same change to the
 /// same plan.
 pub fn link(plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn ExecutionPlan>> {
     let children = plan

@@ -42,15 +42,15 @@ use weft_runtime::{
     ImpliedEqualities, Metrics, Participant, PlanCodec, RuntimeError, ShareRepeated,
 };
 
+use crate::exec::parallel::{Job, Part, Section};
+use crate::exec::participate;
 use crate::guc;
-use crate::heap::{HeapCodec, HeapColumn, HeapScanExec, HeapTable, ScanBinding, SlotTarget};
-use crate::keys;
-use crate::lookup::IndexLookups;
-use crate::parallel::{Job, Part, Section};
-use crate::participate;
+use crate::hook::translate::{pgfn, Translation};
 use crate::pgcall;
-use crate::sql_order;
-use crate::translate::{pgfn, Translation};
+use crate::plan::heap::{HeapCodec, HeapColumn, HeapScanExec, HeapTable, ScanBinding, SlotTarget};
+use crate::plan::keys;
+use crate::plan::lookup::IndexLookups;
+use crate::sql::order;
 use crate::types::{ColumnWriter, PgType};
 
 /// The default schema DataFusion resolves unqualified names in: a name no
@@ -195,7 +195,7 @@ impl Planned {
             ctx.register_table(reference, Arc::new(table))
                 .unwrap_or_else(|e| report("weft.query", &e.to_string()));
         }
-        sql_order::follow_postgres_plan(sql, &mut statement, &relids);
+        order::follow_postgres_plan(sql, &mut statement, &relids);
         let state = ctx.state();
         let logical =
             block_on(state.statement_to_plan(statement)).unwrap_or_else(|e| report("weft.query", &e.to_string()));
@@ -496,7 +496,7 @@ fn session_config(participants: usize) -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SEARCH_PATH_SCHEMA)
         .with_information_schema(false)
-        .with_batch_size(crate::heap::BATCH_ROWS);
+        .with_batch_size(crate::plan::heap::BATCH_ROWS);
     // `7.0` is a numeric in Postgres, not a float: keep such arithmetic
     // exact.
     config.options_mut().sql_parser.parse_float_as_decimal = true;
@@ -723,12 +723,12 @@ unsafe fn describe(relid: pg_sys::Oid, rel: pg_sys::Relation) -> Result<HeapTabl
                 type_name: std::ffi::CStr::from_ptr(pg_sys::format_type_with_typemod(a.atttypid, a.atttypmod))
                     .to_string_lossy()
                     .into_owned(),
-                distinct: crate::stats::distinct(relid, a.attnum, rows),
+                distinct: crate::plan::stats::distinct(relid, a.attnum, rows),
             })
             .collect();
         let relfilenode = (*rel).rd_node.relNode.to_u32();
         let mut table = HeapTable::new(relid, relfilenode, name, columns, rows);
-        table.indexes = crate::lookup::indexes(rel, rows);
+        table.indexes = crate::plan::lookup::indexes(rel, rows);
         Ok(table)
     }
 }

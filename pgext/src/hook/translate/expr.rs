@@ -40,9 +40,9 @@ use datafusion::logical_expr::{
 };
 use pgrx::pg_sys::{self, NodeTag, Oid};
 
-use super::nodes::{array_elements, cast as node_cast, constant, list, tag};
 use super::pgfn::{self, IntOp};
 use super::{df, Refusal, Translator};
+use crate::nodes::{array_elements, cast as node_cast, constant, list, tag};
 
 /// What an expression's Vars and Aggrefs mean.
 pub enum Scope {
@@ -251,7 +251,7 @@ impl Translator {
             if entry.ptype != param.paramtype {
                 return Err(format!("parameter ${} has another type", param.paramid));
             }
-            super::nodes::value(param.paramtype, param.paramtypmod, entry.value, entry.isnull)
+            crate::nodes::value(param.paramtype, param.paramtypmod, entry.value, entry.isnull)
         }
     }
 
@@ -798,7 +798,7 @@ pub(super) unsafe fn sort_direction(sortop: Oid, expr: *mut pg_sys::Node) -> Res
         return Err("an ORDER BY operator that is not a btree ordering".into());
     }
     // SAFETY: per the caller.
-    let (typid, _, collation) = unsafe { super::nodes::expr_type(expr) };
+    let (typid, _, collation) = unsafe { crate::nodes::expr_type(expr) };
     let sortable = matches!(
         typid,
         pg_sys::INT2OID
@@ -863,7 +863,7 @@ fn decimal_scale(value: &Expr, translator: &Translator) -> Result<i8, Refusal> {
 /// On the backend thread.
 unsafe fn function_name(f: u32) -> String {
     // SAFETY: per the caller; get_func_name returns NULL for no function.
-    unsafe { super::nodes::text(pg_sys::get_func_name(Oid::from(f))) }
+    unsafe { crate::nodes::text(pg_sys::get_func_name(Oid::from(f))) }
 }
 
 fn two(args: Vec<Expr>) -> Result<[Expr; 2], Refusal> {

@@ -12,10 +12,9 @@
 //! (level, varno, varattno) names one column, also from inside a
 //! correlated subquery (an outer reference).
 
-pub mod estimate;
 mod expr;
 mod finish;
-mod nodes;
+
 mod order;
 pub mod pgfn;
 
@@ -30,9 +29,9 @@ use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
 use pgrx::pg_sys::{self, NodeTag};
 
+pub use crate::nodes::list;
+use crate::nodes::{cast, text};
 use expr::Scope;
-pub use nodes::list;
-use nodes::{cast, text};
 pub use order::{follow_stock_plan, plan_ranks, Ranks};
 
 /// Why weft leaves a query to Postgres.
@@ -233,7 +232,7 @@ impl Translator {
         let depth = self.levels.len() - 1;
         let query = self.level().query;
         // SAFETY: as above.
-        self.level().estimates = unsafe { estimate::filtered_rows(query, quals, depth, self.params) };
+        self.level().estimates = unsafe { crate::plan::estimate::filtered_rows(query, quals, depth, self.params) };
         // SAFETY: as above.
         let mut items = unsafe { list::<pg_sys::Node>(jointree.fromlist) }
             .into_iter()
@@ -518,7 +517,7 @@ impl Translator {
                     return Err("TABLESAMPLE".into());
                 }
                 // SAFETY: on the backend thread.
-                let (rel, mut table) = unsafe { crate::query::open_table(rte.relid) }?;
+                let (rel, mut table) = unsafe { crate::sql::query::open_table(rte.relid) }?;
                 table.filtered_rows = self.levels.last().and_then(|l| l.estimates.get(&rtindex).copied());
                 self.relations.push((rte.relid, rel));
                 // SAFETY: an open relation's catalog row.

@@ -13,9 +13,9 @@ use pgrx::prelude::*;
 use weft_core::MessageKind;
 use weft_runtime::{Inbox, Outbox, Participant, RuntimeError};
 
+use crate::exec::parallel::{Job, Part, Section};
+use crate::exec::participate;
 use crate::guc;
-use crate::parallel::{Job, Part, Section};
-use crate::participate;
 
 /// Words per edge in the job area.
 const SLOT: usize = 8;

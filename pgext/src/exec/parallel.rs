@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use pgrx::pg_sys;
 use weft_core::{Mesh, MeshLayout, Region, REGION_ALIGN};
 
-use crate::platform::{my_wake_token, set_latch};
+use crate::exec::platform::{my_wake_token, set_latch};
 
 /// toc keys of weft's entries ("weft" in the high bytes; Postgres's own
 /// keys are near u64::MAX).

@@ -4,7 +4,7 @@
 //! Postgres raises a cancel or termination as an ERROR (a longjmp) from
 //! CHECK_FOR_INTERRUPTS, which must never happen inside tokio frames. So
 //! interrupts are held for the whole run; the platform reports pending
-//! ones to the runtime ([`crate::platform::PgPlatform`]), which aborts the
+//! ones to the runtime ([`crate::exec::platform::PgPlatform`]), which aborts the
 //! query and unwinds; then interrupts are resumed and Postgres raises its
 //! own error, outside every tokio frame.
 
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use pgrx::pg_sys;
 use weft_runtime::{Config, Metrics, Participant, RuntimeError};
 
-use crate::parallel::Part;
-use crate::platform::PgPlatform;
+use crate::exec::parallel::Part;
+use crate::exec::platform::PgPlatform;
 
 /// Postgres's HOLD_INTERRUPTS until dropped. Drop restores the count it
 /// found rather than decrementing: a Postgres ERROR resets the count to

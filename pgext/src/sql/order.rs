@@ -2,7 +2,7 @@
 //! same SQL.
 //!
 //! DataFusion joins a comma-separated FROM list in the order it is
-//! written (see [`crate::translate::follow_stock_plan`], which does the
+//! written (see [`crate::hook::translate::follow_stock_plan`], which does the
 //! same for plain SQL from the Query). weft.query's text is Postgres's
 //! dialect over Postgres's tables, so Postgres can usually plan it too,
 //! with its statistics and its search of join orders: TPC-H Q7 written
@@ -33,7 +33,7 @@ use datafusion::sql::sqlparser::ast::{
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::PgSqlErrorCode;
 
-use crate::translate::{list, plan_ranks, Ranks};
+use crate::hook::translate::{list, plan_ranks, Ranks};
 
 /// Sorts every FROM list of `statement` (the parse of `sql`) by Postgres's
 /// plan of `sql`; `relids` maps each table reference the statement names

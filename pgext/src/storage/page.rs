@@ -5,7 +5,7 @@
 //! shared hash table whose every lookup is a cache miss or two: perf of a
 //! lineitem scan put 17% of its time there. The walk looks each page up
 //! once to prefetch it while the page before it is walked
-//! ([`crate::deform::Lookahead`]), and `heapgetpage` looked it up again
+//! ([`crate::storage::deform::Lookahead`]), and `heapgetpage` looked it up again
 //! to pin it. [`read_page`] pins that same buffer with
 //! `ReadRecentBuffer`, which checks the buffer still holds the block (its
 //! tag, under the buffer header's spinlock) instead of searching for it,
@@ -54,7 +54,7 @@ pub unsafe fn read_page(scan: pg_sys::HeapScanDesc, block: pg_sys::BlockNumber, 
         (*scan).rs_cbuf = pin(rel, block, recent, (*scan).rs_strategy);
         (*scan).rs_cblock = block;
         let buffer = (*scan).rs_cbuf;
-        let page = crate::deform::page(buffer);
+        let page = crate::storage::deform::page(buffer);
         let header = page.cast::<pg_sys::PageHeaderData>();
         prune(rel, buffer, header);
         pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
@@ -155,7 +155,7 @@ pub fn near(near: pg_sys::Buffer, near_block: pg_sys::BlockNumber, block: pg_sys
 /// of the blocks, 2 on in 65%, 3 on in 7% (pg_buffercache). The
 /// descriptors are consecutive cache lines, so the later tries cost
 /// little once the first has missed. The tags are read without the
-/// buffer header's lock, so the answer is a hint: [`crate::page::read_page`]
+/// buffer header's lock, so the answer is a hint: [`crate::storage::page::read_page`]
 /// checks it again, under the lock, before pinning the buffer.
 ///
 /// # Safety
@@ -323,7 +323,7 @@ impl Fetch {
                 }
                 self.buffer = pin(self.rel, block, recent, std::ptr::null_mut());
                 self.block = block;
-                prune(self.rel, self.buffer, crate::deform::page(self.buffer).cast());
+                prune(self.rel, self.buffer, crate::storage::deform::page(self.buffer).cast());
             }
             let heap_slot = slot.cast::<pg_sys::BufferHeapTupleTableSlot>();
             let tuple = std::ptr::addr_of_mut!((*heap_slot).base.tupdata);
@@ -367,11 +367,11 @@ impl Fetch {
             return;
         }
         // SAFETY: a shared buffer's number: its page's address, unread.
-        let page = unsafe { crate::deform::page(buffer) };
+        let page = unsafe { crate::storage::deform::page(buffer) };
         let item = std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp)
             + (usize::from(tid.ip_posid).max(1) - 1) * std::mem::size_of::<pg_sys::ItemIdData>();
-        crate::deform::prefetch_lines(page, 0, 1);
-        crate::deform::prefetch_lines(page, item, 1);
+        crate::storage::deform::prefetch_lines(page, 0, 1);
+        crate::storage::deform::prefetch_lines(page, item, 1);
     }
 
     /// Asks the CPU to bring `tid`'s tuple header into its cache, reading
@@ -390,7 +390,7 @@ impl Fetch {
         // writing it), only to aim a prefetch, which never faults
         // wherever it points.
         unsafe {
-            let page = crate::deform::page(buffer);
+            let page = crate::storage::deform::page(buffer);
             let word = page
                 .add(std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp))
                 .cast::<u32>()
@@ -399,7 +399,7 @@ impl Fetch {
                 std::sync::atomic::AtomicU32::from_ptr(word.cast_mut()).load(std::sync::atomic::Ordering::Relaxed);
             // ItemIdData: lp_off is the low 15 bits.
             let offset = (item & 0x7fff) as usize;
-            crate::deform::prefetch_lines(page, offset, 2);
+            crate::storage::deform::prefetch_lines(page, offset, 2);
         }
     }
 

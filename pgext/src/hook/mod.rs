@@ -1,0 +1,13 @@
+//! Plain SQL taken over: the planner hook that decides, the translation
+//! of an analyzed Query into a DataFusion plan, and the Custom Scan that
+//! runs it.
+//!
+//! - [`planner`]: the planner and EXPLAIN hooks, and the cost gate;
+//! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
+//!   an allowlist of exact operators and functions;
+//! - [`scan`]: Custom Scan (Weft), which runs the plan and returns its
+//!   rows, or hands the query back to the stock plan.
+
+pub mod planner;
+pub mod scan;
+pub mod translate;

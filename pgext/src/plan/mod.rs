@@ -1,0 +1,17 @@
+//! weft's physical plan over Postgres tables: heap tables as DataFusion
+//! sources and their scan node, the passes that shape a distributed plan
+//! around them, and the estimates they plan with.
+//!
+//! - [`heap`]: the table provider, its scan node and the scan's codec;
+//! - [`keys`]: a hash join's build keys pushed into the scan under its
+//!   probe side;
+//! - [`lookup`]: a join's keys looked up in a btree index instead of a
+//!   whole scan;
+//! - [`estimate`]: Postgres's row estimates for filtered scans;
+//! - [`stats`]: what pg_statistic says of a table's columns.
+
+pub mod estimate;
+pub mod heap;
+pub mod keys;
+pub mod lookup;
+pub mod stats;

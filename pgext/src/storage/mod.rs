@@ -1,0 +1,16 @@
+//! Postgres's storage read in Rust: heap pages, the tuples on them, the
+//! filters evaluated on those tuples in place, and btree leaves. Nothing
+//! above this folder reaches into page or tuple layouts, and nothing here
+//! knows about plans.
+//!
+//! - [`page`]: a scan's next page, read as `heapgetpage` reads it, and
+//!   rows fetched by TID;
+//! - [`deform`]: a page's visible tuples walked attribute by attribute
+//!   into column readers, with the pages ahead prefetched;
+//! - [`filter`]: a scan's conditions evaluated on the walked values;
+//! - [`btree`]: ascending integer keys looked up along a btree's leaves.
+
+pub mod btree;
+pub mod deform;
+pub mod filter;
+pub mod page;
