@@ -17,13 +17,15 @@
 //! - [`storage`]: heap pages, tuples, scan filters and btree leaves,
 //!   read in Rust;
 //!
-//! and beneath them all: [`types`] (Postgres types as Arrow types, both
+//! and beneath them all: [`catalog`] (what weft asks of the catalog),
+//! [`types`] (Postgres types as Arrow types, both
 //! ways), [`nodes`] (reading parse nodes), [`pgcall`] (calling Postgres
 //! from inside the runtime), [`handback`] (queries handed back to the
 //! stock plan while they run) and [`guc`] (the `weft.*` settings).
 
 use pgrx::prelude::*;
 
+pub mod catalog;
 pub mod exec;
 pub mod guc;
 pub mod handback;
@@ -48,7 +50,7 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         // In the postmaster, whose backends and workers inherit its memory.
         exec::parallel::reserve();
-        sql::query::warm_up();
+        exec::run::warm_up();
     }
 }
 
@@ -63,7 +65,7 @@ pub extern "C-unwind" fn weft_worker_main(_seg: *mut pg_sys::dsm_segment, toc: *
     let (job, part) = unsafe { exec::parallel::join(toc) };
     match job {
         exec::parallel::Job::MeshBench => sql::mesh_bench::worker(&part),
-        exec::parallel::Job::Query => sql::query::worker(&part),
+        exec::parallel::Job::Query => exec::run::worker(&part),
     }
     part.leave();
 }

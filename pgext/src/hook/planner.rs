@@ -256,7 +256,7 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
     if q.commandType != pg_sys::CmdType::CMD_SELECT || !q.utilityStmt.is_null() {
         return Err("not a SELECT".into());
     }
-    if !crate::sql::query::utf8_database() {
+    if !crate::catalog::utf8_database() {
         return Err("the database's encoding is not UTF8".into());
     }
     if cursor_options & pg_sys::CURSOR_OPT_PARALLEL_OK as i32 == 0 {
@@ -309,7 +309,7 @@ unsafe fn take_over(
     }
     // DataFusion must be able to plan it (its type coercion, for one, may
     // refuse what the translation built).
-    let planned = crate::sql::query::check_plannable(&translation.plan);
+    let planned = crate::exec::run::check_plannable(&translation.plan);
     // SAFETY: the relations the translation opened.
     let reading = planned
         .as_ref()

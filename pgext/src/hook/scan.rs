@@ -4,7 +4,7 @@
 //! The plan node keeps a copy of the analyzed Query (`custom_private`),
 //! the query's result columns (`custom_scan_tlist`, typed as the Query's
 //! target list) and the stock plan (`custom_plans`). At its first row the
-//! scan translates the Query, runs it ([`crate::sql::query::run`]) and
+//! scan translates the Query, runs it ([`crate::exec::run::run`]) and
 //! materializes the result into a tuplestore (spilling past work_mem as
 //! Postgres's own nodes do), from which it returns rows; a rescan rereads
 //! the tuplestore. A query handed back while it runs ([`crate::handback`];
@@ -16,8 +16,9 @@ use std::ffi::CString;
 use pgrx::pg_sys::{self, NodeTag};
 use pgrx::prelude::*;
 
+use crate::exec::results::materialize;
+use crate::exec::run::{self, Planned};
 use crate::hook::translate::{self, Translation};
-use crate::sql::query::{self, Planned};
 
 /// The scan's name in EXPLAIN.
 const NAME: &std::ffi::CStr = c"Weft";
@@ -213,7 +214,7 @@ unsafe fn hand_back(state: *mut WeftScanState, reason: &str) {
         let stock_plan = crate::hook::translate::node_list((*cscan).custom_plans)
             .first()
             .copied()
-            .unwrap_or_else(|| query::report("weft", "the scan has no stock plan to hand the query back to"))
+            .unwrap_or_else(|| run::report("weft", "the scan has no stock plan to hand the query back to"))
             .cast::<pg_sys::Plan>();
         let estate = (*state).css.ss.ps.state;
         let previous = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
@@ -271,12 +272,16 @@ unsafe fn planned(state: *mut WeftScanState) -> Planned {
     let (query, params) = unsafe { ((*state).query, (*(*state).css.ss.ps.state).es_param_list_info) };
     // SAFETY: the Query the plan keeps; the executor's parameters.
     let translation = unsafe { translate::translate(query, params) }.unwrap_or_else(|refusal| {
-        query::report(
+        run::report(
             "weft",
             &format!("the query planned for weft no longer translates ({refusal}); plan it again"),
         )
     });
-    Planned::from_translation(translation)
+    Planned::new(
+        run::new_state(run::session_config(1)),
+        translation.plan,
+        translation.relations,
+    )
 }
 
 /// Translates and runs the query, materializing its rows.
@@ -288,7 +293,7 @@ unsafe fn run(state: *mut WeftScanState) {
     unsafe {
         let planned = planned(state);
         let analyze = !(*state).css.ss.ps.instrument.is_null();
-        let output = match query::run(planned, analyze) {
+        let output = match run::run(planned, analyze) {
             Ok(output) => output,
             Err(reason) => return hand_back(state, &reason),
         };
@@ -301,7 +306,7 @@ unsafe fn run(state: *mut WeftScanState) {
         }
         pg_sys::MemoryContextSwitchTo(previous);
         let tupdesc = (*(*state).css.ss.ss_ScanTupleSlot).tts_tupleDescriptor;
-        query::materialize("weft", &output.schema, &output.batches, tupdesc, store);
+        materialize("weft", &output.schema, &output.batches, tupdesc, store);
         (*state).store = store;
     }
 }
@@ -353,7 +358,7 @@ unsafe extern "C-unwind" fn explain(
                 .into_owned()
         } else {
             let planned = planned(state);
-            let text = query::explain_text(&planned);
+            let text = run::explain_text(&planned);
             planned.close();
             text
         };

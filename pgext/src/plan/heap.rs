@@ -1520,3 +1520,91 @@ unsafe fn count_returned(rel: pg_sys::Relation, tuples: usize) {
         }
     }
 }
+
+/// Opens `relid` (AccessShareLock, until the transaction ends) as a heap
+/// table weft can scan, or says why weft cannot (closing it again).
+/// Privileges are the caller's to check.
+///
+/// # Safety
+/// On the backend thread.
+pub unsafe fn open_table(relid: pg_sys::Oid) -> Result<(pg_sys::Relation, HeapTable), String> {
+    // SAFETY: per the caller; table_open raises Postgres's own error for a
+    // relation that does not exist.
+    let rel = unsafe { pg_sys::table_open(relid, pg_sys::AccessShareLock as i32) };
+    // SAFETY: an open relation's catalog row and descriptor.
+    let table = unsafe { describe(relid, rel) };
+    if table.is_err() {
+        // SAFETY: opened above.
+        unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
+    }
+    table.map(|table| (rel, table))
+}
+
+/// The heap table `rel` is, or why weft cannot scan it.
+///
+/// # Safety
+/// `rel` is open, on the backend thread.
+pub unsafe fn describe(relid: pg_sys::Oid, rel: pg_sys::Relation) -> Result<HeapTable, String> {
+    // SAFETY: per the caller.
+    unsafe {
+        let class = &*(*rel).rd_rel;
+        let name = format!(
+            "{}.{}",
+            std::ffi::CStr::from_ptr(pg_sys::get_namespace_name(class.relnamespace)).to_string_lossy(),
+            std::ffi::CStr::from_ptr(class.relname.data.as_ptr()).to_string_lossy()
+        );
+        let kind = class.relkind as u8;
+        if kind != pg_sys::RELKIND_RELATION && kind != pg_sys::RELKIND_MATVIEW {
+            return Err(format!(
+                "{name} is not a table; weft reads tables and materialized views"
+            ));
+        }
+        // Parallel workers cannot see the leader's local buffers, where a
+        // temporary table's pages live.
+        if class.relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP {
+            return Err(format!(
+                "{name} is a temporary table, which parallel workers cannot read"
+            ));
+        }
+        // Postgres raises its own error when it reads one; the plan left
+        // to it does.
+        if !class.relispopulated {
+            return Err(format!("materialized view {name} has not been populated"));
+        }
+        if pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, false)
+            == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+        {
+            return Err(format!(
+                "table {name} has row-level security enabled, and weft does not apply policies"
+            ));
+        }
+        if (*rel).rd_tableam != pg_sys::GetHeapamTableAmRoutine() {
+            return Err(format!("table {name} does not use the heap access method"));
+        }
+        let rows = (class.reltuples >= 0.0).then_some(f64::from(class.reltuples));
+        let descriptor = &*(*rel).rd_att;
+        let attributes = descriptor.attrs.as_slice(descriptor.natts as usize);
+        let columns = attributes
+            .iter()
+            .filter(|a| !a.attisdropped)
+            .map(|a| HeapColumn {
+                attnum: a.attnum,
+                name: std::ffi::CStr::from_ptr(a.attname.data.as_ptr())
+                    .to_string_lossy()
+                    .into_owned(),
+                typid: a.atttypid,
+                typmod: a.atttypmod,
+                ty: PgType::of(a.atttypid, a.atttypmod),
+                nullable: !a.attnotnull,
+                type_name: std::ffi::CStr::from_ptr(pg_sys::format_type_with_typemod(a.atttypid, a.atttypmod))
+                    .to_string_lossy()
+                    .into_owned(),
+                distinct: crate::plan::stats::distinct(relid, a.attnum, rows),
+            })
+            .collect();
+        let relfilenode = (*rel).rd_node.relNode.to_u32();
+        let mut table = HeapTable::new(relid, relfilenode, name, columns, rows);
+        table.indexes = crate::plan::lookup::indexes(rel, rows);
+        Ok(table)
+    }
+}

@@ -8,10 +8,12 @@
 //! - [`lookup`]: a join's keys looked up in a btree index instead of a
 //!   whole scan;
 //! - [`estimate`]: Postgres's row estimates for filtered scans;
+//! - [`pgfn`]: DataFusion functions that compute as Postgres does;
 //! - [`stats`]: what pg_statistic says of a table's columns.
 
 pub mod estimate;
 pub mod heap;
 pub mod keys;
 pub mod lookup;
+pub mod pgfn;
 pub mod stats;

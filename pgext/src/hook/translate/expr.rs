@@ -40,9 +40,9 @@ use datafusion::logical_expr::{
 };
 use pgrx::pg_sys::{self, NodeTag, Oid};
 
-use super::pgfn::{self, IntOp};
 use super::{df, Refusal, Translator};
 use crate::nodes::{array_elements, cast as node_cast, constant, list, tag};
+use crate::plan::pgfn::{self, IntOp};
 
 /// What an expression's Vars and Aggrefs mean.
 pub enum Scope {
