@@ -50,10 +50,11 @@ use weft_runtime::Participant;
 use crate::guc;
 use crate::pgcall;
 use crate::plan::estimate;
-use crate::plan::keys::{KeySet, KeySlot};
-use crate::plan::lookup::{self, IndexProbe, Keys, LookupIndex};
+use crate::plan::lookup::{Keys, LookupIndex};
 use crate::storage::deform::{self, Layout};
 use crate::storage::filter::{self, FilterColumn, ScanFilter};
+use crate::storage::keys::{KeySet, KeySlot};
+use crate::storage::probe::{self, IndexProbe};
 use crate::types::{ColumnReader, PgType};
 
 /// Rows per batch a scan produces.
@@ -933,7 +934,7 @@ impl HeapStream {
                         self.binding.rel,
                         lookup.index,
                         (*open.scan).rs_snapshot,
-                        lookup::divide(keys.sorted(), lookup.part.0, lookup.part.1),
+                        probe::divide(keys.sorted(), lookup.part.0, lookup.part.1),
                         lookup.ty,
                         lookup.first_match,
                         open.memory,

@@ -25,7 +25,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -46,123 +46,15 @@ use datafusion::physical_plan::{
     ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs,
 };
 use futures::{Stream, StreamExt};
-use rustc_hash::FxHashSet;
 use weft_runtime::{ExchangeExec, ExchangeMode};
 
 use crate::plan::heap::HeapScanExec;
+use crate::storage::keys::{KeySet, KeySlot};
 
 /// Build sides with more distinct keys than this are not collected: the
 /// set would cost more memory than it saves, and a filter keeping that
 /// many keys rarely drops much.
 const MAX_KEYS: usize = 1 << 22;
-
-/// Key ranges up to this wide are held as a bitmap (8 MiB at most), which
-/// answers with one load; wider ones as a hash set.
-const MAX_BITMAP_RANGE: u64 = 1 << 26;
-
-/// The distinct non-NULL values of a build side's key.
-#[derive(Debug)]
-pub enum KeySet {
-    /// Keys spanning a narrow range (most join keys are dense).
-    Bitmap {
-        /// The smallest key.
-        min: i64,
-        /// Bit `v - min` is set for each key `v`.
-        bits: Vec<u64>,
-    },
-    /// Keys spanning a wide range.
-    Hash(FxHashSet<i64>),
-}
-
-impl KeySet {
-    /// The set of `keys` (in any order, repeats allowed).
-    pub fn new(keys: &[i64]) -> KeySet {
-        let (Some(&min), Some(&max)) = (keys.iter().min(), keys.iter().max()) else {
-            return KeySet::Bitmap {
-                min: 0,
-                bits: Vec::new(),
-            };
-        };
-        let range = max.abs_diff(min);
-        if range < MAX_BITMAP_RANGE {
-            let mut bits = vec![0u64; (range / 64 + 1) as usize];
-            for &k in keys {
-                let at = k.abs_diff(min);
-                bits[(at / 64) as usize] |= 1 << (at % 64);
-            }
-            KeySet::Bitmap { min, bits }
-        } else {
-            KeySet::Hash(keys.iter().copied().collect())
-        }
-    }
-
-    /// Whether `key` is in the set.
-    #[inline]
-    pub fn contains(&self, key: i64) -> bool {
-        match self {
-            KeySet::Bitmap { min, bits } => {
-                let Some(at) = key.checked_sub(*min) else {
-                    return false;
-                };
-                // A negative offset is below min: as u64 it is beyond the bitmap.
-                let at = at as u64;
-                bits.get((at / 64) as usize).is_some_and(|w| w & (1 << (at % 64)) != 0)
-            }
-            KeySet::Hash(set) => set.contains(&key),
-        }
-    }
-
-    /// How many keys the set holds.
-    pub fn len(&self) -> usize {
-        match self {
-            KeySet::Bitmap { bits, .. } => bits.iter().map(|w| w.count_ones() as usize).sum(),
-            KeySet::Hash(set) => set.len(),
-        }
-    }
-
-    /// Whether the set holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The keys, ascending.
-    pub fn sorted(&self) -> Vec<i64> {
-        match self {
-            KeySet::Bitmap { min, bits } => {
-                // Set bits only, lowest first: a bitmap spanning millions of
-                // values may hold a few thousand.
-                let mut keys = Vec::with_capacity(self.len());
-                for (w, &word) in bits.iter().enumerate() {
-                    let mut rest = word;
-                    while rest != 0 {
-                        let b = rest.trailing_zeros() as usize;
-                        keys.push(min.wrapping_add((w * 64 + b) as i64));
-                        rest &= rest - 1;
-                    }
-                }
-                keys
-            }
-            KeySet::Hash(set) => {
-                let mut keys: Vec<i64> = set.iter().copied().collect();
-                keys.sort_unstable();
-                keys
-            }
-        }
-    }
-}
-
-/// Where a build side publishes its keys for the scan below the probe side.
-#[derive(Debug, Default)]
-pub struct KeySlot {
-    set: OnceLock<KeySet>,
-}
-
-impl KeySlot {
-    /// The keys, once the build side has been read whole.
-    pub fn get(&self) -> Option<&KeySet> {
-        self.set.get()
-    }
-}
 
 /// Passes a hash join's build side through unchanged, collecting the join
 /// key's values; when the input ends, publishes them in its [`KeySlot`].
@@ -317,7 +209,7 @@ impl KeyCollectStream {
             self.published.add(set.len());
             // Set once: a second execution of the same plan finds it set
             // with the same keys.
-            let _ = self.slot.set.set(set);
+            self.slot.publish(set);
         }
     }
 }

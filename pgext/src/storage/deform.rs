@@ -25,8 +25,8 @@ use pgrx::pg_sys::{self, Datum};
 #[cfg(not(target_endian = "little"))]
 compile_error!("weft reads heap tuples in their little-endian layout");
 
-use crate::plan::keys::KeySet;
 use crate::storage::filter::{Bound, ScanFilter, Scratch};
+use crate::storage::keys::KeySet;
 use crate::types::ColumnReader;
 
 /// What the reader needs to know of each attribute up to the last one a

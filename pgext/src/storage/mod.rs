@@ -8,9 +8,13 @@
 //! - [`deform`]: a page's visible tuples walked attribute by attribute
 //!   into column readers, with the pages ahead prefetched;
 //! - [`filter`]: a scan's conditions evaluated on the walked values;
-//! - [`btree`]: ascending integer keys looked up along a btree's leaves.
+//! - [`keys`]: the join keys a scan keeps rows by;
+//! - [`btree`]: ascending integer keys looked up along a btree's leaves;
+//! - [`probe`]: one participant's index lookups, the walk and the fetch.
 
 pub mod btree;
 pub mod deform;
 pub mod filter;
+pub mod keys;
 pub mod page;
+pub mod probe;
