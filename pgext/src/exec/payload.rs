@@ -9,7 +9,8 @@ use std::time::Duration;
 use pgrx::pg_sys;
 use weft_runtime::{Edge, EdgeStats, Metrics};
 
-use crate::plan::heap::{ScanBinding, SlotTarget};
+use crate::plan::codec::SlotTarget;
+use crate::storage::stream::ScanBinding;
 
 /// The query job's payload in the section's segment (offsets in bytes
 /// from its start):

@@ -34,10 +34,13 @@ use crate::exec::participate;
 use crate::exec::payload::Payload;
 use crate::guc;
 use crate::pgcall;
-use crate::plan::heap::{HeapCodec, HeapScanExec, ScanBinding, SlotTarget};
+use crate::plan::codec::HeapCodec;
+use crate::plan::codec::SlotTarget;
 use crate::plan::keys;
 use crate::plan::lookup::IndexLookups;
 use crate::plan::pgfn;
+use crate::plan::scan::HeapScanExec;
+use crate::storage::stream::ScanBinding;
 
 /// The default schema DataFusion resolves unqualified names in: a name no
 /// one writes, registered with the tables the query names unqualified
@@ -376,7 +379,7 @@ pub fn session_config(participants: usize) -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SEARCH_PATH_SCHEMA)
         .with_information_schema(false)
-        .with_batch_size(crate::plan::heap::BATCH_ROWS);
+        .with_batch_size(crate::storage::stream::BATCH_ROWS);
     // `7.0` is a numeric in Postgres, not a float: keep such arithmetic
     // exact.
     config.options_mut().sql_parser.parse_float_as_decimal = true;

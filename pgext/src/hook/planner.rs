@@ -20,7 +20,7 @@ use pgrx::prelude::*;
 
 use crate::guc;
 use crate::hook::translate::{self, Refusal};
-use crate::plan::heap::HeapScanExec;
+use crate::plan::scan::HeapScanExec;
 use crate::types::ColumnWriter;
 
 static mut PREVIOUS: pg_sys::planner_hook_type = None;

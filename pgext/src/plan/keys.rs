@@ -48,7 +48,7 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt};
 use weft_runtime::{ExchangeExec, ExchangeMode};
 
-use crate::plan::heap::HeapScanExec;
+use crate::plan::scan::HeapScanExec;
 use crate::storage::keys::{KeySet, KeySlot};
 
 /// Build sides with more distinct keys than this are not collected: the

@@ -47,8 +47,8 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use pgrx::pg_sys;
 
-use crate::plan::heap::HeapScanExec;
 use crate::plan::keys;
+use crate::plan::scan::HeapScanExec;
 use crate::types::PgType;
 
 /// A btree index a scan can look keys up in: its first key column is an

@@ -2,7 +2,8 @@
 //! sources and their scan node, the passes that shape a distributed plan
 //! around them, and the estimates they plan with.
 //!
-//! - [`heap`]: the table provider, its scan node and the scan's codec;
+//! - [`table`]: heap tables as DataFusion sources;
+//! - [`scan`]: their scan node, and [`codec`] its form in a shipped plan;
 //! - [`keys`]: a hash join's build keys pushed into the scan under its
 //!   probe side;
 //! - [`lookup`]: a join's keys looked up in a btree index instead of a
@@ -11,9 +12,11 @@
 //! - [`pgfn`]: DataFusion functions that compute as Postgres does;
 //! - [`stats`]: what pg_statistic says of a table's columns.
 
+pub mod codec;
 pub mod estimate;
-pub mod heap;
 pub mod keys;
 pub mod lookup;
 pub mod pgfn;
+pub mod scan;
 pub mod stats;
+pub mod table;

@@ -22,7 +22,8 @@ use crate::exec::results::materialize;
 use crate::exec::run::{
     block_on, explain_text, new_state, report, run, session_config, Planned, CATALOG, SEARCH_PATH_SCHEMA,
 };
-use crate::plan::heap::{open_table, HeapTable};
+use crate::plan::table::open_table;
+use crate::plan::table::HeapTable;
 use crate::sql::order;
 
 extension_sql!(

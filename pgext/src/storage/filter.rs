@@ -5,7 +5,7 @@
 //! range, a status, a name pattern). Converting every row's columns to Arrow
 //! and only then filtering spends most of the scan on rows that are thrown
 //! away. DataFusion offers a query's conjuncts to the table
-//! ([`crate::plan::heap::HeapTable`] asks [`ScanFilter::supports`]); those this
+//! ([`crate::plan::table::HeapTable`] asks [`ScanFilter::supports`]); those this
 //! module evaluates exactly as DataFusion's FilterExec would become a
 //! [`ScanFilter`], and DataFusion drops them from its own plan (they are
 //! pushed down as *exact*). The scan evaluates the filter per tuple, on the

@@ -3,6 +3,8 @@
 //! above this folder reaches into page or tuple layouts, and nothing here
 //! knows about plans.
 //!
+//! - [`stream`]: one participant's share of a parallel heap scan, as
+//!   Arrow batches;
 //! - [`page`]: a scan's next page, read as `heapgetpage` reads it, and
 //!   rows fetched by TID;
 //! - [`deform`]: a page's visible tuples walked attribute by attribute
@@ -18,3 +20,4 @@ pub mod filter;
 pub mod keys;
 pub mod page;
 pub mod probe;
+pub mod stream;

@@ -516,7 +516,7 @@ impl Translator {
                     return Err("TABLESAMPLE".into());
                 }
                 // SAFETY: on the backend thread.
-                let (rel, mut table) = unsafe { crate::plan::heap::open_table(rte.relid) }?;
+                let (rel, mut table) = unsafe { crate::plan::table::open_table(rte.relid) }?;
                 table.filtered_rows = self.levels.last().and_then(|l| l.estimates.get(&rtindex).copied());
                 self.relations.push((rte.relid, rel));
                 // SAFETY: an open relation's catalog row.
