@@ -10,7 +10,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 4
 export LOOM_MAX_PREEMPTIONS
 
-.PHONY: demo test setup fmt-check clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql bench-concurrency
+.PHONY: demo test setup fmt-check layers clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql bench-concurrency
 
 # The Postgres part builds and installs weft (release) into the system's
 # PostgreSQL 15 and runs it in a throwaway cluster (pgext/examples/demo.rs).
@@ -20,13 +20,18 @@ demo: setup
 
 # nextest and then the regression-suite comparison run last, so that their
 # summaries close the output.
-test: setup fmt-check clippy no-std loom doc unit regress
+test: setup fmt-check layers clippy no-std loom doc unit regress
 
 setup:
 	@scripts/setup.sh
 
 fmt-check:
 	$(CARGO) fmt --all --check
+
+# The layering of the crates and of pgext's and the runtime's folders
+# (a lower layer never uses a higher one), stated and checked in one place.
+layers:
+	python3 scripts/check-layers.py
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

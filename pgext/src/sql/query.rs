@@ -37,6 +37,13 @@ COMMENT ON FUNCTION query(text) IS
     name = "weft_query"
 );
 
+/// `weft.query`'s version-1 function info.
+#[no_mangle]
+pub extern "C" fn pg_finfo_weft_query() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
 /// `weft.query(sql text) RETURNS SETOF record`: materializes the query's
 /// rows as the caller's column definition list declares them.
 ///
