@@ -3,7 +3,7 @@
 //! dynamic shared memory, driven by weft-runtime.
 //!
 //! The folders follow a query's path, each layer importing only those
-//! below it (`scripts/check-layers.sh` enforces it):
+//! below it (`scripts/check-layers.py` enforces it):
 //!
 //! - [`sql`]: the functions a user calls by name (`weft.query`,
 //!   `weft.explain`, `weft.mesh_bench`);
