@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # pgext/src, lowest layer first: each top-level module (a file or a folder
 # of pgext/src) and the layer it belongs to.
 PGEXT_LAYERS = [
-    ("foundation", {"types", "nodes", "pgcall", "handback", "guc", "catalog", "error"}),
+    ("foundation", {"types", "nodes", "pgcall", "guc", "catalog", "error"}),
     ("storage", {"storage"}),
     ("plan", {"plan"}),
     ("exec", {"exec"}),

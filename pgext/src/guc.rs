@@ -16,22 +16,22 @@ pub static EXPLAIN_FALLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// query over.
 pub static MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_MIN_COST);
 
-/// `weft.min_cost`'s default: a stock plan this cheap runs in tens of
-/// milliseconds here, where weft's fixed cost (launching a worker,
-/// planning with DataFusion: about 6 ms) would eat most of any gain. Every
-/// TPC-H query at SF1 costs more (the cheapest, Q16, about 39000).
+/// `weft.min_cost`'s default: a stock plan this cheap finishes so soon
+/// that weft's fixed cost per query (launching a worker, planning with
+/// DataFusion) would eat most of any gain (measured: see
+/// benches/README.md, 'TPC-H SF1 in plain SQL'). Every TPC-H query at SF1
+/// costs more (the cheapest, Q16, about 39000).
 pub const DEFAULT_MIN_COST: f64 = 30_000.0;
 
 /// `weft.scan_cost_ratio`: how many times the cost of weft reading the
 /// query's tables whole the stock plan must cost for weft to take it.
 pub static SCAN_COST_RATIO: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_SCAN_COST_RATIO);
 
-/// `weft.scan_cost_ratio`'s default, from TPC-H SF1 here
-/// (benches/README.md). Set at 1.4 when every query above it gained or
-/// broke even under weft and the ones below 1.25 lost or broke even;
-/// since each tuple is prefetched ahead of the scan's walk (session 13)
-/// those below gain too when forced (Q7 at 1.17: 1.4x, Q15 at 0.99: 1.6x,
-/// Q21 at 0.69: 1.1x), so the gate takes them.
+/// `weft.scan_cost_ratio`'s default, from TPC-H SF1: below every TPC-H
+/// query's ratio, since the queries whose stock plans cost least beside
+/// weft's reading of their tables (Q7, Q15, Q21) also gain under weft, so
+/// the gate takes them (measured: see benches/README.md, 'TPC-H SF1 in
+/// plain SQL').
 pub const DEFAULT_SCAN_COST_RATIO: f64 = 0.6;
 
 /// `weft.index_lookup_ratio`: how many rows a scan reads in the time an
@@ -41,7 +41,9 @@ pub const DEFAULT_SCAN_COST_RATIO: f64 = 0.6;
 /// ([`crate::plan::lookup`]); 0 never.
 pub static INDEX_LOOKUP_RATIO: GucSetting<f64> = GucSetting::<f64>::new(DEFAULT_INDEX_LOOKUP_RATIO);
 
-/// `weft.index_lookup_ratio`'s default (see benches/README.md).
+/// `weft.index_lookup_ratio`'s default: a btree lookup (a descent and a
+/// heap fetch) costs about as much as scanning this many rows into a join
+/// (measured: see benches/README.md, 'TPC-H SF1 in plain SQL').
 pub const DEFAULT_INDEX_LOOKUP_RATIO: f64 = 32.0;
 
 /// `weft.workers`: parallel workers per query besides the leader; -1

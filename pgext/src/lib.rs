@@ -20,15 +20,16 @@
 //! and beneath them all: [`catalog`] (what weft asks of the catalog),
 //! [`types`] (Postgres types as Arrow types, both
 //! ways), [`nodes`] (reading parse nodes), [`pgcall`] (calling Postgres
-//! from inside the runtime), [`handback`] (queries handed back to the
-//! stock plan while they run) and [`guc`] (the `weft.*` settings).
+//! from inside the runtime), [`error`] (weft's errors in Postgres's terms,
+//! hand-backs to the stock plan among them) and [`guc`] (the `weft.*`
+//! settings).
 
 use pgrx::prelude::*;
 
 pub mod catalog;
+pub mod error;
 pub mod exec;
 pub mod guc;
-pub mod handback;
 pub mod hook;
 pub mod nodes;
 pub mod pgcall;

@@ -128,8 +128,8 @@ pub unsafe fn value(typid: pg_sys::Oid, typmod: i32, datum: pg_sys::Datum, null:
     })?;
     let mut reader = ColumnReader::new(ty, 1);
     // SAFETY: per the caller.
-    unsafe { reader.push(datum, null)? };
-    let array = reader.finish()?;
+    unsafe { reader.push(datum, null) }.map_err(|e| e.to_string())?;
+    let array = reader.finish().map_err(|e| e.to_string())?;
     ScalarValue::try_from_array(&array, 0).map_err(|e| e.to_string())
 }
 

@@ -33,7 +33,7 @@ pub use spmd::reuse::{ShareRepeated, SharedExec, SharedState, SHARE_ROWS};
 pub use spmd::share::{share, share_range};
 pub use spmd::ship::{exchange_count, PlanCodec};
 pub use transport::endpoint::{Inbox, Outbox};
-pub use transport::error::RuntimeError;
+pub use transport::error::{CodedError, RuntimeError};
 pub use transport::local_mesh::LocalMesh;
 pub use transport::metrics::{Edge, EdgeStats, Metrics};
 pub use transport::participant::{AbortHandle, Config, Participant, RunResult, FAILURE_CODE, INTERRUPT_CODE};

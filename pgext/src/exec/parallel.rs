@@ -27,8 +27,8 @@
 //! region it reserves at start for them (`min_dynamic_shared_memory`)
 //! when one is free, and otherwise asks the operating system, which
 //! allocates and zeroes every page of it (`posix_fallocate`) and frees
-//! them all when the segment goes: 11 ms for the 32 MB mesh of TPC-H
-//! Q11 with two participants, a sixth of the query's time. So weft adds
+//! them all when the segment goes, whatever the query wrote: for a mesh
+//! of tens of megabytes, a large part of a short query's time. So weft adds
 //! `weft.shared_memory` to that region at server start ([`reserve`]);
 //! its segments also come already mapped in every process (workers are
 //! forked from the postmaster), in huge pages when the server has them.

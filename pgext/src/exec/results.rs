@@ -4,7 +4,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use pgrx::{pg_sys, PgSqlErrorCode};
 
-use crate::exec::run::report;
+use crate::error::report;
 use crate::types::ColumnWriter;
 
 /// Writes the leader's result into the tuplestore as `tupdesc` declares.

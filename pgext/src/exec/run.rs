@@ -22,13 +22,14 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionConfig;
-use pgrx::{pg_sys, PgSqlErrorCode};
+use pgrx::pg_sys;
 use weft_runtime::{
     exchange_count, explain as explain_plan, participant_config, spmd_config, Distribute, ImpliedEqualities, Metrics,
     Participant, PlanCodec, RuntimeError, ShareRepeated,
 };
 
 use crate::catalog::utf8_database;
+use crate::error::{report, Error};
 use crate::exec::parallel::{Job, Part, Section};
 use crate::exec::participate;
 use crate::exec::payload::Payload;
@@ -170,7 +171,7 @@ impl Planned {
 
 /// Plans and runs `sql`; with `explain_run`, also renders the plan with
 /// the run's metrics. Fails, with the reason, where the query is to be
-/// handed back to Postgres ([`crate::handback`]); raises every other error.
+/// handed back to Postgres ([`crate::error::Error::HandBack`]); raises every other error.
 pub fn run(planned: Planned, explain_run: bool) -> Result<Output, String> {
     let requested = guc::workers() as usize;
     let launched = Section::launch(Job::Query, [0; 4], requested, 1);
@@ -244,14 +245,13 @@ pub fn run(planned: Planned, explain_run: bool) -> Result<Output, String> {
     });
     let (batches, decoded, leader_metrics) = match outcome {
         Ok(((batches, decoded), metrics)) => (batches, decoded, metrics),
-        Err(e) => {
-            let message = e.to_string();
-            if let Some(reason) = crate::handback::reason(&message) {
+        Err(e) => match Error::from_runtime(&e) {
+            Error::HandBack(reason) => {
                 planned.close();
-                return Err(reason.to_string());
+                return Err(reason);
             }
-            report("weft", &message)
-        }
+            error => error.raise("weft"),
+        },
     };
     let explain = if explain_run {
         let mut all = vec![leader_metrics];
@@ -342,13 +342,13 @@ pub fn worker(part: &Part) {
         // the query back to Postgres, or rethrows this error as raised
         // here, as the leader would raise it (the SQLSTATE does not depend
         // on which process met the failure).
-        Err(RuntimeError::Aborted {
-            participant, message, ..
-        }) if participant == part.id && crate::handback::reason(&message).is_none() => report("weft", &message),
-        // Another participant failed first and reports it, or the leader
-        // hands the query back.
+        Err(e @ RuntimeError::Aborted { participant, .. }) if participant == part.id => match Error::from_runtime(&e) {
+            Error::HandBack(_) => Metrics::default(),
+            error => error.raise("weft"),
+        },
+        // Another participant failed first and reports it.
         Err(RuntimeError::Aborted { .. }) => Metrics::default(),
-        Err(e) => report("weft", &e.to_string()),
+        Err(e) => Error::from_runtime(&e).raise("weft"),
     };
     // SAFETY: our own metrics slot.
     unsafe { layout.write_metrics(payload, part.id as usize, &metrics) };
@@ -398,11 +398,11 @@ pub fn new_state(config: SessionConfig) -> SessionState {
 }
 
 /// Plans a trivial query once, so that what DataFusion builds on first
-/// use (its registry of functions, its rules' state: half a millisecond
-/// of work) is in place in every process forked after: called in the
-/// postmaster, it spares each backend's first query and every worker
-/// that much. Pure Rust, no Postgres call and no thread; a failure is
-/// left to the first query to meet.
+/// use (its registry of functions, its rules' state) is in place in every
+/// process forked after: called in the postmaster, it spares each
+/// backend's first query and every worker that work. Pure Rust, no
+/// Postgres call and no thread; a failure is left to the first query to
+/// meet.
 pub fn warm_up() {
     use datafusion::functions_aggregate::expr_fn::sum;
     use datafusion::logical_expr::{col, lit, LogicalPlanBuilder};
@@ -426,20 +426,6 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .build()
         .unwrap_or_else(|e| pgrx::error!("weft: cannot start a runtime: {e}"))
         .block_on(future)
-}
-
-/// Raises `message` as an ERROR from `what`.
-pub fn report(what: &str, message: &str) -> ! {
-    // An error Postgres itself would raise (overflow, division by zero)
-    // keeps Postgres's SQLSTATE and words.
-    if let Some((sqlstate, own)) = pgfn::sqlstate_of(message) {
-        pgrx::ereport!(ERROR, PgSqlErrorCode::from(sqlstate), own);
-    }
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-        format!("{what}: {message}")
-    );
 }
 
 /// weft reads text as UTF-8, which only a UTF8 database guarantees.

@@ -343,7 +343,7 @@ unsafe fn take_over(
     // SAFETY: as above.
     unsafe {
         // The scan keeps the stock plan, and its subplans stay, for a
-        // query handed back while it runs (crate::handback). weft's run
+        // query handed back while it runs (crate::error::Error::HandBack). weft's run
         // enters parallel mode itself; the stock plan, if it runs, runs
         // without workers, as Postgres runs a parallel plan whose rows are
         // fetched a few at a time.

@@ -7,7 +7,7 @@
 //! scan translates the Query, runs it ([`crate::exec::run::run`]) and
 //! materializes the result into a tuplestore (spilling past work_mem as
 //! Postgres's own nodes do), from which it returns rows; a rescan rereads
-//! the tuplestore. A query handed back while it runs ([`crate::handback`];
+//! the tuplestore. A query handed back while it runs ([`crate::error::Error::HandBack`];
 //! no row has been returned then) is answered by the stock plan, started
 //! only then.
 
@@ -214,7 +214,7 @@ unsafe fn hand_back(state: *mut WeftScanState, reason: &str) {
         let stock_plan = crate::hook::translate::node_list((*cscan).custom_plans)
             .first()
             .copied()
-            .unwrap_or_else(|| run::report("weft", "the scan has no stock plan to hand the query back to"))
+            .unwrap_or_else(|| crate::error::report("weft", "the scan has no stock plan to hand the query back to"))
             .cast::<pg_sys::Plan>();
         let estate = (*state).css.ss.ps.state;
         let previous = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
@@ -272,7 +272,7 @@ unsafe fn planned(state: *mut WeftScanState) -> Planned {
     let (query, params) = unsafe { ((*state).query, (*(*state).css.ss.ps.state).es_param_list_info) };
     // SAFETY: the Query the plan keeps; the executor's parameters.
     let translation = unsafe { translate::translate(query, params) }.unwrap_or_else(|refusal| {
-        run::report(
+        crate::error::report(
             "weft",
             &format!("the query planned for weft no longer translates ({refusal}); plan it again"),
         )

@@ -21,7 +21,7 @@
 //! through joins whose result cannot then depend on such a row (see
 //! [`drops_unmatched_probe_rows`]). It is an optimisation only: a scan
 //! that starts before the set is published, or a set too large to
-//! collect, leaves the rows to the join as before.
+//! collect, leaves the rows to the join, as without it.
 
 use std::fmt;
 use std::pin::Pin;

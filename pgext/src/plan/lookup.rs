@@ -16,7 +16,7 @@
 //!   participant's own partition. This serves the joins whose output
 //!   depends only on the probe rows that match (inner, left, left semi and
 //!   left anti); in TPC-H Q4, 57 thousand orders look up their lineitems
-//!   where weft used to read and hash all 6 million.
+//!   instead of reading and hashing all 6 million.
 //! - [`Keys::Divided`]: the build side is broadcast (every participant
 //!   holds all of it), and its keys are divided among the participants,
 //!   so that each row of the table is fetched once, as a scan's shares

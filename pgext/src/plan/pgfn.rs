@@ -3,9 +3,8 @@
 //! Postgres's errors instead of wrapping, and numeric division with
 //! Postgres's result scale and rounding.
 //!
-//! Errors carry their SQLSTATE in the message ([`PgError`]) so that they
-//! keep it across processes (a worker's error reaches the leader as text)
-//! and the leader raises them as Postgres would ([`sqlstate_of`]).
+//! Their errors are Postgres's, SQLSTATE and words
+//! ([`crate::error::Error::Postgres`]), kept across processes.
 
 use std::sync::Arc;
 
@@ -19,6 +18,8 @@ use datafusion::logical_expr::{
     cast, ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use pgrx::pg_sys::{self, Oid};
+
+use crate::error::Error;
 
 /// An integer operation with Postgres's overflow and division errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,10 +146,7 @@ impl ScalarUDFImpl for PgNumericDiv {
 /// scale), returned at [`QUOTIENT_SCALE`].
 fn divide(a: i128, sa: i8, b: i128, sb: i8) -> Result<i128> {
     if b == 0 {
-        return Err(DataFusionError::External(Box::new(PgError::new(
-            "22012",
-            "division by zero",
-        ))));
+        return Err(Error::postgres("22012", "division by zero").into_datafusion());
     }
     if a == 0 {
         return Ok(0);
@@ -276,8 +274,8 @@ fn result(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
 /// An arithmetic error as Postgres words it.
 fn pg_error(e: ArrowError, data_type: &DataType) -> DataFusionError {
     let error = match e {
-        ArrowError::DivideByZero => PgError::new("22012", "division by zero"),
-        ArrowError::ArithmeticOverflow(_) => PgError::new(
+        ArrowError::DivideByZero => Error::postgres("22012", "division by zero"),
+        ArrowError::ArithmeticOverflow(_) => Error::postgres(
             "22003",
             match data_type {
                 DataType::Int16 => "smallint out of range",
@@ -287,66 +285,5 @@ fn pg_error(e: ArrowError, data_type: &DataType) -> DataFusionError {
         ),
         other => return DataFusionError::ArrowError(Box::new(other), None),
     };
-    DataFusionError::External(Box::new(error))
-}
-
-/// An error Postgres raises with a SQLSTATE of its own.
-#[derive(Debug)]
-pub struct PgError {
-    sqlstate: &'static str,
-    message: &'static str,
-}
-
-impl PgError {
-    fn new(sqlstate: &'static str, message: &'static str) -> PgError {
-        PgError { sqlstate, message }
-    }
-}
-
-/// The marker that carries a SQLSTATE inside an error message.
-const MARK: &str = " [SQLSTATE ";
-
-impl std::fmt::Display for PgError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{MARK}{}]", self.message, self.sqlstate)
-    }
-}
-
-impl std::error::Error for PgError {}
-
-/// Errors DataFusion raises in its own words where Postgres raises one of
-/// its own for the same query: DataFusion's text, and Postgres's SQLSTATE
-/// and message.
-const DATAFUSION_ERRORS: &[(&str, &str, &str)] = &[(
-    "Scalar subquery returned more than one row",
-    "21000",
-    "more than one row returned by a subquery used as an expression",
-)];
-
-/// The Postgres error inside a (possibly wrapped) error message: its
-/// SQLSTATE as Postgres's packed code, and its own message.
-pub fn sqlstate_of(message: &str) -> Option<(i32, String)> {
-    if let Some(&(_, sqlstate, own)) = DATAFUSION_ERRORS.iter().find(|(theirs, _, _)| message.contains(theirs)) {
-        return Some((packed(sqlstate.as_bytes()), own.to_string()));
-    }
-    let at = message.find(MARK)?;
-    let code = message.get(at + MARK.len()..at + MARK.len() + 5)?;
-    let bytes = code.as_bytes();
-    if !bytes.iter().all(u8::is_ascii_alphanumeric) {
-        return None;
-    }
-    let packed = packed(bytes);
-    // The message is what precedes the marker, after any wrapping prefix
-    // ("External error: ", "weft: ...: ").
-    let text = &message[..at];
-    let own = text.rsplit(": ").next().unwrap_or(text).to_string();
-    Some((packed, own))
-}
-
-/// A five-character SQLSTATE as Postgres packs it (MAKE_SQLSTATE: six bits
-/// a character, from '0').
-fn packed(sqlstate: &[u8]) -> i32 {
-    sqlstate.iter().enumerate().fold(0i32, |acc, (i, &b)| {
-        acc + ((i32::from(b.wrapping_sub(b'0')) & 0x3F) << (6 * i))
-    })
+    error.into_datafusion()
 }

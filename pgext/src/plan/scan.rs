@@ -37,10 +37,10 @@ const FILTERED: f64 = 0.2;
 
 /// How many times faster a scan reads rows when their join key drops them
 /// in the walk ([`crate::plan::keys`]) than when they go to the join, for
-/// [`HeapScanExec::with_lookup`]'s divided keys. TPC-H Q7 and Q8 looked
-/// up 121 and 91 thousand keys at 2.5 µs each (lineitem's scan, dropping
-/// rows by key, takes about 35 ns a row: 70 rows a key), where
-/// `weft.index_lookup_ratio`'s 32 is measured against joins.
+/// [`HeapScanExec::with_lookup`]'s divided keys: `weft.index_lookup_ratio`
+/// is measured against a scan feeding a join, and weighed by it alone,
+/// divided keys are looked up where the key-filtered scan is cheaper
+/// (measured: see benches/README.md, 'TPC-H SF1 in plain SQL').
 const KEY_FILTERED_SCAN_SPEEDUP: f64 = 3.0;
 
 /// A scan's filter and the columns it reads (its inputs, in order).
@@ -219,10 +219,9 @@ impl HeapScanExec {
     ///
     /// A key costs `ratio` scanned rows (a descent of the btree and a heap
     /// fetch), and each row fetched one more: the rows of one key mostly
-    /// share a leaf and a heap page. Measured here: TPC-H Q21's 35
-    /// thousand orders fetched their 171 thousand lineitems in 118 ms, 3.4
-    /// µs a key, as Q4's 57 thousand fetched their first lineitem in 4 µs
-    /// each.
+    /// share a leaf and a heap page: a key with several rows costs about
+    /// what a key with one does (measured: see benches/README.md, 'TPC-H
+    /// SF1 in plain SQL').
     ///
     /// [`Keys::Divided`] lookups are taken whatever the estimate: the plan
     /// is the same as the scan's, so the scan counts the keys once they are

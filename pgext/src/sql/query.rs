@@ -18,10 +18,9 @@ use datafusion::prelude::{SQLOptions, SessionContext};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 
+use crate::error::report;
 use crate::exec::results::materialize;
-use crate::exec::run::{
-    block_on, explain_text, new_state, report, run, session_config, Planned, CATALOG, SEARCH_PATH_SCHEMA,
-};
+use crate::exec::run::{block_on, explain_text, new_state, run, session_config, Planned, CATALOG, SEARCH_PATH_SCHEMA};
 use crate::plan::table::open_table;
 use crate::plan::table::HeapTable;
 use crate::sql::order;

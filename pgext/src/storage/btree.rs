@@ -2,8 +2,8 @@
 //!
 //! An index scan per key descends from the root each time: two or three
 //! pages, each found in the buffer mapping table, locked and binary
-//! searched with the opclass's comparison called through fmgr. perf of
-//! TPC-H Q4 put a third of its time there. Lookups come sorted (a hash
+//! searched with the opclass's comparison called through fmgr, a large
+//! share of the time of many lookups. Lookups come sorted (a hash
 //! join's build keys, [`crate::plan::keys`]), so each key's entries lie on the
 //! leaf of the key before it or a few pages to its right. [`LeafWalk`]
 //! keeps its place on the leaf level and reads each leaf once for all the
@@ -251,11 +251,9 @@ impl Leaf {
     /// The walk's keys ascend, so each search starts where the last one
     /// ended, and reading forward touches the page's line pointers and
     /// tuples in address order, which the hardware prefetcher follows. A
-    /// binary search over the whole page waited for a cache miss at nearly
-    /// every probe instead: perf of TPC-H Q4 put 70% of the walk's time on
-    /// the load of the probed tuple. Q4 took 79-98 ms that way and takes
-    /// 67-72 now, Q21 271-290 and 254-261 (least of 9 runs in three
-    /// rounds, benches/README.md, session 19).
+    /// binary search over the whole page waits for a cache miss at nearly
+    /// every probe instead, on the load of the probed tuple, and that wait
+    /// becomes most of the walk's time.
     fn lower_bound(&self, from: u16, key: i64) -> u16 {
         let below = |offset: u16| matches!(self.key(offset), Some(found) if found < key);
         let end = self.last + 1;

@@ -25,6 +25,7 @@ use pgrx::pg_sys::{self, Datum};
 #[cfg(not(target_endian = "little"))]
 compile_error!("weft reads heap tuples in their little-endian layout");
 
+use crate::error::Error;
 use crate::storage::filter::{Bound, ScanFilter, Scratch};
 use crate::storage::keys::KeySet;
 use crate::types::ColumnReader;
@@ -60,13 +61,13 @@ pub struct Layout {
 /// What walking past or reading an attribute needs of it, packed (six
 /// bytes: ten attributes to a cache line).
 ///
-/// The walk used to read each attribute's whole [`Att`] (over a hundred
-/// bytes) and ask it at each step whether the value was wanted, by a
-/// filter, a bound, a key or a reader: perf of TPC-H Q14, whose scan
-/// walks past six lineitem attributes to test `l_shipdate`, put the
-/// walk's time on those loads and branches. Runs of attributes that are
-/// only walked past ([`Layout::pass`]) or only read ([`Layout::read_run`])
-/// are walked from their steps.
+/// Reading each attribute's whole [`Att`] (over a hundred bytes) and
+/// asking it at each step whether the value is wanted, by a filter, a
+/// bound, a key or a reader, puts a walk's time on those loads and
+/// branches (TPC-H Q14's scan walks past six lineitem attributes to test
+/// `l_shipdate`). Runs of attributes that are only walked past
+/// ([`Layout::pass`]) or only read ([`Layout::read_run`]) are walked from
+/// their steps.
 #[derive(Clone, Copy)]
 struct Step {
     /// `attlen`: bytes, or -1 for a varlena (C strings are never walked
@@ -218,7 +219,7 @@ impl Layout {
         walk: &mut Walk,
         filter: Option<&ScanFilter>,
         keys: &[Option<&KeySet>],
-    ) -> Result<bool, (&str, String)> {
+    ) -> Result<bool, (&str, Error)> {
         // SAFETY: per the caller; the header's fields are in the tuple.
         let (natts, has_nulls, hoff) = unsafe {
             (
@@ -230,7 +231,7 @@ impl Layout {
         let base = tuple.cast::<u8>();
         // SAFETY: the null bitmap follows the fixed header when present.
         let bits = unsafe { std::ptr::addr_of!((*tuple).t_bits).cast::<u8>() };
-        let corrupt = |i: usize| (self.atts[i].name.as_str(), "a corrupt heap tuple".to_string());
+        let corrupt = |i: usize| (self.atts[i].name.as_str(), Error::from("a corrupt heap tuple"));
         let mut off = hoff;
         let mut start = 0;
         if !has_nulls && natts >= self.prefix && hoff + self.prefix_end <= len {
@@ -346,11 +347,10 @@ impl Layout {
     /// string) of the tuple at `base`, `len` bytes long, starting at
     /// `off`; for a corrupt tuple, the attribute found so.
     ///
-    /// Never inlined: in [`Layout::deform`]'s loop it changed that loop's
-    /// code for every scan, and scans that walk no run of unused attributes
-    /// (one column tested, or all 16 of lineitem read) took 5-10% longer.
-    /// With it apart, a scan testing `l_shipdate` took 174-178 ms instead
-    /// of 230-235 (benches/README.md, session 19).
+    /// Never inlined: in [`Layout::deform`]'s loop it changes that loop's
+    /// code for every scan, and slows both the scans that walk no run of
+    /// unused attributes (one column tested, or all 16 of lineitem read)
+    /// and those that do (a scan testing `l_shipdate`).
     ///
     /// # Safety
     /// `base` is a tuple of a pinned page, `len` bytes long, and `off` at
@@ -384,10 +384,9 @@ impl Layout {
     /// in `walk` (attributes `atts` are read by readers and tested by
     /// nothing).
     ///
-    /// Out of line, as `pass` is. All 16 lineitem columns through
-    /// `weft.query`, the leader alone, huge pages: 1046-1066 → 865-879 ms;
-    /// TPC-H Q1 (six columns read before the one tested) 826-954 → 779-797
-    /// ms (benches/README.md, session 19).
+    /// Out of line, as `pass` is: scans that read runs of columns (all 16
+    /// of lineitem, TPC-H Q1's six read before the one tested) run faster
+    /// with it apart.
     ///
     /// # Safety
     /// As for [`Layout::pass`]; `walk` is not full.
@@ -494,7 +493,7 @@ impl Walk {
     /// The page the values point into is still pinned; on the backend
     /// thread, inside [`crate::pgcall::call`] (a compressed or external
     /// value is detoasted into the current memory context).
-    pub unsafe fn flush(&mut self, readers: &mut [(i16, ColumnReader)]) -> Result<(), (usize, String)> {
+    pub unsafe fn flush(&mut self, readers: &mut [(i16, ColumnReader)]) -> Result<(), (usize, Error)> {
         let staged = std::mem::take(&mut self.staged);
         for (r, (_, reader)) in readers.iter_mut().enumerate() {
             let values = &self.stage[r * PAGE_TUPLES..][..staged];
@@ -518,7 +517,7 @@ unsafe fn wanted<'a>(
     att: &'a Att,
     (datum, null): (Datum, bool),
     keys: &[Option<&KeySet>],
-) -> Result<bool, (&'a str, String)> {
+) -> Result<bool, (&'a str, Error)> {
     if let Some(set) = att.key.and_then(|k| keys[k]) {
         // A key column is an integer passed by value: the datum is its
         // value, sign-extended. NULL equals no key.
@@ -681,15 +680,14 @@ pub unsafe fn page_tuple(buffer: pg_sys::Buffer, offset: u16) -> (*const pg_sys:
 
 /// How many tuples ahead of the one walked [`prefetch_tuple`] is asked for.
 ///
-/// [`prefetch_page`] alone left the first touch of each tuple a cache miss
-/// waited for (perf of TPC-H Q6: 10% of the scan's samples on the load of
-/// `t_infomask2`): a burst of 128 prefetches is more than the CPU keeps in
-/// flight. Asking for each tuple while the tenth before it is walked
-/// keeps a few misses in flight all the time; a scan that tests one
-/// attribute of each lineitem tuple (`l_orderkey < 0`, the leader alone)
-/// went from 391-415 to 190-219 ms (benches/README.md, session 13).
-/// Between 6 and 10 measured alike; the second cache line matters as much
-/// as the first (the attributes after a 24-byte header).
+/// [`prefetch_page`] alone leaves the first touch of each tuple a cache
+/// miss waited for (the load of `t_infomask2`): a burst of 128 prefetches
+/// is more than the CPU keeps in flight. Asking for each tuple while the
+/// tenth before it is walked keeps a few misses in flight all the time,
+/// which most helps a scan that tests one attribute of each tuple. Any
+/// distance from 6 to 10 serves alike (measured: see benches/README.md,
+/// 'lineitem scan rates'); the second cache line matters as much as the
+/// first (the attributes after a 24-byte header).
 pub const PREFETCH_AHEAD: usize = 10;
 
 /// Asks the CPU to bring the first two cache lines of the tuple at line
@@ -720,10 +718,9 @@ pub unsafe fn prefetch_tuple(buffer: pg_sys::Buffer, offset: u16) {
 ///
 /// The scan is bound by memory latency: walking a page's tuples one by one
 /// takes a cache miss per tuple, each waited for in turn. Prefetching the
-/// whole tuple area lets those misses overlap; measured on TPC-H Q6, Q14
-/// and Q1 it takes 10-20% off the scan (benches/README.md). It still
-/// helps beside [`prefetch_tuple`], for the page's first tuples: without
-/// it the filtered lineitem scans of session 13 were 10-30% slower.
+/// whole tuple area lets those misses overlap. It still helps beside
+/// [`prefetch_tuple`], for the page's first tuples, which are walked
+/// before their tuple prefetches could arrive.
 ///
 /// # Safety
 /// `buffer` is pinned.
@@ -787,12 +784,10 @@ pub fn prefetch_lines(page: *const u8, at: usize, lines: usize) {
 /// [`prefetch_page`]'s burst at the start of a page asks for more lines
 /// than the CPU keeps in flight, and [`prefetch_tuple`] only runs ten
 /// tuples ahead: each page's first tuples and its line pointers (read by
-/// `heapgetpage`) still wait for memory. In a model of the walk
-/// (`scripts/prefetch-model.c`) the page and tuple prefetches take 28.4 ns
-/// a tuple, and 20.4 ns with the next page asked for 3 lines per tuple of
-/// the current one; in the scan itself, leader alone, `l_orderkey < 0`
-/// took 11-15% less, Q6 4-11%, all 16 lineitem columns 3-6%
-/// (benches/README.md, session 14).
+/// `heapgetpage`) still wait for memory. Asking for the next page a few
+/// lines per tuple of the current one spreads its misses over the walk
+/// instead; in a model of the walk (`scripts/prefetch-model.c`) as in the
+/// scan itself, it helps most the scans that read least of each tuple.
 ///
 /// The next page is the next block's buffer, as
 /// [`crate::storage::page::guess_next`] or, failing
@@ -836,8 +831,9 @@ impl Lookahead {
     /// few: a scan jumping to its next run of blocks, or a block a
     /// parallel scan's other process read between two of its own, makes
     /// a wrong guess among right ones. (With 16 after every wrong guess,
-    /// a scan of a table read by two processes looked up a third of its
-    /// pages.)
+    /// a scan of a table read by two processes, whose guesses go wrong
+    /// now and then, would look up a large share of its pages: measured,
+    /// see benches/README.md, 'lineitem scan rates'.)
     pub const NO_GUESS_AFTER_WRONG: u32 = 16;
     /// Cache lines in a page.
     const LINES: usize = pg_sys::BLCKSZ as usize / 64;

@@ -36,6 +36,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Like, Operator};
 use memchr::memmem;
 use pgrx::pg_sys::Datum;
 
+use crate::error::Error;
 use crate::types::{fixed_scalar, is_special, scalar, PgType, Scalar};
 
 /// Filters a scan evaluates on each tuple; see the module docs.
@@ -88,7 +89,7 @@ impl Bound {
     /// A non-NULL `datum` is a valid value of the input's type, as
     /// [`ScanFilter::passes`] requires.
     #[inline(always)]
-    pub unsafe fn admits(&self, datum: Datum, null: bool) -> Result<bool, String> {
+    pub unsafe fn admits(&self, datum: Datum, null: bool) -> Result<bool, Error> {
         if null {
             return Ok(false);
         }
@@ -299,7 +300,7 @@ impl ScanFilter {
         &self,
         scratch: &mut Scratch,
         fetch: impl Fn(usize) -> (Datum, bool),
-    ) -> Result<bool, (usize, String)> {
+    ) -> Result<bool, (usize, Error)> {
         for bound in &self.bounds {
             let (datum, null) = fetch(bound.input);
             // SAFETY: per the caller.
@@ -320,7 +321,7 @@ impl ScanFilter {
         &self,
         scratch: &mut Scratch,
         fetch: impl Fn(usize) -> (Datum, bool),
-    ) -> Result<bool, (usize, String)> {
+    ) -> Result<bool, (usize, Error)> {
         scratch.values.clear();
         scratch.values.resize(self.inputs.len(), Cached::Pending);
         // Row's invariant (every fetched datum is valid) is the caller's.
@@ -366,12 +367,12 @@ struct Row<'r, F> {
 /// infinity or NaN stays what it is, beyond every finite value. The
 /// compiler takes only lossless casts, so no finite value of a column
 /// overflows.
-fn scaled(v: i128, factor: i128, input: usize) -> Result<i128, (usize, String)> {
+fn scaled(v: i128, factor: i128, input: usize) -> Result<i128, (usize, Error)> {
     if factor == 1 || is_special(v) {
         return Ok(v);
     }
     v.checked_mul(factor)
-        .ok_or_else(|| (input, "a value out of range for the scan filter's cast".to_string()))
+        .ok_or_else(|| (input, "a value out of range for the scan filter's cast".into()))
 }
 
 /// Whether `op` holds between two values that compare as `ordering`.
@@ -390,7 +391,7 @@ impl<F: Fn(usize) -> (Datum, bool)> Row<'_, F> {
     /// Input `i`'s integer, None for NULL, for an input passed by value:
     /// read straight from its datum, uncached (that is cheaper than the
     /// cache).
-    fn fixed(&mut self, i: usize) -> Result<Option<i128>, (usize, String)> {
+    fn fixed(&mut self, i: usize) -> Result<Option<i128>, (usize, Error)> {
         let (datum, null) = (self.fetch)(i);
         if null {
             return Ok(None);
@@ -412,7 +413,7 @@ impl<F: Fn(usize) -> (Datum, bool)> Row<'_, F> {
     }
 
     /// Input `i`'s value, None for NULL.
-    fn get(&mut self, i: usize) -> Result<Option<Scalar<'static>>, (usize, String)> {
+    fn get(&mut self, i: usize) -> Result<Option<Scalar<'static>>, (usize, Error)> {
         match self.values[i] {
             Cached::Null => Ok(None),
             Cached::Value(v) => Ok(Some(v)),
@@ -434,7 +435,7 @@ impl<F: Fn(usize) -> (Datum, bool)> Row<'_, F> {
 impl Predicate {
     /// The predicate's value for the row: Some(true), Some(false) or None
     /// (NULL).
-    fn eval<F: Fn(usize) -> (Datum, bool)>(&self, row: &mut Row<F>) -> Result<Option<bool>, (usize, String)> {
+    fn eval<F: Fn(usize) -> (Datum, bool)>(&self, row: &mut Row<F>) -> Result<Option<bool>, (usize, Error)> {
         Ok(match self {
             Predicate::Const(v) => *v,
             Predicate::And(all) => kleene(all, row, false)?,
@@ -533,7 +534,7 @@ fn kleene<F: Fn(usize) -> (Datum, bool)>(
     ps: &[Predicate],
     row: &mut Row<F>,
     decisive: bool,
-) -> Result<Option<bool>, (usize, String)> {
+) -> Result<Option<bool>, (usize, Error)> {
     let mut result = Some(!decisive);
     for p in ps {
         match p.eval(row)? {
@@ -560,7 +561,7 @@ impl Operand {
     fn get<'v, F: Fn(usize) -> (Datum, bool)>(
         &'v self,
         row: &mut Row<F>,
-    ) -> Result<Option<Scalar<'v>>, (usize, String)> {
+    ) -> Result<Option<Scalar<'v>>, (usize, Error)> {
         Ok(match self {
             Operand::Const(v) => Some(v.as_scalar()),
             Operand::Input { input, factor } => match row.get(*input)? {

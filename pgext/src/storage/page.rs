@@ -2,10 +2,10 @@
 //! the buffer the walk's lookahead already found.
 //!
 //! A page's buffer is found through the buffer pool's mapping table, a
-//! shared hash table whose every lookup is a cache miss or two: perf of a
-//! lineitem scan put 17% of its time there. The walk looks each page up
+//! shared hash table whose every lookup is a cache miss or two: a large
+//! share of a scan's time. The walk looks each page up
 //! once to prefetch it while the page before it is walked
-//! ([`crate::storage::deform::Lookahead`]), and `heapgetpage` looked it up again
+//! ([`crate::storage::deform::Lookahead`]), and `heapgetpage` looks it up again
 //! to pin it. [`read_page`] pins that same buffer with
 //! `ReadRecentBuffer`, which checks the buffer still holds the block (its
 //! tag, under the buffer header's spinlock) instead of searching for it,
@@ -20,7 +20,7 @@
 //! fetch does (`heapam_index_fetch_tuple`), pinning each page through the
 //! buffer [`near`] the previous one: a table's consecutive blocks read in
 //! order sit in consecutive buffers, and looking each fetched page up in
-//! the mapping table was 7.5% of TPC-H Q4's time.
+//! the mapping table would be a sizeable part of a lookup's cost.
 
 use pgrx::pg_sys;
 
@@ -147,14 +147,13 @@ pub fn near(near: pg_sys::Buffer, near_block: pg_sys::BlockNumber, block: pg_sys
 /// the next buffer; read by a parallel scan of P processes, each taking
 /// the next free buffer in turn, mostly within P of it), and checking the
 /// guesses' tags spares the lookup in the buffer mapping table, a shared
-/// hash table whose every probe misses the cache (15% of a lineitem scan's
-/// time in perf).
+/// hash table whose every probe misses the cache.
 ///
 /// [`GUESS_WINDOW`] buffers are tried: after a parallel scan of lineitem
-/// by the leader and one worker, the next block sat 1 buffer on in 26%
-/// of the blocks, 2 on in 65%, 3 on in 7% (pg_buffercache). The
-/// descriptors are consecutive cache lines, so the later tries cost
-/// little once the first has missed. The tags are read without the
+/// by the leader and one worker, the next block sits nearly always within
+/// three buffers on (pg_buffercache; measured: see benches/README.md,
+/// 'lineitem scan rates'). The descriptors are consecutive cache lines,
+/// so the later tries cost little once the first has missed. The tags are read without the
 /// buffer header's lock, so the answer is a hint: [`crate::storage::page::read_page`]
 /// checks it again, under the lock, before pinning the buffer.
 ///

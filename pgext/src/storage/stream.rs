@@ -27,6 +27,7 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMe
 use futures::Stream;
 use pgrx::pg_sys;
 
+use crate::error::Error;
 use crate::guc;
 use crate::pgcall;
 use crate::storage::deform::{self, Layout};
@@ -269,7 +270,7 @@ impl HeapStream {
         let columns = self
             .readers
             .iter_mut()
-            .map(|(_, reader)| reader.finish().map_err(DataFusionError::Execution))
+            .map(|(_, reader)| reader.finish().map_err(Error::into_datafusion))
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(Some(RecordBatch::try_new_with_options(
@@ -472,11 +473,11 @@ impl HeapStream {
             // nothing that outlives the staged tuples.
             unsafe { pg_sys::MemoryContextReset(open.batch_memory) };
             if let Err((name, e)) = deformed {
-                return exec_err!("column \"{name}\" of {}: {e}", self.table);
+                return Err(column_error(e, name, &self.table));
             }
             if let Err((reader, e)) = flushed {
                 let name = self.schema.field(reader).name();
-                return exec_err!("column \"{name}\" of {}: {e}", self.table);
+                return Err(column_error(e, name, &self.table));
             }
         }
         self.examined.add(examined);
@@ -525,17 +526,14 @@ impl HeapStream {
                     match filter.passes(&mut self.scratch, fetch) {
                         Ok(true) => {}
                         Ok(false) => continue,
-                        Err((j, e)) => return exec_err!("column \"{}\" of {}: {e}", inputs[j].name, self.table),
+                        Err((j, e)) => return Err(column_error(e, &inputs[j].name, &self.table)),
                     }
                 }
                 for (i, (attnum, reader)) in self.readers.iter_mut().enumerate() {
                     let at = (*attnum - 1) as usize;
                     if let Err(e) = reader.push(*values.add(at), *nulls.add(at)) {
                         let name = self.schema.field(i).name();
-                        return Err(DataFusionError::Execution(format!(
-                            "column \"{name}\" of {}: {e}",
-                            self.table
-                        )));
+                        return Err(column_error(e, name, &self.table));
                     }
                 }
             }
@@ -634,4 +632,10 @@ unsafe fn count_returned(rel: pg_sys::Relation, tuples: usize) {
             status.t_counts.t_tuples_returned += tuples as pg_sys::PgStat_Counter;
         }
     }
+}
+
+/// A failure reading column `name` of `table`, as the query's error.
+fn column_error(e: Error, name: &str, table: &str) -> DataFusionError {
+    e.context(format_args!("column \"{name}\" of {table}"))
+        .into_datafusion()
 }

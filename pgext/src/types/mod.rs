@@ -21,7 +21,7 @@
 //!
 //! Values Arrow cannot hold (infinite dates and timestamps, NaN in a
 //! numeric column, text that is not UTF-8) are never made other values:
-//! reading one hands the query back to Postgres ([`crate::handback`]).
+//! reading one hands the query back to Postgres ([`crate::error::Error::HandBack`]).
 //! numeric without a
 //! declared precision and scale has no exact Arrow type and is refused.
 

@@ -18,6 +18,7 @@ use datafusion::arrow::util::bit_util;
 use pgrx::pg_sys::{self, Datum};
 
 use super::{PgType, EPOCH_DAYS, EPOCH_MICROS};
+use crate::error::Error;
 
 /// Reads one column of heap tuples into an Arrow array of
 /// [`PgType::arrow`]'s type.
@@ -97,7 +98,7 @@ impl ColumnReader {
     /// # Safety
     /// As [`ColumnReader::push_all`].
     #[inline]
-    pub unsafe fn push(&mut self, datum: Datum, null: bool) -> Result<(), String> {
+    pub unsafe fn push(&mut self, datum: Datum, null: bool) -> Result<(), Error> {
         // SAFETY: per the caller.
         unsafe { self.push_all(&[(datum, null)], null) }
     }
@@ -110,7 +111,7 @@ impl ColumnReader {
     /// Every non-null datum must be a valid value of this column's Postgres
     /// type (detoasting happens here, in the current memory context), on
     /// the backend thread; at most `rows` values between `finish`es.
-    pub unsafe fn push_all(&mut self, datums: &[(Datum, bool)], any_null: bool) -> Result<(), String> {
+    pub unsafe fn push_all(&mut self, datums: &[(Datum, bool)], any_null: bool) -> Result<(), Error> {
         debug_assert!(self.len + datums.len() <= self.rows, "more rows than a batch holds");
         debug_assert!(
             any_null || datums.iter().all(|&(_, null)| !null),
@@ -222,7 +223,7 @@ impl ColumnReader {
 
     /// The values pushed since the last call, as an array of
     /// [`PgType::arrow`]'s type; the reader starts the next batch empty.
-    pub fn finish(&mut self) -> Result<ArrayRef, String> {
+    pub fn finish(&mut self) -> Result<ArrayRef, Error> {
         let len = std::mem::take(&mut self.len);
         let nulls = self
             .nulls
@@ -260,7 +261,7 @@ impl ColumnReader {
                     // not become an invalid Arrow string.
                     Arc::new(
                         StringArray::try_new(offsets, data, nulls)
-                            .map_err(|e| crate::handback::mark(format_args!("invalid UTF-8 in a text value: {e}")))?,
+                            .map_err(|e| Error::HandBack(format!("invalid UTF-8 in a text value: {e}")))?,
                     )
                 }
             }
@@ -279,7 +280,7 @@ fn append_bytes<'a>(
     data: &mut Vec<u8>,
     values: impl Iterator<Item = (usize, bool)>,
     bytes: impl Fn(Datum) -> &'a [u8],
-) -> Result<(), String> {
+) -> Result<(), Error> {
     for (value, null) in values {
         if !null {
             data.extend_from_slice(bytes(Datum::from(value)));
@@ -306,7 +307,7 @@ fn primitive<T: ArrowNativeType>(
     values: Vec<T>,
     nulls: Option<NullBuffer>,
     data_type: DataType,
-) -> Result<ArrayRef, String> {
+) -> Result<ArrayRef, Error> {
     let data = ArrayDataBuilder::new(data_type)
         .len(values.len())
         .nulls(nulls)
@@ -350,7 +351,7 @@ pub fn is_special(v: i128) -> bool {
 /// # Safety
 /// As [`ColumnReader::push_all`]'s, for one value; the bytes live until the
 /// current memory context is reset or the tuple's page is unpinned.
-pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, String> {
+pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, Error> {
     Ok(Scalar::Int(match ty {
         PgType::Numeric { scale, .. } => {
             // SAFETY: per the caller, a numeric datum.
@@ -370,7 +371,7 @@ pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, String>
         // SAFETY: as above.
         PgType::Text => return Ok(Scalar::Bytes(unsafe { varlena_bytes(datum) })),
         PgType::Float4 | PgType::Float8 | PgType::Interval | PgType::Uuid | PgType::Bytea => {
-            return Err(format!("weft's scan filters do not compare {ty:?} values"))
+            return Err(format!("weft's scan filters do not compare {ty:?} values").into())
         }
         _ => fixed_scalar(ty, datum).ok_or_else(|| format!("weft's scan filters do not compare {ty:?} values"))?,
     }))
@@ -462,22 +463,22 @@ fn trim_blanks(bytes: &[u8]) -> &[u8] {
 }
 
 /// A Postgres date as Arrow's days since 1970.
-fn date_to_arrow(days: i32) -> Result<i32, String> {
+fn date_to_arrow(days: i32) -> Result<i32, Error> {
     if days == i32::MIN || days == i32::MAX {
-        return Err(crate::handback::mark("date infinity has no Arrow value"));
+        return Err(Error::HandBack("date infinity has no Arrow value".into()));
     }
     days.checked_add(EPOCH_DAYS)
-        .ok_or_else(|| crate::handback::mark("a date beyond Arrow's Date32 range"))
+        .ok_or_else(|| Error::HandBack("a date beyond Arrow's Date32 range".into()))
 }
 
 /// A Postgres timestamp as Arrow's microseconds since 1970.
-fn timestamp_to_arrow(micros: i64) -> Result<i64, String> {
+fn timestamp_to_arrow(micros: i64) -> Result<i64, Error> {
     if micros == i64::MIN || micros == i64::MAX {
-        return Err(crate::handback::mark("timestamp infinity has no Arrow value"));
+        return Err(Error::HandBack("timestamp infinity has no Arrow value".into()));
     }
     micros
         .checked_add(EPOCH_MICROS)
-        .ok_or_else(|| crate::handback::mark("a timestamp beyond Arrow's range"))
+        .ok_or_else(|| Error::HandBack("a timestamp beyond Arrow's range".into()))
 }
 
 /// `value` / 10^`exponent` if that is exact. A base-10000 digit has four
@@ -518,7 +519,7 @@ const POW10: [i128; 39] = {
 /// Postgres strips leading and trailing zero digits, so the digits read as
 /// one integer times 10000^(weight - (ndigits - 1)).
 #[inline(always)]
-fn numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
+fn numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, Error> {
     short_numeric(bytes, scale).map_or_else(|| any_numeric_to_i128(bytes, scale), Ok)
 }
 
@@ -563,7 +564,7 @@ fn short_numeric(bytes: &[u8], scale: i8) -> Option<i128> {
 /// [`numeric_to_i128`] of any numeric: every format and length, and the
 /// reason a value has no Decimal128 at this scale.
 #[inline(never)]
-fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
+fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, Error> {
     const SIGN_MASK: u16 = 0xC000;
     const NEGATIVE: u16 = 0x4000;
     const SHORT: u16 = 0x8000;
@@ -573,18 +574,18 @@ fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
     const SHORT_WEIGHT: u16 = 0x003F;
     const CORRUPT: &str = "a corrupt numeric value";
 
-    let word = |at: usize| -> Result<u16, String> {
+    let word = |at: usize| -> Result<u16, Error> {
         bytes
             .get(at..at + 2)
             .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-            .ok_or_else(|| CORRUPT.to_string())
+            .ok_or_else(|| CORRUPT.into())
     };
     let header = word(0)?;
     let (negative, weight, digits_at) = match header & SIGN_MASK {
         SPECIAL => {
             return Err(match header & 0xF000 {
-                0xC000 => crate::handback::mark("numeric NaN has no Decimal128 value"),
-                _ => crate::handback::mark("numeric infinity has no Decimal128 value"),
+                0xC000 => Error::HandBack("numeric NaN has no Decimal128 value".into()),
+                _ => Error::HandBack("numeric infinity has no Decimal128 value".into()),
             })
         }
         SHORT => {
@@ -624,7 +625,7 @@ fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
         } else {
             match POW10.get(exponent.unsigned_abs() as usize) {
                 Some(&p) if acc % p == 0 => acc / p,
-                _ => return Err(too_fine()),
+                _ => return Err(too_fine().into()),
             }
         }
     } else {
@@ -642,11 +643,11 @@ fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, String> {
                 // Straddles the last kept decimal: its low digits must be 0.
                 let divisor = POW10[unit.unsigned_abs() as usize];
                 if digit % divisor != 0 {
-                    return Err(too_fine());
+                    return Err(too_fine().into());
                 }
                 (4 + unit, digit / divisor)
             } else if digit != 0 {
-                return Err(too_fine());
+                return Err(too_fine().into());
             } else {
                 continue;
             };

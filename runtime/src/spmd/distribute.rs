@@ -439,14 +439,15 @@ impl Rewrite {
     /// each participant builds B / P. Counting a row moved as twice a row
     /// built (a moved row is hashed, encoded, copied through a ring and
     /// decoded; a built row is hashed and inserted), partitioning pays when
-    /// 2R < (3P - 2) B. (Counted alike, R < (2P - 1) B, TPC-H Q21 through
-    /// weft.query partitioned 736 thousand orders to meet 2 million
-    /// lineitems: 1.40 s, against 1.10 s broadcast.) DataFusion collects
-    /// build sides whole in one process, where that costs one table: for
-    /// TPC-H Q21 it collected 3.8 million rows, and broadcast to two
-    /// participants they cost 3.5x DataFusion's time. Small build sides
-    /// (at most `broadcast_rows`) and build sides of unknown size stay
-    /// broadcast, as DataFusion planned them.
+    /// 2R < (3P - 2) B. (Counted alike, R < (2P - 1) B, which partitions
+    /// TPC-H Q21's 736 thousand orders through weft.query to meet 2
+    /// million lineitems, slower than broadcasting them.) DataFusion
+    /// collects build sides whole in one process, where that costs one
+    /// table: for TPC-H Q21 it collects 3.8 million rows, which broadcast
+    /// to two participants, each building their table, cost far more
+    /// than in DataFusion. Small build sides (at most `broadcast_rows`)
+    /// and build sides of unknown size stay broadcast, as DataFusion
+    /// planned them.
     fn partitioning_pays(&self, left: &Arc<dyn ExecutionPlan>, right: &Arc<dyn ExecutionPlan>) -> bool {
         let Some((build, probe)) = join_sides_rows(left, right) else {
             return false;

@@ -468,7 +468,7 @@ async fn produce(
         Ok(()) | Err(RuntimeError::ReceiverClosed) => Ok(()),
         Err(e) => {
             if !matches!(e, RuntimeError::Aborted { .. }) {
-                node.abort(QUERY_FAILURE_CODE, &e.to_string());
+                node.abort(e.code().unwrap_or(QUERY_FAILURE_CODE), &e.to_string());
             }
             Err(external(e))
         }

@@ -24,7 +24,7 @@
 //! session's memory pool. A consumer that reads everything before another
 //! starts (a hash join's build side) keeps the whole output, so the rule
 //! shares only subtrees estimated at most [`SHARE_ROWS`] rows; a larger
-//! one is run twice, as before.
+//! one is run at each place, as DataFusion plans it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -542,8 +542,8 @@ impl PhysicalOptimizerRule for ShareRepeated {
 /// repeated subtree that only scans or joins is better run at each place:
 /// its rows are as many as it reads, and each place may shrink them in
 /// its own way (a join's keys filter the scan under its probe side, which
-/// a shared scan could not take: TPC-H Q2 read all of partsupp twice
-/// over when its scans were shared).
+/// a shared scan could not take: with its scans shared, TPC-H Q2 would
+/// read all of partsupp twice over).
 fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let mut found = false;
     let _ = plan.apply(|node| {

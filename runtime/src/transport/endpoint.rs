@@ -65,7 +65,7 @@ fn poll_ring<E: RingEnd, T>(
                 // producer published some fragments, or the consumer
                 // released some. A peer asleep waiting for exactly that
                 // must be told now, or both sides sleep until the park
-                // timeout (this cost ~50 ms per large batch).
+                // timeout, once per large batch.
                 if end.peer_waiting() {
                     node.notify(peer);
                 }

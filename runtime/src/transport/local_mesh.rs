@@ -26,7 +26,7 @@ pub const PANIC_CODE: u32 = 0xdead;
 /// meshes generously), so the memory must be zeroed lazily: asked for with
 /// [`REGION_ALIGN`], `alloc_zeroed` cannot use `calloc` (whose large
 /// allocations are fresh, already-zero pages) and memsets the whole
-/// region instead, which for a 256 MiB mesh cost about 100 ms per query.
+/// region instead, which for a large mesh costs more than a short query.
 /// So the allocation uses the allocator's natural alignment, which lets it
 /// take the `calloc` path, and the region starts at the first
 /// [`REGION_ALIGN`] boundary inside it.

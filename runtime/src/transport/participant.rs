@@ -238,7 +238,7 @@ impl Participant {
             Ok(_) => ParticipantState::Done,
             Err(e) => {
                 if !matches!(e, RuntimeError::Aborted { .. }) {
-                    me.abort(FAILURE_CODE, &e.to_string());
+                    me.abort(e.code().unwrap_or(FAILURE_CODE), &e.to_string());
                 }
                 ParticipantState::Failed
             }

@@ -112,12 +112,12 @@ const VIEW_SLACK: usize = 32 << 10;
 /// Arrow IPC writes a view column's data buffers whole, and operators that
 /// select rows (take, filter, a join's output, a partitioner's pieces)
 /// keep every buffer of their input: each 8192-row batch of a joined
-/// `c_name` column, for instance, referenced all of the build side's
-/// strings. Sent as they were, such batches cost megabytes each to encode
+/// `c_name` column, for instance, references all of the build side's
+/// strings. Sent as they are, such batches cost megabytes each to encode
 /// and copy, and each arrives with its own copy of all those strings
-/// (TPC-H Q18 moved 740 MB where 124 MB were needed, and its next join
-/// built a 1 GB table). In one process the buffers are shared, so only the
-/// exchange has to care.
+/// (TPC-H Q18 would move several times the bytes it needs, and its next
+/// join build a table of all those copies). In one process the buffers
+/// are shared, so only the exchange has to care.
 fn compact_views(batch: &RecordBatch) -> Result<Option<RecordBatch>, RuntimeError> {
     let mut columns: Option<Vec<ArrayRef>> = None;
     for (i, column) in batch.columns().iter().enumerate() {
