@@ -5,8 +5,9 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-# Bound on loom's preemptions per execution: at 4 every model in loom-tests/
-# runs in about 20 s on 2 cores (5: about 2 minutes; see loom-tests/README.md).
+# Bound on loom's preemptions per execution: 4 keeps every model in loom-tests/
+# short enough for `make test` on 2 cores; a higher bound explores more
+# interleavings and takes much longer (see loom-tests/README.md).
 LOOM_MAX_PREEMPTIONS ?= 4
 export LOOM_MAX_PREEMPTIONS
 
@@ -63,8 +64,9 @@ loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test -p weft-loom-tests --release --target-dir target/loom --tests
 
 # Not part of `make test`: clippy --all-targets already compiles the
-# benchmarks (a release build of them cost CI about 18 minutes). Only the
-# benchmark crate: --workspace would also build the extension in release.
+# benchmarks, and a release build of them is a long build of its own.
+# Only the benchmark crate: --workspace would also build the extension in
+# release.
 benches-build:
 	$(CARGO) bench -p weft-benches --no-run
 

@@ -1,11 +1,11 @@
 /* What a new process pays to read shared memory it did not map itself, as
  * each Postgres parallel worker reads the buffer pool (benches/README.md,
- * session 19). A parent maps 1 GiB of shared anonymous memory (what
- * Postgres's shared memory is) and touches all of it; a forked child reads
- * one byte of every 8 kB buffer (or of every fifth, as sparse index
- * lookups do), after asking the kernel to map the whole range at once
- * (MADV_POPULATE_READ) or not; the parent times the child's exit too,
- * which unmaps what it mapped.
+ * 'Conditions', huge pages). A parent maps 1 GiB of shared anonymous
+ * memory (what Postgres's shared memory is) and touches all of it; a
+ * forked child reads one byte of every 8 kB buffer (or of every fifth,
+ * as sparse index lookups do), after asking the kernel to map the whole
+ * range at once (MADV_POPULATE_READ) or not; the parent times the
+ * child's exit too, which unmaps what it mapped.
  *
  *   gcc -O2 -o /tmp/map-cost scripts/map-cost.c && /tmp/map-cost
  *

@@ -1,6 +1,6 @@
 /* What this machine's memory gives a scan: 1 GiB read once by 1 and by 2
- * threads, one load per cache line (benches/README.md, session 16). The
- * figure a heap walk is held against: lineitem at SF1 is 946 MB.
+ * threads, one load per cache line. The figure a heap walk is held
+ * against: lineitem at SF1 is 946 MB.
  *
  *   gcc -O2 -pthread -o /tmp/membw scripts/membw.c && /tmp/membw
  *

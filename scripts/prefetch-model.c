@@ -1,10 +1,10 @@
 /* A model of weft's heap walk, for choosing how to prefetch tuples
- * (benches/README.md, session 13). 8 kB pages of 152-byte tuples, filled
+ * (pgext/src/storage/deform.rs). 8 kB pages of 152-byte tuples, filled
  * from the page's end down as Postgres fills them, in a 4 GB pool, read in
  * random page order as a buffer pool holds them; each tuple walked as a
  * chain of 10 dependent one-byte loads after its 24-byte header. The last
  * way also asks for the next page while walking this one, as
- * deform::Lookahead does (session 14).
+ * deform::Lookahead does.
  *
  *   gcc -O2 -o /tmp/prefetch-model scripts/prefetch-model.c && /tmp/prefetch-model
  *

@@ -10,8 +10,8 @@
 # bench-sql` runs it. With SESSION=1 each side's runs of a query share one
 # connection, as `make bench-sql`'s do (and a pooled application's):
 # the backend then keeps the buffer pool pages it has mapped, and only
-# the parallel workers, new processes, map them again (README, "Huge
-# pages"); otherwise each run is a new connection.
+# the parallel workers, new processes, map them again (benches/README.md,
+# "Conditions"); otherwise each run is a new connection.
 #
 #   [WEFT_SQL=1] [SESSION=1] scripts/tpch-side-by-side.sh /tmp/weft-pg-XXXX/sock [reps] [queries...]
 set -euo pipefail
@@ -38,7 +38,7 @@ runs() {
 }
 best() { printf '%s\n' "$@" | grep -v '^$' | sort -g | head -1; }
 # Whether the server's shared memory may sit in huge pages: it weighs on
-# both sides' times, weft's more (README, "Huge pages").
+# both sides' times, weft's more (benches/README.md, "Conditions").
 echo "# $([ "${SESSION:-0}" = 1 ] && echo "one connection per side and query" || echo "a connection per run")"
 echo "# huge_pages = $(psql -X -At -c 'SHOW huge_pages'); $(grep -E 'HugePages_(Total|Free|Rsvd)' /proc/meminfo | tr -s ' ' | paste -sd ' ')"
 printf '%4s %12s %12s %8s %6s\n' q "postgres ms" "weft ms" ratio taken

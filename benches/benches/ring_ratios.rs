@@ -5,9 +5,9 @@
 //! slows all of them alike. Ratios are taken within a round (weft's run
 //! against rtrb's run of the same round) and their median is reported.
 //!
-//! On the VM this was written on, one instance of any transport runs at one
-//! of two speeds (for 4 KiB frames, ~13 or ~19 GB/s) and keeps it for its
-//! lifetime, whichever transport it is: the luck of its memory. So the
+//! On the development VM, one instance of any transport runs at one of two
+//! speeds and keeps it for its lifetime, whichever transport it is: the
+//! luck of its memory (benches/README.md, 'Conditions'). So the
 //! rounds are spread over several *epochs*, each with freshly built
 //! transports, and pooled.
 //!

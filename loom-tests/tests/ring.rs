@@ -126,14 +126,13 @@ fn consumer_close_stops_the_producer() {
 /// re-check read a stale position while the publisher read its flag still
 /// clear). The fence removed from `Ring::check_flag` instead -> the same.
 ///
-/// History: the first design let the waker clear the sleeper's flag (a
-/// swap), so that a sleeper was notified exactly once. Loom reported a
-/// deadlock in it at iteration ~10,500 (unbounded preemptions): the
-/// producer's final check read its own earlier swap instead of the
-/// consumer's newer flag. C++'s total modification order forbids that
-/// execution, but loom's (partial) one allows it, so the design could not
-/// be checked. Flags now have one writer each, which loom verifies and
-/// which needs no such argument.
+/// Why each flag has one writer: a design where the waker clears the
+/// sleeper's flag (a swap), so that a sleeper is notified exactly once,
+/// cannot be checked. Loom reports a deadlock in it (with unbounded
+/// preemptions): the producer's final check reads its own earlier swap
+/// instead of the consumer's newer flag. C++'s total modification order
+/// forbids that execution, but loom's (partial) one allows it. Flags with
+/// one writer each loom verifies, and they need no such argument.
 #[test]
 fn wake_handshake_loses_no_wakeup() {
     loom::model(|| {

@@ -280,8 +280,8 @@ impl<'a> Consumer<'a> {
     /// under us.
     ///
     /// One 8-byte load, decoded in registers: a header copied through a byte
-    /// array was spilled and reloaded at another width, which stalled the
-    /// consumer on store forwarding (measured, benches/README.md).
+    /// array is spilled and reloaded at another width, which stalls the
+    /// consumer on store forwarding.
     #[inline]
     fn read_header(&self, index: usize) -> Result<FrameHeader, Corruption> {
         let _access = self.ring.shadow.read(index, FRAME_HEADER_LEN);

@@ -183,7 +183,7 @@ pub fn bench_setup() -> (crate::Cluster, Client, u32, Option<Vec<usize>>) {
     load(&mut client, scale);
     println!("TPC-H SF{scale} loaded in {:.1?}", started.elapsed());
     // Whether the server's shared memory sits in huge pages weighs on both
-    // sides' times, weft's more (README, "Huge pages"): say which it was.
+    // sides' times, weft's more (benches/README.md, "Conditions"): say which it was.
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let huge: Vec<&str> = meminfo.lines().filter(|l| l.starts_with("HugePages_")).collect();
     println!("huge pages: {}", huge.join("; "));
