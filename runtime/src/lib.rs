@@ -28,6 +28,7 @@ pub use spmd::distribute::{estimated_rows, participant_config, spmd_config, Dist
 pub use spmd::exchange::{ExchangeExec, ExchangeMode, Senders, QUERY_FAILURE_CODE};
 pub use spmd::explain::explain;
 pub use spmd::implied::ImpliedEqualities;
+pub use spmd::joins;
 pub use spmd::leader::LeaderOnlyExec;
 pub use spmd::reuse::{ShareRepeated, SharedExec, SharedState, SHARE_ROWS};
 pub use spmd::share::{share, share_range};

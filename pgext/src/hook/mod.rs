@@ -5,9 +5,11 @@
 //! - [`planner`]: the planner and EXPLAIN hooks, and the cost gate;
 //! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
 //!   an allowlist of exact operators and functions;
+//! - [`refusal`]: why weft leaves a query to Postgres;
 //! - [`scan`]: Custom Scan (Weft), which runs the plan and returns its
 //!   rows, or hands the query back to the stock plan.
 
 pub mod planner;
+pub mod refusal;
 pub mod scan;
 pub mod translate;

@@ -19,7 +19,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::guc;
-use crate::hook::translate::{self, Refusal};
+use crate::hook::refusal::Refusal;
+use crate::hook::translate;
 use crate::plan::scan::HeapScanExec;
 use crate::types::ColumnWriter;
 
@@ -123,7 +124,7 @@ unsafe extern "C-unwind" fn before_planning(parse: *mut pg_sys::Query, cursor_op
         // SAFETY: as above.
         Ok(()) => unsafe { pg_sys::copyObjectImpl(parse.cast()).cast::<pg_sys::Query>() },
         Err(refusal) => {
-            LAST_REFUSAL.with(|r| *r.borrow_mut() = Some(refusal));
+            LAST_REFUSAL.with(|r| *r.borrow_mut() = Some(refusal.to_string()));
             std::ptr::null_mut()
         }
     }
@@ -139,7 +140,7 @@ unsafe extern "C-unwind" fn after_planning(
     // SAFETY: the stock plan and our copy of its Query, on the backend
     // thread.
     let decision = unsafe { take_over(stmt, copy, bound_params) };
-    LAST_REFUSAL.with(|r| *r.borrow_mut() = decision.err());
+    LAST_REFUSAL.with(|r| *r.borrow_mut() = decision.err().map(|refusal| refusal.to_string()));
 }
 
 /// EXPLAIN of one query: as Postgres's own (`ExplainOneQuery`), plus, with
@@ -249,34 +250,38 @@ unsafe fn scan_cost(relations: &[(pg_sys::Oid, pg_sys::Relation)], plan: &Arc<dy
 /// for a parallel plan, and weft's settings.
 unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(), Refusal> {
     if !guc::ENABLE.get() {
-        return Err("weft.enable is off".into());
+        return Err(Refusal::NotEligible("weft.enable is off"));
     }
     // SAFETY: per the caller.
     let q = unsafe { &*parse };
     if q.commandType != pg_sys::CmdType::CMD_SELECT || !q.utilityStmt.is_null() {
-        return Err("not a SELECT".into());
+        return Err(Refusal::NotEligible("not a SELECT"));
     }
     if !crate::catalog::utf8_database() {
-        return Err("the database's encoding is not UTF8".into());
+        return Err(Refusal::NotEligible("the database's encoding is not UTF8"));
     }
     if cursor_options & pg_sys::CURSOR_OPT_PARALLEL_OK as i32 == 0 {
-        return Err("Postgres does not allow a parallel plan here (a cursor, or a function's query)".into());
+        return Err(Refusal::NotEligible(
+            "Postgres does not allow a parallel plan here (a cursor, or a function's query)",
+        ));
     }
     // SAFETY: plain reads of the backend's state.
     if unsafe { pg_sys::IsInParallelMode() || pg_sys::ParallelWorkerNumber >= 0 } {
-        return Err("already in parallel mode".into());
+        return Err(Refusal::NotEligible("already in parallel mode"));
     }
     // SAFETY: per the caller.
     // Restricted is enough: Postgres counts every sublink as restricted
     // (its executor runs them in the leader), and what weft runs in
     // workers is only its allowlist of built-in, parallel-safe functions.
     if unsafe { pg_sys::max_parallel_hazard(parse) } as u8 == pg_sys::PROPARALLEL_UNSAFE {
-        return Err("the query calls a parallel-unsafe function".into());
+        return Err(Refusal::NotEligible("the query calls a parallel-unsafe function"));
     }
     // SAFETY: a GUC variable.
     let workers_allowed = guc::workers() > 0;
     if !workers_allowed && !guc::FORCE.get() {
-        return Err("no parallel workers allowed (weft.workers, max_parallel_workers_per_gather)".into());
+        return Err(Refusal::NotEligible(
+            "no parallel workers allowed (weft.workers, max_parallel_workers_per_gather)",
+        ));
     }
     Ok(())
 }
@@ -293,7 +298,9 @@ unsafe fn take_over(
     // SAFETY: as above.
     let cost = unsafe { (*stock).total_cost };
     if !guc::FORCE.get() && cost < guc::MIN_COST.get() {
-        return Err(format!("the stock plan's cost {cost:.0} is below weft.min_cost"));
+        return Err(Refusal::Cheap(format!(
+            "the stock plan's cost {cost:.0} is below weft.min_cost"
+        )));
     }
     // SAFETY: our copy of the Query, which `stmt` planned; on the backend
     // thread.
@@ -305,7 +312,7 @@ unsafe fn take_over(
     // PL/pgSQL's simple expressions (`SELECT <expr>`), which it evaluates
     // without the executor's plan tree, are among them.
     if translation.relations.is_empty() {
-        return Err("the query reads no table".into());
+        return Err(Refusal::shape("the query reads no table"));
     }
     // DataFusion must be able to plan it (its type coercion, for one, may
     // refuse what the translation built).
@@ -318,26 +325,26 @@ unsafe fn take_over(
         // SAFETY: opened by the translation; the lock stays.
         unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };
     }
-    let reading = reading.map_err(|e| format!("DataFusion cannot plan it: {e}"))?;
+    let reading = reading.map_err(Refusal::datafusion)?;
     // weft reads most tables it uses whole (shared among the
     // participants); a stock plan not much dearer than that reading alone
     // (index lookups instead of scans) is left to Postgres.
     let ratio = guc::SCAN_COST_RATIO.get();
     if !guc::FORCE.get() && cost < ratio * reading {
-        return Err(format!(
+        return Err(Refusal::Cheap(format!(
             "the stock plan's cost {cost:.0} is below weft.scan_cost_ratio ({ratio}) times the cost of weft reading its tables, {reading:.0}"
-        ));
+        )));
     }
     // Every column DataFusion returns must convert into its Postgres type.
     let schema = translation.plan.schema();
     for (field, output) in schema.fields().iter().zip(&translation.outputs) {
         // SAFETY: on the backend thread.
         if unsafe { ColumnWriter::new(field.data_type(), output.typid, output.typmod) }.is_none() {
-            return Err(format!(
+            return Err(Refusal::inexact(format!(
                 "result column {} is {} in DataFusion, which does not convert exactly",
                 field.name(),
                 field.data_type()
-            ));
+            )));
         }
     }
     // SAFETY: as above.

@@ -19,9 +19,10 @@
 //! The filter is exact: a probe row whose key is not among the build
 //! side's keys (or is NULL) matches nothing, and [`link`] only pushes it
 //! through joins whose result cannot then depend on such a row (see
-//! [`drops_unmatched_probe_rows`]). It is an optimisation only: a scan
-//! that starts before the set is published, or a set too large to
-//! collect, leaves the rows to the join, as without it.
+//! [`weft_runtime::joins::drops_unmatched_probe_rows`]). It is an
+//! optimisation only: a scan that starts before the set is published, or
+//! a set too large to collect, leaves the rows to the join, as without
+//! it.
 
 use std::fmt;
 use std::pin::Pin;
@@ -46,7 +47,7 @@ use datafusion::physical_plan::{
     ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs,
 };
 use futures::{Stream, StreamExt};
-use weft_runtime::{ExchangeExec, ExchangeMode};
+use weft_runtime::{joins, ExchangeExec, ExchangeMode};
 
 use crate::plan::scan::HeapScanExec;
 use crate::storage::keys::{KeySet, KeySlot};
@@ -264,7 +265,7 @@ pub fn link(plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn
     let purposes: &[Purpose] = match join.mode {
         PartitionMode::Partitioned => &[Purpose::Lookup],
         PartitionMode::CollectLeft if whole_everywhere(join.left(), participants) => {
-            if drops_unmatched_probe_rows(join.join_type()) {
+            if joins::drops_unmatched_probe_rows(*join.join_type()) {
                 &[Purpose::Lookup, Purpose::Filter]
             } else {
                 &[Purpose::Lookup]
@@ -298,17 +299,6 @@ pub fn link(plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn
         }
     }
     Ok(plan)
-}
-
-/// Whether a join of `join_type` gives the same result without the probe
-/// rows that match no build row: true unless it outputs unmatched probe
-/// rows (right, full and right anti joins) or marks build rows by whether
-/// anything matched in a way a NULL could change (mark joins).
-fn drops_unmatched_probe_rows(join_type: &JoinType) -> bool {
-    matches!(
-        join_type,
-        JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::RightSemi
-    )
 }
 
 /// Whether every participant computes all of `plan`'s rows: it is

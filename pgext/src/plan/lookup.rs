@@ -46,6 +46,7 @@ use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use pgrx::pg_sys;
+use weft_runtime::joins;
 
 use crate::plan::keys;
 use crate::plan::scan::HeapScanExec;
@@ -227,10 +228,8 @@ impl IndexLookups {
     /// the probe side (DataFusion gathered it to collect it whole).
     pub fn own_keys(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         self.each_join(plan, |join| {
-            if !matches!(
-                join.join_type(),
-                JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti
-            ) {
+            let join_type = *join.join_type();
+            if !(joins::drops_unmatched_probe_rows(join_type) && joins::output_per_build_row(join_type)) {
                 return Ok(None);
             }
             let build = match join.left().downcast_ref::<CoalescePartitionsExec>() {
@@ -264,9 +263,9 @@ impl IndexLookups {
     /// ([`Keys::Divided`]).
     pub fn divided_keys(&self, plan: Arc<dyn ExecutionPlan>, participants: usize) -> Result<Arc<dyn ExecutionPlan>> {
         self.each_join(plan, |join| {
-            if !matches!(join.join_type(), JoinType::Inner | JoinType::RightSemi)
-                || !keys::whole_everywhere(join.left(), participants)
-            {
+            let join_type = *join.join_type();
+            let exact = joins::drops_unmatched_probe_rows(join_type) && joins::output_per_probe_row(join_type);
+            if !exact || !keys::whole_everywhere(join.left(), participants) {
                 return Ok(None);
             }
             let Some(probe) = self.lookup(join, join.left(), Keys::Divided, false) else {

@@ -272,7 +272,7 @@ impl Rewrite {
             }
             if *join.partition_mode() == PartitionMode::CollectLeft
                 && right_placement == Placement::Distributed
-                && (emits_build_rows_at_end(*join.join_type())
+                && (crate::spmd::joins::emits_build_rows_at_end(*join.join_type())
                     || (left_placement == Placement::Single && self.partitioning_pays(&left, &right)))
             {
                 // Such a join emits the build side's unmatched (or matched)
@@ -296,7 +296,8 @@ impl Rewrite {
             }
         }
         if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>() {
-            if emits_build_rows_at_end(*join.join_type()) && children[1].1 == Placement::Distributed {
+            if crate::spmd::joins::emits_build_rows_at_end(*join.join_type()) && children[1].1 == Placement::Distributed
+            {
                 // No keys to partition on: run it whole on participant 0.
                 let (right, _) = children.pop().expect("two children");
                 let gathered = self.exchange(
@@ -597,16 +598,6 @@ fn statistics(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<Statistics>> {
     StatisticsContext::new()
         .compute(plan.as_ref(), &StatisticsArgs::new())
         .ok()
-}
-
-/// Join types that, with the build side collected whole, emit build rows
-/// after the last probe partition ends (DataFusion's
-/// `need_produce_result_in_final`).
-fn emits_build_rows_at_end(join_type: JoinType) -> bool {
-    matches!(
-        join_type,
-        JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark | JoinType::Full
-    )
 }
 
 fn senders_of(placement: Placement) -> Senders {

@@ -3,7 +3,9 @@
 //! exchanges move rows between them over the transport.
 //!
 //! - [`distribute`]: the rule that turns a single-process plan into an
-//!   SPMD plan, and the join-type predicates it and pgext's passes share;
+//!   SPMD plan;
+//! - [`joins`]: what a join type's output is made of, for the rules that
+//!   move joins around (the distribution rule, pgext's passes);
 //! - [`exchange`]: [`ExchangeExec`](exchange::ExchangeExec), hash
 //!   shuffle, broadcast and gather between participants;
 //! - [`leader`]: nodes whose rows are real on participant 0 alone;
@@ -17,6 +19,7 @@ pub mod distribute;
 pub mod exchange;
 pub mod explain;
 pub mod implied;
+pub mod joins;
 pub mod leader;
 pub mod reuse;
 pub mod share;

@@ -77,7 +77,7 @@ impl Translator {
                             avgs.iter().find(|(a, _, _)| pg_sys::equal(a.cast(), aggref.cast()))
                         {
                             if self.value_only == 0 {
-                                return Err("avg whose display scale Postgres picks per value".into());
+                                return Err(Refusal::inexact("avg whose display scale Postgres picks per value"));
                             }
                             let count = cast(Expr::Column(count.as_str().into()), DataType::Decimal128(38, 0));
                             return Ok(pgfn::numeric_div(Expr::Column(sum.as_str().into()), count));
@@ -96,7 +96,7 @@ impl Translator {
             match tag(node) {
                 NodeTag::T_Var => {
                     if matches!(scope, Scope::Grouped { .. }) {
-                        return Err("a column neither grouped nor aggregated".into());
+                        return Err(Refusal::shape("a column neither grouped nor aggregated"));
                     }
                     self.var(&*node.cast())
                 }
@@ -119,7 +119,7 @@ impl Translator {
                 NodeTag::T_FuncExpr => {
                     let func = &*node.cast::<pg_sys::FuncExpr>();
                     if func.funcretset {
-                        return Err("a set-returning function".into());
+                        return Err(Refusal::shape("a set-returning function"));
                     }
                     let args = self.exprs(func.args, scope)?;
                     self.function(func.funcid, func.inputcollid, args, node)
@@ -136,7 +136,7 @@ impl Translator {
                 NodeTag::T_NullTest => {
                     let t = &*node.cast::<pg_sys::NullTest>();
                     if t.argisrow {
-                        return Err("IS NULL on a row".into());
+                        return Err(Refusal::shape("IS NULL on a row"));
                     }
                     let arg = self.expr(t.arg.cast(), scope)?;
                     Ok(match t.nulltesttype {
@@ -156,7 +156,7 @@ impl Translator {
                         let when = &*when;
                         // With an operand, Postgres's WHEN is `CaseTestExpr = value`.
                         if operand.is_some() {
-                            return Err("CASE with an operand".into());
+                            return Err(Refusal::shape("CASE with an operand"));
                         }
                         when_then.push((
                             Box::new(self.expr(when.expr.cast(), scope)?),
@@ -187,8 +187,8 @@ impl Translator {
                     let param = &*node.cast::<pg_sys::Param>();
                     Ok(lit(self.param(param)?))
                 }
-                NodeTag::T_Aggref => Err("an aggregate outside the select list and HAVING".into()),
-                other => Err(format!("an expression of node type {other:?}")),
+                NodeTag::T_Aggref => Err(Refusal::shape("an aggregate outside the select list and HAVING")),
+                other => Err(Refusal::shape(format!("an expression of node type {other:?}"))),
             }
         }
     }
@@ -217,14 +217,18 @@ impl Translator {
             };
             match scale {
                 Some(DataType::Decimal128(_, scale)) => scales.push(scale),
-                _ => return Err("a numeric CASE or COALESCE whose display scale weft cannot tell".into()),
+                _ => {
+                    return Err(Refusal::inexact(
+                        "a numeric CASE or COALESCE whose display scale weft cannot tell",
+                    ))
+                }
             }
         }
         scales.dedup();
         if scales.len() > 1 {
-            return Err(
-                "a numeric CASE or COALESCE of different scales, whose display scale Postgres picks per value".into(),
-            );
+            return Err(Refusal::inexact(
+                "a numeric CASE or COALESCE of different scales, whose display scale Postgres picks per value",
+            ));
         }
         Ok(())
     }
@@ -239,19 +243,24 @@ impl Translator {
         // SAFETY: per the caller.
         let known = !params.is_null() && unsafe { (*params).paramFetch.is_none() };
         if param.paramkind != pg_sys::ParamKind::PARAM_EXTERN || !known {
-            return Err("a parameter whose value is not known when planning".into());
+            return Err(Refusal::shape("a parameter whose value is not known when planning"));
         }
         // SAFETY: as above; `numParams` entries follow the header.
         unsafe {
             let count = (*params).numParams;
             if param.paramid < 1 || param.paramid > count {
-                return Err(format!("parameter ${} has no value", param.paramid));
+                return Err(Refusal::shape(format!("parameter ${} has no value", param.paramid)));
             }
             let entry = &*(*params).params.as_ptr().add(param.paramid as usize - 1);
             if entry.ptype != param.paramtype {
-                return Err(format!("parameter ${} has another type", param.paramid));
+                return Err(Refusal::shape(format!("parameter ${} has another type", param.paramid)));
             }
-            crate::nodes::value(param.paramtype, param.paramtypmod, entry.value, entry.isnull)
+            Ok(crate::nodes::value(
+                param.paramtype,
+                param.paramtypmod,
+                entry.value,
+                entry.isnull,
+            )?)
         }
     }
 
@@ -271,15 +280,15 @@ impl Translator {
         // SAFETY: per the caller.
         let args = unsafe { list::<pg_sys::Node>(s.args) };
         let [left, right] = args[..] else {
-            return Err("an unusual ANY/ALL".into());
+            return Err(Refusal::shape("an unusual ANY/ALL"));
         };
         if !deterministic(s.inputcollid) {
-            return Err("IN under a nondeterministic collation".into());
+            return Err(Refusal::inexact("IN under a nondeterministic collation"));
         }
         let negated = match (s.useOr, equality_kind(s.opfuncid)) {
             (true, Some(true)) => false,
             (false, Some(false)) => true,
-            _ => return Err("ANY/ALL other than IN and NOT IN".into()),
+            _ => return Err(Refusal::shape("ANY/ALL other than IN and NOT IN")),
         };
         // SAFETY: per the caller.
         let value = unsafe { self.expr(left, scope)? };
@@ -294,11 +303,11 @@ impl Translator {
                 // What the planner folds `x IN ('a', 'b')` into.
                 array_elements(array)?.into_iter().map(lit).collect()
             } else {
-                return Err("IN over an array that is not a constant list".into());
+                return Err(Refusal::shape("IN over an array that is not a constant list"));
             }
         };
         if items.is_empty() {
-            return Err("IN over an empty array".into());
+            return Err(Refusal::shape("IN over an empty array"));
         }
         Ok(in_list(value, items, negated))
     }
@@ -318,7 +327,7 @@ impl Translator {
                 // SAFETY: as above.
                 let op = unsafe { &*op };
                 if equality_kind(op.opfuncid) != Some(true) {
-                    return Err("ANY with an operator other than =".into());
+                    return Err(Refusal::shape("ANY with an operator other than ="));
                 }
                 // SAFETY: as above.
                 let args = unsafe { list::<pg_sys::Node>(op.args) };
@@ -326,7 +335,7 @@ impl Translator {
                 // SAFETY: as above.
                 let value = unsafe { self.expr(outer, scope)? };
                 if plan.schema().fields().len() != 1 {
-                    return Err("IN over several columns".into());
+                    return Err(Refusal::shape("IN over several columns"));
                 }
                 // DataFusion's IN (subquery) is not NULL-aware under NOT
                 // (Postgres: NULL, not true, when the subquery holds a NULL
@@ -337,11 +346,11 @@ impl Translator {
                     None => true,
                 };
                 if nullable || plan.schema().field(0).is_nullable() {
-                    return Err("IN (subquery) over columns that may be NULL".into());
+                    return Err(Refusal::inexact("IN (subquery) over columns that may be NULL"));
                 }
                 Ok(in_subquery(value, plan))
             }
-            _ => Err("ALL, ARRAY or row subqueries".into()),
+            _ => Err(Refusal::shape("ALL, ARRAY or row subqueries")),
         }
     }
 
@@ -353,10 +362,10 @@ impl Translator {
         // SAFETY: per the caller.
         let a = unsafe { &*aggref };
         if a.agglevelsup != 0 {
-            return Err("an outer-level aggregate".into());
+            return Err(Refusal::shape("an outer-level aggregate"));
         }
         if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdirectargs.is_null() {
-            return Err("an aggregate with ORDER BY, FILTER or direct arguments".into());
+            return Err(Refusal::shape("an aggregate with ORDER BY, FILTER or direct arguments"));
         }
         let distinct = !a.aggdistinct.is_null();
         let mut args = Vec::new();
@@ -374,7 +383,7 @@ impl Translator {
         let one = || {
             args.first()
                 .cloned()
-                .ok_or_else(|| "an aggregate without arguments".to_string())
+                .ok_or(Refusal::shape("an aggregate without arguments"))
         };
         let call = match a.aggfnoid.to_u32() {
             pg_sys::F_COUNT_ if a.aggstar => count(lit(1i64)),
@@ -403,8 +412,11 @@ impl Translator {
             | pg_sys::F_MAX_DATE
             | pg_sys::F_MAX_TIMESTAMP
             | pg_sys::F_MAX_TIMESTAMPTZ => max(one()?),
-            // SAFETY: a function OID.
-            other => return Err(format!("aggregate {}", unsafe { function_name(other) })),
+            other => {
+                // SAFETY: a function OID.
+                let name = unsafe { function_name(other) };
+                return Err(Refusal::Function(format!("aggregate {name}")));
+            }
         };
         if distinct {
             return match call {
@@ -412,7 +424,7 @@ impl Translator {
                     f.params.distinct = true;
                     Ok(Expr::AggregateFunction(f))
                 }
-                _ => Err("DISTINCT in an aggregate other than count".into()),
+                _ => Err(Refusal::shape("DISTINCT in an aggregate other than count")),
             };
         }
         Ok(call)
@@ -434,12 +446,14 @@ impl Translator {
             return Ok(None);
         }
         if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdistinct.is_null() || a.agglevelsup != 0 {
-            return Err("avg with ORDER BY, FILTER, DISTINCT or of an outer level".into());
+            return Err(Refusal::shape(
+                "avg with ORDER BY, FILTER, DISTINCT or of an outer level",
+            ));
         }
         // SAFETY: an Aggref's args are TargetEntries.
         let args = unsafe { list::<pg_sys::TargetEntry>(a.args) };
         let [arg] = args[..] else {
-            return Err("avg of several arguments".into());
+            return Err(Refusal::shape("avg of several arguments"));
         };
         // SAFETY: as above.
         let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows)? };
@@ -466,10 +480,10 @@ impl Translator {
         if let Some(op) = comparison(f) {
             let [l, r] = two(args)?;
             if text_ordering(f) && !collation_is_c(collation) {
-                return Err("text ordered under a collation other than C".into());
+                return Err(Refusal::inexact("text ordered under a collation other than C"));
             }
             if !deterministic(collation) {
-                return Err("text compared under a nondeterministic collation".into());
+                return Err(Refusal::inexact("text compared under a nondeterministic collation"));
             }
             return Ok(binary_expr(l, op, r));
         }
@@ -488,7 +502,9 @@ impl Translator {
         }
         if f == pg_sys::F_NUMERIC_DIV {
             if self.value_only == 0 {
-                return Err("numeric division whose display scale Postgres picks per value".into());
+                return Err(Refusal::inexact(
+                    "numeric division whose display scale Postgres picks per value",
+                ));
             }
             let [l, r] = two(args)?;
             return Ok(pgfn::numeric_div(l, r));
@@ -529,10 +545,10 @@ impl Translator {
                 let [field, value] = two(args)?;
                 let field = match &field {
                     Expr::Literal(ScalarValue::Utf8(Some(f)), _) => f.to_ascii_lowercase(),
-                    _ => return Err("EXTRACT of a field that is not a constant".into()),
+                    _ => return Err(Refusal::shape("EXTRACT of a field that is not a constant")),
                 };
                 if !matches!(field.as_str(), "year" | "month" | "day") {
-                    return Err(format!("EXTRACT({field} FROM date)"));
+                    return Err(Refusal::Function(format!("EXTRACT({field} FROM date)")));
                 }
                 cast(
                     datafusion::functions::datetime::expr_fn::date_part(lit(field), value),
@@ -553,13 +569,20 @@ impl Translator {
                     (Some(start), Some(count)) if start >= 1 && count >= 0 => {
                         datafusion::functions::unicode::expr_fn::substring(value, lit(start), lit(count))
                     }
-                    _ => return Err("substring with a start or length that is not a positive constant".into()),
+                    _ => {
+                        return Err(Refusal::shape(
+                            "substring with a start or length that is not a positive constant",
+                        ))
+                    }
                 }
             }
             // bpchar values are read without their padding already.
             pg_sys::F_TEXT_BPCHAR => one(args)?,
-            // SAFETY: a function OID.
-            _ => return Err(format!("function {}", unsafe { function_name(funcid.to_u32()) })),
+            _ => {
+                // SAFETY: a function OID.
+                let name = unsafe { function_name(funcid.to_u32()) };
+                return Err(Refusal::Function(format!("function {name}")));
+            }
         })
     }
 }
@@ -753,13 +776,13 @@ pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<()
     // SAFETY: per the caller.
     let (typid, collation) = unsafe { (pg_sys::exprType(node), pg_sys::exprCollation(node)) };
     match typid {
-        pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => Err(format!(
+        pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => Err(Refusal::inexact(format!(
             "{what} over floats, where -0 equals 0 and every NaN equals NaN"
-        )),
-        pg_sys::INTERVALOID => Err(format!(
+        ))),
+        pg_sys::INTERVALOID => Err(Refusal::inexact(format!(
             "{what} over intervals, which are equal by their span ('1 mon' = '30 days')"
-        )),
-        _ if !deterministic(collation) => Err(format!("{what} under a nondeterministic collation")),
+        ))),
+        _ if !deterministic(collation) => Err(Refusal::inexact(format!("{what} under a nondeterministic collation"))),
         _ => Ok(()),
     }
 }
@@ -795,7 +818,7 @@ pub(super) unsafe fn sort_direction(sortop: Oid, expr: *mut pg_sys::Node) -> Res
     // SAFETY: a catalog lookup on the backend thread.
     let eq = unsafe { pg_sys::get_equality_op_for_ordering_op(sortop, &mut reverse) };
     if eq == Oid::INVALID {
-        return Err("an ORDER BY operator that is not a btree ordering".into());
+        return Err(Refusal::shape("an ORDER BY operator that is not a btree ordering"));
     }
     // SAFETY: per the caller.
     let (typid, _, collation) = unsafe { crate::nodes::expr_type(expr) };
@@ -812,7 +835,9 @@ pub(super) unsafe fn sort_direction(sortop: Oid, expr: *mut pg_sys::Node) -> Res
     ) || (matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID)
         && collation_is_c(collation));
     if !sortable {
-        return Err("ORDER BY on a type or collation weft does not sort as Postgres does".into());
+        return Err(Refusal::inexact(
+            "ORDER BY on a type or collation weft does not sort as Postgres does",
+        ));
     }
     Ok(reverse)
 }
@@ -853,7 +878,7 @@ fn decimal_scale(value: &Expr, translator: &Translator) -> Result<i8, Refusal> {
         .ok_or("an aggregate without a FROM clause")?;
     match value.get_type(&schema).map_err(df)? {
         DataType::Decimal128(_, scale) => Ok(scale),
-        other => Err(format!("sum over {other}")),
+        other => Err(Refusal::Function(format!("sum over {other}"))),
     }
 }
 

@@ -14,7 +14,8 @@ use datafusion::logical_expr::Expr;
 use pgrx::pg_sys::{self, NodeTag};
 
 use super::expr::Scope;
-use super::{Refusal, Translator};
+use super::Translator;
+use crate::hook::refusal::Refusal;
 use crate::nodes::{cast, list};
 
 /// A column of the plan's output, as Postgres types it.
@@ -102,7 +103,7 @@ impl Translator {
             // The leader evaluates once per result row, as the stock
             // executor's projection would; volatile functions aside.
             if pg_sys::contain_volatile_functions(node) {
-                return Err("a volatile function".into());
+                return Err(Refusal::Function("a volatile function".into()));
             }
             if let Ok(value) = self.expr(node, scope) {
                 let output = Output::of(node);
@@ -120,7 +121,7 @@ impl Translator {
                     (*func).funcid.to_u32(),
                     pg_sys::F_PG_COLUMN_COMPRESSION | pg_sys::F_PG_COLUMN_SIZE
                 ) {
-                    return Err("a function of a value's stored form".into());
+                    return Err(Refusal::Function("a function of a value's stored form".into()));
                 }
             }
             match (*node).type_ {
@@ -152,7 +153,7 @@ impl Translator {
                     (*copy).arg = self.lift((*copy).arg.cast(), scope, offset, leaves)?.cast();
                     Ok(copy.cast())
                 }
-                _ => Err("an expression Postgres cannot finish from columns".into()),
+                _ => Err(Refusal::shape("an expression Postgres cannot finish from columns")),
             }
         }
     }
@@ -172,7 +173,7 @@ impl Translator {
         leaves: &mut Vec<(Expr, Output)>,
     ) -> Result<*mut pg_sys::Node, Refusal> {
         let Scope::Grouped { avgs, .. } = scope else {
-            return Err("an aggregate outside an aggregation".into());
+            return Err(Refusal::shape("an aggregate outside an aggregation"));
         };
         // SAFETY: per the caller.
         let (_, sum, count) = avgs

@@ -33,8 +33,7 @@ use crate::nodes::{cast, text};
 use expr::Scope;
 pub use order::{follow_stock_plan, plan_ranks, Ranks};
 
-/// Why weft leaves a query to Postgres.
-pub type Refusal = String;
+pub use crate::hook::refusal::Refusal;
 
 /// A translated query: its plan and the relations it reads (opened,
 /// AccessShare-locked; the caller closes them).
@@ -191,7 +190,7 @@ impl Translator {
         // SAFETY: per the caller of `translate`.
         let q = unsafe { &*query };
         if q.commandType != pg_sys::CmdType::CMD_SELECT || !q.utilityStmt.is_null() {
-            return Err("not a SELECT".into());
+            return Err(Refusal::shape("not a SELECT"));
         }
         let refuse_if = |cond: bool, what: &str| if cond { Err(what.to_string()) } else { Ok(()) };
         refuse_if(q.hasWindowFuncs, "window functions")?;
@@ -375,7 +374,9 @@ impl Translator {
             // SAFETY: target entries of a valid Query.
             let visible = targets.iter().filter(|&&t| unsafe { !(*t).resjunk }).count();
             if clauses.len() != visible || targets.len() != visible {
-                return Err("DISTINCT with ORDER BY expressions outside the select list".into());
+                return Err(Refusal::shape(
+                    "DISTINCT with ORDER BY expressions outside the select list",
+                ));
             }
             for &target in &targets {
                 // SAFETY: target entries of a valid Query.
@@ -448,7 +449,7 @@ impl Translator {
                     pg_sys::JoinType::JOIN_LEFT => JoinType::Left,
                     pg_sys::JoinType::JOIN_RIGHT => JoinType::Right,
                     pg_sys::JoinType::JOIN_FULL => JoinType::Full,
-                    _ => return Err("an unusual join type".into()),
+                    _ => return Err(Refusal::shape("an unusual join type")),
                 };
                 let left = self.join_item(j.larg)?;
                 let right = self.join_item(j.rarg)?;
@@ -496,7 +497,7 @@ impl Translator {
                 return Ok(plan);
             }
         }
-        Err("an unusual FROM item".into())
+        Err(Refusal::shape("an unusual FROM item"))
     }
 
     /// Range table entry `rtindex` of the current level as a plan named
@@ -510,10 +511,10 @@ impl Translator {
         match rte.rtekind {
             pg_sys::RTEKind::RTE_RELATION => {
                 if !rte.securityQuals.is_null() {
-                    return Err("security-barrier quals".into());
+                    return Err(Refusal::shape("security-barrier quals"));
                 }
                 if !rte.tablesample.is_null() {
-                    return Err("TABLESAMPLE".into());
+                    return Err(Refusal::shape("TABLESAMPLE"));
                 }
                 // SAFETY: on the backend thread.
                 let (rel, mut table) = unsafe { crate::plan::table::open_table(rte.relid) }?;
@@ -521,7 +522,7 @@ impl Translator {
                 self.relations.push((rte.relid, rel));
                 // SAFETY: an open relation's catalog row.
                 if rte.inh && unsafe { (*(*rel).rd_rel).relhassubclass } {
-                    return Err("a table with inheritance children".into());
+                    return Err(Refusal::shape("a table with inheritance children"));
                 }
                 let names = table.column_names();
                 self.level().columns.insert(rtindex, names);
@@ -532,7 +533,7 @@ impl Translator {
             }
             pg_sys::RTEKind::RTE_SUBQUERY => {
                 if rte.lateral {
-                    return Err("LATERAL".into());
+                    return Err(Refusal::shape("LATERAL"));
                 }
                 // SAFETY: a subquery RTE's query.
                 let plan = unsafe { self.query(rte.subquery)? };
@@ -550,7 +551,7 @@ impl Translator {
                 self.next_level = self.next_level.max(after);
                 self.aliased(plan?, rtindex, alias)
             }
-            _ => Err("a FROM item other than a table, subquery or WITH query".into()),
+            _ => Err(Refusal::shape("a FROM item other than a table, subquery or WITH query")),
         }
     }
 
@@ -579,7 +580,7 @@ impl Translator {
             list::<pg_sys::CommonTableExpr>((*self.levels[level].query).cteList)
                 .into_iter()
                 .find(|&cte| text((*cte).ctename) == name)
-                .ok_or_else(|| format!("WITH query {name} not found"))
+                .ok_or_else(|| Refusal::shape(format!("WITH query {name} not found")))
         }
     }
 
@@ -674,7 +675,7 @@ impl Translator {
         let rte = unsafe { &*rt_fetch(level.query, var.varno)? };
         if rte.rtekind == pg_sys::RTEKind::RTE_JOIN {
             if var.varattno <= 0 {
-                return Err("a whole-row reference to a join".into());
+                return Err(Refusal::shape("a whole-row reference to a join"));
             }
             // SAFETY: a join RTE's alias vars.
             let aliased = unsafe { list::<pg_sys::Node>(rte.joinaliasvars) };
@@ -682,17 +683,17 @@ impl Translator {
                 .get(var.varattno as usize - 1)
                 .ok_or("a join column out of range")?;
             if node.is_null() {
-                return Err("a dropped join column".into());
+                return Err(Refusal::shape("a dropped join column"));
             }
             // The alias var is relative to the join's own level.
             if up > 0 {
-                return Err("an outer reference to a join's column".into());
+                return Err(Refusal::shape("an outer reference to a join's column"));
             }
             // SAFETY: an expression of this level.
             return unsafe { self.expr(node, &Scope::Rows) };
         }
         if var.varattno <= 0 {
-            return Err("a system column or whole-row reference".into());
+            return Err(Refusal::shape("a system column or whole-row reference"));
         }
         let name = level
             .columns
@@ -732,7 +733,7 @@ unsafe fn rt_fetch(query: *mut pg_sys::Query, rtindex: i32) -> Result<*mut pg_sy
     usize::try_from(rtindex - 1)
         .ok()
         .and_then(|i| entries.get(i).copied())
-        .ok_or_else(|| format!("range table entry {rtindex} does not exist"))
+        .ok_or_else(|| Refusal::shape(format!("range table entry {rtindex} does not exist")))
 }
 
 /// A LIMIT or OFFSET value: a non-negative int8 constant, NULL (none), or
@@ -756,7 +757,7 @@ unsafe fn limit_value(node: *mut pg_sys::Node) -> Result<Option<usize>, Refusal>
                     .map_err(|_| "a negative LIMIT or OFFSET".into())
             }
         },
-        None => Err("a LIMIT or OFFSET that is not a constant".into()),
+        None => Err(Refusal::shape("a LIMIT or OFFSET that is not a constant")),
     }
 }
 
@@ -840,5 +841,5 @@ fn subquery_item(conjunct: &Expr, items: &[LogicalPlan]) -> Option<usize> {
 
 /// A DataFusion error as a refusal.
 fn df(e: impl std::fmt::Display) -> Refusal {
-    format!("DataFusion: {e}")
+    Refusal::datafusion(e)
 }
