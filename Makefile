@@ -13,11 +13,20 @@ export LOOM_MAX_PREEMPTIONS
 
 .PHONY: demo test setup fmt-check layers clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql bench-concurrency
 
-# The Postgres part builds and installs weft (release) into the system's
-# PostgreSQL 15 and runs it in a throwaway cluster (pgext/examples/demo.rs).
+# One release build serves the whole demo: the workspace with both examples,
+# and weft with the features cargo-pgrx passes, so that the install inside
+# the demo (the harness's UNIFY_FLAGS) finds everything built and DataFusion
+# compiles once. The binaries run directly: `cargo run -p` would resolve
+# features again. The Postgres part installs weft (release) into the
+# system's PostgreSQL 15 and runs it in a throwaway cluster
+# (pgext/examples/demo.rs); the in-memory part runs TPC-H on the runtime
+# alone (runtime/examples/tpch_demo.rs).
+DEMO_BUILD := --workspace --lib --example demo --example tpch_demo --no-default-features --features pg15
+TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 demo: setup
-	WEFT_PG_PROFILE=release $(CARGO) run --release -p weft --example demo
-	$(CARGO) run --release -p weft-runtime --example tpch_demo
+	$(CARGO) build --release $(DEMO_BUILD)
+	WEFT_PG_PROFILE=release $(TARGET_DIR)/release/examples/demo
+	$(TARGET_DIR)/release/examples/tpch_demo
 
 # nextest and then the regression-suite comparison run last, so that their
 # summaries close the output.

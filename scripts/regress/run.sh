@@ -82,8 +82,11 @@ if [ "$mode" = weft ]; then
         say "installing weft (cargo pgrx install; WEFT_PG_SKIP_INSTALL=1 skips this)"
         profile=${WEFT_PG_PROFILE:-test}
         install=(cargo pgrx install --pg-config "$PG_CONFIG" -p weft)
+        # As the harness's UNIFY_FLAGS: features resolved as the workspace's test build resolves
+        # them, so that its DataFusion serves this build too.
+        export PGRX_BUILD_FLAGS="${PGRX_BUILD_FLAGS:+$PGRX_BUILD_FLAGS }--workspace --example tpch_demo"
         case "$profile" in
-            test) export PGRX_BUILD_FLAGS="${PGRX_BUILD_FLAGS:+$PGRX_BUILD_FLAGS }--profile test" ;;
+            test) PGRX_BUILD_FLAGS+=" --profile test" ;;
             dev | debug) ;;
             release) install+=(--release) ;;
             *) install+=(--profile "$profile") ;;

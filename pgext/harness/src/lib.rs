@@ -153,7 +153,14 @@ fn install_locked() -> Result<(), String> {
         .args(["pgrx", "install", "--pg-config"])
         .arg(bindir().join("pg_config"))
         .args(["-p", EXTENSION_PACKAGE]);
-    select_profile(&mut cmd)?;
+    let mut build_flags = append_flag(std::env::var_os("PGRX_BUILD_FLAGS"), UNIFY_FLAGS);
+    select_profile(&mut cmd, &mut build_flags)?;
+    cmd.env("PGRX_BUILD_FLAGS", build_flags);
+    // Outside nextest (make demo, the benchmarks) nothing else reports this build: cargo's progress
+    // and errors go to the terminal. Under nextest they stay captured, shown with a failing test.
+    if run_id.is_none() {
+        cmd.stderr(Stdio::inherit());
+    }
     let output = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
@@ -168,8 +175,17 @@ fn install_locked() -> Result<(), String> {
     Ok(())
 }
 
-/// Adds the cargo profile chosen by `WEFT_PG_PROFILE` to a `cargo pgrx install` command.
-fn select_profile(cmd: &mut Command) -> Result<(), String> {
+/// Added to the `cargo build` that `cargo pgrx install` runs (through `PGRX_BUILD_FLAGS`). Alone,
+/// that build selects the extension's library without dev-dependencies, which resolves the features
+/// of DataFusion's own dependencies differently from the workspace's builds (tokio without `net` or
+/// `rt-multi-thread`, serde without `alloc`) and so compiles DataFusion once more. The whole
+/// workspace with an example (which brings the dev-dependencies in) resolves exactly as
+/// `cargo nextest run --workspace` and `make demo`'s build do, so their artifacts serve it.
+const UNIFY_FLAGS: &str = "--workspace --example tpch_demo";
+
+/// Adds the cargo profile chosen by `WEFT_PG_PROFILE` to a `cargo pgrx install` command, or to the
+/// flags of the build it runs.
+fn select_profile(cmd: &mut Command, build_flags: &mut OsString) -> Result<(), String> {
     let profile = std::env::var("WEFT_PG_PROFILE").unwrap_or_else(|_| "test".into());
     match profile.as_str() {
         "dev" | "debug" => {}
@@ -181,12 +197,10 @@ fn select_profile(cmd: &mut Command) -> Result<(), String> {
         // the inner `cargo build` instead keeps cargo-pgrx on its dev-profile paths, which is exactly
         // where the test profile's output lands. The test profile is the default because `cargo test`
         // and nextest build the workspace with it too, so the extension reuses the dependencies
-        // (weft-core, weft-runtime, ...) already compiled for the tests instead of building them twice.
+        // (DataFusion, weft-core, weft-runtime, ...) already compiled for the tests, with the same
+        // profile and, through UNIFY_FLAGS, the same features.
         "test" => {
-            cmd.env(
-                "PGRX_BUILD_FLAGS",
-                append_flag(std::env::var_os("PGRX_BUILD_FLAGS"), "--profile test"),
-            );
+            *build_flags = append_flag(Some(std::mem::take(build_flags)), "--profile test");
         }
         // Same path mismatch as `test` (bench output goes to `target/release/`), and here no flag
         // combination avoids it, because cargo rejects `--release` together with `--profile`.
