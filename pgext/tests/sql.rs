@@ -406,6 +406,78 @@ fn explain_shows_the_weft_scan_and_its_plan() {
 
 /// A WITH query read in two places (TPC-H Q15's shape) is computed once,
 /// under the place that ran first, and gives Postgres's rows.
+/// EXPLAIN of a taken query in the structured formats is what Postgres's
+/// own parsers accept, with the distributed plan's operators nested as
+/// plan nodes under the Weft scan; after a run, an operator's rows are
+/// summed over the participants (a scan shared among them counts every
+/// row of its table once).
+#[test]
+fn explain_in_structured_formats_nests_the_distributed_plan() {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION weft").unwrap();
+    tpch::load(&mut client, 0.01);
+    client
+        .batch_execute("SET max_parallel_workers_per_gather = 2; SET weft.force = on")
+        .unwrap();
+    let lineitems: i64 = client.query_one("SELECT count(*) FROM lineitem", &[]).unwrap().get(0);
+    let q1 = tpch::queries()
+        .into_iter()
+        .find(|(number, _)| *number == 1)
+        .map(|(_, sql)| sql.trim().trim_end_matches(';').to_string())
+        .unwrap();
+    let whole = "SELECT l_returnflag, count(*) FROM lineitem GROUP BY l_returnflag ORDER BY 1";
+    // The Weft scan's node, found wherever it sits in the plan.
+    let weft = "strict $.** ? (@.\"Custom Plan Provider\" == \"Weft\")";
+    for sql in [q1.as_str(), whole] {
+        for options in ["FORMAT JSON", "FORMAT JSON, ANALYZE", "FORMAT JSON, ANALYZE, VERBOSE"] {
+            let json = explain_lines(&mut client, &format!("EXPLAIN ({options}) {sql}"));
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT jsonb_path_query_array(p, '{weft}.Plans[0].Plans[0].\"Node Type\"')::text,
+                                jsonb_path_query_array(p, '{weft}.Plans.** ? (@.\"Node Type\" == \"HeapScanExec\").\"Actual Rows\"')::text,
+                                jsonb_path_query_array(p, '{weft}.Plans.** ? (@.\"Node Type\" == \"HeapScanExec\").\"Actual Loops\"')::text,
+                                jsonb_path_query_array(p, '{weft}.\"Weft Exchanges\"[*].Rows')::text
+                           FROM (SELECT $1::text::jsonb AS p) plan"
+                    ),
+                    &[&json],
+                )
+                .unwrap_or_else(|e| panic!("EXPLAIN ({options}) is not JSON Postgres reads: {e}\n{json}"));
+            let nested: String = row.get(0);
+            assert!(
+                nested.starts_with("[\"") && nested != "[]",
+                "{options}: no nested plan nodes\n{json}"
+            );
+            let scanned: String = row.get(1);
+            let loops: String = row.get(2);
+            let exchanges: String = row.get(3);
+            if options.contains("ANALYZE") {
+                assert_eq!(loops, "[1]", "{options}: {json}");
+                assert_ne!(exchanges, "[]", "{options}: no exchange traffic\n{json}");
+                if sql == whole {
+                    assert_eq!(scanned, format!("[{lineitems}]"), "{options}: {json}");
+                }
+            } else {
+                assert_eq!((scanned.as_str(), loops.as_str()), ("[]", "[]"), "{options}: {json}");
+            }
+        }
+        for format in ["XML", "YAML"] {
+            for analyze in ["", ", ANALYZE, VERBOSE"] {
+                let text = explain_lines(&mut client, &format!("EXPLAIN (FORMAT {format}{analyze}) {sql}"));
+                assert!(text.contains("HeapScanExec"), "{format}{analyze}: {text}");
+                if format == "XML" {
+                    let document: bool = client
+                        .query_one("SELECT $1::text::xml IS DOCUMENT", &[&text])
+                        .unwrap_or_else(|e| panic!("EXPLAIN (FORMAT XML{analyze}) is not XML: {e}\n{text}"))
+                        .get(0);
+                    assert!(document, "{text}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn a_with_query_read_twice_is_computed_once() {
     let (_cluster, mut client) = with_semantics_tables();

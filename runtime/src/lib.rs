@@ -26,7 +26,7 @@ mod transport;
 
 pub use spmd::distribute::{estimated_rows, participant_config, spmd_config, Distribute};
 pub use spmd::exchange::{ExchangeExec, ExchangeMode, Senders, QUERY_FAILURE_CODE};
-pub use spmd::explain::explain;
+pub use spmd::explain::{exchange_traffic, explain, operator_runs, ExchangeTraffic, ExplainNode, OperatorRun};
 pub use spmd::implied::ImpliedEqualities;
 pub use spmd::joins;
 pub use spmd::leader::LeaderOnlyExec;

@@ -7,11 +7,13 @@
 //! - [`participate`]: running one participant with interrupts held;
 //! - [`platform`]: latches, interrupts and dead workers, for the runtime;
 //! - [`run`]: a planned query run by the leader and its workers;
+//! - [`explain`]: its EXPLAIN, as the run knows it;
 //! - [`payload`]: what the leader publishes for its workers in the
 //!   section's segment;
 //! - [`results`]: a result written into a set-returning function's
 //!   tuplestore.
 
+pub mod explain;
 pub mod parallel;
 pub mod participate;
 pub mod payload;

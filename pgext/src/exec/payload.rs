@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pgrx::pg_sys;
-use weft_runtime::{Edge, EdgeStats, Metrics};
+use weft_runtime::{Edge, EdgeStats, Metrics, OperatorRun};
 
 use crate::plan::codec::SlotTarget;
 use crate::storage::stream::ScanBinding;
@@ -17,11 +17,11 @@ use crate::storage::stream::ScanBinding;
 ///
 /// | at | what |
 /// |---|---|
-/// | 0 | header: magic, plan offset and length, slot count, metrics offset and words per participant, participants, total length, participants running the plan |
+/// | 0 | header: magic, plan offset and length, slot count, metrics offset and words per participant, participants, total length, participants running the plan, operators |
 /// | 128 | one entry per slot: relid, relfilenode, scan state offset and length |
 /// | after | the encoded plan |
 /// | after, 64-aligned | each slot's parallel scan state |
-/// | after, 64-aligned | each participant's metrics: a count of edges, then 9 words per edge |
+/// | after, 64-aligned | each participant's metrics: a count of edges, then 9 words per edge; a count of operators, then 2 words per operator |
 ///
 /// The leader writes everything but the metrics before publishing; each
 /// worker writes its own metrics slot, which the leader reads after the
@@ -40,26 +40,31 @@ pub struct Payload {
     participants: usize,
     /// Participants that run the plan (all, or the leader alone).
     pub runners: usize,
+    /// Operators of the plan as each participant runs it, whose runs
+    /// ([`OperatorRun`]) each participant's metrics slot has room for.
+    operators: usize,
 }
 
 const PAYLOAD_MAGIC: u64 = 0x7765_6674_7175_6572; // "weftquer"
-const HEADER_WORDS: usize = 9;
+const HEADER_WORDS: usize = 10;
 const ENTRIES_AT: usize = 128;
 const ENTRY_WORDS: usize = 4;
 const EDGE_WORDS: usize = 9;
+const OPERATOR_WORDS: usize = 2;
 const ALIGN: usize = 64;
 const _: () = assert!(HEADER_WORDS * 8 <= ENTRIES_AT);
 
 impl Payload {
     /// The layout for a plan of `plan_len` bytes, scans whose shared state
     /// takes `scan_sizes` bytes, and `participants` participants' metrics
-    /// over `exchanges` exchanges.
+    /// over `exchanges` exchanges and `operators` operators.
     pub fn layout(
         plan_len: usize,
         scan_sizes: &[usize],
         participants: usize,
         runners: usize,
         exchanges: u32,
+        operators: usize,
     ) -> Payload {
         let plan_at = ENTRIES_AT + scan_sizes.len() * ENTRY_WORDS * 8;
         let mut at = (plan_at + plan_len).next_multiple_of(ALIGN);
@@ -68,8 +73,9 @@ impl Payload {
             scans.push((at, size));
             at = (at + size).next_multiple_of(ALIGN);
         }
-        // At most every exchange's edge to and from every participant.
-        let metrics_words = 1 + 2 * exchanges as usize * participants * EDGE_WORDS;
+        // At most every exchange's edge to and from every participant, and
+        // every operator's run.
+        let metrics_words = 1 + 2 * exchanges as usize * participants * EDGE_WORDS + 1 + OPERATOR_WORDS * operators;
         Payload {
             len: at + participants * metrics_words * 8,
             plan_at,
@@ -79,7 +85,18 @@ impl Payload {
             metrics_words,
             participants,
             runners,
+            operators,
         }
+    }
+
+    /// Edges a metrics slot has room for.
+    fn edge_capacity(&self) -> usize {
+        (self.metrics_words - 2 - OPERATOR_WORDS * self.operators) / EDGE_WORDS
+    }
+
+    /// Where a metrics slot's operator runs start (their count first).
+    fn operators_at(&self) -> usize {
+        1 + self.edge_capacity() * EDGE_WORDS
     }
 
     /// Writes the header, the slots, the plan and the scans' initial state.
@@ -106,6 +123,7 @@ impl Payload {
             self.participants as u64,
             self.len as u64,
             self.runners as u64,
+            self.operators as u64,
         ];
         // SAFETY: per the caller, every write is inside the payload, and
         // the words are 8-aligned (offsets are multiples of 8 from a
@@ -140,7 +158,7 @@ impl Payload {
         }
         // SAFETY: per the caller; checked to be inside the payload.
         let header = unsafe { base.cast::<[u64; HEADER_WORDS]>().read() };
-        let [magic, plan_at, plan_len, slots, metrics_at, metrics_words, participants, total, runners] =
+        let [magic, plan_at, plan_len, slots, metrics_at, metrics_words, participants, total, runners, operators] =
             header.map(|w| w as usize);
         let fits = |at: usize, size: usize| at.checked_add(size).is_some_and(|end| end <= len);
         if magic as u64 != PAYLOAD_MAGIC
@@ -150,6 +168,7 @@ impl Payload {
             || !fits(ENTRIES_AT, slots.saturating_mul(ENTRY_WORDS * 8))
             || !fits(plan_at, plan_len)
             || !fits(metrics_at, participants.saturating_mul(metrics_words).saturating_mul(8))
+            || metrics_words < operators.saturating_mul(OPERATOR_WORDS).saturating_add(2)
         {
             return Err("the query's payload is corrupt".into());
         }
@@ -176,6 +195,7 @@ impl Payload {
             metrics_words,
             participants,
             runners,
+            operators,
         })
     }
 
@@ -260,7 +280,7 @@ impl Payload {
             .iter()
             .map(|e| (0u64, e))
             .chain(metrics.received.iter().map(|e| (1u64, e)))
-            .take((self.metrics_words - 1) / EDGE_WORDS);
+            .take(self.edge_capacity());
         let mut count = 0;
         for (i, (direction, (edge, stats))) in edges.enumerate() {
             let words = [
@@ -289,7 +309,7 @@ impl Payload {
     pub unsafe fn read_metrics(&self, start: NonNull<u8>, participant: usize) -> Metrics {
         // SAFETY: per the caller.
         let slot = unsafe { self.metrics_slot(start, participant) };
-        let count = (slot[0].load(Ordering::Acquire) as usize).min((self.metrics_words - 1) / EDGE_WORDS);
+        let count = (slot[0].load(Ordering::Acquire) as usize).min(self.edge_capacity());
         let mut metrics = Metrics::default();
         for i in 0..count {
             let w = |k: usize| slot[1 + i * EDGE_WORDS + k].load(Ordering::Relaxed);
@@ -312,5 +332,40 @@ impl Payload {
             }
         }
         metrics
+    }
+
+    /// Records `runs` (a participant's [`OperatorRun`]s, in preorder) in
+    /// participant `participant`'s slot (those that do not fit are left
+    /// out).
+    ///
+    /// # Safety
+    /// As for [`metrics_slot`](Self::metrics_slot).
+    pub unsafe fn write_operators(&self, start: NonNull<u8>, participant: usize, runs: &[OperatorRun]) {
+        // SAFETY: per the caller.
+        let slot = unsafe { self.metrics_slot(start, participant) };
+        let at = self.operators_at();
+        let count = runs.len().min(self.operators);
+        for (i, run) in runs.iter().take(count).enumerate() {
+            slot[at + 1 + i * OPERATOR_WORDS].store(run.rows, Ordering::Relaxed);
+            slot[at + 2 + i * OPERATOR_WORDS].store(run.compute.as_nanos() as u64, Ordering::Relaxed);
+        }
+        slot[at].store(count as u64, Ordering::Release);
+    }
+
+    /// Participant `participant`'s recorded operator runs.
+    ///
+    /// # Safety
+    /// As for [`metrics_slot`](Self::metrics_slot).
+    pub unsafe fn read_operators(&self, start: NonNull<u8>, participant: usize) -> Vec<OperatorRun> {
+        // SAFETY: per the caller.
+        let slot = unsafe { self.metrics_slot(start, participant) };
+        let at = self.operators_at();
+        let count = (slot[at].load(Ordering::Acquire) as usize).min(self.operators);
+        (0..count)
+            .map(|i| OperatorRun {
+                rows: slot[at + 1 + i * OPERATOR_WORDS].load(Ordering::Relaxed),
+                compute: Duration::from_nanos(slot[at + 2 + i * OPERATOR_WORDS].load(Ordering::Relaxed)),
+            })
+            .collect()
     }
 }

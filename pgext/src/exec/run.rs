@@ -24,12 +24,13 @@ use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionConfig;
 use pgrx::pg_sys;
 use weft_runtime::{
-    exchange_count, explain as explain_plan, participant_config, spmd_config, Distribute, ImpliedEqualities, Metrics,
-    Participant, PlanCodec, RuntimeError, ShareRepeated,
+    exchange_count, exchange_traffic, explain as explain_plan, operator_runs, participant_config, spmd_config,
+    Distribute, ExplainNode, ImpliedEqualities, Metrics, Participant, PlanCodec, RuntimeError, ShareRepeated,
 };
 
 use crate::catalog::utf8_database;
 use crate::error::{report, Error};
+use crate::exec::explain::{Explained, MeshMemory};
 use crate::exec::parallel::{Job, Part, Section};
 use crate::exec::participate;
 use crate::exec::payload::Payload;
@@ -64,17 +65,21 @@ pub fn check_plannable(logical: &LogicalPlan) -> datafusion::common::Result<Arc<
 
 /// The SPMD plan `planned` would run with, for the workers weft asks for
 /// (EXPLAIN without running).
-pub fn explain_text(planned: &Planned) -> String {
+pub fn explain(planned: &Planned) -> Explained {
     let participants = guc::workers() as usize + 1;
     let (plan, refused) = planned.physical(participants);
     // As each participant will run it (the join keys linked to the scans).
     let runners = if refused.is_some() { 1 } else { participants };
     let plan = keys::link(plan, runners).unwrap_or_else(|e| report("weft", &e.to_string()));
-    format!(
-        "{}\n{}",
-        heading(participants, participants, refused.as_deref()),
-        explain_plan(plan.as_ref(), None)
-    )
+    Explained {
+        participants,
+        requested: participants - 1,
+        refused,
+        memory: None,
+        plan: ExplainNode::new(plan.as_ref(), None),
+        exchanges: Vec::new(),
+        datafusion: explain_plan(plan.as_ref(), None),
+    }
 }
 
 /// A query's result at the leader, and its EXPLAIN (when asked for).
@@ -84,7 +89,7 @@ pub struct Output {
     /// The result, in order.
     pub batches: Vec<RecordBatch>,
     /// The plan with the run's metrics, when asked for.
-    pub explain: String,
+    pub explain: Option<Explained>,
 }
 
 /// A query planned logically over opened relations.
@@ -218,7 +223,11 @@ pub fn run(planned: Planned, explain_run: bool) -> Result<Output, String> {
         .map(|(_, rel)| unsafe { pg_sys::table_parallelscan_estimate(*rel, snapshot) })
         .collect();
     let exchanges = exchange_count(&plan);
-    let layout = Payload::layout(bytes.len(), &scan_sizes, participants, runners, exchanges);
+    // Every participant runs the plan with the join keys linked (`execute`).
+    let operators = keys::link(plan.clone(), participants)
+        .map(|linked| operator_runs(linked.as_ref()).len())
+        .unwrap_or_else(|e| report("weft", &e.to_string()));
+    let layout = Payload::layout(bytes.len(), &scan_sizes, participants, runners, exchanges, operators);
     let section = launched.publish(exchanges, guc::mesh_rings(), layout.len, |start| {
         // SAFETY: `start` is the payload, `layout.len` bytes, ours alone
         // until published.
@@ -236,12 +245,12 @@ pub fn run(planned: Planned, explain_run: bool) -> Result<Output, String> {
     pgcall::rethrow_pending();
     // Workers finish (their first error is raised here) before their
     // metrics are read.
-    let metrics = section.finish(|part| {
+    let (metrics, worker_runs) = section.finish(|part| {
         let (payload, _) = part.payload();
         // SAFETY: every participant has finished writing its slot.
         (1..participants)
-            .map(|p| unsafe { layout.read_metrics(payload, p) })
-            .collect::<Vec<_>>()
+            .map(|p| unsafe { (layout.read_metrics(payload, p), layout.read_operators(payload, p)) })
+            .unzip::<_, _, Vec<_>, Vec<_>>()
     });
     let (batches, decoded, leader_metrics) = match outcome {
         Ok(((batches, decoded), metrics)) => (batches, decoded, metrics),
@@ -253,56 +262,33 @@ pub fn run(planned: Planned, explain_run: bool) -> Result<Output, String> {
             error => error.raise("weft"),
         },
     };
-    let explain = if explain_run {
+    let explain = explain_run.then(|| {
         let mut all = vec![leader_metrics];
         all.extend(metrics);
-        format!(
-            "{}\n{}\n{}",
-            heading(requested + 1, participants, refused.as_deref()),
-            mesh_line(section_segment, exchanges, ring),
-            explain_plan(decoded.as_ref(), Some(&all))
-        )
-    } else {
-        String::new()
-    };
+        let mut runs = vec![operator_runs(decoded.as_ref())];
+        runs.extend(worker_runs.into_iter().take(runners - 1));
+        let (bytes, reserved) = section_segment;
+        Explained {
+            participants,
+            requested,
+            refused,
+            memory: Some(MeshMemory {
+                bytes,
+                reserved,
+                exchanges,
+                ring,
+            }),
+            plan: ExplainNode::new(decoded.as_ref(), Some(&runs)),
+            exchanges: exchange_traffic(&all),
+            datafusion: explain_plan(decoded.as_ref(), Some(&all)),
+        }
+    });
     planned.close();
     Ok(Output {
         schema,
         batches,
         explain,
     })
-}
-
-/// EXPLAIN's first line: who runs the plan.
-fn heading(requested: usize, participants: usize, refused: Option<&str>) -> String {
-    let who = format!(
-        "{participants} participants (the leader and {} workers; {} requested)",
-        participants - 1,
-        requested - 1
-    );
-    match refused {
-        None => format!("weft plan for {who}"),
-        Some(reason) => {
-            format!("weft plan for the leader alone, of {who}: weft cannot distribute this query ({reason})")
-        }
-    }
-}
-
-/// EXPLAIN ANALYZE's line on the run's shared memory: the section's
-/// segment (`size` bytes, `reserved` when carved out of
-/// `weft.shared_memory`) for its `exchanges` exchanges of `ring`-byte
-/// rings.
-fn mesh_line((size, reserved): (usize, bool), exchanges: u32, ring: usize) -> String {
-    let whence = if reserved {
-        "in weft.shared_memory"
-    } else {
-        "in a segment of its own (weft.shared_memory had no room for it)"
-    };
-    format!(
-        "shared memory: {:.1} MB for {exchanges} exchanges (rings of {} kB) {whence}",
-        size as f64 / (1024.0 * 1024.0),
-        ring / 1024
-    )
 }
 
 /// A worker's part of a query.
@@ -330,28 +316,32 @@ pub fn worker(part: &Part) {
     // SAFETY: the plan's bytes, written before publish, never changed.
     let bytes = unsafe { layout.plan(payload) };
     let outcome = if (part.id as usize) < layout.runners {
-        participate::run(part, Vec::new(), |node| execute(node, bytes, bindings)).map(|(_, metrics)| ((), metrics))
+        participate::run(part, Vec::new(), |node| execute(node, bytes, bindings))
+            .map(|((_, plan), metrics)| (operator_runs(plan.as_ref()), metrics))
     } else {
         // The plan is the leader's alone; being done is all that is asked.
-        participate::run(part, Vec::new(), |_| async { Ok(()) })
+        participate::run(part, Vec::new(), |_| async { Ok(Vec::new()) })
     };
     pgcall::rethrow_pending();
-    let metrics = match outcome {
-        Ok((_, metrics)) => metrics,
+    let (runs, metrics) = match outcome {
+        Ok(ran) => ran,
         // Our own failure, recorded as the query's abort: the leader hands
         // the query back to Postgres, or rethrows this error as raised
         // here, as the leader would raise it (the SQLSTATE does not depend
         // on which process met the failure).
         Err(e @ RuntimeError::Aborted { participant, .. }) if participant == part.id => match Error::from_runtime(&e) {
-            Error::HandBack(_) => Metrics::default(),
+            Error::HandBack(_) => (Vec::new(), Metrics::default()),
             error => error.raise("weft"),
         },
         // Another participant failed first and reports it.
-        Err(RuntimeError::Aborted { .. }) => Metrics::default(),
+        Err(RuntimeError::Aborted { .. }) => (Vec::new(), Metrics::default()),
         Err(e) => Error::from_runtime(&e).raise("weft"),
     };
     // SAFETY: our own metrics slot.
-    unsafe { layout.write_metrics(payload, part.id as usize, &metrics) };
+    unsafe {
+        layout.write_metrics(payload, part.id as usize, &metrics);
+        layout.write_operators(payload, part.id as usize, &runs);
+    }
     for rel in relations {
         // SAFETY: opened above; the lock stays until the transaction ends.
         unsafe { pg_sys::table_close(rel, pg_sys::NoLock as i32) };

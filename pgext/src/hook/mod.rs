@@ -2,6 +2,7 @@
 //! of an analyzed Query into a DataFusion plan, and the Custom Scan that
 //! runs it.
 //!
+//! - [`explain`]: EXPLAIN of a taken-over query in Postgres's own form;
 //! - [`planner`]: the planner and EXPLAIN hooks, and the cost gate;
 //! - [`translate`]: analyzed Postgres Queries as DataFusion plans, from
 //!   an allowlist of exact operators and functions;
@@ -9,6 +10,7 @@
 //! - [`scan`]: Custom Scan (Weft), which runs the plan and returns its
 //!   rows, or hands the query back to the stock plan.
 
+pub mod explain;
 pub mod planner;
 pub mod refusal;
 pub mod scan;

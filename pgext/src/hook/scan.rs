@@ -18,6 +18,7 @@ use pgrx::prelude::*;
 
 use crate::exec::results::materialize;
 use crate::exec::run::{self, Planned};
+use crate::hook::explain::{emit, Explanation};
 use crate::hook::translate::{self, Translation};
 
 /// The scan's name in EXPLAIN.
@@ -62,9 +63,9 @@ struct WeftScanState {
     /// The slot rows are returned in (the tuplestore holds minimal
     /// tuples; the scan slot Postgres makes is virtual).
     slot: *mut pg_sys::TupleTableSlot,
-    /// EXPLAIN ANALYZE's plan text with the run's metrics (a palloc'd C
-    /// string), once run under instrumentation.
-    explained: *mut std::ffi::c_char,
+    /// What EXPLAIN ANALYZE shows, once run under instrumentation: the
+    /// plan with the run's metrics, or why the query was handed back.
+    explained: Option<Box<Explanation>>,
     /// The executor flags the scan began with (the stock plan starts with
     /// them too).
     eflags: i32,
@@ -142,6 +143,7 @@ unsafe extern "C-unwind" fn create_state(cscan: *mut pg_sys::CustomScan) -> *mut
         (*state).query = private.first().copied().unwrap_or(std::ptr::null_mut()).cast();
         // palloc0 left the Vec's bytes zero, which is no Vec: write one.
         std::ptr::write(&raw mut (*state).stock_columns, Vec::new());
+        std::ptr::write(&raw mut (*state).explained, None);
         state.cast()
     }
 }
@@ -227,9 +229,7 @@ unsafe fn hand_back(state: *mut WeftScanState, reason: &str) {
         (*state).stock = pg_sys::ExecInitNode(stock_plan, estate, (*state).eflags);
         (*state).css.custom_ps = pg_sys::lappend(std::ptr::null_mut(), (*state).stock.cast());
         if !(*state).css.ss.ps.instrument.is_null() {
-            let text = CString::new(format!("handed back to Postgres's plan: {reason}").replace('\0', " "))
-                .unwrap_or_default();
-            (*state).explained = pg_sys::pstrdup(text.as_ptr());
+            (*state).explained = Some(Box::new(Explanation::HandedBack(reason.to_string())));
         }
         pg_sys::MemoryContextSwitchTo(previous);
     }
@@ -300,9 +300,8 @@ unsafe fn run(state: *mut WeftScanState) {
         let estate = (*state).css.ss.ps.state;
         let previous = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
         let store = pg_sys::tuplestore_begin_heap(true, false, pg_sys::work_mem);
-        if analyze {
-            let text = CString::new(output.explain.replace('\0', " ")).unwrap_or_default();
-            (*state).explained = pg_sys::pstrdup(text.as_ptr());
+        if let Some(explained) = output.explain {
+            (*state).explained = Some(Box::new(Explanation::Plan(explained)));
         }
         pg_sys::MemoryContextSwitchTo(previous);
         let tupdesc = (*(*state).css.ss.ss_ScanTupleSlot).tts_tupleDescriptor;
@@ -326,6 +325,7 @@ unsafe extern "C-unwind" fn end(node: *mut pg_sys::CustomScanState) {
         }
         // The state's memory is the executor's; the Vec's is Rust's.
         drop(std::mem::take(&mut (*state).stock_columns));
+        drop((*state).explained.take());
     }
 }
 
@@ -352,30 +352,14 @@ unsafe extern "C-unwind" fn explain(
     let state = node.cast::<WeftScanState>();
     // SAFETY: our state and Postgres's explain state.
     unsafe {
-        let text = if !(*state).explained.is_null() {
-            std::ffi::CStr::from_ptr((*state).explained)
-                .to_string_lossy()
-                .into_owned()
-        } else {
-            let planned = planned(state);
-            let text = run::explain_text(&planned);
-            planned.close();
-            text
-        };
-        if (*es).format == pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT {
-            for line in text.lines() {
-                pg_sys::appendStringInfoSpaces((*es).str_, (*es).indent * 2 + 2);
-                let line = CString::new(line.replace('\0', " ")).unwrap_or_default();
-                pg_sys::appendStringInfoString((*es).str_, line.as_ptr());
-                pg_sys::appendStringInfoString((*es).str_, c"\n".as_ptr());
+        match &(*state).explained {
+            Some(explained) => emit(es, explained),
+            None => {
+                let planned = planned(state);
+                let explained = run::explain(&planned);
+                planned.close();
+                emit(es, &Explanation::Plan(explained));
             }
-        } else {
-            let mut lines = std::ptr::null_mut();
-            for line in text.lines() {
-                let line = CString::new(line.replace('\0', " ")).unwrap_or_default();
-                lines = pg_sys::lappend(lines, pg_sys::pstrdup(line.as_ptr()).cast());
-            }
-            pg_sys::ExplainPropertyList(c"Weft Plan".as_ptr(), lines, es);
         }
     }
 }

@@ -20,7 +20,7 @@ use pgrx::{pg_sys, PgSqlErrorCode};
 
 use crate::error::report;
 use crate::exec::results::materialize;
-use crate::exec::run::{block_on, explain_text, new_state, run, session_config, Planned, CATALOG, SEARCH_PATH_SCHEMA};
+use crate::exec::run::{block_on, new_state, run, session_config, Planned, CATALOG, SEARCH_PATH_SCHEMA};
 use crate::plan::table::open_table;
 use crate::plan::table::HeapTable;
 use crate::sql::order;
@@ -73,16 +73,18 @@ pub unsafe extern "C-unwind" fn weft_query(fcinfo: pg_sys::FunctionCallInfo) -> 
 /// metrics in the leader and every edge's traffic.
 #[pg_extern(volatile, parallel_unsafe)]
 fn explain(sql: &str, run: default!(bool, false)) -> SetOfIterator<'static, String> {
-    let text = if run {
+    let explained = if run {
         crate::exec::run::run(planned(sql), true)
             .unwrap_or_else(|reason| report("weft.explain", &reason))
             .explain
+            .unwrap_or_else(|| report("weft.explain", "the run kept no EXPLAIN"))
     } else {
         let planned = planned(sql);
-        let text = explain_text(&planned);
+        let explained = crate::exec::run::explain(&planned);
         planned.close();
-        text
+        explained
     };
+    let text = explained.text();
     SetOfIterator::new(text.lines().map(str::to_string).collect::<Vec<_>>())
 }
 
