@@ -431,7 +431,7 @@ impl LeafWalk {
                 let guess = crate::storage::page::near(self.leaf, self.block, leaf.right);
                 if guess != pg_sys::InvalidBuffer as pg_sys::Buffer {
                     // (A shared buffer's number: its address, unread.)
-                    crate::storage::deform::prefetch_block(crate::storage::deform::page(guess));
+                    crate::storage::prefetch::prefetch_block(crate::storage::deform::page(guess));
                 }
             }
             pg_sys::LockBuffer(self.leaf, pg_sys::BUFFER_LOCK_UNLOCK as i32);

@@ -9,6 +9,8 @@
 //!   rows fetched by TID;
 //! - [`deform`]: a page's visible tuples walked attribute by attribute
 //!   into column readers, with the pages ahead prefetched;
+//! - [`prefetch`]: pages and tuples brought into the CPU's cache ahead
+//!   of the walk;
 //! - [`filter`]: a scan's conditions evaluated on the walked values;
 //! - [`keys`]: the join keys a scan keeps rows by;
 //! - [`btree`]: ascending integer keys looked up along a btree's leaves;
@@ -19,5 +21,6 @@ pub mod deform;
 pub mod filter;
 pub mod keys;
 pub mod page;
+pub mod prefetch;
 pub mod probe;
 pub mod stream;

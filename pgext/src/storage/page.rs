@@ -5,7 +5,7 @@
 //! shared hash table whose every lookup is a cache miss or two: a large
 //! share of a scan's time. The walk looks each page up
 //! once to prefetch it while the page before it is walked
-//! ([`crate::storage::deform::Lookahead`]), and `heapgetpage` looks it up again
+//! ([`crate::storage::prefetch::Lookahead`]), and `heapgetpage` looks it up again
 //! to pin it. [`read_page`] pins that same buffer with
 //! `ReadRecentBuffer`, which checks the buffer still holds the block (its
 //! tag, under the buffer header's spinlock) instead of searching for it,
@@ -369,8 +369,8 @@ impl Fetch {
         let page = unsafe { crate::storage::deform::page(buffer) };
         let item = std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp)
             + (usize::from(tid.ip_posid).max(1) - 1) * std::mem::size_of::<pg_sys::ItemIdData>();
-        crate::storage::deform::prefetch_lines(page, 0, 1);
-        crate::storage::deform::prefetch_lines(page, item, 1);
+        crate::storage::prefetch::prefetch_lines(page, 0, 1);
+        crate::storage::prefetch::prefetch_lines(page, item, 1);
     }
 
     /// Asks the CPU to bring `tid`'s tuple header into its cache, reading
@@ -398,7 +398,7 @@ impl Fetch {
                 std::sync::atomic::AtomicU32::from_ptr(word.cast_mut()).load(std::sync::atomic::Ordering::Relaxed);
             // ItemIdData: lp_off is the low 15 bits.
             let offset = (item & 0x7fff) as usize;
-            crate::storage::deform::prefetch_lines(page, offset, 2);
+            crate::storage::prefetch::prefetch_lines(page, offset, 2);
         }
     }
 

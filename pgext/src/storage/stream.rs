@@ -33,6 +33,7 @@ use crate::pgcall;
 use crate::storage::deform::{self, Layout};
 use crate::storage::filter::{self, ScanFilter};
 use crate::storage::keys::{KeySet, KeySlot};
+use crate::storage::prefetch;
 use crate::storage::probe::{self, IndexProbe};
 use crate::types::{ColumnReader, PgType};
 
@@ -106,7 +107,7 @@ struct Pages {
     count: usize,
     /// The page expected next, brought into the cache as this one is
     /// walked.
-    ahead: deform::Lookahead,
+    ahead: prefetch::Lookahead,
 }
 
 /// One participant's share of a parallel heap scan, as batches.
@@ -421,7 +422,7 @@ impl HeapStream {
                     // SAFETY: read_page pinned the page; the scan covers
                     // rs_nblocks blocks of `rel`.
                     unsafe {
-                        deform::prefetch_page((*scan).rs_cbuf);
+                        prefetch::prefetch_page((*scan).rs_cbuf);
                         if block + 1 < (*scan).rs_nblocks {
                             self.pages.ahead.aim(rel, block + 1, self.pages.count, (*scan).rs_cbuf);
                         }
@@ -442,10 +443,10 @@ impl HeapStream {
             let mut deformed = Ok(());
             while self.pages.next < self.pages.count && rows < BATCH_ROWS && !self.walk.is_full() {
                 self.pages.ahead.step();
-                let ahead = self.pages.next + deform::PREFETCH_AHEAD;
+                let ahead = self.pages.next + prefetch::PREFETCH_AHEAD;
                 if ahead < self.pages.count {
                     // SAFETY: a visible tuple of the pinned current page.
-                    unsafe { deform::prefetch_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[ahead]) };
+                    unsafe { prefetch::prefetch_tuple((*scan).rs_cbuf, (*scan).rs_vistuples[ahead]) };
                 }
                 // SAFETY: a visible tuple of the pinned current page.
                 let passed = unsafe {

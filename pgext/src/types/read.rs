@@ -6,6 +6,10 @@
 //! regrow from nothing for the next batch. Text is checked for UTF-8 once per
 //! batch over all its bytes (as `StringArray::try_new` does), not value by
 //! value.
+//!
+//! Every type's reading is here together (past 600 lines): a reader, the
+//! scan filter's view of a value ([`scalar`]) and a constant's conversion
+//! must agree on each type's encoding.
 
 use std::sync::Arc;
 

@@ -33,16 +33,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
-use datafusion::logical_expr::expr::{Case, Like};
-use datafusion::logical_expr::{
-    binary_expr, cast, exists, in_list, in_subquery, lit, not, scalar_subquery, Expr, ExprSchemable, Operator,
-};
+use datafusion::logical_expr::expr::Case;
+use datafusion::logical_expr::{cast, exists, in_list, in_subquery, lit, not, scalar_subquery, Expr, ExprSchemable};
 use pgrx::pg_sys::{self, NodeTag, Oid};
 
+use super::function::{comparison, equality_kind};
 use super::{df, Refusal, Translator};
 use crate::nodes::{array_elements, cast as node_cast, constant, list, tag};
-use crate::plan::pgfn::{self, IntOp};
+use crate::plan::pgfn::{self};
 
 /// What an expression's Vars and Aggrefs mean.
 pub enum Scope {
@@ -353,407 +351,6 @@ impl Translator {
             _ => Err(Refusal::shape("ALL, ARRAY or row subqueries")),
         }
     }
-
-    /// One aggregate call.
-    ///
-    /// # Safety
-    /// `aggref` is an Aggref of the current level.
-    pub(super) unsafe fn aggref(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Expr, Refusal> {
-        // SAFETY: per the caller.
-        let a = unsafe { &*aggref };
-        if a.agglevelsup != 0 {
-            return Err(Refusal::shape("an outer-level aggregate"));
-        }
-        if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdirectargs.is_null() {
-            return Err(Refusal::shape("an aggregate with ORDER BY, FILTER or direct arguments"));
-        }
-        let distinct = !a.aggdistinct.is_null();
-        let mut args = Vec::new();
-        // SAFETY: an Aggref's args are TargetEntries.
-        for target in unsafe { list::<pg_sys::TargetEntry>(a.args) } {
-            // SAFETY: as above.
-            let arg: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
-            if distinct {
-                // SAFETY: as above.
-                unsafe { groupable(arg, "DISTINCT in an aggregate")? };
-            }
-            // SAFETY: as above.
-            args.push(unsafe { self.expr(arg, &Scope::Rows)? });
-        }
-        let one = || {
-            args.first()
-                .cloned()
-                .ok_or(Refusal::shape("an aggregate without arguments"))
-        };
-        let call = match a.aggfnoid.to_u32() {
-            pg_sys::F_COUNT_ if a.aggstar => count(lit(1i64)),
-            pg_sys::F_COUNT_ANY => count(one()?),
-            // Postgres sums int2 and int4 into int8, exactly.
-            pg_sys::F_SUM_INT2 | pg_sys::F_SUM_INT4 => sum(cast(one()?, DataType::Int64)),
-            // int8 sums to numeric: sum in Decimal128, which cannot wrap
-            // (an overflow past 38 digits is an error).
-            pg_sys::F_SUM_INT8 => sum(cast(one()?, DataType::Decimal128(38, 0))),
-            pg_sys::F_SUM_NUMERIC => {
-                let value = one()?;
-                let scale = decimal_scale(&value, self)?;
-                sum(cast(value, DataType::Decimal128(38, scale)))
-            }
-            pg_sys::F_MIN_INT2
-            | pg_sys::F_MIN_INT4
-            | pg_sys::F_MIN_INT8
-            | pg_sys::F_MIN_NUMERIC
-            | pg_sys::F_MIN_DATE
-            | pg_sys::F_MIN_TIMESTAMP
-            | pg_sys::F_MIN_TIMESTAMPTZ => min(one()?),
-            pg_sys::F_MAX_INT2
-            | pg_sys::F_MAX_INT4
-            | pg_sys::F_MAX_INT8
-            | pg_sys::F_MAX_NUMERIC
-            | pg_sys::F_MAX_DATE
-            | pg_sys::F_MAX_TIMESTAMP
-            | pg_sys::F_MAX_TIMESTAMPTZ => max(one()?),
-            other => {
-                // SAFETY: a function OID.
-                let name = unsafe { function_name(other) };
-                return Err(Refusal::Function(format!("aggregate {name}")));
-            }
-        };
-        if distinct {
-            return match call {
-                Expr::AggregateFunction(mut f) if a.aggfnoid.to_u32() == pg_sys::F_COUNT_ANY => {
-                    f.params.distinct = true;
-                    Ok(Expr::AggregateFunction(f))
-                }
-                _ => Err(Refusal::shape("DISTINCT in an aggregate other than count")),
-            };
-        }
-        Ok(call)
-    }
-
-    /// An avg's sum and count, when `aggref` is an avg weft computes so
-    /// (sums in Decimal128, as numeric's avg sums).
-    ///
-    /// # Safety
-    /// `aggref` is an Aggref of the current level.
-    pub(super) unsafe fn avg_parts(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<(Expr, Expr)>, Refusal> {
-        // SAFETY: per the caller.
-        let a = unsafe { &*aggref };
-        let f = a.aggfnoid.to_u32();
-        if !matches!(
-            f,
-            pg_sys::F_AVG_INT2 | pg_sys::F_AVG_INT4 | pg_sys::F_AVG_INT8 | pg_sys::F_AVG_NUMERIC
-        ) {
-            return Ok(None);
-        }
-        if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdistinct.is_null() || a.agglevelsup != 0 {
-            return Err(Refusal::shape(
-                "avg with ORDER BY, FILTER, DISTINCT or of an outer level",
-            ));
-        }
-        // SAFETY: an Aggref's args are TargetEntries.
-        let args = unsafe { list::<pg_sys::TargetEntry>(a.args) };
-        let [arg] = args[..] else {
-            return Err(Refusal::shape("avg of several arguments"));
-        };
-        // SAFETY: as above.
-        let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows)? };
-        let scale = if f == pg_sys::F_AVG_NUMERIC {
-            decimal_scale(&value, self)?
-        } else {
-            0
-        };
-        Ok(Some((
-            sum(cast(value.clone(), DataType::Decimal128(38, scale))),
-            count(value),
-        )))
-    }
-
-    /// An operator's or function's call, by function OID.
-    unsafe fn function(
-        &mut self,
-        funcid: Oid,
-        collation: Oid,
-        args: Vec<Expr>,
-        node: *mut pg_sys::Node,
-    ) -> Result<Expr, Refusal> {
-        let f = funcid.to_u32();
-        if let Some(op) = comparison(f) {
-            let [l, r] = two(args)?;
-            if text_ordering(f) && !collation_is_c(collation) {
-                return Err(Refusal::inexact("text ordered under a collation other than C"));
-            }
-            if !deterministic(collation) {
-                return Err(Refusal::inexact("text compared under a nondeterministic collation"));
-            }
-            return Ok(binary_expr(l, op, r));
-        }
-        if matches!(f, pg_sys::F_INT2UM | pg_sys::F_INT4UM | pg_sys::F_INT8UM) {
-            // -x as 0 - x: the same value, and the same error for the
-            // smallest integer.
-            // SAFETY: per the caller.
-            let result = unsafe { pg_sys::exprType(node) };
-            return pgfn::int_op(IntOp::Sub, result, lit(0i64), one(args)?).map_err(df);
-        }
-        if let Some(op) = int_arithmetic(f) {
-            // SAFETY: per the caller.
-            let result = unsafe { pg_sys::exprType(node) };
-            let [l, r] = two(args)?;
-            return pgfn::int_op(op, result, l, r).map_err(df);
-        }
-        if f == pg_sys::F_NUMERIC_DIV {
-            if self.value_only == 0 {
-                return Err(Refusal::inexact(
-                    "numeric division whose display scale Postgres picks per value",
-                ));
-            }
-            let [l, r] = two(args)?;
-            return Ok(pgfn::numeric_div(l, r));
-        }
-        let op = match f {
-            pg_sys::F_NUMERIC_ADD => Some(Operator::Plus),
-            pg_sys::F_NUMERIC_SUB => Some(Operator::Minus),
-            pg_sys::F_NUMERIC_MUL => Some(Operator::Multiply),
-            _ => None,
-        };
-        if let Some(op) = op {
-            let [l, r] = two(args)?;
-            return Ok(binary_expr(l, op, r));
-        }
-        Ok(match f {
-            pg_sys::F_TEXTLIKE | pg_sys::F_TEXTNLIKE if deterministic(collation) => {
-                let [l, r] = two(args)?;
-                Expr::Like(Like::new(
-                    f == pg_sys::F_TEXTNLIKE,
-                    Box::new(l),
-                    Box::new(r),
-                    Some('\\'),
-                    false,
-                ))
-            }
-            // Casts that widen exactly.
-            pg_sys::F_INT8_INT4 => cast(one(args)?, DataType::Int64),
-            pg_sys::F_NUMERIC_INT2 | pg_sys::F_NUMERIC_INT4 | pg_sys::F_NUMERIC_INT8 => {
-                cast(one(args)?, DataType::Decimal128(38, 0))
-            }
-            pg_sys::F_TIMESTAMP_DATE => cast(
-                one(args)?,
-                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
-            ),
-            // EXTRACT(field FROM date) is a numeric in Postgres 15, an
-            // integer for these fields.
-            pg_sys::F_EXTRACT_TEXT_DATE => {
-                let [field, value] = two(args)?;
-                let field = match &field {
-                    Expr::Literal(ScalarValue::Utf8(Some(f)), _) => f.to_ascii_lowercase(),
-                    _ => return Err(Refusal::shape("EXTRACT of a field that is not a constant")),
-                };
-                if !matches!(field.as_str(), "year" | "month" | "day") {
-                    return Err(Refusal::Function(format!("EXTRACT({field} FROM date)")));
-                }
-                cast(
-                    datafusion::functions::datetime::expr_fn::date_part(lit(field), value),
-                    DataType::Decimal128(38, 0),
-                )
-            }
-            // substring(s FROM start FOR count) with constant start >= 1
-            // and count >= 0: the same characters in both (Postgres's
-            // special cases are all about other starts and counts).
-            pg_sys::F_SUBSTRING_TEXT_INT4_INT4 | pg_sys::F_SUBSTR_TEXT_INT4_INT4 => {
-                let [value, start, count] =
-                    <[Expr; 3]>::try_from(args).map_err(|_| "substring without three arguments")?;
-                let constant = |e: &Expr| match e {
-                    Expr::Literal(ScalarValue::Int32(Some(v)), _) => Some(i64::from(*v)),
-                    _ => None,
-                };
-                match (constant(&start), constant(&count)) {
-                    (Some(start), Some(count)) if start >= 1 && count >= 0 => {
-                        datafusion::functions::unicode::expr_fn::substring(value, lit(start), lit(count))
-                    }
-                    _ => {
-                        return Err(Refusal::shape(
-                            "substring with a start or length that is not a positive constant",
-                        ))
-                    }
-                }
-            }
-            // bpchar values are read without their padding already.
-            pg_sys::F_TEXT_BPCHAR => one(args)?,
-            _ => {
-                // SAFETY: a function OID.
-                let name = unsafe { function_name(funcid.to_u32()) };
-                return Err(Refusal::Function(format!("function {name}")));
-            }
-        })
-    }
-}
-
-/// The DataFusion comparison of a Postgres comparison function weft
-/// takes, by function OID.
-fn comparison(f: u32) -> Option<Operator> {
-    Some(match f {
-        pg_sys::F_INT2EQ
-        | pg_sys::F_INT4EQ
-        | pg_sys::F_INT8EQ
-        | pg_sys::F_INT24EQ
-        | pg_sys::F_INT42EQ
-        | pg_sys::F_INT28EQ
-        | pg_sys::F_INT82EQ
-        | pg_sys::F_INT48EQ
-        | pg_sys::F_INT84EQ
-        | pg_sys::F_NUMERIC_EQ
-        | pg_sys::F_DATE_EQ
-        | pg_sys::F_TIMESTAMP_EQ
-        | pg_sys::F_TIMESTAMPTZ_EQ
-        | pg_sys::F_DATE_EQ_TIMESTAMP
-        | pg_sys::F_TIMESTAMP_EQ_DATE
-        | pg_sys::F_BOOLEQ
-        | pg_sys::F_TEXTEQ
-        | pg_sys::F_BPCHAREQ => Operator::Eq,
-        pg_sys::F_INT2NE
-        | pg_sys::F_INT4NE
-        | pg_sys::F_INT8NE
-        | pg_sys::F_INT24NE
-        | pg_sys::F_INT42NE
-        | pg_sys::F_INT28NE
-        | pg_sys::F_INT82NE
-        | pg_sys::F_INT48NE
-        | pg_sys::F_INT84NE
-        | pg_sys::F_NUMERIC_NE
-        | pg_sys::F_DATE_NE
-        | pg_sys::F_TIMESTAMP_NE
-        | pg_sys::F_TIMESTAMPTZ_NE
-        | pg_sys::F_DATE_NE_TIMESTAMP
-        | pg_sys::F_TIMESTAMP_NE_DATE
-        | pg_sys::F_BOOLNE
-        | pg_sys::F_TEXTNE
-        | pg_sys::F_BPCHARNE => Operator::NotEq,
-        pg_sys::F_INT2LT
-        | pg_sys::F_INT4LT
-        | pg_sys::F_INT8LT
-        | pg_sys::F_INT24LT
-        | pg_sys::F_INT42LT
-        | pg_sys::F_INT28LT
-        | pg_sys::F_INT82LT
-        | pg_sys::F_INT48LT
-        | pg_sys::F_INT84LT
-        | pg_sys::F_NUMERIC_LT
-        | pg_sys::F_DATE_LT
-        | pg_sys::F_TIMESTAMP_LT
-        | pg_sys::F_TIMESTAMPTZ_LT
-        | pg_sys::F_DATE_LT_TIMESTAMP
-        | pg_sys::F_TIMESTAMP_LT_DATE
-        | pg_sys::F_TEXT_LT => Operator::Lt,
-        pg_sys::F_INT2LE
-        | pg_sys::F_INT4LE
-        | pg_sys::F_INT8LE
-        | pg_sys::F_INT24LE
-        | pg_sys::F_INT42LE
-        | pg_sys::F_INT28LE
-        | pg_sys::F_INT82LE
-        | pg_sys::F_INT48LE
-        | pg_sys::F_INT84LE
-        | pg_sys::F_NUMERIC_LE
-        | pg_sys::F_DATE_LE
-        | pg_sys::F_TIMESTAMP_LE
-        | pg_sys::F_TIMESTAMPTZ_LE
-        | pg_sys::F_DATE_LE_TIMESTAMP
-        | pg_sys::F_TIMESTAMP_LE_DATE
-        | pg_sys::F_TEXT_LE => Operator::LtEq,
-        pg_sys::F_INT2GT
-        | pg_sys::F_INT4GT
-        | pg_sys::F_INT8GT
-        | pg_sys::F_INT24GT
-        | pg_sys::F_INT42GT
-        | pg_sys::F_INT28GT
-        | pg_sys::F_INT82GT
-        | pg_sys::F_INT48GT
-        | pg_sys::F_INT84GT
-        | pg_sys::F_NUMERIC_GT
-        | pg_sys::F_DATE_GT
-        | pg_sys::F_TIMESTAMP_GT
-        | pg_sys::F_TIMESTAMPTZ_GT
-        | pg_sys::F_DATE_GT_TIMESTAMP
-        | pg_sys::F_TIMESTAMP_GT_DATE
-        | pg_sys::F_TEXT_GT => Operator::Gt,
-        pg_sys::F_INT2GE
-        | pg_sys::F_INT4GE
-        | pg_sys::F_INT8GE
-        | pg_sys::F_INT24GE
-        | pg_sys::F_INT42GE
-        | pg_sys::F_INT28GE
-        | pg_sys::F_INT82GE
-        | pg_sys::F_INT48GE
-        | pg_sys::F_INT84GE
-        | pg_sys::F_NUMERIC_GE
-        | pg_sys::F_DATE_GE
-        | pg_sys::F_TIMESTAMP_GE
-        | pg_sys::F_TIMESTAMPTZ_GE
-        | pg_sys::F_DATE_GE_TIMESTAMP
-        | pg_sys::F_TIMESTAMP_GE_DATE
-        | pg_sys::F_TEXT_GE => Operator::GtEq,
-        _ => return None,
-    })
-}
-
-/// Text orderings, which depend on the collation.
-fn text_ordering(f: u32) -> bool {
-    matches!(
-        f,
-        pg_sys::F_TEXT_LT | pg_sys::F_TEXT_LE | pg_sys::F_TEXT_GT | pg_sys::F_TEXT_GE
-    )
-}
-
-/// Whether `f` is an equality (Some(true)) or inequality (Some(false))
-/// weft compares exactly.
-fn equality_kind(f: Oid) -> Option<bool> {
-    match comparison(f.to_u32()) {
-        Some(Operator::Eq) => Some(true),
-        Some(Operator::NotEq) => Some(false),
-        _ => None,
-    }
-}
-
-/// The integer arithmetic functions, as [`IntOp`]s.
-fn int_arithmetic(f: u32) -> Option<IntOp> {
-    Some(match f {
-        pg_sys::F_INT2PL
-        | pg_sys::F_INT4PL
-        | pg_sys::F_INT8PL
-        | pg_sys::F_INT24PL
-        | pg_sys::F_INT42PL
-        | pg_sys::F_INT28PL
-        | pg_sys::F_INT82PL
-        | pg_sys::F_INT48PL
-        | pg_sys::F_INT84PL => IntOp::Add,
-        pg_sys::F_INT2MI
-        | pg_sys::F_INT4MI
-        | pg_sys::F_INT8MI
-        | pg_sys::F_INT24MI
-        | pg_sys::F_INT42MI
-        | pg_sys::F_INT28MI
-        | pg_sys::F_INT82MI
-        | pg_sys::F_INT48MI
-        | pg_sys::F_INT84MI => IntOp::Sub,
-        pg_sys::F_INT2MUL
-        | pg_sys::F_INT4MUL
-        | pg_sys::F_INT8MUL
-        | pg_sys::F_INT24MUL
-        | pg_sys::F_INT42MUL
-        | pg_sys::F_INT28MUL
-        | pg_sys::F_INT82MUL
-        | pg_sys::F_INT48MUL
-        | pg_sys::F_INT84MUL => IntOp::Mul,
-        pg_sys::F_INT2DIV
-        | pg_sys::F_INT4DIV
-        | pg_sys::F_INT8DIV
-        | pg_sys::F_INT24DIV
-        | pg_sys::F_INT42DIV
-        | pg_sys::F_INT28DIV
-        | pg_sys::F_INT82DIV
-        | pg_sys::F_INT48DIV
-        | pg_sys::F_INT84DIV => IntOp::Div,
-        _ => return None,
-    })
 }
 
 /// Whether equal strings under `collation` are equal bytes (every
@@ -790,7 +387,7 @@ pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<()
 /// Whether `collation` sorts text in byte order: Postgres's own answer,
 /// which knows the database's default collation and its provider (an ICU
 /// default is never C, whatever lc_collate says).
-fn collation_is_c(collation: Oid) -> bool {
+pub(super) fn collation_is_c(collation: Oid) -> bool {
     // SAFETY: a catalog lookup on the backend thread, guarded (it raises
     // for an unknown collation).
     collation != Oid::INVALID
@@ -842,35 +439,8 @@ pub(super) unsafe fn sort_direction(sortop: Oid, expr: *mut pg_sys::Node) -> Res
     Ok(reverse)
 }
 
-/// Collects the Aggrefs of this level in `node` (not inside sublinks).
-///
-/// # Safety
-/// `node` is NULL or a valid expression.
-pub(super) unsafe fn collect_aggrefs(
-    node: *mut pg_sys::Node,
-    out: &mut Vec<*mut pg_sys::Aggref>,
-) -> Result<(), Refusal> {
-    if node.is_null() {
-        return Ok(());
-    }
-    // SAFETY: per the caller; pull_var_clause-like walk done by Postgres:
-    // list every Aggref (including nested ones, which Postgres forbids).
-    unsafe {
-        let found = pg_sys::pull_var_clause(
-            node,
-            pg_sys::PVC_INCLUDE_AGGREGATES as i32 | pg_sys::PVC_RECURSE_PLACEHOLDERS as i32,
-        );
-        for item in list::<pg_sys::Node>(found) {
-            if let Some(aggref) = node_cast::<pg_sys::Aggref>(item, NodeTag::T_Aggref) {
-                out.push(aggref);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The scale of a Decimal128 expression.
-fn decimal_scale(value: &Expr, translator: &Translator) -> Result<i8, Refusal> {
+pub(super) fn decimal_scale(value: &Expr, translator: &Translator) -> Result<i8, Refusal> {
     let schema = translator
         .levels
         .last()
@@ -886,16 +456,16 @@ fn decimal_scale(value: &Expr, translator: &Translator) -> Result<i8, Refusal> {
 ///
 /// # Safety
 /// On the backend thread.
-unsafe fn function_name(f: u32) -> String {
+pub(super) unsafe fn function_name(f: u32) -> String {
     // SAFETY: per the caller; get_func_name returns NULL for no function.
     unsafe { crate::nodes::text(pg_sys::get_func_name(Oid::from(f))) }
 }
 
-fn two(args: Vec<Expr>) -> Result<[Expr; 2], Refusal> {
+pub(super) fn two(args: Vec<Expr>) -> Result<[Expr; 2], Refusal> {
     <[Expr; 2]>::try_from(args).map_err(|_| "an operator without two arguments".into())
 }
 
-fn one(args: Vec<Expr>) -> Result<Expr, Refusal> {
+pub(super) fn one(args: Vec<Expr>) -> Result<Expr, Refusal> {
     let [value] = <[Expr; 1]>::try_from(args).map_err(|_| "a cast with extra arguments")?;
     Ok(value)
 }

@@ -2,18 +2,29 @@
 //!
 //! The Query's types and operators are already resolved by Postgres, so
 //! the translation goes node by node: every operator, function, aggregate
-//! and cast is looked up by its OID in an allowlist ([`expr`]) whose
-//! entries compute exactly what Postgres computes. Anything else is a
-//! [`Refusal`], and the query stays with the stock executor.
+//! and cast is looked up by its OID in an allowlist ([`function`],
+//! [`aggregate`]) whose entries compute exactly what Postgres computes.
+//! Anything else is a [`Refusal`], and the query stays with the stock
+//! executor.
 //!
 //! Naming: each query level gets a number; range table entry `r` of level
 //! `l` is the DataFusion relation `l{l}_r{r}`, with a base table's columns
 //! under their attribute names and a subquery's under `c{resno}`. So a Var
 //! (level, varno, varattno) names one column, also from inside a
 //! correlated subquery (an outer reference).
+//!
+//! This file is the walk of one query level (its FROM list and joins,
+//! WHERE, grouping, DISTINCT, ordering and limits) by one [`Translator`]
+//! whose level stack every part reads; it stays whole past 600 lines
+//! because those parts share that state at every step. Expressions
+//! ([`expr`]), aggregates ([`aggregate`]), functions and operators
+//! ([`function`]), what Postgres finishes ([`finish`]) and the join order
+//! ([`order`]) live beside it.
 
+mod aggregate;
 mod expr;
 mod finish;
+mod function;
 
 mod order;
 
@@ -612,10 +623,10 @@ impl Translator {
         let mut aggrefs = Vec::new();
         for &target in targets {
             // SAFETY: as above.
-            unsafe { expr::collect_aggrefs((*target).expr.cast(), &mut aggrefs)? };
+            unsafe { aggregate::collect_aggrefs((*target).expr.cast(), &mut aggrefs)? };
         }
         // SAFETY: as above.
-        unsafe { expr::collect_aggrefs(having, &mut aggrefs)? };
+        unsafe { aggregate::collect_aggrefs(having, &mut aggrefs)? };
         let mut aggs = Vec::new();
         let mut avgs = Vec::new();
         let mut agg_exprs = Vec::new();

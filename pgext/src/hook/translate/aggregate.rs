@@ -1,0 +1,156 @@
+//! Aggregate calls: the aggregates weft computes as Postgres does (count,
+//! sum, min, max, avg over the types where DataFusion's results are
+//! Postgres's), and the Aggrefs of a query level collected for its
+//! aggregation.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::logical_expr::{cast, lit, Expr};
+use pgrx::pg_sys::{self, NodeTag};
+
+use super::expr::{decimal_scale, function_name, groupable, Scope};
+use super::{Refusal, Translator};
+use crate::nodes::{cast as node_cast, list};
+
+impl Translator {
+    /// One aggregate call.
+    ///
+    /// # Safety
+    /// `aggref` is an Aggref of the current level.
+    pub(super) unsafe fn aggref(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller.
+        let a = unsafe { &*aggref };
+        if a.agglevelsup != 0 {
+            return Err(Refusal::shape("an outer-level aggregate"));
+        }
+        if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdirectargs.is_null() {
+            return Err(Refusal::shape("an aggregate with ORDER BY, FILTER or direct arguments"));
+        }
+        let distinct = !a.aggdistinct.is_null();
+        let mut args = Vec::new();
+        // SAFETY: an Aggref's args are TargetEntries.
+        for target in unsafe { list::<pg_sys::TargetEntry>(a.args) } {
+            // SAFETY: as above.
+            let arg: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
+            if distinct {
+                // SAFETY: as above.
+                unsafe { groupable(arg, "DISTINCT in an aggregate")? };
+            }
+            // SAFETY: as above.
+            args.push(unsafe { self.expr(arg, &Scope::Rows)? });
+        }
+        let one = || {
+            args.first()
+                .cloned()
+                .ok_or(Refusal::shape("an aggregate without arguments"))
+        };
+        let call = match a.aggfnoid.to_u32() {
+            pg_sys::F_COUNT_ if a.aggstar => count(lit(1i64)),
+            pg_sys::F_COUNT_ANY => count(one()?),
+            // Postgres sums int2 and int4 into int8, exactly.
+            pg_sys::F_SUM_INT2 | pg_sys::F_SUM_INT4 => sum(cast(one()?, DataType::Int64)),
+            // int8 sums to numeric: sum in Decimal128, which cannot wrap
+            // (an overflow past 38 digits is an error).
+            pg_sys::F_SUM_INT8 => sum(cast(one()?, DataType::Decimal128(38, 0))),
+            pg_sys::F_SUM_NUMERIC => {
+                let value = one()?;
+                let scale = decimal_scale(&value, self)?;
+                sum(cast(value, DataType::Decimal128(38, scale)))
+            }
+            pg_sys::F_MIN_INT2
+            | pg_sys::F_MIN_INT4
+            | pg_sys::F_MIN_INT8
+            | pg_sys::F_MIN_NUMERIC
+            | pg_sys::F_MIN_DATE
+            | pg_sys::F_MIN_TIMESTAMP
+            | pg_sys::F_MIN_TIMESTAMPTZ => min(one()?),
+            pg_sys::F_MAX_INT2
+            | pg_sys::F_MAX_INT4
+            | pg_sys::F_MAX_INT8
+            | pg_sys::F_MAX_NUMERIC
+            | pg_sys::F_MAX_DATE
+            | pg_sys::F_MAX_TIMESTAMP
+            | pg_sys::F_MAX_TIMESTAMPTZ => max(one()?),
+            other => {
+                // SAFETY: a function OID.
+                let name = unsafe { function_name(other) };
+                return Err(Refusal::Function(format!("aggregate {name}")));
+            }
+        };
+        if distinct {
+            return match call {
+                Expr::AggregateFunction(mut f) if a.aggfnoid.to_u32() == pg_sys::F_COUNT_ANY => {
+                    f.params.distinct = true;
+                    Ok(Expr::AggregateFunction(f))
+                }
+                _ => Err(Refusal::shape("DISTINCT in an aggregate other than count")),
+            };
+        }
+        Ok(call)
+    }
+
+    /// An avg's sum and count, when `aggref` is an avg weft computes so
+    /// (sums in Decimal128, as numeric's avg sums).
+    ///
+    /// # Safety
+    /// `aggref` is an Aggref of the current level.
+    pub(super) unsafe fn avg_parts(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<(Expr, Expr)>, Refusal> {
+        // SAFETY: per the caller.
+        let a = unsafe { &*aggref };
+        let f = a.aggfnoid.to_u32();
+        if !matches!(
+            f,
+            pg_sys::F_AVG_INT2 | pg_sys::F_AVG_INT4 | pg_sys::F_AVG_INT8 | pg_sys::F_AVG_NUMERIC
+        ) {
+            return Ok(None);
+        }
+        if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdistinct.is_null() || a.agglevelsup != 0 {
+            return Err(Refusal::shape(
+                "avg with ORDER BY, FILTER, DISTINCT or of an outer level",
+            ));
+        }
+        // SAFETY: an Aggref's args are TargetEntries.
+        let args = unsafe { list::<pg_sys::TargetEntry>(a.args) };
+        let [arg] = args[..] else {
+            return Err(Refusal::shape("avg of several arguments"));
+        };
+        // SAFETY: as above.
+        let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows)? };
+        let scale = if f == pg_sys::F_AVG_NUMERIC {
+            decimal_scale(&value, self)?
+        } else {
+            0
+        };
+        Ok(Some((
+            sum(cast(value.clone(), DataType::Decimal128(38, scale))),
+            count(value),
+        )))
+    }
+}
+
+/// Collects the Aggrefs of this level in `node` (not inside sublinks).
+///
+/// # Safety
+/// `node` is NULL or a valid expression.
+pub(super) unsafe fn collect_aggrefs(
+    node: *mut pg_sys::Node,
+    out: &mut Vec<*mut pg_sys::Aggref>,
+) -> Result<(), Refusal> {
+    if node.is_null() {
+        return Ok(());
+    }
+    // SAFETY: per the caller; pull_var_clause-like walk done by Postgres:
+    // list every Aggref (including nested ones, which Postgres forbids).
+    unsafe {
+        let found = pg_sys::pull_var_clause(
+            node,
+            pg_sys::PVC_INCLUDE_AGGREGATES as i32 | pg_sys::PVC_RECURSE_PLACEHOLDERS as i32,
+        );
+        for item in list::<pg_sys::Node>(found) {
+            if let Some(aggref) = node_cast::<pg_sys::Aggref>(item, NodeTag::T_Aggref) {
+                out.push(aggref);
+            }
+        }
+    }
+    Ok(())
+}
