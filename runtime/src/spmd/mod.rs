@@ -9,6 +9,8 @@
 //! - [`exchange`]: [`ExchangeExec`](exchange::ExchangeExec), hash
 //!   shuffle, broadcast and gather between participants;
 //! - [`leader`]: nodes whose rows are real on participant 0 alone;
+//! - [`pass_through`]: the methods of nodes that pass their input's rows
+//!   through;
 //! - [`reuse`]: a subplan read more than once, run once;
 //! - [`implied`]: the column equalities a filter implies, written out;
 //! - [`ship`]: the plan's codec, leader to participants;
@@ -21,6 +23,7 @@ pub mod explain;
 pub mod implied;
 pub mod joins;
 pub mod leader;
+pub mod pass_through;
 pub mod reuse;
 pub mod share;
 pub mod ship;
