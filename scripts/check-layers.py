@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The layering of weft's crates and folders, stated once and enforced.
 
-A module may use only modules of its own layer or of layers below it; a
-doc comment may mention anything. Run by `make test` (`make layers`);
-exits 1 and names each offending line when a lower layer reaches up.
+A module may use only modules of its own layer or of layers below it, and
+no modules use each other around a circle (within a layer too); a doc
+comment may mention anything. Run by `make test` (`make layers`); exits 1
+and names each offending line, or each circle, when the layering breaks.
 """
 
 import pathlib
@@ -36,6 +37,8 @@ CRATES = [
 ]
 
 CRATE_PATH = re.compile(r"crate::([a-z_][a-z0-9_]*)")
+CRATE_PATH_FULL = re.compile(r"crate::((?:[a-z_][a-z0-9_]*)(?:::[a-z_][a-z0-9_]*)*)")
+SUPER_PATH = re.compile(r"super::([a-z_][a-z0-9_]*)")
 
 
 def code_lines(path):
@@ -83,16 +86,85 @@ def check_crates():
     return failures
 
 
+def module_graph(src):
+    """Each module of the crate at `src` (a file, or a folder's mod.rs, by
+    its path: `storage::page`) and the modules it uses, its own ancestors
+    and descendants aside."""
+    modules = {}
+    for path in src.rglob("*.rs"):
+        parts = list(path.relative_to(src).with_suffix("").parts)
+        if parts[-1] == "mod":
+            parts = parts[:-1]
+        if parts and parts != ["lib"]:
+            modules["::".join(parts)] = path
+    graph = {module: set() for module in modules}
+    for module, path in modules.items():
+        parent = "::".join(module.split("::")[:-1])
+        for _, code in code_lines(path):
+            uses = [r.split("::") for r in CRATE_PATH_FULL.findall(code)]
+            uses += [(parent.split("::") if parent else []) + [r] for r in SUPER_PATH.findall(code)]
+            for segments in uses:
+                for k in range(len(segments), 0, -1):
+                    used = "::".join(segments[:k])
+                    if used in modules:
+                        related = used == module or module.startswith(used + "::") or used.startswith(module + "::")
+                        if not related:
+                            graph[module].add(used)
+                        break
+    return graph
+
+
+def circles(graph):
+    """The strongly connected components of more than one module
+    (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def check_circles(src):
+    return [
+        f"{src.relative_to(ROOT)}: modules that use each other around a circle: {', '.join(circle)}"
+        for circle in circles(module_graph(src))
+    ]
+
+
 def main():
     failures = check_layers(ROOT / "pgext/src", PGEXT_LAYERS)
     failures += check_layers(ROOT / "runtime/src", RUNTIME_LAYERS)
+    failures += check_circles(ROOT / "pgext/src")
+    failures += check_circles(ROOT / "runtime/src")
     failures += check_crates()
     for failure in failures:
         print(failure)
     if failures:
         print(f"{len(failures)} import(s) against the layering (scripts/check-layers.py)")
         return 1
-    print("layering: every module uses only its own layer and those below")
+    print("layering: every module uses only its own layer and those below, and no circle of modules")
     return 0
 
 

@@ -24,13 +24,14 @@
 mod spmd;
 mod transport;
 
-pub use spmd::distribute::{estimated_rows, participant_config, spmd_config, Distribute};
+pub use spmd::distribute::{participant_config, spmd_config, Distribute};
+pub use spmd::estimate::estimated_rows;
 pub use spmd::exchange::{ExchangeExec, ExchangeMode, Senders, QUERY_FAILURE_CODE};
 pub use spmd::explain::{exchange_traffic, explain, operator_runs, ExchangeTraffic, ExplainNode, OperatorRun};
 pub use spmd::implied::ImpliedEqualities;
 pub use spmd::joins;
 pub use spmd::leader::LeaderOnlyExec;
-pub use spmd::reuse::{ShareRepeated, SharedExec, SharedState, SHARE_ROWS};
+pub use spmd::reuse::{PlanBytes, ShareRepeated, SharedExec, SharedState, SHARE_ROWS};
 pub use spmd::share::{share, share_range};
 pub use spmd::ship::{exchange_count, PlanCodec};
 pub use transport::endpoint::{Inbox, Outbox};

@@ -16,8 +16,8 @@ use datafusion_proto::protobuf::LogicalExprNode;
 use pgrx::pg_sys;
 use prost::Message;
 
-use crate::plan::lookup::{Keys, LookupIndex};
 use crate::plan::scan::{Filtered, HeapScanExec, Lookup, ScanColumn, ScanTarget};
+use crate::plan::scan::{Keys, LookupIndex};
 use crate::storage::stream::ScanBinding;
 use crate::types::PgType;
 

@@ -25,7 +25,7 @@ use pgrx::pg_sys::{self, NodeTag};
 use pgrx::{AnyNumeric, IntoDatum};
 
 use crate::nodes::list;
-use crate::plan::table::HeapColumn;
+use crate::plan::column::HeapColumn;
 
 /// Postgres's estimate of the rows each table of `query`'s FROM list keeps
 /// under the conjuncts of `quals` (its folded WHERE clause) that read that

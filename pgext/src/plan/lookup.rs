@@ -49,24 +49,8 @@ use pgrx::pg_sys;
 use weft_runtime::joins;
 
 use crate::plan::keys;
-use crate::plan::scan::HeapScanExec;
+use crate::plan::scan::{HeapScanExec, Keys, LookupIndex};
 use crate::types::PgType;
-
-/// A btree index a scan can look keys up in: its first key column is an
-/// integer column of the table, compared by the type's default operator
-/// class, and it covers every row (not partial, no expressions).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LookupIndex {
-    /// The indexed column's attribute number.
-    pub attnum: i16,
-    /// The index.
-    pub index: pg_sys::Oid,
-    /// Its name, for EXPLAIN.
-    pub name: String,
-    /// Rows per distinct value of the column, from the table's statistics
-    /// (1 for a unique index on the column alone).
-    pub rows_per_key: f64,
-}
 
 /// The indexes of `rel` (of `rows` rows) that lookups can use.
 ///
@@ -192,19 +176,6 @@ unsafe fn rows_per_key(relid: pg_sys::Oid, attnum: i16, rows: Option<f64>) -> f6
         (Some(rows), Some(distinct)) => (rows / distinct).max(1.0),
         _ => UNKNOWN,
     }
-}
-
-/// Where the keys an index lookup scan looks up come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keys {
-    /// This participant's own share of the build side: the join is run
-    /// partitioned, each participant joining its build rows with their
-    /// matches.
-    Own,
-    /// The whole build side, which every participant holds (broadcast),
-    /// its keys divided among the participants: each row of the table is
-    /// fetched by one participant only, as a scan's share would be.
-    Divided,
 }
 
 /// Turns hash joins into index lookups (see the module docs), in two

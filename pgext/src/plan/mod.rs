@@ -2,7 +2,8 @@
 //! sources and their scan node, the passes that shape a distributed plan
 //! around them, and the estimates they plan with.
 //!
-//! - [`table`]: heap tables as DataFusion sources;
+//! - [`table`]: heap tables as DataFusion sources, and [`column`] their
+//!   columns;
 //! - [`scan`]: their scan node, and [`codec`] its form in a shipped plan;
 //! - [`keys`]: a hash join's build keys pushed into the scan under its
 //!   probe side;
@@ -13,6 +14,7 @@
 //! - [`stats`]: what pg_statistic says of a table's columns.
 
 pub mod codec;
+pub mod column;
 pub mod estimate;
 pub mod keys;
 pub mod lookup;

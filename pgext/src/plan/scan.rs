@@ -25,7 +25,6 @@ use pgrx::pg_sys;
 use weft_runtime::Participant;
 
 use crate::guc;
-use crate::plan::lookup::{Keys, LookupIndex};
 use crate::storage::filter::{FilterColumn, ScanFilter};
 use crate::storage::keys::KeySlot;
 use crate::storage::stream::{FilterInput, HeapStream, LookupRun, ScanBinding, StreamFilter, StreamSpec};
@@ -470,4 +469,33 @@ impl ExecutionPlan for HeapScanExec {
         };
         Ok(Box::pin(HeapStream::new(spec, &self.metrics, partition)))
     }
+}
+
+/// A btree index a scan can look keys up in: its first key column is an
+/// integer column of the table, compared by the type's default operator
+/// class, and it covers every row (not partial, no expressions).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LookupIndex {
+    /// The indexed column's attribute number.
+    pub attnum: i16,
+    /// The index.
+    pub index: pg_sys::Oid,
+    /// Its name, for EXPLAIN.
+    pub name: String,
+    /// Rows per distinct value of the column, from the table's statistics
+    /// (1 for a unique index on the column alone).
+    pub rows_per_key: f64,
+}
+
+/// Where the keys an index lookup scan looks up come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// This participant's own share of the build side: the join is run
+    /// partitioned, each participant joining its build rows with their
+    /// matches.
+    Own,
+    /// The whole build side, which every participant holds (broadcast),
+    /// its keys divided among the participants: each row of the table is
+    /// fetched by one participant only, as a scan's share would be.
+    Divided,
 }

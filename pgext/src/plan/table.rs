@@ -14,32 +14,12 @@ use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use pgrx::pg_sys;
 
+use crate::plan::column::HeapColumn;
 use crate::plan::estimate;
-use crate::plan::lookup::LookupIndex;
+use crate::plan::scan::LookupIndex;
 use crate::plan::scan::{Filtered, HeapScanExec, ScanColumn, ScanTarget};
 use crate::storage::filter::{FilterColumn, ScanFilter};
 use crate::types::PgType;
-
-/// A column of a heap table.
-#[derive(Clone, Debug)]
-pub struct HeapColumn {
-    /// Its attribute number (1-based).
-    pub attnum: i16,
-    /// Its name.
-    pub name: String,
-    /// Its type, as Postgres declares it.
-    pub typid: pg_sys::Oid,
-    /// Its type modifier (-1 for none).
-    pub typmod: i32,
-    /// Its type as weft reads it, or why weft cannot.
-    pub ty: Result<PgType, String>,
-    /// Whether it may hold NULLs (no NOT NULL constraint).
-    pub nullable: bool,
-    /// `format_type` of its type, for messages.
-    pub type_name: String,
-    /// Its distinct values in the whole table ([`crate::plan::stats`]).
-    pub distinct: Option<f64>,
-}
 
 /// A heap table as the leader plans with it.
 #[derive(Debug)]

@@ -428,7 +428,7 @@ impl LeafWalk {
             // right): bring it into the cache while this leaf's rows are
             // fetched.
             if leaf.right != 0 && *next < keys.len() {
-                let guess = crate::storage::page::near(self.leaf, self.block, leaf.right);
+                let guess = crate::storage::buffer::near(self.leaf, self.block, leaf.right);
                 if guess != pg_sys::InvalidBuffer as pg_sys::Buffer {
                     // (A shared buffer's number: its address, unread.)
                     crate::storage::prefetch::prefetch_block(crate::storage::deform::page(guess));
@@ -483,7 +483,7 @@ impl LeafWalk {
     unsafe fn step(&mut self, right: pg_sys::BlockNumber) {
         // SAFETY: per the caller.
         unsafe {
-            let recent = crate::storage::page::near_in(self.index, self.leaf, self.block, right);
+            let recent = crate::storage::buffer::near_in(self.index, self.leaf, self.block, right);
             self.release();
             self.leaf = crate::storage::page::pin(self.index, right, recent, std::ptr::null_mut());
             self.block = right;

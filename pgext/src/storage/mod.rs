@@ -5,6 +5,8 @@
 //!
 //! - [`stream`]: one participant's share of a parallel heap scan, as
 //!   Arrow batches;
+//! - [`buffer`]: a block's buffer found by a guess, not the mapping
+//!   table;
 //! - [`page`]: a scan's next page, read as `heapgetpage` reads it, and
 //!   rows fetched by TID;
 //! - [`deform`]: a page's visible tuples walked attribute by attribute
@@ -17,6 +19,7 @@
 //! - [`probe`]: one participant's index lookups, the walk and the fetch.
 
 pub mod btree;
+pub mod buffer;
 pub mod deform;
 pub mod filter;
 pub mod keys;

@@ -123,7 +123,7 @@ pub fn prefetch_lines(page: *const u8, at: usize, lines: usize) {
 /// scan itself, it helps most the scans that read least of each tuple.
 ///
 /// The next page is the next block's buffer, as
-/// [`crate::storage::page::guess_next`] or, failing
+/// [`crate::storage::buffer::guess_next`] or, failing
 /// it, [`pg_sys::PrefetchBuffer`] finds it in the buffer pool (the block
 /// after the current one: a parallel block scan hands out runs of
 /// consecutive blocks); [`crate::storage::page::read_page`] pins that same buffer
@@ -158,7 +158,7 @@ impl Lookahead {
     /// Pages not looked up after one not found in the buffer pool.
     pub const SKIP_AFTER_MISS: u32 = 32;
     /// The most pages looked up without guessing
-    /// ([`crate::storage::page::guess_next`]) after wrong guesses:
+    /// ([`crate::storage::buffer::guess_next`]) after wrong guesses:
     /// a pool not filled in table order pays for a wrong guess (a few
     /// cache misses) on one page in 17 at most. Fewer after the first
     /// few: a scan jumping to its next run of blocks, or a block a
@@ -201,7 +201,7 @@ impl Lookahead {
             None
         } else {
             // SAFETY: per the caller.
-            let guessed = unsafe { crate::storage::page::guess_next(rel, block, current) };
+            let guessed = unsafe { crate::storage::buffer::guess_next(rel, block, current) };
             if guessed.is_some() {
                 self.wrong = 0;
             } else {

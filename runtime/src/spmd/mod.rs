@@ -4,6 +4,7 @@
 //!
 //! - [`distribute`]: the rule that turns a single-process plan into an
 //!   SPMD plan;
+//! - [`estimate`]: how many rows a plan outputs, as these rules weigh it;
 //! - [`joins`]: what a join type's output is made of, for the rules that
 //!   move joins around (the distribution rule, pgext's passes);
 //! - [`exchange`]: [`ExchangeExec`](exchange::ExchangeExec), hash
@@ -18,6 +19,7 @@
 //! - [`explain`]: the EXPLAIN text of an SPMD plan and its traffic.
 
 pub mod distribute;
+pub mod estimate;
 pub mod exchange;
 pub mod explain;
 pub mod implied;

@@ -5,7 +5,7 @@
 //! which reads its `revenue0` view in the join and again for the maximum,
 //! scans and aggregates lineitem twice. Postgres materializes such a CTE
 //! once. [`ShareRepeated`] finds the subtrees that occur more than once
-//! (equal as shipped plans: the same bytes under [`PlanCodec`], so equal in
+//! (equal as shipped plans: the same bytes under [`crate::PlanCodec`], so equal in
 //! every operator, expression, type and source), and puts one
 //! [`SharedExec`] at each place: the first consumer to execute it runs the
 //! subtree, and every batch it yields is kept until each consumer has read
@@ -15,7 +15,7 @@
 //! `with_new_children`; each participant decodes the plan again) holds the
 //! same [`SharedState`], so the subtree runs once per partition however
 //! often the node is rebuilt; [`crate::Distribute`] turns the subtree into
-//! exchanges once, and [`PlanCodec::decode`] gives the copies of one id one
+//! exchanges once, and [`crate::PlanCodec::decode`] gives the copies of one id one
 //! state.
 //!
 //! Only subtrees that aggregate are shared (see `aggregates` for why not
@@ -46,8 +46,7 @@ use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{Stream, StreamExt};
 
-use crate::spmd::distribute::estimated_rows;
-use crate::spmd::ship::PlanCodec;
+use crate::spmd::estimate::estimated_rows;
 
 /// Repeated subtrees estimated at more rows than this are not shared: a
 /// consumer may hold all of their output (about 10 bytes a column a row)
@@ -416,14 +415,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct ShareRepeated {
     /// Subtrees are equal when their encodings are.
-    codec: PlanCodec,
+    codec: Box<dyn PlanBytes>,
+}
+
+/// A plan's bytes as shipped, by which [`ShareRepeated`] tells equal
+/// subtrees: [`crate::PlanCodec`]'s encoding.
+pub trait PlanBytes: std::fmt::Debug + Send + Sync {
+    /// `plan`'s bytes, or None where it cannot be encoded.
+    fn bytes(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<u8>>;
 }
 
 impl ShareRepeated {
     /// The rule, comparing subtrees as `codec` encodes them (the codec the
     /// plan is shipped with, so that sources compare by what they read).
-    pub fn new(codec: PlanCodec) -> ShareRepeated {
-        ShareRepeated { codec }
+    pub fn new(codec: impl PlanBytes + 'static) -> ShareRepeated {
+        ShareRepeated { codec: Box::new(codec) }
     }
 
     /// `node`'s encoding, if it is worth sharing should it occur again:
@@ -433,7 +439,7 @@ impl ShareRepeated {
             return None;
         }
         // A subtree weft cannot encode is not shipped either way.
-        self.codec.encode(Arc::clone(node)).ok()
+        self.codec.bytes(node)
     }
 
     /// The candidates in `plan` that occur more than once.

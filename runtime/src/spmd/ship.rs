@@ -37,7 +37,7 @@ use prost::Message;
 
 use crate::spmd::exchange::{ExchangeExec, ExchangeMode, Senders};
 use crate::spmd::leader::LeaderOnlyExec;
-use crate::spmd::reuse::{SharedExec, SharedState};
+use crate::spmd::reuse::{PlanBytes, SharedExec, SharedState};
 use crate::transport::participant::Participant;
 
 /// Encodes SPMD plans on the leader and decodes them in participants; see
@@ -418,5 +418,11 @@ impl PhysicalExtensionCodec for WeftCodec {
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
         self.sources.try_encode_udwf(node, buf)
+    }
+}
+
+impl PlanBytes for PlanCodec {
+    fn bytes(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<u8>> {
+        self.encode(Arc::clone(plan)).ok()
     }
 }

@@ -8,7 +8,8 @@ use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::{cast, lit, Expr};
 use pgrx::pg_sys::{self, NodeTag};
 
-use super::expr::{decimal_scale, function_name, groupable, Scope};
+use super::args::function_name;
+use super::expr::{decimal_scale, groupable, Scope};
 use super::{Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
 

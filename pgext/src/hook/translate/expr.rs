@@ -37,6 +37,7 @@ use datafusion::logical_expr::expr::Case;
 use datafusion::logical_expr::{cast, exists, in_list, in_subquery, lit, not, scalar_subquery, Expr, ExprSchemable};
 use pgrx::pg_sys::{self, NodeTag, Oid};
 
+use super::collation::{collation_is_c, deterministic};
 use super::function::{comparison, equality_kind};
 use super::{df, Refusal, Translator};
 use crate::nodes::{array_elements, cast as node_cast, constant, list, tag};
@@ -353,14 +354,6 @@ impl Translator {
     }
 }
 
-/// Whether equal strings under `collation` are equal bytes (every
-/// collation but ICU's nondeterministic ones), so that DataFusion's
-/// equality, grouping and hashing agree with Postgres's.
-pub(super) fn deterministic(collation: Oid) -> bool {
-    // SAFETY: a catalog lookup on the backend thread.
-    collation == Oid::INVALID || unsafe { pg_sys::get_collation_isdeterministic(collation) }
-}
-
 /// Refuses to group (GROUP BY, DISTINCT, count(DISTINCT)) by `node` where
 /// values Postgres deems equal may differ in their Arrow bits, which is
 /// what DataFusion groups by: float -0 and 0, NaNs of other payloads,
@@ -381,27 +374,6 @@ pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<()
         ))),
         _ if !deterministic(collation) => Err(Refusal::inexact(format!("{what} under a nondeterministic collation"))),
         _ => Ok(()),
-    }
-}
-
-/// Whether `collation` sorts text in byte order: Postgres's own answer,
-/// which knows the database's default collation and its provider (an ICU
-/// default is never C, whatever lc_collate says).
-pub(super) fn collation_is_c(collation: Oid) -> bool {
-    // SAFETY: a catalog lookup on the backend thread, guarded (it raises
-    // for an unknown collation).
-    collation != Oid::INVALID
-        && unsafe { pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| locale::lc_collate_is_c(collation)) }
-}
-
-/// Postgres functions of pg_locale.h, which pgrx does not bind; call them
-/// through `pg_guard_ffi_boundary`.
-mod locale {
-    use pgrx::pg_sys::Oid;
-
-    unsafe extern "C-unwind" {
-        /// Whether the collation compares as strcmp does.
-        pub fn lc_collate_is_c(collation: Oid) -> bool;
     }
 }
 
@@ -450,22 +422,4 @@ pub(super) fn decimal_scale(value: &Expr, translator: &Translator) -> Result<i8,
         DataType::Decimal128(_, scale) => Ok(scale),
         other => Err(Refusal::Function(format!("sum over {other}"))),
     }
-}
-
-/// A function's name, for refusals.
-///
-/// # Safety
-/// On the backend thread.
-pub(super) unsafe fn function_name(f: u32) -> String {
-    // SAFETY: per the caller; get_func_name returns NULL for no function.
-    unsafe { crate::nodes::text(pg_sys::get_func_name(Oid::from(f))) }
-}
-
-pub(super) fn two(args: Vec<Expr>) -> Result<[Expr; 2], Refusal> {
-    <[Expr; 2]>::try_from(args).map_err(|_| "an operator without two arguments".into())
-}
-
-pub(super) fn one(args: Vec<Expr>) -> Result<Expr, Refusal> {
-    let [value] = <[Expr; 1]>::try_from(args).map_err(|_| "a cast with extra arguments")?;
-    Ok(value)
 }

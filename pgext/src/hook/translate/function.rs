@@ -8,7 +8,8 @@ use datafusion::logical_expr::expr::Like;
 use datafusion::logical_expr::{binary_expr, cast, lit, Expr, Operator};
 use pgrx::pg_sys::{self, Oid};
 
-use super::expr::{collation_is_c, deterministic, function_name, one, two};
+use super::args::{function_name, one, two};
+use super::collation::{collation_is_c, deterministic};
 use super::{df, Refusal, Translator};
 use crate::plan::pgfn::{self, IntOp};
 

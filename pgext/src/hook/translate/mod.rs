@@ -22,6 +22,8 @@
 //! ([`order`]) live beside it.
 
 mod aggregate;
+mod args;
+mod collation;
 mod expr;
 mod finish;
 mod function;
