@@ -9,6 +9,11 @@ pub static ENABLE: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// and worker settings (for tests).
 pub static FORCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// `weft.function_bridge`: call Postgres functions DataFusion has no exact
+/// counterpart for through Postgres itself in each participant
+/// ([`crate::plan::bridge`]); off leaves queries using them to Postgres.
+pub static FUNCTION_BRIDGE: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// `weft.explain_fallback`: report why weft left a query to Postgres.
 pub static EXPLAIN_FALLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 
@@ -89,6 +94,14 @@ pub fn define() {
         c"Lets weft run plain SQL queries across parallel workers.",
         c"When off, every query runs through the stock executor; weft.query still works.",
         &ENABLE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"weft.function_bridge",
+        c"Lets weft call Postgres functions it has no exact DataFusion counterpart for through Postgres in each participant.",
+        c"Only parallel-safe, non-volatile functions the user may execute, over types weft carries exactly; off leaves queries using other functions to Postgres.",
+        &FUNCTION_BRIDGE,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::common::{exec_err, internal_datafusion_err, DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::from_proto::parse_expr;
 use datafusion_proto::logical_plan::to_proto::serialize_expr;
@@ -16,6 +17,8 @@ use datafusion_proto::protobuf::LogicalExprNode;
 use pgrx::pg_sys;
 use prost::Message;
 
+use crate::pgcall;
+use crate::plan::bridge::{PgCall, PgFunction};
 use crate::plan::scan::{Filtered, HeapScanExec, Lookup, ScanColumn, ScanTarget};
 use crate::plan::scan::{Keys, LookupIndex};
 use crate::storage::stream::ScanBinding;
@@ -162,6 +165,25 @@ impl HeapCodec {
 }
 
 impl PhysicalExtensionCodec for HeapCodec {
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(function) = node.inner().downcast_ref::<PgFunction>() {
+            buf.extend(function.call().encode());
+        }
+        Ok(())
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        if !name.starts_with("pg:") || buf.is_empty() {
+            return exec_err!("weft: no function {name} to decode");
+        }
+        let call = PgCall::decode(buf)?;
+        let function = pgcall::call("a Postgres function's lookup", || {
+            // SAFETY: a participant decodes its plan on its backend thread.
+            unsafe { PgFunction::new(call) }.map_err(DataFusionError::Execution)
+        })?;
+        Ok(Arc::new(ScalarUDF::new_from_impl(function)))
+    }
+
     fn try_decode(
         &self,
         buf: &[u8],

@@ -2,6 +2,8 @@
 //! sources and their scan node, the passes that shape a distributed plan
 //! around them, and the estimates they plan with.
 //!
+//! - [`bridge`]: Postgres functions evaluated by Postgres in each
+//!   participant;
 //! - [`table`]: heap tables as DataFusion sources, and [`column`] their
 //!   columns;
 //! - [`scan`]: their scan node, and [`codec`] its form in a shipped plan;
@@ -13,6 +15,7 @@
 //! - [`pgfn`]: DataFusion functions that compute as Postgres does;
 //! - [`stats`]: what pg_statistic says of a table's columns.
 
+pub mod bridge;
 pub mod codec;
 pub mod column;
 pub mod estimate;

@@ -6,11 +6,17 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::Like;
 use datafusion::logical_expr::{binary_expr, cast, lit, Expr, Operator};
-use pgrx::pg_sys::{self, Oid};
+use std::sync::Arc;
+
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::ScalarUDF;
+use pgrx::pg_sys::{self, NodeTag, Oid};
 
 use super::args::{function_name, one, two};
 use super::collation::{collation_is_c, deterministic};
 use super::{df, Refusal, Translator};
+use crate::nodes::{cast as node_cast, list};
+use crate::plan::bridge::{bridgeable, PgCall, PgFunction};
 use crate::plan::pgfn::{self, IntOp};
 
 impl Translator {
@@ -124,11 +130,8 @@ impl Translator {
             }
             // bpchar values are read without their padding already.
             pg_sys::F_TEXT_BPCHAR => one(args)?,
-            _ => {
-                // SAFETY: a function OID.
-                let name = unsafe { function_name(funcid.to_u32()) };
-                return Err(Refusal::Function(format!("function {name}")));
-            }
+            // SAFETY: per the caller.
+            _ => return unsafe { bridged(funcid, collation, args, node) },
         })
     }
 }
@@ -300,4 +303,46 @@ pub(super) fn int_arithmetic(f: u32) -> Option<IntOp> {
         | pg_sys::F_INT84DIV => IntOp::Div,
         _ => return None,
     })
+}
+
+/// A call of `funcid` on `args` (the translated arguments of `node`, an
+/// OpExpr or FuncExpr) that Postgres evaluates itself, in each
+/// participant ([`crate::plan::bridge`]), or why it cannot.
+///
+/// # Safety
+/// `node` is the call's valid expression node, on the backend thread.
+unsafe fn bridged(funcid: Oid, collation: Oid, args: Vec<Expr>, node: *mut pg_sys::Node) -> Result<Expr, Refusal> {
+    // SAFETY: per the caller: a function OID and expression nodes.
+    unsafe {
+        let name = function_name(funcid.to_u32());
+        if !crate::guc::FUNCTION_BRIDGE.get() {
+            return Err(Refusal::Function(format!("function {name}")));
+        }
+        bridgeable(funcid).map_err(|why| Refusal::Function(format!("function {name}: {why}")))?;
+        let arg_nodes = match node_cast::<pg_sys::FuncExpr>(node, NodeTag::T_FuncExpr) {
+            Some(func) => (*func).args,
+            None => match node_cast::<pg_sys::OpExpr>(node, NodeTag::T_OpExpr) {
+                Some(op) => (*op).args,
+                None => {
+                    return Err(Refusal::shape(format!(
+                        "a call of {name} that is neither a function nor an operator"
+                    )))
+                }
+            },
+        };
+        let call = PgCall {
+            funcid,
+            args: list::<pg_sys::Node>(arg_nodes)
+                .into_iter()
+                .map(|arg| (pg_sys::exprType(arg), pg_sys::exprTypmod(arg)))
+                .collect(),
+            result: (pg_sys::exprType(node), pg_sys::exprTypmod(node)),
+            collation,
+        };
+        let function = PgFunction::new(call).map_err(|why| Refusal::inexact(format!("function {name}: {why}")))?;
+        Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+            Arc::new(ScalarUDF::new_from_impl(function)),
+            args,
+        )))
+    }
 }
