@@ -4,7 +4,7 @@
 //! the same session), errors included; those the bridge must not carry
 //! stay with Postgres.
 
-use weft_pg_harness::differential::{both_ways, check_both_ways};
+use weft_pg_harness::differential::{both_ways, check_both_ways, taken};
 use weft_pg_harness::postgres::Client;
 use weft_pg_harness::{text_rows, Cluster};
 
@@ -120,6 +120,28 @@ fn the_bridge_keeps_postgres_s_rules() {
     assert_eq!(weft, stock);
     let denied = weft.unwrap_err();
     assert!(denied.contains("permission denied for function md5"), "{denied}");
-    client.batch_execute("SET weft.function_bridge = off").unwrap();
+    // Until the cost gate weighs a bridged call, only weft.force takes it.
+    client
+        .batch_execute(
+            "SET weft.force = off; SET weft.explain_fallback = on; SET weft.min_cost = 0;
+             SET weft.scan_cost_ratio = 0",
+        )
+        .unwrap();
+    let plan: Vec<String> = text_rows(&mut client, "EXPLAIN SELECT count(DISTINCT upper(s)) FROM t")
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("through the function bridge, which only weft.force takes")),
+        "{plan:#?}"
+    );
+    // The same settings take a query without a bridged call.
+    assert!(taken(&mut client, "SELECT count(*), sum(i) FROM t WHERE i > 0"));
+    client
+        .batch_execute("SET weft.force = on; SET weft.function_bridge = off")
+        .unwrap();
     check_both_ways(&mut client, &[(false, "SELECT count(DISTINCT upper(s)) FROM t")]);
 }

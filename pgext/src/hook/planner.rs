@@ -330,6 +330,15 @@ unsafe fn take_over(
     // participants); a stock plan not much dearer than that reading alone
     // (index lookups instead of scans) is left to Postgres.
     let ratio = guc::SCAN_COST_RATIO.get();
+    // A call through the function bridge costs more per row than
+    // Postgres's own evaluation of the same function (measured: see
+    // benches/README.md, 'The function bridge'): until the cost gate
+    // weighs it, such a query is taken only under weft.force.
+    if !guc::FORCE.get() && crate::plan::bridge::calls_postgres(&translation.plan) {
+        return Err(Refusal::Cheap(
+            "the query calls Postgres functions through the function bridge, which only weft.force takes".into(),
+        ));
+    }
     if !guc::FORCE.get() && cost < ratio * reading {
         return Err(Refusal::Cheap(format!(
             "the stock plan's cost {cost:.0} is below weft.scan_cost_ratio ({ratio}) times the cost of weft reading its tables, {reading:.0}"
