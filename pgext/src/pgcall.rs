@@ -100,6 +100,14 @@ pub fn rethrow_pending() {
     }
 }
 
+/// Drops a report [`call`] kept for a query that ended with another error
+/// first (a worker's, or a cancel, raised before this one could be): its
+/// transaction was aborted with that error, and the report must not be
+/// raised by the next query. Call it as a query starts.
+pub fn discard_pending() {
+    PENDING.with(|pending| pending.borrow_mut().take());
+}
+
 /// A panic payload's message.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

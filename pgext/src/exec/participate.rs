@@ -72,6 +72,10 @@ where
             )))
         })
     };
+    // This participant's own Postgres error, if it met one, is the one it
+    // raises, before any interrupt (a worker's error reaching the leader)
+    // could raise another and leave it to a later query.
+    crate::pgcall::rethrow_pending();
     pgrx::check_for_interrupts!();
     outcome
 }

@@ -178,6 +178,7 @@ impl Planned {
 /// the run's metrics. Fails, with the reason, where the query is to be
 /// handed back to Postgres ([`crate::error::Error::HandBack`]); raises every other error.
 pub fn run(planned: Planned, explain_run: bool) -> Result<Output, String> {
+    pgcall::discard_pending();
     let requested = guc::workers() as usize;
     let launched = Section::launch(Job::Query, [0; 4], requested, 1);
     let participants = launched.participants() as usize;
@@ -293,6 +294,7 @@ pub fn run(planned: Planned, explain_run: bool) -> Result<Output, String> {
 
 /// A worker's part of a query.
 pub fn worker(part: &Part) {
+    pgcall::discard_pending();
     let (payload, len) = part.payload();
     // SAFETY: the leader wrote the payload before letting us go.
     let layout = unsafe { Payload::read(payload, len) }.unwrap_or_else(|e| pgrx::error!("weft: {e}"));

@@ -162,61 +162,67 @@ impl PgFunction {
                 pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
             );
             let previous = pg_sys::MemoryContextSwitchTo(memory);
-            let flinfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
-            pg_sys::fmgr_info(self.call.funcid, flinfo);
-            let nargs = args.len();
-            let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()
-                + nargs * std::mem::size_of::<pg_sys::NullableDatum>();
-            let fcinfo = pg_sys::palloc0(size).cast::<pg_sys::FunctionCallInfoBaseData>();
-            (*fcinfo).flinfo = flinfo;
-            (*fcinfo).nargs = nargs as i16;
-            (*fcinfo).fncollation = self.call.collation;
-            let mut writers = Vec::with_capacity(nargs);
-            for (array, &(typid, typmod)) in args.iter().zip(&self.call.args) {
-                writers.push(ColumnWriter::new(array.data_type(), typid, typmod).ok_or_else(|| {
-                    DataFusionError::Execution(format!(
-                        "{}: an argument of type {} has no Postgres form",
-                        self.name,
-                        array.data_type()
-                    ))
-                })?);
-            }
-            let strict = (*flinfo).fn_strict;
-            let call = (*flinfo)
-                .fn_addr
-                .ok_or_else(|| DataFusionError::Execution(format!("{}: no function address", self.name)))?;
-            let mut reader = ColumnReader::new(result_type, rows.max(1));
-            for row in 0..rows {
-                let slots = (*fcinfo).args.as_mut_slice(nargs);
-                let mut any_null = false;
-                for ((slot, writer), array) in slots.iter_mut().zip(&mut writers).zip(args) {
-                    match writer.datum(array.as_ref(), row) {
-                        Some(datum) => {
-                            slot.value = datum;
-                            slot.isnull = false;
-                        }
-                        None => {
-                            slot.value = pg_sys::Datum::null();
-                            slot.isnull = true;
-                            any_null = true;
+            // Every error returned goes back to the caller's context and frees
+            // the batch's memory, as success does (after a Postgres ERROR,
+            // pgcall::call restores the context; the memory goes with its
+            // parent).
+            let result = (|| -> Result<ArrayRef> {
+                let flinfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
+                pg_sys::fmgr_info(self.call.funcid, flinfo);
+                let nargs = args.len();
+                let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()
+                    + nargs * std::mem::size_of::<pg_sys::NullableDatum>();
+                let fcinfo = pg_sys::palloc0(size).cast::<pg_sys::FunctionCallInfoBaseData>();
+                (*fcinfo).flinfo = flinfo;
+                (*fcinfo).nargs = nargs as i16;
+                (*fcinfo).fncollation = self.call.collation;
+                let mut writers = Vec::with_capacity(nargs);
+                for (array, &(typid, typmod)) in args.iter().zip(&self.call.args) {
+                    writers.push(ColumnWriter::new(array.data_type(), typid, typmod).ok_or_else(|| {
+                        DataFusionError::Execution(format!(
+                            "{}: an argument of type {} has no Postgres form",
+                            self.name,
+                            array.data_type()
+                        ))
+                    })?);
+                }
+                let strict = (*flinfo).fn_strict;
+                let call = (*flinfo)
+                    .fn_addr
+                    .ok_or_else(|| DataFusionError::Execution(format!("{}: no function address", self.name)))?;
+                let mut reader = ColumnReader::new(result_type, rows.max(1));
+                for row in 0..rows {
+                    let slots = (*fcinfo).args.as_mut_slice(nargs);
+                    let mut any_null = false;
+                    for ((slot, writer), array) in slots.iter_mut().zip(&mut writers).zip(args) {
+                        match writer.datum(array.as_ref(), row) {
+                            Some(datum) => {
+                                slot.value = datum;
+                                slot.isnull = false;
+                            }
+                            None => {
+                                slot.value = pg_sys::Datum::null();
+                                slot.isnull = true;
+                                any_null = true;
+                            }
                         }
                     }
+                    let (value, null) = if strict && any_null {
+                        (pg_sys::Datum::null(), true)
+                    } else {
+                        (*fcinfo).isnull = false;
+                        // A Postgres ERROR inside the function becomes a Rust
+                        // panic here, which pgcall::call catches.
+                        let value = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| call(fcinfo));
+                        (value, (*fcinfo).isnull)
+                    };
+                    reader.push(value, null).map_err(|e| e.into_datafusion())?;
                 }
-                let (value, null) = if strict && any_null {
-                    (pg_sys::Datum::null(), true)
-                } else {
-                    (*fcinfo).isnull = false;
-                    // A Postgres ERROR inside the function becomes a Rust
-                    // panic here, which pgcall::call catches.
-                    let value = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| call(fcinfo));
-                    (value, (*fcinfo).isnull)
-                };
-                reader.push(value, null).map_err(|e| e.into_datafusion())?;
-            }
-            let array = reader.finish().map_err(|e| e.into_datafusion())?;
+                reader.finish().map_err(|e| e.into_datafusion())
+            })();
             pg_sys::MemoryContextSwitchTo(previous);
             pg_sys::MemoryContextDelete(memory);
-            Ok(array)
+            result
         }
     }
 }
