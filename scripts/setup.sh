@@ -49,3 +49,19 @@ if ! grep -qs "^pg15 *= *\"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"
     mkdir -p "${PGRX_HOME:-$HOME/.pgrx}"
     printf '[configs]\npg15 = "%s"\n' "$PG_CONFIG" > "${PGRX_HOME:-$HOME/.pgrx}/config.toml"
 fi
+
+# --- Locales for the collation tests -----------------------------------------
+# The differential tests run in databases created with the libc locale
+# en_US.UTF-8 (and with ICU, which the server carries itself); a locale must
+# exist on the machine before a database can use it.
+if ! locale -a 2>/dev/null | grep -qix 'en_US\.utf-\?8'; then
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    echo "setup: generating the en_US.UTF-8 locale"
+    if ! command -v locale-gen >/dev/null 2>&1; then
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q locales
+    fi
+    $SUDO sed -i 's/^# *\(en_US\.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+    grep -q '^en_US\.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' | $SUDO tee -a /etc/locale.gen >/dev/null
+    $SUDO locale-gen
+fi

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::common::{exec_err, internal_datafusion_err, DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::from_proto::parse_expr;
 use datafusion_proto::logical_plan::to_proto::serialize_expr;
@@ -19,6 +19,7 @@ use prost::Message;
 
 use crate::pgcall;
 use crate::plan::bridge::{PgCall, PgFunction};
+use crate::plan::collate;
 use crate::plan::scan::{Filtered, HeapScanExec, Lookup, ScanColumn, ScanTarget};
 use crate::plan::scan::{Keys, LookupIndex};
 use crate::storage::stream::ScanBinding;
@@ -168,11 +169,16 @@ impl PhysicalExtensionCodec for HeapCodec {
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         if let Some(function) = node.inner().downcast_ref::<PgFunction>() {
             buf.extend(function.call().encode());
+        } else if let Some(bytes) = collate::encode_scalar(node) {
+            buf.extend(bytes);
         }
         Ok(())
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        if let Some(comparison) = collate::decode_scalar(name, buf) {
+            return comparison;
+        }
         if !name.starts_with("pg:") || buf.is_empty() {
             return exec_err!("weft: no function {name} to decode");
         }
@@ -182,6 +188,28 @@ impl PhysicalExtensionCodec for HeapCodec {
             unsafe { PgFunction::new(call) }.map_err(DataFusionError::Execution)
         })?;
         Ok(Arc::new(ScalarUDF::new_from_impl(function)))
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(bytes) = collate::encode_aggregate(node) {
+            buf.extend(bytes);
+        }
+        Ok(())
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        collate::decode_aggregate(name, buf).unwrap_or_else(|| exec_err!("weft: no aggregate {name} to decode"))
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(bytes) = collate::encode_window(node) {
+            buf.extend(bytes);
+        }
+        Ok(())
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        collate::decode_window(name, buf).unwrap_or_else(|| exec_err!("weft: no window function {name} to decode"))
     }
 
     fn try_decode(

@@ -4,6 +4,8 @@
 //!
 //! - [`bridge`]: Postgres functions evaluated by Postgres in each
 //!   participant;
+//! - [`collate`]: text ordered by Postgres's comparison under a collation
+//!   other than C;
 //! - [`table`]: heap tables as DataFusion sources, and [`column`] their
 //!   columns;
 //! - [`scan`]: their scan node, and [`codec`] its form in a shipped plan;
@@ -17,6 +19,7 @@
 
 pub mod bridge;
 pub mod codec;
+pub mod collate;
 pub mod column;
 pub mod estimate;
 pub mod keys;

@@ -5,13 +5,15 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
-use datafusion::logical_expr::{cast, lit, Expr};
+use datafusion::logical_expr::{cast, lit, AggregateUDF, Expr};
 use pgrx::pg_sys::{self, NodeTag};
 
 use super::args::function_name;
+use super::collation::{collation_is_c, deterministic};
 use super::expr::{decimal_scale, groupable, Scope};
 use super::{Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
+use crate::plan::collate::extreme::CollatedExtreme;
 
 impl Translator {
     /// One aggregate call.
@@ -72,6 +74,23 @@ impl Translator {
             | pg_sys::F_MAX_DATE
             | pg_sys::F_MAX_TIMESTAMP
             | pg_sys::F_MAX_TIMESTAMPTZ => max(one()?),
+            // Text: by its bytes under C, else by Postgres's comparison.
+            pg_sys::F_MIN_TEXT | pg_sys::F_MAX_TEXT => {
+                let largest = a.aggfnoid.to_u32() == pg_sys::F_MAX_TEXT;
+                if collation_is_c(a.inputcollid) {
+                    if largest {
+                        max(one()?)
+                    } else {
+                        min(one()?)
+                    }
+                } else if deterministic(a.inputcollid) {
+                    AggregateUDF::new_from_impl(CollatedExtreme::new(a.inputcollid, largest)).call(vec![one()?])
+                } else {
+                    return Err(Refusal::inexact(
+                        "min or max of text under a nondeterministic collation",
+                    ));
+                }
+            }
             other => {
                 // SAFETY: a function OID.
                 let name = unsafe { function_name(other) };

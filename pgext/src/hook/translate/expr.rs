@@ -377,12 +377,22 @@ pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<()
     }
 }
 
-/// The direction of an ORDER BY on `expr` with `sortop`: true for
-/// descending. Refuses text under a non-C collation.
+/// How an ORDER BY sorts `expr` with `sortop`.
+pub(super) struct SortKey {
+    /// Descending.
+    pub descending: bool,
+    /// The collation whose order Postgres must give (text under a
+    /// deterministic collation other than C); None where DataFusion's
+    /// order is Postgres's.
+    pub collated: Option<Oid>,
+}
+
+/// How an ORDER BY sorts `expr` with `sortop`, or why weft cannot sort
+/// it as Postgres does.
 ///
 /// # Safety
 /// `expr` is a valid expression node.
-pub(super) unsafe fn sort_direction(sortop: Oid, expr: *mut pg_sys::Node) -> Result<bool, Refusal> {
+pub(super) unsafe fn sort_key(sortop: Oid, expr: *mut pg_sys::Node) -> Result<SortKey, Refusal> {
     let mut reverse = false;
     // SAFETY: a catalog lookup on the backend thread.
     let eq = unsafe { pg_sys::get_equality_op_for_ordering_op(sortop, &mut reverse) };
@@ -391,7 +401,7 @@ pub(super) unsafe fn sort_direction(sortop: Oid, expr: *mut pg_sys::Node) -> Res
     }
     // SAFETY: per the caller.
     let (typid, _, collation) = unsafe { crate::nodes::expr_type(expr) };
-    let sortable = matches!(
+    let native = matches!(
         typid,
         pg_sys::INT2OID
             | pg_sys::INT4OID
@@ -401,14 +411,23 @@ pub(super) unsafe fn sort_direction(sortop: Oid, expr: *mut pg_sys::Node) -> Res
             | pg_sys::TIMESTAMPOID
             | pg_sys::TIMESTAMPTZOID
             | pg_sys::BOOLOID
-    ) || (matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID)
-        && collation_is_c(collation));
-    if !sortable {
+    );
+    let text = matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID);
+    let collated = if native || (text && collation_is_c(collation)) {
+        None
+    } else if text && deterministic(collation) {
+        Some(collation)
+    } else if text {
+        return Err(Refusal::inexact("ORDER BY on text under a nondeterministic collation"));
+    } else {
         return Err(Refusal::inexact(
-            "ORDER BY on a type or collation weft does not sort as Postgres does",
+            "ORDER BY on a type weft does not sort as Postgres does",
         ));
-    }
-    Ok(reverse)
+    };
+    Ok(SortKey {
+        descending: reverse,
+        collated,
+    })
 }
 
 /// The scale of a Decimal128 expression.

@@ -17,6 +17,7 @@ use super::collation::{collation_is_c, deterministic};
 use super::{df, Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
 use crate::plan::bridge::{bridgeable, PgCall, PgFunction};
+use crate::plan::collate::compare::CollatedComparison;
 use crate::plan::pgfn::{self, IntOp};
 
 impl Translator {
@@ -31,11 +32,13 @@ impl Translator {
         let f = funcid.to_u32();
         if let Some(op) = comparison(f) {
             let [l, r] = two(args)?;
-            if text_ordering(f) && !collation_is_c(collation) {
-                return Err(Refusal::inexact("text ordered under a collation other than C"));
-            }
             if !deterministic(collation) {
                 return Err(Refusal::inexact("text compared under a nondeterministic collation"));
+            }
+            if text_ordering(f) && !collation_is_c(collation) {
+                // Postgres's comparison under the collation.
+                let compare = CollatedComparison::new(op, collation).ok_or("an ordering that is not one")?;
+                return Ok(ScalarUDF::new_from_impl(compare).call(vec![l, r]));
             }
             return Ok(binary_expr(l, op, r));
         }
@@ -191,7 +194,8 @@ pub(super) fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_TIMESTAMPTZ_LT
         | pg_sys::F_DATE_LT_TIMESTAMP
         | pg_sys::F_TIMESTAMP_LT_DATE
-        | pg_sys::F_TEXT_LT => Operator::Lt,
+        | pg_sys::F_TEXT_LT
+        | pg_sys::F_BPCHARLT => Operator::Lt,
         pg_sys::F_INT2LE
         | pg_sys::F_INT4LE
         | pg_sys::F_INT8LE
@@ -207,7 +211,8 @@ pub(super) fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_TIMESTAMPTZ_LE
         | pg_sys::F_DATE_LE_TIMESTAMP
         | pg_sys::F_TIMESTAMP_LE_DATE
-        | pg_sys::F_TEXT_LE => Operator::LtEq,
+        | pg_sys::F_TEXT_LE
+        | pg_sys::F_BPCHARLE => Operator::LtEq,
         pg_sys::F_INT2GT
         | pg_sys::F_INT4GT
         | pg_sys::F_INT8GT
@@ -223,7 +228,8 @@ pub(super) fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_TIMESTAMPTZ_GT
         | pg_sys::F_DATE_GT_TIMESTAMP
         | pg_sys::F_TIMESTAMP_GT_DATE
-        | pg_sys::F_TEXT_GT => Operator::Gt,
+        | pg_sys::F_TEXT_GT
+        | pg_sys::F_BPCHARGT => Operator::Gt,
         pg_sys::F_INT2GE
         | pg_sys::F_INT4GE
         | pg_sys::F_INT8GE
@@ -239,7 +245,8 @@ pub(super) fn comparison(f: u32) -> Option<Operator> {
         | pg_sys::F_TIMESTAMPTZ_GE
         | pg_sys::F_DATE_GE_TIMESTAMP
         | pg_sys::F_TIMESTAMP_GE_DATE
-        | pg_sys::F_TEXT_GE => Operator::GtEq,
+        | pg_sys::F_TEXT_GE
+        | pg_sys::F_BPCHARGE => Operator::GtEq,
         _ => return None,
     })
 }
@@ -248,7 +255,14 @@ pub(super) fn comparison(f: u32) -> Option<Operator> {
 pub(super) fn text_ordering(f: u32) -> bool {
     matches!(
         f,
-        pg_sys::F_TEXT_LT | pg_sys::F_TEXT_LE | pg_sys::F_TEXT_GT | pg_sys::F_TEXT_GE
+        pg_sys::F_TEXT_LT
+            | pg_sys::F_TEXT_LE
+            | pg_sys::F_TEXT_GT
+            | pg_sys::F_TEXT_GE
+            | pg_sys::F_BPCHARLT
+            | pg_sys::F_BPCHARLE
+            | pg_sys::F_BPCHARGT
+            | pg_sys::F_BPCHARGE
     )
 }
 

@@ -38,11 +38,12 @@ use datafusion::common::{Column, DFSchemaRef, ExprSchema, JoinType};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::expr::{Exists, InSubquery};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
-use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
+use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowUDF};
 use pgrx::pg_sys::{self, NodeTag};
 
 pub use crate::nodes::list;
 use crate::nodes::{cast, text};
+use crate::plan::collate::order::CollatedOrder;
 use expr::Scope;
 pub use order::{follow_stock_plan, plan_ranks, Ranks};
 
@@ -402,25 +403,41 @@ impl Translator {
                 .map_err(df)?;
         }
 
-        // ORDER BY.
+        // ORDER BY. Text under a collation other than C sorts by each
+        // string's place in Postgres's order of the whole input
+        // (plan::collate::order), in a column of its own dropped after
+        // the sort.
         if !q.sortClause.is_null() {
             let mut keys = Vec::new();
+            let mut places = Vec::new();
             // SAFETY: as above.
             for clause in unsafe { list::<pg_sys::SortGroupClause>(q.sortClause) } {
                 // SAFETY: as above.
                 let clause = unsafe { &*clause };
                 let target = find_target(&targets, clause.tleSortGroupRef)?;
                 // SAFETY: as above.
-                let descending = unsafe { expr::sort_direction(clause.sortop, (*target).expr.cast())? };
+                let key = unsafe { expr::sort_key(clause.sortop, (*target).expr.cast())? };
                 // SAFETY: as above.
                 let resno = unsafe { (*target).resno };
-                keys.push(SortExpr::new(col(format!("c{resno}")), !descending, clause.nulls_first));
+                let mut column = format!("c{resno}");
+                if let Some(collation) = key.collated {
+                    let order = WindowUDF::new_from_impl(CollatedOrder::new(collation));
+                    let place = format!("{column}_place{}", places.len());
+                    places.push(order.call(vec![col(&column)]).alias(&place));
+                    column = place;
+                }
+                keys.push(SortExpr::new(col(column), !key.descending, clause.nulls_first));
             }
-            plan = LogicalPlanBuilder::from(plan)
-                .sort(keys)
-                .map_err(df)?
-                .build()
-                .map_err(df)?;
+            let columns: Vec<Expr> = plan.schema().columns().into_iter().map(Expr::Column).collect();
+            let mut builder = LogicalPlanBuilder::from(plan);
+            if !places.is_empty() {
+                builder = builder.window(places).map_err(df)?;
+            }
+            builder = builder.sort(keys).map_err(df)?;
+            if builder.schema().fields().len() != columns.len() {
+                builder = builder.project(columns).map_err(df)?;
+            }
+            plan = builder.build().map_err(df)?;
         }
 
         // LIMIT / OFFSET (constants only).
