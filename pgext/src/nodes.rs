@@ -122,8 +122,10 @@ pub unsafe fn array_elements(c: *mut pg_sys::Const) -> Result<Vec<ScalarValue>, 
 /// `datum` is a valid value of the type, unless `null`.
 pub unsafe fn value(typid: pg_sys::Oid, typmod: i32, datum: pg_sys::Datum, null: bool) -> Result<ScalarValue, String> {
     let ty = PgType::of(typid, typmod).or_else(|e| match typid {
-        // A numeric literal has no typmod; read it at its own scale.
+        // A numeric literal has no typmod; read it at its own scale. A
+        // NULL has no scale to keep (a CASE without ELSE has one).
         pg_sys::NUMERICOID if !null => numeric_literal_type(datum),
+        pg_sys::NUMERICOID => Ok(PgType::Numeric { precision: 1, scale: 0 }),
         _ => Err(e),
     })?;
     let mut reader = ColumnReader::new(ty, 1);

@@ -185,13 +185,38 @@ fn numeric_results_keep_postgres_s_display_scale() {
     check_both_ways(
         &mut client,
         &[
-            // Only the ELSE branch summed: Postgres shows 0, not 0.00.
-            (false, "SELECT sum(CASE WHEN q > 100 THEN price ELSE 0 END) FROM sales"),
+            // A sum shows the largest display scale among the values it
+            // added: only the ELSE branch summed shows 0, not 0.00. weft
+            // sums at the largest scale and Postgres rounds the sum to the
+            // largest scale seen.
+            (true, "SELECT sum(CASE WHEN q > 100 THEN price ELSE 0 END) FROM sales"),
             (
-                false,
+                true,
                 "SELECT q, sum(CASE WHEN q > 5 THEN price ELSE 0 END) FROM sales GROUP BY q ORDER BY q",
             ),
+            (
+                true,
+                "SELECT q, sum(CASE WHEN q > 5 THEN price WHEN q > 2 THEN 1.5 END),
+                        sum(coalesce(CASE WHEN q = 3 THEN price END, 7)) FROM sales GROUP BY q ORDER BY q",
+            ),
+            (
+                true,
+                "SELECT 100.00 * sum(CASE WHEN q = 3 THEN price * 2 ELSE 0 END) / sum(price) FROM sales",
+            ),
+            (
+                true,
+                "SELECT sum(CASE WHEN q > 100 THEN price ELSE 0 END) FROM sales WHERE q = 3",
+            ),
+            (
+                true,
+                "SELECT sum(CASE WHEN q > 100 THEN price ELSE 0 END) FROM sales WHERE q < 0",
+            ),
             (false, "SELECT coalesce(price, 0), q FROM sales ORDER BY q, 1 LIMIT 20"),
+            // A NULL has no scale of its own.
+            (
+                true,
+                "SELECT CASE WHEN q > 5 THEN price END, NULL::numeric, q FROM sales ORDER BY q, 1 LIMIT 20",
+            ),
             // One scale throughout: weft's.
             (
                 true,

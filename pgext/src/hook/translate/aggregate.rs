@@ -10,7 +10,7 @@ use pgrx::pg_sys::{self, NodeTag};
 
 use super::args::function_name;
 use super::collation::{collation_is_c, deterministic};
-use super::expr::{decimal_scale, groupable, Scope};
+use super::expr::{decimal_scale, groupable, Parts, Scope};
 use super::{Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
 use crate::plan::collate::extreme::CollatedExtreme;
@@ -109,22 +109,30 @@ impl Translator {
         Ok(call)
     }
 
-    /// An avg's sum and count, when `aggref` is an avg weft computes so
-    /// (sums in Decimal128, as numeric's avg sums).
+    /// The two parts DataFusion computes of an aggregate whose display
+    /// scale Postgres picks per value (see [`Parts`]): an avg's sum and
+    /// count (sums in Decimal128, as numeric's avg sums), and a numeric
+    /// sum's total and largest display scale where the summed values'
+    /// scales differ. None for every other aggregate.
     ///
     /// # Safety
     /// `aggref` is an Aggref of the current level.
-    pub(super) unsafe fn avg_parts(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<(Expr, Expr)>, Refusal> {
+    pub(super) unsafe fn parts(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<(Parts, Expr, Expr)>, Refusal> {
         // SAFETY: per the caller.
         let a = unsafe { &*aggref };
         let f = a.aggfnoid.to_u32();
-        if !matches!(
+        let avg = matches!(
             f,
             pg_sys::F_AVG_INT2 | pg_sys::F_AVG_INT4 | pg_sys::F_AVG_INT8 | pg_sys::F_AVG_NUMERIC
-        ) {
+        );
+        if !avg && f != pg_sys::F_SUM_NUMERIC {
             return Ok(None);
         }
         if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdistinct.is_null() || a.agglevelsup != 0 {
+            if !avg {
+                // The plain aggregate's path refuses it, saying why.
+                return Ok(None);
+            }
             return Err(Refusal::shape(
                 "avg with ORDER BY, FILTER, DISTINCT or of an outer level",
             ));
@@ -132,18 +140,47 @@ impl Translator {
         // SAFETY: an Aggref's args are TargetEntries.
         let args = unsafe { list::<pg_sys::TargetEntry>(a.args) };
         let [arg] = args[..] else {
-            return Err(Refusal::shape("avg of several arguments"));
+            return Err(Refusal::shape("avg or sum of several arguments"));
         };
         // SAFETY: as above.
-        let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows)? };
-        let scale = if f == pg_sys::F_AVG_NUMERIC {
-            decimal_scale(&value, self)?
-        } else {
-            0
+        let arg: *mut pg_sys::Node = unsafe { (*arg).expr.cast() };
+        if avg {
+            // SAFETY: as above.
+            let value = unsafe { self.expr(arg, &Scope::Rows)? };
+            let scale = if f == pg_sys::F_AVG_NUMERIC {
+                decimal_scale(&value, self)?
+            } else {
+                0
+            };
+            return Ok(Some((
+                Parts::Avg,
+                sum(cast(value.clone(), DataType::Decimal128(38, scale))),
+                count(value),
+            )));
+        }
+        // A sum whose values have one display scale is an ordinary
+        // aggregate.
+        // SAFETY: as above.
+        let refusal = match unsafe { self.expr(arg, &Scope::Rows) } {
+            Ok(_) => return Ok(None),
+            Err(refusal) => refusal,
         };
+        // Each value at the largest scale (exactly), and its own display
+        // scale beside it.
+        self.value_only += 1;
+        // SAFETY: as above.
+        let value = unsafe { self.expr(arg, &Scope::Rows) };
+        self.value_only -= 1;
+        let Ok(value) = value else { return Err(refusal) };
+        // SAFETY: as above.
+        let Ok(scale) = (unsafe { self.display_scale(arg, &value) }) else {
+            return Err(refusal);
+        };
+        let total_scale = decimal_scale(&value, self)?;
         Ok(Some((
-            sum(cast(value.clone(), DataType::Decimal128(38, scale))),
-            count(value),
+            Parts::ScaledSum,
+            sum(cast(value, DataType::Decimal128(38, total_scale))),
+            max(scale),
         )))
     }
 }

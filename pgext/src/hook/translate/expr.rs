@@ -48,13 +48,40 @@ pub enum Scope {
     /// Rows of the FROM clause.
     Rows,
     /// Rows after GROUP BY: a grouping expression is its group column, an
-    /// aggregate its result column; an avg is computed as a sum and a
-    /// count column, which only Postgres's finishing expression divides.
+    /// aggregate its result column, or two columns where only Postgres's
+    /// finishing expression gives the value its display scale.
     Grouped {
         groups: Vec<(*mut pg_sys::Node, String)>,
         aggs: Vec<(*mut pg_sys::Aggref, String)>,
-        avgs: Vec<(*mut pg_sys::Aggref, String, String)>,
+        parted: Vec<Parted>,
     },
+}
+
+/// An aggregate DataFusion computes as two columns, which Postgres's
+/// finishing expression combines into the value with Postgres's display
+/// scale (see [`Translator::lift`]).
+pub struct Parted {
+    /// The aggregate.
+    pub aggref: *mut pg_sys::Aggref,
+    /// How its columns combine.
+    pub kind: Parts,
+    /// The numeric sum's column.
+    pub sum: String,
+    /// The count's column ([`Parts::Avg`]) or the display scale's
+    /// ([`Parts::ScaledSum`]).
+    pub other: String,
+}
+
+/// How a [`Parted`] aggregate's columns combine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    /// avg: `numeric_div(sum, count::numeric)`, which numeric_avg and
+    /// int8_avg compute.
+    Avg,
+    /// sum of numeric values of different display scales (a CASE with a
+    /// 0 branch): `round(sum, scale)`, the sum shown with the largest
+    /// display scale among the summed values, as numeric addition keeps.
+    ScaledSum,
 }
 
 impl Translator {
@@ -71,15 +98,22 @@ impl Translator {
                     return Ok(Expr::Column(name.as_str().into()));
                 }
                 if let Some(aggref) = node_cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
-                    if let Scope::Grouped { avgs, .. } = scope {
-                        if let Some((_, sum, count)) =
-                            avgs.iter().find(|(a, _, _)| pg_sys::equal(a.cast(), aggref.cast()))
-                        {
+                    if let Scope::Grouped { parted, .. } = scope {
+                        if let Some(p) = parted.iter().find(|p| pg_sys::equal(p.aggref.cast(), aggref.cast())) {
                             if self.value_only == 0 {
-                                return Err(Refusal::inexact("avg whose display scale Postgres picks per value"));
+                                return Err(Refusal::inexact(
+                                    "an aggregate whose display scale Postgres picks per value",
+                                ));
                             }
-                            let count = cast(Expr::Column(count.as_str().into()), DataType::Decimal128(38, 0));
-                            return Ok(pgfn::numeric_div(Expr::Column(sum.as_str().into()), count));
+                            let sum = Expr::Column(p.sum.as_str().into());
+                            return Ok(match p.kind {
+                                Parts::Avg => {
+                                    let count =
+                                        cast(Expr::Column(p.other.as_str().into()), DataType::Decimal128(38, 0));
+                                    pgfn::numeric_div(sum, count)
+                                }
+                                Parts::ScaledSum => sum,
+                            });
                         }
                     }
                     let (_, name) = aggs
@@ -189,6 +223,72 @@ impl Translator {
                 NodeTag::T_Aggref => Err(Refusal::shape("an aggregate outside the select list and HAVING")),
                 other => Err(Refusal::shape(format!("an expression of node type {other:?}"))),
             }
+        }
+    }
+
+    /// The display scale Postgres gives each value of the numeric
+    /// expression `node` (`value` is its translation, every value at one
+    /// scale): NULL where the value is NULL. A CASE's or COALESCE's is
+    /// that of the branch that gives the value; any other expression's
+    /// must be one scale for all its values.
+    ///
+    /// # Safety
+    /// `node` is a valid expression of the current level, on the backend
+    /// thread.
+    pub(super) unsafe fn display_scale(&mut self, node: *mut pg_sys::Node, value: &Expr) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller.
+        let scale = unsafe { self.scale_of(node)? };
+        Ok(Expr::Case(Case::new(
+            None,
+            vec![(Box::new(value.clone().is_not_null()), Box::new(scale))],
+            None,
+        )))
+    }
+
+    /// [`Translator::display_scale`] without the NULLs.
+    ///
+    /// # Safety
+    /// As [`Translator::display_scale`].
+    unsafe fn scale_of(&mut self, node: *mut pg_sys::Node) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller.
+        unsafe {
+            if let Some(c) = node_cast::<pg_sys::CaseExpr>(node, NodeTag::T_CaseExpr) {
+                let mut when_then = Vec::new();
+                if !(*c).arg.is_null() {
+                    return Err(Refusal::shape("CASE with an operand"));
+                }
+                for when in list::<pg_sys::CaseWhen>((*c).args) {
+                    when_then.push((
+                        Box::new(self.expr((*when).expr.cast(), &Scope::Rows)?),
+                        Box::new(self.scale_of((*when).result.cast())?),
+                    ));
+                }
+                let otherwise = if (*c).defresult.is_null() {
+                    None
+                } else {
+                    Some(Box::new(self.scale_of((*c).defresult.cast())?))
+                };
+                return Ok(Expr::Case(Case::new(None, when_then, otherwise)));
+            }
+            if let Some(c) = node_cast::<pg_sys::CoalesceExpr>(node, NodeTag::T_CoalesceExpr) {
+                let mut when_then = Vec::new();
+                for arg in list::<pg_sys::Node>((*c).args) {
+                    let value = self.expr(arg, &Scope::Rows)?;
+                    when_then.push((Box::new(value.is_not_null()), Box::new(self.scale_of(arg)?)));
+                }
+                return Ok(Expr::Case(Case::new(None, when_then, None)));
+            }
+            if let Some(c) = node_cast::<pg_sys::Const>(node, NodeTag::T_Const) {
+                if (*c).constisnull {
+                    return Ok(lit(ScalarValue::Int32(None)));
+                }
+            }
+            // One display scale for every value: what the translation
+            // allows only where the value may be shown.
+            let value_only = std::mem::replace(&mut self.value_only, 0);
+            let value = self.expr(node, &Scope::Rows);
+            self.value_only = value_only;
+            Ok(lit(i32::from(decimal_scale(&value?, self)?)))
         }
     }
 

@@ -13,7 +13,7 @@
 use datafusion::logical_expr::Expr;
 use pgrx::pg_sys::{self, NodeTag};
 
-use super::expr::Scope;
+use super::expr::{Parts, Scope};
 use super::Translator;
 use crate::hook::refusal::Refusal;
 use crate::nodes::{cast, list};
@@ -44,19 +44,11 @@ impl Output {
         }
     }
 
-    /// Unconstrained numeric, as avg's parts are.
-    fn numeric() -> Output {
+    /// A column of type `typid`, without a modifier or collation
+    /// (numeric, int8 and int4 columns of an aggregate's parts).
+    fn plain(typid: pg_sys::Oid) -> Output {
         Output {
-            typid: pg_sys::NUMERICOID,
-            typmod: -1,
-            collation: pg_sys::InvalidOid,
-        }
-    }
-
-    /// int8, as count is.
-    fn int8() -> Output {
-        Output {
-            typid: pg_sys::INT8OID,
+            typid,
             typmod: -1,
             collation: pg_sys::InvalidOid,
         }
@@ -111,7 +103,7 @@ impl Translator {
                 return Ok(output.var(offset + leaves.len()));
             }
             if let Some(aggref) = cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
-                return self.lift_avg(aggref, scope, offset, leaves);
+                return self.lift_parted(aggref, scope, offset, leaves);
             }
             if let Some(func) = cast::<pg_sys::FuncExpr>(node, NodeTag::T_FuncExpr) {
                 // They look at the stored value (its compression, its size
@@ -158,46 +150,55 @@ impl Translator {
         }
     }
 
-    /// avg(x) as Postgres computes it from its parts:
-    /// `numeric_div(sum, count::numeric)` (numeric_avg and int8_avg do
-    /// exactly that; both are NULL over no rows, as is the division of a
-    /// NULL sum).
+    /// An aggregate DataFusion computed in two parts ([`Parts`]),
+    /// finished by Postgres: an avg as `numeric_div(sum, count::numeric)`
+    /// (numeric_avg and int8_avg do exactly that; both are NULL over no
+    /// rows, as is the division of a NULL sum), a sum of values of
+    /// different display scales as `round(sum, scale)`, the largest
+    /// scale among them (NULL over no values, as the sum).
     ///
     /// # Safety
     /// As [`Translator::lift`].
-    unsafe fn lift_avg(
+    unsafe fn lift_parted(
         &mut self,
         aggref: *mut pg_sys::Aggref,
         scope: &Scope,
         offset: usize,
         leaves: &mut Vec<(Expr, Output)>,
     ) -> Result<*mut pg_sys::Node, Refusal> {
-        let Scope::Grouped { avgs, .. } = scope else {
+        let Scope::Grouped { parted, .. } = scope else {
             return Err(Refusal::shape("an aggregate outside an aggregation"));
         };
         // SAFETY: per the caller.
-        let (_, sum, count) = avgs
+        let p = parted
             .iter()
-            .find(|(a, _, _)| unsafe { pg_sys::equal(a.cast(), aggref.cast()) })
+            .find(|p| unsafe { pg_sys::equal(p.aggref.cast(), aggref.cast()) })
             .ok_or("an aggregate weft does not finish")?;
-        leaves.push((Expr::Column(sum.as_str().into()), Output::numeric()));
+        leaves.push((Expr::Column(p.sum.as_str().into()), Output::plain(pg_sys::NUMERICOID)));
         // SAFETY: on the backend thread.
-        let sum = unsafe { Output::numeric().var(offset + leaves.len()) };
-        leaves.push((Expr::Column(count.as_str().into()), Output::int8()));
+        let sum = unsafe { Output::plain(pg_sys::NUMERICOID).var(offset + leaves.len()) };
+        let (other, function) = match p.kind {
+            Parts::Avg => (Output::plain(pg_sys::INT8OID), pg_sys::F_NUMERIC_DIV),
+            Parts::ScaledSum => (Output::plain(pg_sys::INT4OID), pg_sys::F_ROUND_NUMERIC_INT4),
+        };
+        leaves.push((Expr::Column(p.other.as_str().into()), other));
         // SAFETY: as above.
         unsafe {
-            let count = Output::int8().var(offset + leaves.len());
-            let count = pg_sys::makeFuncExpr(
-                pg_sys::Oid::from(pg_sys::F_NUMERIC_INT8),
-                pg_sys::NUMERICOID,
-                pg_sys::lappend(std::ptr::null_mut(), count.cast()),
-                pg_sys::InvalidOid,
-                pg_sys::InvalidOid,
-                pg_sys::CoercionForm::COERCE_EXPLICIT_CAST,
-            );
-            let args = pg_sys::lappend(pg_sys::lappend(std::ptr::null_mut(), sum.cast()), count.cast());
+            let mut other = other.var(offset + leaves.len());
+            if p.kind == Parts::Avg {
+                other = pg_sys::makeFuncExpr(
+                    pg_sys::Oid::from(pg_sys::F_NUMERIC_INT8),
+                    pg_sys::NUMERICOID,
+                    pg_sys::lappend(std::ptr::null_mut(), other.cast()),
+                    pg_sys::InvalidOid,
+                    pg_sys::InvalidOid,
+                    pg_sys::CoercionForm::COERCE_EXPLICIT_CAST,
+                )
+                .cast();
+            }
+            let args = pg_sys::lappend(pg_sys::lappend(std::ptr::null_mut(), sum.cast()), other.cast());
             Ok(pg_sys::makeFuncExpr(
-                pg_sys::Oid::from(pg_sys::F_NUMERIC_DIV),
+                pg_sys::Oid::from(function),
                 pg_sys::NUMERICOID,
                 args,
                 pg_sys::InvalidOid,

@@ -647,22 +647,28 @@ impl Translator {
         // SAFETY: as above.
         unsafe { aggregate::collect_aggrefs(having, &mut aggrefs)? };
         let mut aggs = Vec::new();
-        let mut avgs = Vec::new();
+        let mut parted: Vec<expr::Parted> = Vec::new();
         let mut agg_exprs = Vec::new();
         for aggref in aggrefs {
-            // avg is sum / count with numeric's division, which Postgres
-            // finishes (see `finish`): DataFusion computes the two parts.
+            // An aggregate whose display scale Postgres picks per value is
+            // computed in two parts, which Postgres finishes (see
+            // `finish`).
             // SAFETY: an Aggref of this level.
-            if let Some((sum, count)) = unsafe { self.avg_parts(aggref)? } {
-                let same = |&(seen, _, _): &(*mut pg_sys::Aggref, String, String)| {
+            if let Some((kind, sum, other)) = unsafe { self.parts(aggref)? } {
+                let seen = |p: &expr::Parted| {
                     // SAFETY: Aggrefs of this level.
-                    unsafe { pg_sys::equal(seen as *const _, aggref as *const _) }
+                    unsafe { pg_sys::equal(p.aggref as *const _, aggref as *const _) }
                 };
-                if !avgs.iter().any(same) {
-                    let names = (format!("v{}_sum", avgs.len()), format!("v{}_count", avgs.len()));
-                    agg_exprs.push(sum.alias(&names.0));
-                    agg_exprs.push(count.alias(&names.1));
-                    avgs.push((aggref, names.0, names.1));
+                if !parted.iter().any(seen) {
+                    let (sum_name, other_name) = (format!("v{}_sum", parted.len()), format!("v{}_other", parted.len()));
+                    agg_exprs.push(sum.alias(&sum_name));
+                    agg_exprs.push(other.alias(&other_name));
+                    parted.push(expr::Parted {
+                        aggref,
+                        kind,
+                        sum: sum_name,
+                        other: other_name,
+                    });
                 }
                 continue;
             }
@@ -684,7 +690,7 @@ impl Translator {
             .map_err(df)?
             .build()
             .map_err(df)?;
-        Ok((plan, Scope::Grouped { groups, aggs, avgs }))
+        Ok((plan, Scope::Grouped { groups, aggs, parted }))
     }
 
     fn level(&mut self) -> &mut Level {
