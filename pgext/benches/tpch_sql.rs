@@ -16,7 +16,8 @@
 //! weft took the query by default, the speedup with default settings and
 //! whether its rows equal stock's; then the geometric mean over the queries
 //! both finish, the queries slower than 0.9x, and the ones listed apart.
-//! `WEFT_BENCH_QUERIES` (e.g. `1,3,6`) picks queries.
+//! `WEFT_BENCH_QUERIES` (e.g. `1,3,6`) picks queries; `WEFT_BENCH_LOCALE`
+//! (`en_US.UTF-8`, `icu:en-US`) loads a database of that collation.
 
 use std::time::{Duration, Instant};
 

@@ -164,7 +164,9 @@ pub fn through_weft(client: &mut Client, sql: &str) -> Result<String, postgres::
 /// with max_parallel_workers_per_gather and weft.workers =
 /// `WEFT_BENCH_WORKERS` (default 1) and a 300 s statement_timeout. Also
 /// returns that worker count and the queries `WEFT_BENCH_QUERIES` picks
-/// (`1,3,6` for instance; all when unset).
+/// (`1,3,6` for instance; all when unset). `WEFT_BENCH_LOCALE` loads the
+/// data into a database of that libc locale (`en_US.UTF-8`) or, as
+/// `icu:en-US`, of that ICU default collation, instead of C.
 pub fn bench_setup() -> (crate::Cluster, Client, u32, Option<Vec<usize>>) {
     let env = |name: &str| std::env::var(name).ok();
     let scale: f64 = env("WEFT_BENCH_SF").and_then(|v| v.parse().ok()).unwrap_or(1.0);
@@ -177,10 +179,30 @@ pub fn bench_setup() -> (crate::Cluster, Client, u32, Option<Vec<usize>>) {
         ("max_worker_processes", "16"),
         ("max_parallel_workers", "16"),
     ]);
-    let mut client = cluster.connect();
+    let mut client = match env("WEFT_BENCH_LOCALE").filter(|l| l != "C") {
+        None => cluster.connect(),
+        Some(locale) => {
+            // `icu:<locale>` makes ICU the database's default collation;
+            // anything else names a libc locale.
+            let options = match locale.strip_prefix("icu:") {
+                Some(icu) => format!("LOCALE_PROVIDER icu ICU_LOCALE '{icu}' LOCALE 'C'"),
+                None => format!("LOCALE '{locale}'"),
+            };
+            cluster
+                .connect()
+                .batch_execute(&format!(
+                    "CREATE DATABASE tpch TEMPLATE template0 ENCODING 'UTF8' {options}"
+                ))
+                .unwrap();
+            cluster.connect_to("tpch", "postgres")
+        }
+    };
     client.batch_execute("CREATE EXTENSION weft").unwrap();
     let started = std::time::Instant::now();
     load(&mut client, scale);
+    if let Some(locale) = env("WEFT_BENCH_LOCALE") {
+        println!("database locale: {locale}");
+    }
     println!("TPC-H SF{scale} loaded in {:.1?}", started.elapsed());
     // Whether the server's shared memory sits in huge pages weighs on both
     // sides' times, weft's more (benches/README.md, "Conditions"): say which it was.
