@@ -145,3 +145,48 @@ fn the_bridge_keeps_postgres_s_rules() {
         .unwrap();
     check_both_ways(&mut client, &[(false, "SELECT count(DISTINCT upper(s)) FROM t")]);
 }
+
+/// A security_barrier view's own conditions hide rows from what the
+/// querier adds: a function that is not leakproof must never see them (a
+/// division by zero on a hidden row would reveal it). weft leaves such
+/// views to Postgres, which evaluates the barrier's conditions first: the
+/// same notices and the same answers, and no error from a hidden row.
+#[test]
+fn a_security_barrier_view_hides_its_rows_from_functions() {
+    let (cluster, mut client) = with_table();
+    client
+        .batch_execute(
+            "CREATE VIEW visible WITH (security_barrier) AS SELECT i, s FROM t WHERE i % 13 <> 0;
+             CREATE FUNCTION peek(int) RETURNS bool LANGUAGE plpgsql COST 0.0001 PARALLEL SAFE
+                 AS $$ BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$;
+             CREATE ROLE viewer LOGIN;
+             GRANT SELECT ON visible TO viewer;
+             GRANT USAGE ON SCHEMA weft TO viewer",
+        )
+        .unwrap();
+    let mut viewer = cluster.connect_to("postgres", "viewer");
+    viewer.batch_execute("SET max_parallel_workers_per_gather = 2").unwrap();
+    check_both_ways(
+        &mut viewer,
+        &[
+            (false, "SELECT count(*), sum(i) FROM visible WHERE i % (i % 13) = 0"),
+            (false, "SELECT count(*) FROM visible WHERE upper(s) LIKE 'NAME 2%'"),
+            (false, "SELECT count(*) FROM visible WHERE i < 40 AND peek(i)"),
+        ],
+    );
+    // The notices name only visible rows, weft on or off.
+    let (mut noticed, notices) = cluster.connect_collecting_notices_as("viewer");
+    for setting in ["SET weft.force = on", "SET weft.enable = off"] {
+        noticed.batch_execute(setting).unwrap();
+        noticed
+            .batch_execute("SELECT count(*) FROM visible WHERE i < 40 AND peek(i)")
+            .unwrap();
+    }
+    let seen = notices.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2 * 36, "{seen:#?}");
+    assert!(
+        seen.iter()
+            .all(|n| !n.ends_with(" 13") && !n.ends_with(" 26") && !n.ends_with(" 39")),
+        "{seen:#?}"
+    );
+}

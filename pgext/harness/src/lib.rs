@@ -524,12 +524,24 @@ impl Cluster {
     ///
     /// If the connection fails, with the server log's tail.
     pub fn connect_collecting_notices(&self) -> (postgres::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        self.connect_collecting_notices_as("postgres")
+    }
+
+    /// [`Cluster::connect_collecting_notices`] as `user`.
+    ///
+    /// # Panics
+    ///
+    /// If the connection fails, with the server log's tail.
+    pub fn connect_collecting_notices_as(
+        &self,
+        user: &str,
+    ) -> (postgres::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let collected = std::sync::Arc::clone(&notices);
         let client = postgres::Config::new()
             .host_path(&self.sock)
             .port(PORT)
-            .user("postgres")
+            .user(user)
             .dbname("postgres")
             .notice_callback(move |notice| {
                 let line = format!("{}: {}", notice.severity(), notice.message());

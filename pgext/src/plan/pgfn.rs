@@ -32,10 +32,13 @@ pub enum IntOp {
     Mul,
     /// `/`, truncating toward zero as Postgres does.
     Div,
+    /// `%`, with the dividend's sign, and 0 for the smallest integer
+    /// modulo -1, as Postgres's int4mod.
+    Mod,
 }
 
 impl IntOp {
-    const ALL: [IntOp; 4] = [IntOp::Add, IntOp::Sub, IntOp::Mul, IntOp::Div];
+    const ALL: [IntOp; 5] = [IntOp::Add, IntOp::Sub, IntOp::Mul, IntOp::Div, IntOp::Mod];
 
     fn name(self) -> &'static str {
         match self {
@@ -43,6 +46,7 @@ impl IntOp {
             IntOp::Sub => "pg_int_sub",
             IntOp::Mul => "pg_int_mul",
             IntOp::Div => "pg_int_div",
+            IntOp::Mod => "pg_int_mod",
         }
     }
 }
@@ -246,6 +250,7 @@ impl ScalarUDFImpl for PgIntOp {
             IntOp::Sub => numeric::sub(&l, &r),
             IntOp::Mul => numeric::mul(&l, &r),
             IntOp::Div => numeric::div(&l, &r),
+            IntOp::Mod => numeric::rem(&l, &r),
         };
         self::result(result.map_err(|e| pg_error(e, &data_type))?, scalar)
     }

@@ -126,6 +126,11 @@ impl Translator {
         }
         // SAFETY: per the caller.
         unsafe {
+            if let Some(folded) = super::fold::folded(node, self.params) {
+                if let Ok(value) = constant(folded) {
+                    return Ok(lit(value));
+                }
+            }
             match tag(node) {
                 NodeTag::T_Var => {
                     if matches!(scope, Scope::Grouped { .. }) {
@@ -179,23 +184,30 @@ impl Translator {
                 }
                 NodeTag::T_CaseExpr => {
                     let c = &*node.cast::<pg_sys::CaseExpr>();
-                    let operand = if c.arg.is_null() {
-                        None
-                    } else {
-                        Some(Box::new(self.expr(c.arg.cast(), scope)?))
-                    };
-                    let mut when_then = Vec::new();
-                    for when in list::<pg_sys::CaseWhen>(c.args) {
-                        let when = &*when;
-                        // With an operand, Postgres's WHEN is `CaseTestExpr = value`.
-                        if operand.is_some() {
-                            return Err(Refusal::shape("CASE with an operand"));
+                    // With an operand, each WHEN is `CaseTestExpr = value`
+                    // in Postgres's tree: the operand stands in for the
+                    // CaseTestExpr, evaluated once per WHEN (the same value,
+                    // as it is not volatile).
+                    if !c.arg.is_null() {
+                        if pg_sys::contain_volatile_functions(c.arg.cast()) {
+                            return Err(Refusal::Function("a volatile CASE operand".into()));
                         }
-                        when_then.push((
-                            Box::new(self.expr(when.expr.cast(), scope)?),
-                            Box::new(self.expr(when.result.cast(), scope)?),
-                        ));
+                        let operand = self.expr(c.arg.cast(), scope)?;
+                        self.case_operands.push(operand);
                     }
+                    let whens = list::<pg_sys::CaseWhen>(c.args)
+                        .into_iter()
+                        .map(|when| {
+                            Ok((
+                                Box::new(self.expr((*when).expr.cast(), scope)?),
+                                Box::new(self.expr((*when).result.cast(), scope)?),
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, Refusal>>();
+                    if !c.arg.is_null() {
+                        self.case_operands.pop();
+                    }
+                    let when_then = whens?;
                     let otherwise = if c.defresult.is_null() {
                         None
                     } else {
@@ -203,7 +215,7 @@ impl Translator {
                     };
                     let results = when_then.iter().map(|(_, then)| &**then).chain(otherwise.as_deref());
                     self.one_display_scale(node, results)?;
-                    Ok(Expr::Case(Case::new(operand, when_then, otherwise)))
+                    Ok(Expr::Case(Case::new(None, when_then, otherwise)))
                 }
                 NodeTag::T_CoalesceExpr => {
                     let c = &*node.cast::<pg_sys::CoalesceExpr>();
@@ -219,6 +231,82 @@ impl Translator {
                 NodeTag::T_Param => {
                     let param = &*node.cast::<pg_sys::Param>();
                     Ok(lit(self.param(param)?))
+                }
+                NodeTag::T_CaseTestExpr => self
+                    .case_operands
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| Refusal::shape("a CaseTestExpr outside CASE x WHEN")),
+                NodeTag::T_NullIfExpr => {
+                    // NULLIF(a, b): CASE WHEN a = b THEN NULL ELSE a END,
+                    // with the type's own equality.
+                    let n = &*node.cast::<pg_sys::NullIfExpr>();
+                    if equality_kind(n.opfuncid) != Some(true) {
+                        return Err(Refusal::Function("NULLIF over a type weft does not compare".into()));
+                    }
+                    let args = self.exprs(n.args, scope)?;
+                    let first = args.first().cloned().ok_or("NULLIF without arguments")?;
+                    let equal = self.function(n.opfuncid, n.inputcollid, args, node)?;
+                    let null = lit(ScalarValue::Null);
+                    Ok(Expr::Case(Case::new(
+                        None,
+                        vec![(Box::new(equal), Box::new(null))],
+                        Some(Box::new(first)),
+                    )))
+                }
+                NodeTag::T_DistinctExpr => {
+                    // a IS DISTINCT FROM b: the type's equality, NULLs
+                    // equal to each other.
+                    let d = &*node.cast::<pg_sys::DistinctExpr>();
+                    if equality_kind(d.opfuncid) != Some(true) {
+                        return Err(Refusal::Function(
+                            "IS DISTINCT FROM over a type weft does not compare".into(),
+                        ));
+                    }
+                    self.value_only += 1;
+                    let args = self.exprs(d.args, scope);
+                    self.value_only -= 1;
+                    let equal = self.function(d.opfuncid, d.inputcollid, args?, node)?;
+                    match equal {
+                        Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => {
+                            Ok(datafusion::logical_expr::binary_expr(
+                                *b.left,
+                                datafusion::logical_expr::Operator::IsDistinctFrom,
+                                *b.right,
+                            ))
+                        }
+                        _ => Err(Refusal::shape(
+                            "IS DISTINCT FROM over an equality weft computes otherwise",
+                        )),
+                    }
+                }
+                NodeTag::T_MinMaxExpr => {
+                    // GREATEST and LEAST skip NULLs, as DataFusion's do;
+                    // they order as a sort does.
+                    let m = &*node.cast::<pg_sys::MinMaxExpr>();
+                    let natively_ordered = matches!(
+                        m.minmaxtype,
+                        pg_sys::INT2OID
+                            | pg_sys::INT4OID
+                            | pg_sys::INT8OID
+                            | pg_sys::NUMERICOID
+                            | pg_sys::DATEOID
+                            | pg_sys::TIMESTAMPOID
+                            | pg_sys::TIMESTAMPTZOID
+                    ) || (matches!(m.minmaxtype, pg_sys::TEXTOID | pg_sys::VARCHAROID)
+                        && collation_is_c(m.inputcollid));
+                    if !natively_ordered {
+                        return Err(Refusal::inexact(
+                            "GREATEST or LEAST over a type or collation weft does not order as Postgres does",
+                        ));
+                    }
+                    let args = self.exprs(m.args, scope)?;
+                    self.one_display_scale(node, args.iter())?;
+                    Ok(if m.op == pg_sys::MinMaxOp::IS_GREATEST {
+                        datafusion::functions::core::expr_fn::greatest(args)
+                    } else {
+                        datafusion::functions::core::expr_fn::least(args)
+                    })
                 }
                 NodeTag::T_Aggref => Err(Refusal::shape("an aggregate outside the select list and HAVING")),
                 other => Err(Refusal::shape(format!("an expression of node type {other:?}"))),
@@ -253,15 +341,17 @@ impl Translator {
         // SAFETY: per the caller.
         unsafe {
             if let Some(c) = node_cast::<pg_sys::CaseExpr>(node, NodeTag::T_CaseExpr) {
+                // The CASE's own conditions, each result replaced by its
+                // display scale.
+                self.value_only += 1;
+                let translated = self.expr(node, &Scope::Rows);
+                self.value_only -= 1;
+                let Expr::Case(case) = translated? else {
+                    return Err(Refusal::shape("a CASE not translated as one"));
+                };
                 let mut when_then = Vec::new();
-                if !(*c).arg.is_null() {
-                    return Err(Refusal::shape("CASE with an operand"));
-                }
-                for when in list::<pg_sys::CaseWhen>((*c).args) {
-                    when_then.push((
-                        Box::new(self.expr((*when).expr.cast(), &Scope::Rows)?),
-                        Box::new(self.scale_of((*when).result.cast())?),
-                    ));
+                for ((condition, _), when) in case.when_then_expr.into_iter().zip(list::<pg_sys::CaseWhen>((*c).args)) {
+                    when_then.push((condition, Box::new(self.scale_of((*when).result.cast())?)));
                 }
                 let otherwise = if (*c).defresult.is_null() {
                     None

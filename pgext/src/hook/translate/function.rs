@@ -315,6 +315,12 @@ pub(super) fn int_arithmetic(f: u32) -> Option<IntOp> {
         | pg_sys::F_INT82DIV
         | pg_sys::F_INT48DIV
         | pg_sys::F_INT84DIV => IntOp::Div,
+        pg_sys::F_INT2MOD
+        | pg_sys::F_INT4MOD
+        | pg_sys::F_INT8MOD
+        | pg_sys::F_MOD_INT2_INT2
+        | pg_sys::F_MOD_INT4_INT4
+        | pg_sys::F_MOD_INT8_INT8 => IntOp::Mod,
         _ => return None,
     })
 }

@@ -18,14 +18,16 @@
 //! whose level stack every part reads; it stays whole past 600 lines
 //! because those parts share that state at every step. Expressions
 //! ([`expr`]), aggregates ([`aggregate`]), functions and operators
-//! ([`function`]), what Postgres finishes ([`finish`]) and the join order
-//! ([`order`]) live beside it.
+//! ([`function`]), what Postgres finishes ([`finish`]), expressions
+//! constant for the statement ([`fold`]) and the join order ([`order`])
+//! live beside it.
 
 mod aggregate;
 mod args;
 mod collation;
 mod expr;
 mod finish;
+mod fold;
 mod function;
 
 mod order;
@@ -181,6 +183,9 @@ struct Translator {
     /// refer to the levels around the reference, and each copy sits under
     /// its own alias, so the repeated names never meet.
     cte_levels: HashMap<usize, usize>,
+    /// The operands of the `CASE x WHEN ...` being translated, innermost
+    /// last: what a WHEN's `CaseTestExpr` stands for.
+    case_operands: Vec<Expr>,
 }
 
 impl Default for Translator {
@@ -194,6 +199,7 @@ impl Default for Translator {
             levels: Vec::new(),
             next_level: 0,
             cte_levels: HashMap::new(),
+            case_operands: Vec::new(),
         }
     }
 }
@@ -564,6 +570,12 @@ impl Translator {
             pg_sys::RTEKind::RTE_SUBQUERY => {
                 if rte.lateral {
                     return Err(Refusal::shape("LATERAL"));
+                }
+                // A security_barrier view's own conditions must hide its
+                // rows from every function the querier adds, which
+                // DataFusion's filter pushdown does not promise.
+                if rte.security_barrier {
+                    return Err(Refusal::shape("a security_barrier view"));
                 }
                 // SAFETY: a subquery RTE's query.
                 let plan = unsafe { self.query(rte.subquery)? };
