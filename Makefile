@@ -54,11 +54,15 @@ unit:
 # run twice through pg_regress on a throwaway cluster, weft off and
 # weft.force=on, compared statement by statement: a different answer or error
 # fails (scripts/regress/run.sh; the suite is fetched once with apt-get source
-# and cached). It installs weft first as the tests do (WEFT_PG_SKIP_INSTALL=1
-# takes the installed one); `scripts/regress/run.sh --stock` checks the
-# comparison alone, weft not loaded.
+# and cached), in a cluster of locale C, then of en_US.UTF-8 (libc), then of
+# ICU's en-US, where text sorts and compares under those collations. The first
+# run installs weft as the tests do (WEFT_PG_SKIP_INSTALL=1 takes the installed
+# one); `scripts/regress/run.sh --stock` checks the comparison alone, weft not
+# loaded.
 regress: setup
 	scripts/regress/run.sh
+	WEFT_PG_SKIP_INSTALL=1 WEFT_REGRESS_LOCALE=en_US.UTF-8 scripts/regress/run.sh
+	WEFT_PG_SKIP_INSTALL=1 WEFT_REGRESS_LOCALE=icu:en-US scripts/regress/run.sh
 
 # The examples in the documentation (nextest does not run doctests). The
 # whole workspace, so that it shares nextest's build of DataFusion (a build

@@ -33,6 +33,12 @@
 #                           output dirs), report.txt, server.log
 #   WEFT_REGRESS_CACHE      the suite's cache (see fetch.sh)
 #   WEFT_REGRESS_KEEP=1     keep the cluster's temporary directory
+#   WEFT_REGRESS_LOCALE     the cluster's locale (default C): with another
+#                           (a libc locale such as en_US.UTF-8, or
+#                           icu:<locale> for an ICU default collation), text
+#                           sorts and compares under that collation in both
+#                           runs; results go to target/regress-<locale>
+#                           unless WEFT_REGRESS_OUT says otherwise
 #
 # Postgres refuses to run as root: as root (CI) every Postgres program runs
 # as the `postgres` OS user, in a temporary directory that user owns.
@@ -45,7 +51,19 @@ PG_CONFIG=$BINDIR/pg_config
 PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
 SHAREDIR=$("$PG_CONFIG" --sharedir)
 PG_REGRESS=$("$PG_CONFIG" --pgxs | sed 's|/src/makefiles/pgxs.mk$||')/src/test/regress/pg_regress
-OUT=${WEFT_REGRESS_OUT:-$root/target/regress}
+LOCALE=${WEFT_REGRESS_LOCALE:-C}
+initdb_locale=(--locale="$LOCALE")
+if [ "$LOCALE" = C ]; then
+    OUT=${WEFT_REGRESS_OUT:-$root/target/regress}
+    locale_args=(--no-locale)
+else
+    OUT=${WEFT_REGRESS_OUT:-$root/target/regress-${LOCALE/:/-}}
+    # pg_regress then creates its database with the cluster's locale.
+    locale_args=()
+    if [[ "$LOCALE" == icu:* ]]; then
+        initdb_locale=(--locale=C --locale-provider=icu --icu-locale="${LOCALE#icu:}")
+    fi
+fi
 # A port of our own: the server listens only on a Unix socket in its own
 # directory, so the port only names the socket file; distinct from the test
 # harness's 5432 to keep the two apart in `ps` and logs.
@@ -145,9 +163,10 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 # The harness's initdb (pgext/harness/src/lib.rs): UTF8 (weft needs it), C
-# locale (pg_regress's --no-locale: the same collation in both runs).
+# locale or WEFT_REGRESS_LOCALE (pg_regress's --no-locale, or the cluster's
+# locale: the same collation in both runs).
 cd "$tmp"
-as_pg "${pg_env[@]}" "$BINDIR/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >"$tmp/initdb.log" 2>&1 || {
+as_pg "${pg_env[@]}" "$BINDIR/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 "${initdb_locale[@]}" --no-sync >"$tmp/initdb.log" 2>&1 || {
     cat "$tmp/initdb.log" >&2
     exit 1
 }
@@ -200,7 +219,7 @@ run_suite() { # name, PGOPTIONS
         --bindir="$BINDIR" --inputdir="$tmp/suite" --outputdir="$tmp/$name" \
         --dlpath="$tmp/lib" --schedule="$tmp/suite/schedule" \
         --host="$tmp/sock" --port=$PORT --user=postgres --dbname=regression \
-        --encoding=UTF8 --no-locale >"$tmp/$name.log" 2>&1 || true
+        --encoding=UTF8 ${locale_args[@]+"${locale_args[@]}"} >"$tmp/$name.log" 2>&1 || true
     echo $((SECONDS - t0)) >"$tmp/$name.seconds"
     say "run '$name': $(cat "$tmp/$name.seconds") s; vs upstream's expected output: $(grep -Eo '(All )?[0-9]+ (of [0-9]+ )?tests (failed|passed)' "$tmp/$name.log" | head -1 || echo "see $name.log")"
 }
@@ -252,7 +271,7 @@ status=0
 python3 "$here/compare.py" \
     --sql "$cache/regress/sql" --schedule "$here/schedule" \
     --known "$here/known-differences" \
-    --label "$([ "$mode" = weft ] && echo "weft.enable=off against weft.force=on" || echo "--stock: stock against stock, weft not loaded"), postgresql-15 $(cat "$cache/regress/VERSION") regression suite" \
+    --label "$([ "$mode" = weft ] && echo "weft.enable=off against weft.force=on" || echo "--stock: stock against stock, weft not loaded"), postgresql-15 $(cat "$cache/regress/VERSION") regression suite, locale $LOCALE" \
     --timing "stock run $(cat "$tmp/stock.seconds") s, weft run $(cat "$tmp/weft.seconds") s,${count:+ count run $(cat "$tmp/count.seconds") s,} whole target $((SECONDS - started)) s" \
     --server-log "$OUT/server.log" "${count_args[@]}" \
     --expected-diffs "$OUT/stock/regression.diffs" \
