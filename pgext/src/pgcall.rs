@@ -24,6 +24,54 @@ use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 thread_local! {
     /// The first Postgres error caught on this thread and not yet raised.
     static PENDING: RefCell<Option<CaughtError>> = const { RefCell::new(None) };
+    /// Whether the query this thread runs has been aborted elsewhere (a
+    /// peer failed, the leader was cancelled): set for a participant's run
+    /// ([`with_stop_check`]).
+    static ABORTED: RefCell<Option<Box<dyn Fn() -> bool>>> = const { RefCell::new(None) };
+}
+
+/// Whether Postgres wants this backend to stop the statement now: a
+/// cancel, statement timeout or termination is pending (interrupts are
+/// held while the runtime runs, so nothing raises it yet).
+pub fn cancel_or_die_pending() -> bool {
+    use std::ptr::{addr_of, read_volatile};
+    // SAFETY: signal handlers set these `volatile sig_atomic_t` flags;
+    // volatile reads on the backend thread are how Postgres reads them.
+    unsafe {
+        read_volatile(addr_of!(pg_sys::QueryCancelPending)) != 0 || read_volatile(addr_of!(pg_sys::ProcDiePending)) != 0
+    }
+}
+
+/// Runs `f` with `aborted` telling [`should_stop`] whether the query was
+/// aborted elsewhere.
+pub fn with_stop_check<R>(aborted: impl Fn() -> bool + 'static, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Box<dyn Fn() -> bool>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            ABORTED.with(|check| *check.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(ABORTED.with(|check| check.borrow_mut().replace(Box::new(aborted))));
+    f()
+}
+
+/// Whether a long computation calling Postgres row by row (the function
+/// bridge, collated comparisons) should stop now: the statement is being
+/// cancelled or the backend terminated, or the query was aborted
+/// elsewhere. The runtime notices these between DataFusion's polls, but
+/// one poll can compute a large batch (a nested loop join's output, say)
+/// for seconds: such loops ask every few hundred rows and end with
+/// [`stopped`].
+pub fn should_stop() -> bool {
+    cancel_or_die_pending() || ABORTED.with(|check| check.borrow().as_ref().is_some_and(|aborted| aborted()))
+}
+
+/// The error a computation that [`should_stop`] ends with: the runtime
+/// then unwinds, and the query's real error (the cancel, the peer's
+/// failure) is what the client sees.
+pub fn stopped() -> DataFusionError {
+    DataFusionError::Execution("weft: the query is stopping (cancelled, or aborted elsewhere)".into())
 }
 
 /// Runs `f`, which calls Postgres, turning a Postgres ERROR (or a panic)

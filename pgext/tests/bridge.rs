@@ -4,8 +4,10 @@
 //! the same session), errors included; those the bridge must not carry
 //! stay with Postgres.
 
+use std::time::{Duration, Instant};
 use weft_pg_harness::differential::{both_ways, check_both_ways, taken};
 use weft_pg_harness::postgres::Client;
+
 use weft_pg_harness::{text_rows, Cluster};
 
 /// A cluster with weft, a table of 20,000 rows (NULLs among its text),
@@ -138,6 +140,17 @@ fn the_bridge_keeps_postgres_s_rules() {
             .any(|l| l.contains("through the function bridge, which only weft.force takes")),
         "{plan:#?}"
     );
+    // EXPLAIN names what Postgres computes inside weft's plan.
+    client.batch_execute("SET weft.force = on").unwrap();
+    let plan = text_rows(&mut client, "EXPLAIN SELECT count(DISTINCT upper(s)) FROM t")
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect::<Vec<String>>()
+        .join("\n");
+    assert!(plan.contains("pg:upper("), "{plan}");
+    client.batch_execute("SET weft.force = off").unwrap();
     // The same settings take a query without a bridged call.
     assert!(taken(&mut client, "SELECT count(*), sum(i) FROM t WHERE i > 0"));
     client
@@ -189,4 +202,55 @@ fn a_security_barrier_view_hides_its_rows_from_functions() {
             .all(|n| !n.ends_with(" 13") && !n.ends_with(" 26") && !n.ends_with(" 39")),
         "{seen:#?}"
     );
+}
+
+/// A cancel while participants are deep in bridged calls ends the query
+/// within a second, with Postgres's message, and the session goes on.
+#[test]
+fn a_cancel_ends_a_long_bridged_query_within_a_second() {
+    let (cluster, mut client) = with_table();
+    client.batch_execute("SET weft.force = on").unwrap();
+    let sql = "SELECT count(*) FROM t a, t b WHERE a.i <= 6000 AND b.i <= 6000 AND md5(a.s || b.s) < '0'";
+    assert!(taken(&mut client, sql));
+    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let runner = std::thread::spawn(move || {
+        let result = client.simple_query(sql).map(|_| ());
+        (client, result)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut other = cluster.connect();
+    let cancelled = Instant::now();
+    other.execute("SELECT pg_cancel_backend($1)", &[&pid]).unwrap();
+    let (mut client, result) = runner.join().unwrap();
+    let took = cancelled.elapsed();
+    let error = result.expect_err("the query should have been cancelled");
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| error.to_string());
+    assert_eq!(message, "canceling statement due to user request");
+    assert!(took < Duration::from_secs(1), "the cancel took {took:?}");
+    assert_eq!(
+        text_rows(&mut client, "SELECT count(*) FROM t").unwrap()[0][0].as_deref(),
+        Some("20000")
+    );
+    // No worker goes on computing for the cancelled query (a worker's
+    // process title names its leader; pg_stat_activity may no longer list
+    // a worker whose leader has moved on).
+    let title = format!("parallel worker for PID {pid}");
+    let workers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+            .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&title))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while workers() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "workers still running a second after the cancel returned"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

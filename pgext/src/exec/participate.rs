@@ -63,7 +63,11 @@ where
         // A Rust panic unwinds out of the runtime (tokio propagates a
         // panicking root future; the runtime and its tasks are dropped on
         // the way) and stops here, as an error.
-        catch_unwind(AssertUnwindSafe(|| participant.run(body))).unwrap_or_else(|panic| {
+        // Long row-by-row computations inside a poll ask whether to stop:
+        // the mesh says whether the query was aborted elsewhere.
+        let mesh = part.mesh;
+        let run = || crate::pgcall::with_stop_check(move || mesh.is_aborted(), || participant.run(body));
+        catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
             let message = crate::pgcall::panic_message(panic.as_ref());
             part.mesh.abort(part.id, weft_runtime::FAILURE_CODE, message.as_bytes());
             Err(RuntimeError::Runtime(format!(

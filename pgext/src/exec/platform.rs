@@ -7,7 +7,6 @@
 //! current-thread runtime is driven by that thread, and weft starts no
 //! other thread that could call into Postgres.
 
-use std::ptr::{addr_of, read_volatile};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -47,15 +46,6 @@ pub fn set_latch(wake_token: u64) {
         if (*proc_).pid == pid {
             pg_sys::SetLatch(&raw mut (*proc_).procLatch);
         }
-    }
-}
-
-/// Whether Postgres wants this backend to stop the statement now.
-fn cancel_or_die_pending() -> bool {
-    // SAFETY: signal handlers set these `volatile sig_atomic_t` flags;
-    // volatile reads on the backend thread are how Postgres reads them.
-    unsafe {
-        read_volatile(addr_of!(pg_sys::QueryCancelPending)) != 0 || read_volatile(addr_of!(pg_sys::ProcDiePending)) != 0
     }
 }
 
@@ -137,7 +127,7 @@ impl Platform for PgPlatform {
     }
 
     fn interrupted(&self) -> Option<String> {
-        if cancel_or_die_pending() {
+        if crate::pgcall::cancel_or_die_pending() {
             // The participant unwinds, then Postgres raises the real error
             // (cancel, statement timeout, termination) with its own text.
             return Some("interrupted: the statement was canceled or the backend is terminating".into());

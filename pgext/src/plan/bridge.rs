@@ -31,6 +31,11 @@ use pgrx::pg_sys::{self, Oid};
 use crate::pgcall;
 use crate::types::{ColumnReader, ColumnWriter, PgType};
 
+/// Rows between two looks at whether the query is stopping
+/// ([`pgcall::should_stop`]): a batch of an expensive function can take
+/// seconds, and a cancel must end it within a fraction of one.
+pub const STOP_CHECK_ROWS: usize = 256;
+
 /// A Postgres function called by OID on each row.
 #[derive(Debug, Clone)]
 pub struct PgFunction {
@@ -192,6 +197,9 @@ impl PgFunction {
                     .ok_or_else(|| DataFusionError::Execution(format!("{}: no function address", self.name)))?;
                 let mut reader = ColumnReader::new(result_type, rows.max(1));
                 for row in 0..rows {
+                    if row % STOP_CHECK_ROWS == STOP_CHECK_ROWS - 1 && pgcall::should_stop() {
+                        return Err(pgcall::stopped());
+                    }
                     let slots = (*fcinfo).args.as_mut_slice(nargs);
                     let mut any_null = false;
                     for ((slot, writer), array) in slots.iter_mut().zip(&mut writers).zip(args) {

@@ -10,6 +10,7 @@ use datafusion::logical_expr::{ColumnarValue, Operator, ScalarFunctionArgs, Scal
 use pgrx::pg_sys::Oid;
 
 use crate::pgcall;
+use crate::plan::bridge::STOP_CHECK_ROWS;
 
 /// The operators, by their names in plans and EXPLAIN and their codes in
 /// a shipped plan.
@@ -113,6 +114,9 @@ impl ScalarUDFImpl for CollatedComparison {
         let result = pgcall::call("text compared under a collation", || {
             let mut out = Vec::with_capacity(rows);
             for row in 0..rows {
+                if row % STOP_CHECK_ROWS == STOP_CHECK_ROWS - 1 && pgcall::should_stop() {
+                    return Err(pgcall::stopped());
+                }
                 out.push(match (left.get(row), right.get(row)) {
                     // SAFETY: DataFusion runs a participant's plan on its
                     // backend thread, and this is inside pgcall::call.

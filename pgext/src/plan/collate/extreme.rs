@@ -13,6 +13,7 @@ use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatil
 use pgrx::pg_sys::Oid;
 
 use crate::pgcall;
+use crate::plan::bridge::STOP_CHECK_ROWS;
 
 /// min's name in plans and EXPLAIN.
 pub const MIN: &str = "pg:min";
@@ -104,7 +105,10 @@ impl Accumulator for Extreme {
         let collation = self.collation;
         let best = pgcall::call("text compared under a collation", || {
             let mut best = self.best.as_deref();
-            for value in strings.iter().flatten() {
+            for (row, value) in strings.iter().flatten().enumerate() {
+                if row % STOP_CHECK_ROWS == STOP_CHECK_ROWS - 1 && pgcall::should_stop() {
+                    return Err(pgcall::stopped());
+                }
                 // SAFETY: DataFusion runs a participant's plan on its
                 // backend thread, and this is inside pgcall::call.
                 if best.is_none_or(|b| unsafe { super::compare(collation, value, b) } == wanted) {

@@ -90,6 +90,9 @@ impl PartitionEvaluator for Places {
         }
         let collation = self.collation;
         pgcall::call("text ordered under a collation", || {
+            if pgcall::should_stop() {
+                return Err(pgcall::stopped());
+            }
             // SAFETY: DataFusion runs a participant's plan on its backend
             // thread, and this is inside pgcall::call.
             distinct.sort_unstable_by(|a, b| unsafe { super::compare(collation, a, b) });
