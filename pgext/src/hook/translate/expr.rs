@@ -284,17 +284,9 @@ impl Translator {
                     // GREATEST and LEAST skip NULLs, as DataFusion's do;
                     // they order as a sort does.
                     let m = &*node.cast::<pg_sys::MinMaxExpr>();
-                    let natively_ordered = matches!(
-                        m.minmaxtype,
-                        pg_sys::INT2OID
-                            | pg_sys::INT4OID
-                            | pg_sys::INT8OID
-                            | pg_sys::NUMERICOID
-                            | pg_sys::DATEOID
-                            | pg_sys::TIMESTAMPOID
-                            | pg_sys::TIMESTAMPTZOID
-                    ) || (matches!(m.minmaxtype, pg_sys::TEXTOID | pg_sys::VARCHAROID)
-                        && collation_is_c(m.inputcollid));
+                    let natively_ordered = ordered_natively(m.minmaxtype)
+                        || (matches!(m.minmaxtype, pg_sys::TEXTOID | pg_sys::VARCHAROID)
+                            && collation_is_c(m.inputcollid));
                     if !natively_ordered {
                         return Err(Refusal::inexact(
                             "GREATEST or LEAST over a type or collation weft does not order as Postgres does",
@@ -567,6 +559,23 @@ pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<()
     }
 }
 
+/// Whether DataFusion orders values of type `typid` as Postgres's btree
+/// opclass does: integers, numeric, date, timestamp, timestamptz, bool
+/// (not floats, where Postgres has -0 = 0 and NaN above every number).
+fn ordered_natively(typid: Oid) -> bool {
+    matches!(
+        typid,
+        pg_sys::INT2OID
+            | pg_sys::INT4OID
+            | pg_sys::INT8OID
+            | pg_sys::NUMERICOID
+            | pg_sys::DATEOID
+            | pg_sys::TIMESTAMPOID
+            | pg_sys::TIMESTAMPTZOID
+            | pg_sys::BOOLOID
+    )
+}
+
 /// How an ORDER BY sorts `expr` with `sortop`.
 pub(super) struct SortKey {
     /// Descending.
@@ -591,17 +600,7 @@ pub(super) unsafe fn sort_key(sortop: Oid, expr: *mut pg_sys::Node) -> Result<So
     }
     // SAFETY: per the caller.
     let (typid, _, collation) = unsafe { crate::nodes::expr_type(expr) };
-    let native = matches!(
-        typid,
-        pg_sys::INT2OID
-            | pg_sys::INT4OID
-            | pg_sys::INT8OID
-            | pg_sys::NUMERICOID
-            | pg_sys::DATEOID
-            | pg_sys::TIMESTAMPOID
-            | pg_sys::TIMESTAMPTZOID
-            | pg_sys::BOOLOID
-    );
+    let native = ordered_natively(typid);
     let text = matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID);
     let collated = if native || (text && collation_is_c(collation)) {
         None
