@@ -230,3 +230,39 @@ fn a_nondeterministic_collation_stays_with_postgres() {
         ],
     );
 }
+
+/// weft sorts text under a collation other than C on one participant: a
+/// sort Postgres estimates at many rows (which Postgres sorts in
+/// parallel, or with a bounded heap for a LIMIT) is left to Postgres
+/// unless `weft.force` says otherwise; a small one is weft's.
+#[test]
+fn a_large_collated_sort_stays_with_postgres_by_default() {
+    let cluster = Cluster::start();
+    let mut client = database(&cluster, "libc", "LOCALE 'en_US.UTF-8'");
+    client
+        .batch_execute(
+            "CREATE TABLE many AS SELECT g AS i, md5(g::text) AS s FROM generate_series(1, 200000) g;
+             ANALYZE many;
+             SET weft.min_cost = 0; SET weft.scan_cost_ratio = 0; SET weft.explain_fallback = on",
+        )
+        .unwrap();
+    let explain = |client: &mut Client, sql: &str| -> String {
+        weft_pg_harness::text_rows(client, &format!("EXPLAIN {sql}"))
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let large = "SELECT s FROM many ORDER BY s LIMIT 10";
+    let plan = explain(&mut client, large);
+    assert!(
+        plan.contains("rows of text under a collation other than C, which weft sorts on one participant"),
+        "{plan}"
+    );
+    let small = "SELECT s, count(*) FROM many WHERE i < 100 GROUP BY s ORDER BY s";
+    let plan = explain(&mut client, small);
+    assert!(plan.contains("Custom Scan (Weft)"), "{plan}");
+    check_both_ways(&mut client, &[(true, large), (true, small)]);
+}

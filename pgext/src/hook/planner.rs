@@ -286,6 +286,36 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
     Ok(())
 }
 
+/// The most rows a sort of text under a collation other than C may be
+/// estimated to sort for weft to take the query without `weft.force`.
+const COLLATED_SORT_ROWS: f64 = 50_000.0;
+
+/// About how many rows the query's ORDER BY sorts, by Postgres's
+/// estimates: those of the first node under the stock plan's LIMIT,
+/// Gather and projections (a Sort, a Gather Merge of the workers' sorts,
+/// or an index scan that gives the order without one).
+///
+/// # Safety
+/// `plan` is NULL or a valid plan tree.
+unsafe fn ordered_rows(plan: *mut pg_sys::Plan) -> f64 {
+    if plan.is_null() {
+        return 0.0;
+    }
+    // SAFETY: per the caller.
+    unsafe {
+        match (*plan).type_ {
+            pg_sys::NodeTag::T_Limit | pg_sys::NodeTag::T_Gather | pg_sys::NodeTag::T_Result => {
+                ordered_rows((*plan).lefttree).max(if (*plan).lefttree.is_null() {
+                    (*plan).plan_rows
+                } else {
+                    0.0
+                })
+            }
+            _ => (*plan).plan_rows,
+        }
+    }
+}
+
 /// Replaces the stock plan tree by a Weft scan when the stock plan costs
 /// enough and the query translates.
 unsafe fn take_over(
@@ -338,6 +368,21 @@ unsafe fn take_over(
         return Err(Refusal::Cheap(
             "the query calls Postgres functions through the function bridge, which only weft.force takes".into(),
         ));
+    }
+    // A sort of text under a collation other than C numbers the distinct
+    // strings of its whole input on one participant, comparing each pair
+    // Postgres's way as a full sort does, where Postgres sorts in
+    // parallel, and with a LIMIT keeps a bounded heap: past a few tens of
+    // thousands of rows that costs more than weft gains (measured:
+    // benches/README.md, 'TPC-H SF1 in an en_US.UTF-8 database').
+    if !guc::FORCE.get() && crate::plan::collate::order::orders_by_collation(&translation.plan) {
+        // SAFETY: the stock plan tree.
+        let rows = unsafe { ordered_rows((*stmt).planTree) };
+        if rows > COLLATED_SORT_ROWS {
+            return Err(Refusal::Cheap(format!(
+                "it sorts about {rows:.0} rows of text under a collation other than C, which weft sorts on one participant; only weft.force takes that"
+            )));
+        }
     }
     if !guc::FORCE.get() && cost < ratio * reading {
         return Err(Refusal::Cheap(format!(
