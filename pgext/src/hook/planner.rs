@@ -304,15 +304,45 @@ unsafe fn ordered_rows(plan: *mut pg_sys::Plan) -> f64 {
     // SAFETY: per the caller.
     unsafe {
         match (*plan).type_ {
-            pg_sys::NodeTag::T_Limit | pg_sys::NodeTag::T_Gather | pg_sys::NodeTag::T_Result => {
-                ordered_rows((*plan).lefttree).max(if (*plan).lefttree.is_null() {
-                    (*plan).plan_rows
-                } else {
-                    0.0
-                })
+            pg_sys::NodeTag::T_Limit | pg_sys::NodeTag::T_Gather | pg_sys::NodeTag::T_Result
+                if !(*plan).lefttree.is_null() =>
+            {
+                ordered_rows((*plan).lefttree)
             }
             _ => (*plan).plan_rows,
         }
+    }
+}
+
+/// The most rows an ORDER BY with a LIMIT sorts anywhere in `plan` (a
+/// subquery's `ORDER BY .. LIMIT`), as [`ordered_rows`] reads them under
+/// each Limit node.
+///
+/// # Safety
+/// `plan` is NULL or a valid plan tree.
+unsafe fn limited_rows(plan: *mut pg_sys::Plan) -> f64 {
+    if plan.is_null() {
+        return 0.0;
+    }
+    // SAFETY: per the caller; each node read as its tag's type.
+    unsafe {
+        let own = if (*plan).type_ == pg_sys::NodeTag::T_Limit {
+            ordered_rows((*plan).lefttree)
+        } else {
+            0.0
+        };
+        let mut children = vec![(*plan).lefttree, (*plan).righttree];
+        match (*plan).type_ {
+            pg_sys::NodeTag::T_SubqueryScan => children.push((*plan.cast::<pg_sys::SubqueryScan>()).subplan),
+            pg_sys::NodeTag::T_Append => children.extend(crate::nodes::list::<pg_sys::Plan>(
+                (*plan.cast::<pg_sys::Append>()).appendplans,
+            )),
+            _ => {}
+        }
+        children
+            .into_iter()
+            .map(|child| limited_rows(child))
+            .fold(own, f64::max)
     }
 }
 
@@ -376,8 +406,14 @@ unsafe fn take_over(
     // thousands of rows that costs more than weft gains (measured:
     // benches/README.md, 'TPC-H SF1 in an en_US.UTF-8 database').
     if !guc::FORCE.get() && crate::plan::collate::order::orders_by_collation(&translation.plan) {
-        // SAFETY: the stock plan tree.
-        let rows = unsafe { ordered_rows((*stmt).planTree) };
+        // SAFETY: the stock plan tree and its subplans.
+        let rows = unsafe {
+            crate::nodes::list::<pg_sys::Plan>((*stmt).subplans)
+                .into_iter()
+                .chain([(*stmt).planTree])
+                .map(|plan| limited_rows(plan))
+                .fold(ordered_rows((*stmt).planTree), f64::max)
+        };
         if rows > COLLATED_SORT_ROWS {
             return Err(Refusal::Cheap(format!(
                 "it sorts about {rows:.0} rows of text under a collation other than C, which weft sorts on one participant; only weft.force takes that"
