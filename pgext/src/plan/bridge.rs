@@ -21,7 +21,6 @@ use std::hash::{Hash, Hasher};
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
@@ -363,25 +362,8 @@ unsafe fn native(funcid: Oid) -> bool {
 /// Whether `plan` (its subqueries included) calls a Postgres function
 /// through the bridge.
 pub fn calls_postgres(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        for expr in node.expressions() {
-            let _ = expr.apply(|e| {
-                if let Expr::ScalarFunction(call) = e {
-                    found |= call.func.inner().downcast_ref::<PgFunction>().is_some();
-                }
-                Ok(if found {
-                    TreeNodeRecursion::Stop
-                } else {
-                    TreeNodeRecursion::Continue
-                })
-            });
-        }
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+    super::any_expr(
+        plan,
+        |e| matches!(e, Expr::ScalarFunction(call) if call.func.inner().downcast_ref::<PgFunction>().is_some()),
+    )
 }

@@ -28,3 +28,30 @@ pub mod pgfn;
 pub mod scan;
 pub mod stats;
 pub mod table;
+
+/// Whether any expression of `plan`, its subqueries included, has a part
+/// for which `found` holds.
+pub fn any_expr(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    found: impl Fn(&datafusion::logical_expr::Expr) -> bool,
+) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut seen = false;
+    let stop = |seen: bool| {
+        if seen {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        }
+    };
+    let _ = plan.apply_with_subqueries(|node| {
+        for expr in node.expressions() {
+            let _ = expr.apply(|e| {
+                seen |= found(e);
+                Ok(stop(seen))
+            });
+        }
+        Ok(stop(seen))
+    });
+    seen
+}

@@ -109,30 +109,11 @@ impl PartitionEvaluator for Places {
 /// Whether `plan` (its subqueries included) orders text by
 /// [`CollatedOrder`], on one participant.
 pub fn orders_by_collation(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::expr::WindowFunctionDefinition;
     use datafusion::logical_expr::Expr;
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        for expr in node.expressions() {
-            let _ = expr.apply(|e| {
-                if let Expr::WindowFunction(window) = e {
-                    if let WindowFunctionDefinition::WindowUDF(udwf) = &window.fun {
-                        found |= udwf.inner().downcast_ref::<CollatedOrder>().is_some();
-                    }
-                }
-                Ok(if found {
-                    TreeNodeRecursion::Stop
-                } else {
-                    TreeNodeRecursion::Continue
-                })
-            });
-        }
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+    crate::plan::any_expr(plan, |e| {
+        matches!(e, Expr::WindowFunction(window)
+            if matches!(&window.fun, WindowFunctionDefinition::WindowUDF(udwf)
+                if udwf.inner().downcast_ref::<CollatedOrder>().is_some()))
+    })
 }
