@@ -54,18 +54,17 @@ pub unsafe fn text(s: *const std::ffi::c_char) -> String {
     unsafe { std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned() }
 }
 
-/// The Postgres type of an expression: (type, typmod, collation).
+/// The Postgres type of an expression: (type, typmod, collation), a
+/// domain as its base type (whose operators, order and equality its
+/// values have).
 ///
 /// # Safety
 /// `node` is a valid expression node.
 pub unsafe fn expr_type(node: *mut Node) -> (pg_sys::Oid, i32, pg_sys::Oid) {
     // SAFETY: per the caller.
     unsafe {
-        (
-            pg_sys::exprType(node),
-            pg_sys::exprTypmod(node),
-            pg_sys::exprCollation(node),
-        )
+        let (typid, typmod) = crate::types::base_type(pg_sys::exprType(node), pg_sys::exprTypmod(node));
+        (typid, typmod, pg_sys::exprCollation(node))
     }
 }
 

@@ -257,16 +257,10 @@ fn a_large_collated_sort_stays_with_postgres_by_default() {
     };
     let large = "SELECT s FROM many ORDER BY s LIMIT 10";
     let plan = explain(&mut client, large);
-    assert!(
-        plan.contains("rows of text under a collation other than C, which weft sorts on one participant"),
-        "{plan}"
-    );
+    assert!(plan.contains("which weft sorts on one participant"), "{plan}");
     let inner = "SELECT count(*), min(s) FROM (SELECT s FROM many ORDER BY s DESC LIMIT 10) top";
     let plan = explain(&mut client, inner);
-    assert!(
-        plan.contains("rows of text under a collation other than C, which weft sorts on one participant"),
-        "{plan}"
-    );
+    assert!(plan.contains("which weft sorts on one participant"), "{plan}");
     let small = "SELECT s, count(*) FROM many WHERE i < 100 GROUP BY s ORDER BY s";
     let plan = explain(&mut client, small);
     assert!(plan.contains("Custom Scan (Weft)"), "{plan}");

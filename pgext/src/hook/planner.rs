@@ -399,13 +399,14 @@ unsafe fn take_over(
             "the query calls Postgres functions through the function bridge, which only weft.force takes".into(),
         ));
     }
-    // A sort of text under a collation other than C numbers the distinct
-    // strings of its whole input on one participant, comparing each pair
+    // A sort in Postgres's order (text under a collation other than C,
+    // a type DataFusion does not order as Postgres) numbers the distinct
+    // values of its whole input on one participant, comparing each pair
     // Postgres's way as a full sort does, where Postgres sorts in
     // parallel, and with a LIMIT keeps a bounded heap: past a few tens of
     // thousands of rows that costs more than weft gains (measured:
     // benches/README.md, 'TPC-H SF1 in an en_US.UTF-8 database').
-    if !guc::FORCE.get() && crate::plan::collate::order::orders_by_collation(&translation.plan) {
+    if !guc::FORCE.get() && crate::plan::collate::order::orders_by_postgres(&translation.plan) {
         // SAFETY: the stock plan tree and its subplans.
         let rows = unsafe {
             crate::nodes::list::<pg_sys::Plan>((*stmt).subplans)
@@ -416,7 +417,7 @@ unsafe fn take_over(
         };
         if rows > COLLATED_SORT_ROWS {
             return Err(Refusal::Cheap(format!(
-                "it sorts about {rows:.0} rows of text under a collation other than C, which weft sorts on one participant; only weft.force takes that"
+                "it sorts about {rows:.0} rows in Postgres's order (text under a collation other than C, or a type DataFusion does not order as Postgres does), which weft sorts on one participant; only weft.force takes that"
             )));
         }
     }

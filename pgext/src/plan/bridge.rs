@@ -173,6 +173,7 @@ impl PgFunction {
             let result = (|| -> Result<ArrayRef> {
                 let flinfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
                 pg_sys::fmgr_info(self.call.funcid, flinfo);
+                (*flinfo).fn_expr = call_expression(&self.call);
                 let nargs = args.len();
                 let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()
                     + nargs * std::mem::size_of::<pg_sys::NullableDatum>();
@@ -302,16 +303,17 @@ pub unsafe fn bridgeable(funcid: Oid) -> Result<(), &'static str> {
         if !native(funcid) {
             return Err("a function in SQL or a procedural language");
         }
-        // A pseudo-type (any, anyelement, record, internal) makes the
-        // function read its call's expression tree, which the bridge does
-        // not hand it.
+        // A polymorphic function (anyelement, anyenum, "any" ...) reads
+        // its arguments' actual types from its call's expression, which
+        // the bridge hands it (`call_expression`); other pseudo-types
+        // (internal, record, cstring) stay with Postgres.
         let mut argtypes = std::ptr::null_mut();
         let mut nargs = 0;
         let result = pg_sys::get_func_signature(funcid, &mut argtypes, &mut nargs);
         let declared = std::slice::from_raw_parts(argtypes, usize::try_from(nargs).unwrap_or(0));
         if std::iter::once(&result)
             .chain(declared)
-            .any(|&typid| pg_sys::get_typtype(typid) as u8 == pg_sys::TYPTYPE_PSEUDO)
+            .any(|&typid| pg_sys::get_typtype(typid) as u8 == pg_sys::TYPTYPE_PSEUDO && !polymorphic(typid))
         {
             return Err("a function of a pseudo-type");
         }
@@ -330,6 +332,62 @@ pub unsafe fn bridgeable(funcid: Oid) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Whether pseudo-type `typid` stands for the actual type of a call's
+/// argument or result, which Postgres resolves from the call's expression.
+fn polymorphic(typid: Oid) -> bool {
+    matches!(
+        typid,
+        pg_sys::ANYELEMENTOID
+            | pg_sys::ANYARRAYOID
+            | pg_sys::ANYNONARRAYOID
+            | pg_sys::ANYENUMOID
+            | pg_sys::ANYRANGEOID
+            | pg_sys::ANYMULTIRANGEOID
+            | pg_sys::ANYCOMPATIBLEOID
+            | pg_sys::ANYCOMPATIBLEARRAYOID
+            | pg_sys::ANYCOMPATIBLENONARRAYOID
+            | pg_sys::ANYCOMPATIBLERANGEOID
+            | pg_sys::ANYCOMPATIBLEMULTIRANGEOID
+            | pg_sys::ANYOID
+    )
+}
+
+/// An expression of `call` for the function to read its arguments' and
+/// result's actual types from (`get_fn_expr_argtype`), as the executor
+/// hands a function its call's expression: the function over one
+/// executor parameter per argument. Parameters, not constants, so that no
+/// function takes an argument for constant across the calls
+/// (`get_fn_expr_arg_stable`).
+///
+/// # Safety
+/// On the backend thread; allocates in the current memory context.
+unsafe fn call_expression(call: &PgCall) -> *mut pg_sys::Node {
+    // SAFETY: per the caller; every node is fully initialized.
+    unsafe {
+        let mut args = std::ptr::null_mut::<pg_sys::List>();
+        for (id, &(typid, typmod)) in call.args.iter().enumerate() {
+            let param = pg_sys::palloc0(std::mem::size_of::<pg_sys::Param>()).cast::<pg_sys::Param>();
+            (*param).xpr.type_ = pg_sys::NodeTag::T_Param;
+            (*param).paramkind = pg_sys::ParamKind::PARAM_EXEC;
+            (*param).paramid = id as i32;
+            (*param).paramtype = typid;
+            (*param).paramtypmod = typmod;
+            (*param).paramcollid = pg_sys::get_typcollation(typid);
+            (*param).location = -1;
+            args = pg_sys::lappend(args, param.cast());
+        }
+        pg_sys::makeFuncExpr(
+            call.funcid,
+            call.result.0,
+            args,
+            Oid::INVALID,
+            call.collation,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        )
+        .cast()
+    }
 }
 
 /// `pg_language`'s fixed OIDs of the built-in (`internal`) and C

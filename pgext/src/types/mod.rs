@@ -18,12 +18,21 @@
 //! | uuid | FixedSizeBinary(16) |
 //! | bytea | Binary |
 //! | oid | UInt32 |
+//! | a domain | its base type's |
+//! | any other type (enums, jsonb, arrays, inet, ranges, ...) | Binary: each value's image ([`Image`]) |
 //!
 //! Values Arrow cannot hold (infinite dates and timestamps, NaN in a
 //! numeric column, text that is not UTF-8) are never made other values:
 //! reading one hands the query back to Postgres ([`crate::error::Error::HandBack`]).
-//! numeric without a
-//! declared precision and scale has no exact Arrow type and is refused.
+//! numeric without a declared precision and scale has no exact Arrow type
+//! and is refused: it has native operators DataFusion would apply to its
+//! image. Composite types (whose values may name a row type registered in
+//! one backend only), pseudo-types and C strings are refused too.
+//!
+//! An image is opaque to DataFusion: only Postgres's own functions for
+//! the type (through the function bridge, [`crate::plan::bridge`]) read
+//! it, and the translation compares or hashes images only where the type's
+//! btree opclass says equal values have equal images (`equalimage`).
 
 mod read;
 mod write;
@@ -87,6 +96,23 @@ pub enum PgType {
     Uuid,
     /// bytea.
     Bytea,
+    /// Any other type, as each value's image.
+    Image(Image),
+}
+
+/// A value of a type DataFusion has no counterpart for, as the bytes
+/// Postgres keeps of it: a varlena's data without its header (detoasted
+/// and decompressed), a fixed-length value's `len` bytes, a by-value
+/// datum's low `len` bytes (little-endian, as every platform weft builds
+/// for stores them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// The type (never a domain: domains read as their base type).
+    pub typid: Oid,
+    /// `typlen`: bytes, or -1 for a varlena.
+    pub len: i16,
+    /// `typbyval` (then `len` is 1, 2, 4 or 8).
+    pub byval: bool,
 }
 
 impl PgType {
@@ -112,7 +138,7 @@ impl PgType {
             pg_sys::UUIDOID => PgType::Uuid,
             pg_sys::BYTEAOID => PgType::Bytea,
             pg_sys::NUMERICOID => numeric_type(typmod)?,
-            _ => return Err("weft has no exact Arrow type for it".into()),
+            _ => return image_type(typid, typmod),
         })
     }
 
@@ -134,9 +160,64 @@ impl PgType {
             PgType::Time => DataType::Time64(TimeUnit::Microsecond),
             PgType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
             PgType::Uuid => DataType::FixedSizeBinary(16),
-            PgType::Bytea => DataType::Binary,
+            PgType::Bytea | PgType::Image(_) => DataType::Binary,
         }
     }
+}
+
+/// A type without an Arrow counterpart: a domain as its base type, any
+/// other type Postgres passes whole as its image.
+fn image_type(typid: Oid, typmod: i32) -> Result<PgType, String> {
+    // A syscache lookup that answers None for a missing type rather than
+    // raising an ERROR: this runs in DataFusion's planning too.
+    // SAFETY: on the backend thread (every caller is); the entry is read
+    // and released.
+    let row = unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::TYPEOID as i32, pg_sys::Datum::from(typid));
+        if tuple.is_null() {
+            return Err(format!("type {typid:?} does not exist"));
+        }
+        let header = (*tuple).t_data;
+        let form = &*header
+            .cast::<u8>()
+            .add(usize::from((*header).t_hoff))
+            .cast::<pg_sys::FormData_pg_type>();
+        let row = (
+            form.typtype as u8,
+            form.typbasetype,
+            form.typtypmod,
+            form.typlen,
+            form.typbyval,
+        );
+        pg_sys::ReleaseSysCache(tuple);
+        row
+    };
+    let (typtype, base, base_typmod, len, byval) = row;
+    match typtype {
+        pg_sys::TYPTYPE_DOMAIN => {
+            // A domain's own typmod is -1; its base's is declared on it.
+            let typmod = if typmod == -1 { base_typmod } else { typmod };
+            PgType::of(base, typmod)
+        }
+        pg_sys::TYPTYPE_COMPOSITE => Err("a composite type's values may name a row type of one backend".into()),
+        pg_sys::TYPTYPE_PSEUDO => Err("a pseudo-type has no values weft carries".into()),
+        _ if len == -1 || (len > 0 && !byval) || (byval && matches!(len, 1 | 2 | 4 | 8)) => {
+            Ok(PgType::Image(Image { typid, len, byval }))
+        }
+        _ => Err("weft does not carry C strings".into()),
+    }
+}
+
+/// `typid` without its domains, and the typmod its values have.
+///
+/// # Safety
+/// On the backend thread (reads the catalog; raises an ERROR for a type
+/// that does not exist).
+pub unsafe fn base_type(typid: Oid, typmod: i32) -> (Oid, i32) {
+    let mut typmod = typmod;
+    // SAFETY: per the caller.
+    let base = unsafe { pg_sys::getBaseTypeAndTypmod(typid, &mut typmod) };
+    (base, typmod)
 }
 
 /// numeric(p, s) as Decimal128(p, s), when Arrow can hold it.

@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::{ArrowNativeType, DataType, IntervalMonthDayNa
 use datafusion::arrow::util::bit_util;
 use pgrx::pg_sys::{self, Datum};
 
-use super::{PgType, EPOCH_DAYS, EPOCH_MICROS};
+use super::{Image, PgType, EPOCH_DAYS, EPOCH_MICROS};
 use crate::error::Error;
 
 /// Reads one column of heap tuples into an Arrow array of
@@ -72,7 +72,7 @@ impl Values {
             PgType::Float8 => Values::F64(Vec::with_capacity(rows)),
             PgType::Numeric { .. } => Values::I128(Vec::with_capacity(rows)),
             PgType::Interval => Values::Interval(Vec::with_capacity(rows)),
-            PgType::Text | PgType::BpChar | PgType::Name | PgType::Bytea => {
+            PgType::Text | PgType::BpChar | PgType::Name | PgType::Bytea | PgType::Image(_) => {
                 let mut offsets = Vec::with_capacity(rows + 1);
                 offsets.push(0);
                 Values::Bytes {
@@ -203,6 +203,22 @@ impl ColumnReader {
                     // SAFETY: per the caller, a bpchar varlena.
                     trim_blanks(unsafe { varlena_bytes(d) })
                 })?,
+                PgType::Image(Image { len: -1, .. }) => append_bytes(offsets, data, values, |d| {
+                    // SAFETY: per the caller, a varlena.
+                    unsafe { varlena_bytes(d) }
+                })?,
+                PgType::Image(Image { len, byval: false, .. }) => append_bytes(offsets, data, values, |d| {
+                    // SAFETY: per the caller, `len` bytes by reference.
+                    unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), len as usize) }
+                })?,
+                PgType::Image(Image { len, byval: true, .. }) => {
+                    for (value, null) in values {
+                        if !null {
+                            data.extend_from_slice(&(value as u64).to_le_bytes()[..len as usize]);
+                        }
+                        offsets.push(end_offset(data)?);
+                    }
+                }
                 _ => append_bytes(offsets, data, values, |d| {
                     // SAFETY: per the caller, a text, varchar or bytea
                     // varlena.
@@ -257,7 +273,7 @@ impl ColumnReader {
             Values::Bytes { offsets, data } => {
                 let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
                 let data = Buffer::from_vec(data);
-                if self.ty == PgType::Bytea {
+                if matches!(self.ty, PgType::Bytea | PgType::Image(_)) {
                     Arc::new(BinaryArray::try_new(offsets, data, nulls).map_err(error)?)
                 } else {
                     // Validates the batch's UTF-8 in one pass: a database
@@ -289,13 +305,16 @@ fn append_bytes<'a>(
         if !null {
             data.extend_from_slice(bytes(Datum::from(value)));
         }
-        // Arrow's offsets are i32: a batch holds at most 2 GB of one
-        // column's values.
-        let end =
-            i32::try_from(data.len()).map_err(|_| "more than 2 GB of this column's values in one batch of rows")?;
-        offsets.push(end);
+        offsets.push(end_offset(data)?);
     }
     Ok(())
+}
+
+/// Where the values in `data` end, as an Arrow offset: an i32, so a batch
+/// holds at most 2 GB of one column's values.
+#[inline(always)]
+fn end_offset(data: &[u8]) -> Result<i32, Error> {
+    Ok(i32::try_from(data.len()).map_err(|_| "more than 2 GB of this column's values in one batch of rows")?)
 }
 
 /// A validity bitmap for `rows` rows whose first `valid` are set.
@@ -374,7 +393,7 @@ pub unsafe fn scalar<'a>(ty: PgType, datum: Datum) -> Result<Scalar<'a>, Error> 
         PgType::BpChar => return Ok(Scalar::Bytes(trim_blanks(unsafe { varlena_bytes(datum) }))),
         // SAFETY: as above.
         PgType::Text => return Ok(Scalar::Bytes(unsafe { varlena_bytes(datum) })),
-        PgType::Float4 | PgType::Float8 | PgType::Interval | PgType::Uuid | PgType::Bytea => {
+        PgType::Float4 | PgType::Float8 | PgType::Interval | PgType::Uuid | PgType::Bytea | PgType::Image(_) => {
             return Err(format!("weft's scan filters do not compare {ty:?} values").into())
         }
         _ => fixed_scalar(ty, datum).ok_or_else(|| format!("weft's scan filters do not compare {ty:?} values"))?,

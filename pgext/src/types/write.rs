@@ -42,6 +42,8 @@ enum Write {
     Interval,
     Uuid,
     Bytea,
+    /// A value's image ([`super::Image`]) back into its Datum.
+    Image(super::Image),
 }
 
 impl ColumnWriter {
@@ -52,6 +54,13 @@ impl ColumnWriter {
     /// On the backend thread (looks the type's input function up).
     pub unsafe fn new(arrow: &DataType, typid: Oid, typmod: i32) -> Option<ColumnWriter> {
         use DataType as A;
+        // A domain's values are its base type's.
+        // SAFETY: per the caller.
+        let (typid, typmod) = unsafe { super::base_type(typid, typmod) };
+        let image = match super::PgType::of(typid, typmod) {
+            Ok(super::PgType::Image(image)) if *arrow == A::Binary => Some(image),
+            _ => None,
+        };
         let int = arrow.is_integer();
         let decimal = matches!(arrow, A::Decimal128(..) | A::Decimal256(..));
         let float = matches!(arrow, A::Float32 | A::Float64);
@@ -72,7 +81,7 @@ impl ColumnWriter {
             pg_sys::INTERVALOID if *arrow == A::Interval(IntervalUnit::MonthDayNano) => Write::Interval,
             pg_sys::UUIDOID if *arrow == A::FixedSizeBinary(16) => Write::Uuid,
             pg_sys::BYTEAOID if matches!(arrow, A::Binary | A::LargeBinary | A::BinaryView) => Write::Bytea,
-            _ => return None,
+            _ => Write::Image(image?),
         };
         let mut input_fn = Oid::INVALID;
         let mut ioparam = Oid::INVALID;
@@ -179,6 +188,8 @@ impl ColumnWriter {
                 };
                 Datum::from(pgrx::varlena::rust_byte_slice_to_bytea(bytes).into_pg())
             }
+            // SAFETY: per the caller.
+            Write::Image(image) => unsafe { image_datum(image, array.as_binary::<i32>().value(row)) },
             Write::Text => {
                 let text = text_value(array, row);
                 let text = std::ffi::CString::new(text)
@@ -190,6 +201,38 @@ impl ColumnWriter {
                 }
             }
         })
+    }
+}
+
+/// The Datum whose image is `bytes` (allocated in the current memory
+/// context where it is passed by reference).
+///
+/// # Safety
+/// On the backend thread; `bytes` is an image of `image`'s type.
+unsafe fn image_datum(image: super::Image, bytes: &[u8]) -> Datum {
+    if image.byval {
+        let mut value = [0u8; 8];
+        value[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
+        return Datum::from(u64::from_le_bytes(value));
+    }
+    let header = if image.len == -1 { pg_sys::VARHDRSZ } else { 0 };
+    if image.len > 0 && bytes.len() != image.len as usize {
+        pgrx::error!(
+            "weft: a value of type {:?} arrived with {} bytes",
+            image.typid,
+            bytes.len()
+        );
+    }
+    // SAFETY: per the caller; palloc'd memory, fully written; a varlena's
+    // 4-byte header holds its whole size (SET_VARSIZE), which fits: Arrow's
+    // offsets keep one value under 2 GB and Postgres's under 1 GB.
+    unsafe {
+        let value = pg_sys::palloc(header + bytes.len()).cast::<u8>();
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.add(header), bytes.len());
+        if header > 0 {
+            pgrx::varlena::set_varsize_4b(value.cast(), (header + bytes.len()) as i32);
+        }
+        Datum::from(value)
     }
 }
 

@@ -41,7 +41,9 @@ use super::collation::{collation_is_c, deterministic};
 use super::function::{comparison, equality_kind};
 use super::{df, Refusal, Translator};
 use crate::nodes::{array_elements, cast as node_cast, constant, list, tag};
+use crate::plan::collate::order::Comparator;
 use crate::plan::pgfn::{self};
+use crate::types::PgType;
 
 /// What an expression's Vars and Aggrefs mean.
 pub enum Scope {
@@ -146,6 +148,18 @@ impl Translator {
                 }
                 NodeTag::T_OpExpr => {
                     let op = &*node.cast::<pg_sys::OpExpr>();
+                    if let [left, right] = list::<pg_sys::Node>(op.args)[..] {
+                        let (left_type, right_type) =
+                            (crate::nodes::expr_type(left).0, crate::nodes::expr_type(right).0);
+                        let bytes = super::image::byte_comparison(op.opno, left_type, right_type, op.inputcollid);
+                        if let Some(operator) = bytes {
+                            // Equal values of the type are equal images:
+                            // DataFusion compares (and joins, hashes) the
+                            // bytes.
+                            let [l, r] = super::args::two(self.exprs(op.args, scope)?)?;
+                            return Ok(datafusion::logical_expr::binary_expr(l, operator, r));
+                        }
+                    }
                     // A comparison's operands matter only by value, not
                     // by how Postgres would display them.
                     let compares = comparison(op.opfuncid.to_u32()).is_some();
@@ -546,7 +560,7 @@ impl Translator {
 /// `node` is a valid expression, on the backend thread.
 pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<(), Refusal> {
     // SAFETY: per the caller.
-    let (typid, collation) = unsafe { (pg_sys::exprType(node), pg_sys::exprCollation(node)) };
+    let (typid, _, collation) = unsafe { crate::nodes::expr_type(node) };
     match typid {
         pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => Err(Refusal::inexact(format!(
             "{what} over floats, where -0 equals 0 and every NaN equals NaN"
@@ -555,13 +569,21 @@ pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<()
             "{what} over intervals, which are equal by their span ('1 mon' = '30 days')"
         ))),
         _ if !deterministic(collation) => Err(Refusal::inexact(format!("{what} under a nondeterministic collation"))),
+        // SAFETY: catalog lookups on the backend thread.
+        _ if unsafe { super::image::is_image(typid) && !super::image::equal_images(typid, collation) } => {
+            Err(Refusal::inexact(format!(
+                "{what} over a type whose equal values may differ in their bytes (no btree equalimage)"
+            )))
+        }
         _ => Ok(()),
     }
 }
 
 /// Whether DataFusion orders values of type `typid` as Postgres's btree
-/// opclass does: integers, numeric, date, timestamp, timestamptz, bool
-/// (not floats, where Postgres has -0 = 0 and NaN above every number).
+/// opclass does: integers, numeric, date, timestamp, timestamptz, time,
+/// bool, uuid (bytes, as `uuid_cmp`'s memcmp), oid (not floats, where
+/// Postgres has -0 = 0 and NaN above every number, nor intervals, equal
+/// by their span).
 fn ordered_natively(typid: Oid) -> bool {
     matches!(
         typid,
@@ -572,7 +594,10 @@ fn ordered_natively(typid: Oid) -> bool {
             | pg_sys::DATEOID
             | pg_sys::TIMESTAMPOID
             | pg_sys::TIMESTAMPTZOID
+            | pg_sys::TIMEOID
             | pg_sys::BOOLOID
+            | pg_sys::UUIDOID
+            | pg_sys::OIDOID
     )
 }
 
@@ -580,10 +605,11 @@ fn ordered_natively(typid: Oid) -> bool {
 pub(super) struct SortKey {
     /// Descending.
     pub descending: bool,
-    /// The collation whose order Postgres must give (text under a
-    /// deterministic collation other than C); None where DataFusion's
-    /// order is Postgres's.
-    pub collated: Option<Oid>,
+    /// How Postgres's order is given where DataFusion's is not it: text
+    /// under a deterministic collation other than C, or any other type by
+    /// its btree comparison function. None where DataFusion's order is
+    /// Postgres's.
+    pub comparator: Option<Comparator>,
 }
 
 /// How an ORDER BY sorts `expr` with `sortop`, or why weft cannot sort
@@ -599,23 +625,29 @@ pub(super) unsafe fn sort_key(sortop: Oid, expr: *mut pg_sys::Node) -> Result<So
         return Err(Refusal::shape("an ORDER BY operator that is not a btree ordering"));
     }
     // SAFETY: per the caller.
-    let (typid, _, collation) = unsafe { crate::nodes::expr_type(expr) };
-    let native = ordered_natively(typid);
+    let (typid, typmod, collation) = unsafe { crate::nodes::expr_type(expr) };
     let text = matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID);
-    let collated = if native || (text && collation_is_c(collation)) {
+    let comparator = if ordered_natively(typid) || (text && collation_is_c(collation)) {
         None
     } else if text && deterministic(collation) {
-        Some(collation)
+        Some(Comparator::Collation(collation))
     } else if text {
         return Err(Refusal::inexact("ORDER BY on text under a nondeterministic collation"));
     } else {
-        return Err(Refusal::inexact(
-            "ORDER BY on a type weft does not sort as Postgres does",
-        ));
+        // SAFETY: a catalog lookup on the backend thread.
+        let function = unsafe { super::image::comparison_function(sortop) }
+            .ok_or_else(|| Refusal::shape("an ORDER BY operator without a btree comparison function"))?;
+        PgType::of(typid, typmod).map_err(|e| Refusal::shape(format!("ORDER BY on a value weft cannot carry: {e}")))?;
+        Some(Comparator::Btree {
+            function,
+            typid,
+            typmod,
+            collation,
+        })
     };
     Ok(SortKey {
         descending: reverse,
-        collated,
+        comparator,
     })
 }
 

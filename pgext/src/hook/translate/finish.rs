@@ -30,17 +30,19 @@ pub struct Output {
 }
 
 impl Output {
-    /// The type of expression `node`.
+    /// The type of expression `node` (a domain's own: the client is told
+    /// the type the query has).
     ///
     /// # Safety
     /// `node` is a valid expression.
     pub unsafe fn of(node: *mut pg_sys::Node) -> Output {
         // SAFETY: per the caller.
-        let (typid, typmod, collation) = unsafe { crate::nodes::expr_type(node) };
-        Output {
-            typid,
-            typmod,
-            collation,
+        unsafe {
+            Output {
+                typid: pg_sys::exprType(node),
+                typmod: pg_sys::exprTypmod(node),
+                collation: pg_sys::exprCollation(node),
+            }
         }
     }
 

@@ -340,6 +340,11 @@ unsafe fn bridged(funcid: Oid, collation: Oid, args: Vec<Expr>, node: *mut pg_sy
         }
         bridgeable(funcid).map_err(|why| Refusal::Function(format!("function {name}: {why}")))?;
         let arg_nodes = match node_cast::<pg_sys::FuncExpr>(node, NodeTag::T_FuncExpr) {
+            // The bridge's call expression never says VARIADIC, which a
+            // function of "any" reads.
+            Some(func) if (*func).funcvariadic => {
+                return Err(Refusal::shape(format!("a call of {name} with VARIADIC")))
+            }
             Some(func) => (*func).args,
             None => match node_cast::<pg_sys::OpExpr>(node, NodeTag::T_OpExpr) {
                 Some(op) => (*op).args,

@@ -29,7 +29,7 @@ mod expr;
 mod finish;
 mod fold;
 mod function;
-
+mod image;
 mod order;
 
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ use pgrx::pg_sys::{self, NodeTag};
 
 pub use crate::nodes::list;
 use crate::nodes::{cast, text};
-use crate::plan::collate::order::CollatedOrder;
+use crate::plan::collate::order::PgOrder;
 use expr::Scope;
 pub use order::{follow_stock_plan, plan_ranks, Ranks};
 
@@ -409,8 +409,9 @@ impl Translator {
                 .map_err(df)?;
         }
 
-        // ORDER BY. Text under a collation other than C sorts by each
-        // string's place in Postgres's order of the whole input
+        // ORDER BY. Text under a collation other than C, and types
+        // DataFusion does not order as Postgres, sort by each value's
+        // place in Postgres's order of the whole input
         // (plan::collate::order), in a column of its own dropped after
         // the sort.
         if !q.sortClause.is_null() {
@@ -426,8 +427,8 @@ impl Translator {
                 // SAFETY: as above.
                 let resno = unsafe { (*target).resno };
                 let mut column = format!("c{resno}");
-                if let Some(collation) = key.collated {
-                    let order = WindowUDF::new_from_impl(CollatedOrder::new(collation));
+                if let Some(comparator) = key.comparator {
+                    let order = WindowUDF::new_from_impl(PgOrder::new(comparator).map_err(Refusal::shape)?);
                     let place = format!("{column}_place{}", places.len());
                     places.push(order.call(vec![col(&column)]).alias(&place));
                     column = place;

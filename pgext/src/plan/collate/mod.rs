@@ -1,4 +1,6 @@
-//! Text in Postgres's order under a collation other than C.
+//! Values in Postgres's order where DataFusion's is not it: text under a
+//! collation other than C, and types whose order is their btree opclass's
+//! (floats, intervals, enums, any type carried as its image).
 //!
 //! Under C, Postgres orders text by its bytes, as DataFusion does. Under
 //! any other collation (libc's `en_US.UTF-8`, ICU's `en-US`) the order is
@@ -9,9 +11,10 @@
 //! `strcoll`. So weft asks Postgres, in each participant, through three
 //! DataFusion functions that call `varstr_cmp` with the query's collation:
 //!
-//! - [`order::CollatedOrder`], a window function over a whole input that
-//!   numbers its distinct strings in Postgres's order: ORDER BY sorts by
-//!   that number with DataFusion's own sort (top-k included);
+//! - [`order::PgOrder`], a window function over a whole input that
+//!   numbers its distinct values in Postgres's order: ORDER BY sorts by
+//!   that number with DataFusion's own sort (top-k included); it orders
+//!   any other type by the type's btree comparison function too;
 //! - [`extreme::CollatedExtreme`], min and max;
 //! - [`compare::CollatedComparison`], `<`, `<=`, `>`, `>=`.
 //!
@@ -57,6 +60,14 @@ struct CollatedNode {
     /// [`compare::CollatedComparison`]'s operator; 0 for the others.
     #[prost(uint32, tag = "2")]
     operator: u32,
+    /// [`order::Comparator::Btree`]'s function, type and modifier; 0 for
+    /// the others.
+    #[prost(uint32, tag = "3")]
+    function: u32,
+    #[prost(uint32, tag = "4")]
+    typid: u32,
+    #[prost(int32, tag = "5")]
+    typmod: i32,
 }
 
 fn encode(collation: Oid, operator: u32) -> Vec<u8> {
@@ -64,14 +75,18 @@ fn encode(collation: Oid, operator: u32) -> Vec<u8> {
     CollatedNode {
         collation: collation.to_u32(),
         operator,
+        ..Default::default()
     }
     .encode_to_vec()
 }
 
-fn decode(name: &str, bytes: &[u8]) -> Result<(Oid, u32)> {
+fn decode_node(name: &str, bytes: &[u8]) -> Result<CollatedNode> {
     use prost::Message;
-    let node =
-        CollatedNode::decode(bytes).map_err(|e| DataFusionError::Internal(format!("weft: a shipped {name}: {e}")))?;
+    CollatedNode::decode(bytes).map_err(|e| DataFusionError::Internal(format!("weft: a shipped {name}: {e}")))
+}
+
+fn decode(name: &str, bytes: &[u8]) -> Result<(Oid, u32)> {
+    let node = decode_node(name, bytes)?;
     Ok((Oid::from(node.collation), node.operator))
 }
 
@@ -114,19 +129,46 @@ pub fn decode_aggregate(name: &str, bytes: &[u8]) -> Option<Result<Arc<Aggregate
 
 /// The bytes of `udwf` in a shipped plan, if it is one of these.
 pub fn encode_window(udwf: &WindowUDF) -> Option<Vec<u8>> {
-    let f = udwf.inner().downcast_ref::<order::CollatedOrder>()?;
-    Some(encode(f.collation(), 0))
+    use prost::Message;
+    let f = udwf.inner().downcast_ref::<order::PgOrder>()?;
+    Some(match f.comparator() {
+        order::Comparator::Collation(collation) => encode(collation, 0),
+        order::Comparator::Btree {
+            function,
+            typid,
+            typmod,
+            collation,
+        } => CollatedNode {
+            collation: collation.to_u32(),
+            operator: 0,
+            function: function.to_u32(),
+            typid: typid.to_u32(),
+            typmod,
+        }
+        .encode_to_vec(),
+    })
 }
 
 /// The window function a shipped plan names `name`, if it is this one.
 pub fn decode_window(name: &str, bytes: &[u8]) -> Option<Result<Arc<WindowUDF>>> {
-    if name != order::NAME {
+    if name != order::NAME && name != order::BTREE_NAME {
         return None;
     }
-    Some(
-        decode(name, bytes)
-            .map(|(collation, _)| Arc::new(WindowUDF::new_from_impl(order::CollatedOrder::new(collation)))),
-    )
+    Some(decode_node(name, bytes).and_then(|node| {
+        let collation = Oid::from(node.collation);
+        let comparator = if name == order::NAME {
+            order::Comparator::Collation(collation)
+        } else {
+            order::Comparator::Btree {
+                function: Oid::from(node.function),
+                typid: Oid::from(node.typid),
+                typmod: node.typmod,
+                collation,
+            }
+        };
+        let order = order::PgOrder::new(comparator).map_err(DataFusionError::Execution)?;
+        Ok(Arc::new(WindowUDF::new_from_impl(order)))
+    }))
 }
 
 /// The strings of `array`, which must be Utf8 (the only form weft gives
