@@ -382,7 +382,8 @@ fn bad_input_is_a_clear_error_and_the_session_goes_on() {
         "CREATE TABLE ok (a int, b text); INSERT INTO ok VALUES (1, 'x');
              CREATE TABLE secret (a int); INSERT INTO secret VALUES (1);
              CREATE TABLE guarded (a int); ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
-             CREATE TABLE odd (a int, p point);
+             CREATE TYPE pair AS (x int, y int);
+             CREATE TABLE odd (a int, p pair);
              CREATE ROLE reader LOGIN; GRANT USAGE ON SCHEMA weft TO reader;
              GRANT SELECT ON ok, guarded, odd TO reader;",
     );
@@ -393,7 +394,7 @@ fn bad_input_is_a_clear_error_and_the_session_goes_on() {
         (
             "SELECT p FROM odd",
             "p text",
-            "column \"p\" of table public.odd has type point",
+            "column \"p\" of table public.odd has type pair",
         ),
         ("SELECT a, b FROM ok", "a int", "the query returns 2 columns"),
         ("SELECT b FROM ok", "b int", "cannot be returned as integer"),

@@ -141,9 +141,9 @@ fn postgres_semantics_hold_when_weft_runs_a_query() {
             (true, "SELECT count(*), sum(a), avg(n), max(n) FROM empty"),
             (true, "SELECT a, count(*) FROM empty GROUP BY a"),
             // Floats: Postgres's -0 = 0 and NaN ordering are its own;
-            // weft leaves float sorts to Postgres, and compares floats
-            // through Postgres's own function (the bridge).
-            (false, "SELECT f FROM t ORDER BY f"),
+            // weft sorts floats by Postgres's comparison (pg:order), and
+            // compares them through Postgres's own function (the bridge).
+            (true, "SELECT f FROM t ORDER BY f"),
             (true, "SELECT count(*) FROM t WHERE f = 0"),
             // bpchar: equality ignores padding.
             (true, "SELECT a FROM t WHERE ch = 'ab' ORDER BY a"),
