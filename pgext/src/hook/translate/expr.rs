@@ -141,6 +141,7 @@ impl Translator {
                     self.var(&*node.cast())
                 }
                 NodeTag::T_Const => Ok(lit(constant(node.cast())?)),
+                NodeTag::T_CoerceViaIO => self.via_text(&*node.cast(), scope),
                 NodeTag::T_RelabelType => {
                     // Binary-compatible (varchar as text): the same Arrow value.
                     let relabel = &*node.cast::<pg_sys::RelabelType>();
@@ -470,21 +471,26 @@ impl Translator {
     }
 
     /// `x IN (constants)` / `x = ANY(array constant)`, and NOT IN's
-    /// `<> ALL`.
+    /// `<> ALL`, natively; any other ANY/ALL through the bridge.
     unsafe fn in_list(&mut self, s: &pg_sys::ScalarArrayOpExpr, scope: &Scope) -> Result<Expr, Refusal> {
         // SAFETY: per the caller.
         let args = unsafe { list::<pg_sys::Node>(s.args) };
         let [left, right] = args[..] else {
             return Err(Refusal::shape("an unusual ANY/ALL"));
         };
-        if !deterministic(s.inputcollid) {
-            return Err(Refusal::inexact("IN under a nondeterministic collation"));
-        }
         let negated = match (s.useOr, equality_kind(s.opfuncid)) {
             (true, Some(true)) => false,
             (false, Some(false)) => true,
-            _ => return Err(Refusal::shape("ANY/ALL other than IN and NOT IN")),
+            // Any other operator, a collation whose equality is not the
+            // bytes', an array that is not a list of constants: Postgres
+            // evaluates it.
+            // SAFETY: per the caller.
+            _ => return unsafe { self.array_call(s, scope) },
         };
+        if !deterministic(s.inputcollid) {
+            // SAFETY: per the caller.
+            return unsafe { self.array_call(s, scope) };
+        }
         // SAFETY: per the caller.
         let value = unsafe { self.expr(left, scope)? };
         // SAFETY: as above.
@@ -498,11 +504,12 @@ impl Translator {
                 // What the planner folds `x IN ('a', 'b')` into.
                 array_elements(array)?.into_iter().map(lit).collect()
             } else {
-                return Err(Refusal::shape("IN over an array that is not a constant list"));
+                return self.array_call(s, scope);
             }
         };
         if items.is_empty() {
-            return Err(Refusal::shape("IN over an empty array"));
+            // SAFETY: as above.
+            return unsafe { self.array_call(s, scope) };
         }
         Ok(in_list(value, items, negated))
     }

@@ -16,7 +16,7 @@ use super::args::{function_name, one, two};
 use super::collation::{collation_is_c, deterministic};
 use super::{df, Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
-use crate::plan::bridge::{bridgeable, PgCall, PgFunction};
+use crate::plan::bridge::{bridgeable, Callee, PgCall, PgFunction};
 use crate::plan::collate::compare::CollatedComparison;
 use crate::plan::pgfn::{self, IntOp};
 
@@ -356,7 +356,7 @@ unsafe fn bridged(funcid: Oid, collation: Oid, args: Vec<Expr>, node: *mut pg_sy
             },
         };
         let call = PgCall {
-            funcid,
+            callee: Callee::Function(funcid),
             args: list::<pg_sys::Node>(arg_nodes)
                 .into_iter()
                 .map(|arg| (pg_sys::exprType(arg), pg_sys::exprTypmod(arg)))
@@ -364,10 +364,20 @@ unsafe fn bridged(funcid: Oid, collation: Oid, args: Vec<Expr>, node: *mut pg_sy
             result: (pg_sys::exprType(node), pg_sys::exprTypmod(node)),
             collation,
         };
-        let function = PgFunction::new(call).map_err(|why| Refusal::inexact(format!("function {name}: {why}")))?;
-        Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
-            Arc::new(ScalarUDF::new_from_impl(function)),
-            args,
-        )))
+        bridge_call(call, args).map_err(|why| Refusal::inexact(format!("function {name}: {why}")))
     }
+}
+
+/// `call` on `args` through the bridge, or why the bridge cannot carry
+/// its types.
+///
+/// # Safety
+/// On the backend thread.
+pub(super) unsafe fn bridge_call(call: PgCall, args: Vec<Expr>) -> Result<Expr, String> {
+    // SAFETY: per the caller.
+    let function = unsafe { PgFunction::new(call) }?;
+    Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(function)),
+        args,
+    )))
 }

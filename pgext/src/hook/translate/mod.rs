@@ -18,12 +18,15 @@
 //! whose level stack every part reads; it stays whole past 600 lines
 //! because those parts share that state at every step. Expressions
 //! ([`expr`]), aggregates ([`aggregate`]), functions and operators
-//! ([`function`]), what Postgres finishes ([`finish`]), expressions
-//! constant for the statement ([`fold`]) and the join order ([`order`])
-//! live beside it.
+//! ([`function`]), what Postgres evaluates in each participant beyond
+//! single calls ([`bridged`]), what DataFusion may do with values carried
+//! as their images ([`image`]), what Postgres finishes ([`finish`]),
+//! expressions constant for the statement ([`fold`]) and the join order
+//! ([`order`]) live beside it.
 
 mod aggregate;
 mod args;
+mod bridged;
 mod collation;
 mod expr;
 mod finish;
