@@ -120,13 +120,17 @@ pub unsafe fn array_elements(c: *mut pg_sys::Const) -> Result<Vec<ScalarValue>, 
 /// # Safety
 /// `datum` is a valid value of the type, unless `null`.
 pub unsafe fn value(typid: pg_sys::Oid, typmod: i32, datum: pg_sys::Datum, null: bool) -> Result<ScalarValue, String> {
-    let ty = PgType::of(typid, typmod).or_else(|e| match typid {
-        // A numeric literal has no typmod; read it at its own scale. A
-        // NULL has no scale to keep (a CASE without ELSE has one).
-        pg_sys::NUMERICOID if !null => numeric_literal_type(datum),
-        pg_sys::NUMERICOID => Ok(PgType::Numeric { precision: 1, scale: 0 }),
-        _ => Err(e),
-    })?;
+    let ty = match PgType::of(typid, typmod)? {
+        // A numeric constant without a typmod reads at its own scale, as
+        // a Decimal128 (as a column of values of one scale would), where
+        // one holds it; a NULL has no scale to keep (a CASE without ELSE
+        // has one).
+        image @ PgType::Image(_) if typid == pg_sys::NUMERICOID => match null {
+            false => numeric_literal_type(datum).unwrap_or(image),
+            true => PgType::Numeric { precision: 1, scale: 0 },
+        },
+        ty => ty,
+    };
     let mut reader = ColumnReader::new(ty, 1);
     // SAFETY: per the caller.
     unsafe { reader.push(datum, null) }.map_err(|e| e.to_string())?;

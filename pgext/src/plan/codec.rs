@@ -18,7 +18,7 @@ use pgrx::pg_sys;
 use prost::Message;
 
 use crate::pgcall;
-use crate::plan::bridge::{PgCall, PgFunction};
+use crate::plan::bridge::{Fold, PgCall, PgFold, PgFunction};
 use crate::plan::collate;
 use crate::plan::scan::{Filtered, HeapScanExec, Lookup, ScanColumn, ScanTarget};
 use crate::plan::scan::{Keys, LookupIndex};
@@ -191,14 +191,28 @@ impl PhysicalExtensionCodec for HeapCodec {
     }
 
     fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        if let Some(bytes) = collate::encode_aggregate(node) {
+        if let Some(fold) = node.inner().downcast_ref::<PgFold>() {
+            buf.extend(fold.fold().encode());
+        } else if let Some(bytes) = collate::encode_aggregate(node) {
             buf.extend(bytes);
         }
         Ok(())
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        collate::decode_aggregate(name, buf).unwrap_or_else(|| exec_err!("weft: no aggregate {name} to decode"))
+        if let Some(extreme) = collate::decode_aggregate(name, buf) {
+            return extreme;
+        }
+        if !name.starts_with("pg:") || buf.is_empty() {
+            return exec_err!("weft: no aggregate {name} to decode");
+        }
+        let fold = Fold::decode(buf)?;
+        let aggregate = pgcall::call("a Postgres aggregate's lookup", || {
+            // SAFETY: decoding runs on the participant's backend thread,
+            // inside pgcall::call.
+            unsafe { PgFold::new(fold) }.map_err(DataFusionError::Execution)
+        })?;
+        Ok(Arc::new(AggregateUDF::new_from_impl(aggregate)))
     }
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {

@@ -8,6 +8,7 @@
 //! | int2, int4, int8 | Int16, Int32, Int64 |
 //! | float4, float8 | Float32, Float64 (NaN and infinities kept) |
 //! | numeric(p, s), p ≤ 38 | Decimal128(p, s) |
+//! | numeric without (p, s), or wider | Binary: each value's image |
 //! | text, varchar, name | Utf8 |
 //! | bpchar | Utf8 without its trailing blanks (as Postgres casts bpchar to text) |
 //! | date | Date32 |
@@ -24,9 +25,10 @@
 //! Values Arrow cannot hold (infinite dates and timestamps, NaN in a
 //! numeric column, text that is not UTF-8) are never made other values:
 //! reading one hands the query back to Postgres ([`crate::error::Error::HandBack`]).
-//! numeric without a declared precision and scale has no exact Arrow type
-//! and is refused: it has native operators DataFusion would apply to its
-//! image. Composite types (whose values may name a row type registered in
+//! A numeric's display scale is its own, value by value, where its type
+//! declares none: such a numeric is carried as its image, which keeps it
+//! (a numeric constant, whose scale is known, reads as a Decimal128 at
+//! that scale). Composite types (whose values may name a row type registered in
 //! one backend only), pseudo-types and C strings are refused too.
 //!
 //! An image is opaque to DataFusion: only Postgres's own functions for
@@ -220,26 +222,24 @@ pub unsafe fn base_type(typid: Oid, typmod: i32) -> (Oid, i32) {
     (base, typmod)
 }
 
-/// numeric(p, s) as Decimal128(p, s), when Arrow can hold it.
+/// numeric(p, s) as Decimal128(p, s) when Arrow can hold it; any other
+/// numeric (without a declared precision and scale, or wider than 38
+/// digits) as its image, whose display scale is each value's own.
 fn numeric_type(typmod: i32) -> Result<PgType, String> {
     let header = pg_sys::VARHDRSZ as i32;
+    let image = PgType::Image(Image {
+        typid: pg_sys::NUMERICOID,
+        len: -1,
+        byval: false,
+    });
     if typmod < header {
-        return Err(
-            "numeric without a declared precision and scale has no exact Arrow type; \
-                    declare the column numeric(p, s) with p <= 38, or cast it"
-                .into(),
-        );
+        return Ok(image);
     }
     let precision = ((typmod - header) >> 16) & 0xffff;
     // Postgres 15 packs the scale in 11 bits, signed.
     let scale = (((typmod - header) & 0x7ff) ^ 1024) - 1024;
-    if precision > MAX_PRECISION {
-        return Err(format!(
-            "numeric({precision},{scale}) is wider than Arrow's Decimal128 (at most 38 digits)"
-        ));
-    }
-    if scale > precision || scale < -(i8::MAX as i32) {
-        return Err(format!("numeric({precision},{scale}) has no Decimal128 counterpart"));
+    if precision > MAX_PRECISION || scale > precision || scale < -(i8::MAX as i32) {
+        return Ok(image);
     }
     Ok(PgType::Numeric {
         precision: precision as u8,

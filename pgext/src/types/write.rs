@@ -53,36 +53,10 @@ impl ColumnWriter {
     /// # Safety
     /// On the backend thread (looks the type's input function up).
     pub unsafe fn new(arrow: &DataType, typid: Oid, typmod: i32) -> Option<ColumnWriter> {
-        use DataType as A;
         // A domain's values are its base type's.
         // SAFETY: per the caller.
         let (typid, typmod) = unsafe { super::base_type(typid, typmod) };
-        let image = match super::PgType::of(typid, typmod) {
-            Ok(super::PgType::Image(image)) if *arrow == A::Binary => Some(image),
-            _ => None,
-        };
-        let int = arrow.is_integer();
-        let decimal = matches!(arrow, A::Decimal128(..) | A::Decimal256(..));
-        let float = matches!(arrow, A::Float32 | A::Float64);
-        let string = matches!(arrow, A::Utf8 | A::LargeUtf8 | A::Utf8View);
-        let how = match typid {
-            pg_sys::BOOLOID if *arrow == A::Boolean => Write::Bool,
-            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID if int => Write::Int,
-            pg_sys::FLOAT4OID if *arrow == A::Float32 => Write::Float4,
-            pg_sys::FLOAT8OID if float => Write::Float8,
-            pg_sys::FLOAT4OID | pg_sys::FLOAT8OID if int || decimal => Write::Text,
-            pg_sys::NUMERICOID if int || decimal || float => Write::Text,
-            pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::NAMEOID if string => Write::Text,
-            pg_sys::OIDOID if *arrow == A::UInt32 => Write::Oid,
-            pg_sys::DATEOID if *arrow == A::Date32 => Write::Date,
-            pg_sys::TIMESTAMPOID if matches!(arrow, A::Timestamp(_, None)) => Write::Timestamp,
-            pg_sys::TIMESTAMPTZOID if matches!(arrow, A::Timestamp(_, Some(_))) => Write::Timestamp,
-            pg_sys::TIMEOID if *arrow == A::Time64(TimeUnit::Microsecond) => Write::Time,
-            pg_sys::INTERVALOID if *arrow == A::Interval(IntervalUnit::MonthDayNano) => Write::Interval,
-            pg_sys::UUIDOID if *arrow == A::FixedSizeBinary(16) => Write::Uuid,
-            pg_sys::BYTEAOID if matches!(arrow, A::Binary | A::LargeBinary | A::BinaryView) => Write::Bytea,
-            _ => Write::Image(image?),
-        };
+        let how = how(arrow, typid, typmod)?;
         let mut input_fn = Oid::INVALID;
         let mut ioparam = Oid::INVALID;
         // SAFETY: per the caller; a zeroed FmgrInfo is what fmgr_info fills.
@@ -101,6 +75,16 @@ impl ColumnWriter {
             input,
             ioparam,
         })
+    }
+
+    /// Whether a writer of `arrow` values into `typid(typmod)` exists.
+    ///
+    /// # Safety
+    /// On the backend thread (reads the catalog).
+    pub unsafe fn accepts(arrow: &DataType, typid: Oid, typmod: i32) -> bool {
+        // SAFETY: per the caller.
+        let (typid, typmod) = unsafe { super::base_type(typid, typmod) };
+        how(arrow, typid, typmod).is_some()
     }
 
     /// Row `row` of `array` as a Datum (allocated in the current memory
@@ -234,6 +218,39 @@ unsafe fn image_datum(image: super::Image, bytes: &[u8]) -> Datum {
         }
         Datum::from(value)
     }
+}
+
+/// How `arrow` values become values of `typid(typmod)` (not a domain);
+/// None where no way fits.
+fn how(arrow: &DataType, typid: Oid, typmod: i32) -> Option<Write> {
+    use DataType as A;
+    let image = match super::PgType::of(typid, typmod) {
+        Ok(super::PgType::Image(image)) if *arrow == A::Binary => Some(image),
+        _ => None,
+    };
+    let int = arrow.is_integer();
+    let decimal = matches!(arrow, A::Decimal128(..) | A::Decimal256(..));
+    let float = matches!(arrow, A::Float32 | A::Float64);
+    let string = matches!(arrow, A::Utf8 | A::LargeUtf8 | A::Utf8View);
+    let how = match typid {
+        pg_sys::BOOLOID if *arrow == A::Boolean => Write::Bool,
+        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID if int => Write::Int,
+        pg_sys::FLOAT4OID if *arrow == A::Float32 => Write::Float4,
+        pg_sys::FLOAT8OID if float => Write::Float8,
+        pg_sys::FLOAT4OID | pg_sys::FLOAT8OID if int || decimal => Write::Text,
+        pg_sys::NUMERICOID if int || decimal || float => Write::Text,
+        pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::NAMEOID if string => Write::Text,
+        pg_sys::OIDOID if *arrow == A::UInt32 => Write::Oid,
+        pg_sys::DATEOID if *arrow == A::Date32 => Write::Date,
+        pg_sys::TIMESTAMPOID if matches!(arrow, A::Timestamp(_, None)) => Write::Timestamp,
+        pg_sys::TIMESTAMPTZOID if matches!(arrow, A::Timestamp(_, Some(_))) => Write::Timestamp,
+        pg_sys::TIMEOID if *arrow == A::Time64(TimeUnit::Microsecond) => Write::Time,
+        pg_sys::INTERVALOID if *arrow == A::Interval(IntervalUnit::MonthDayNano) => Write::Interval,
+        pg_sys::UUIDOID if *arrow == A::FixedSizeBinary(16) => Write::Uuid,
+        pg_sys::BYTEAOID if matches!(arrow, A::Binary | A::LargeBinary | A::BinaryView) => Write::Bytea,
+        _ => Write::Image(image?),
+    };
+    Some(how)
 }
 
 /// Raises Postgres's numeric-value-out-of-range error.

@@ -10,9 +10,11 @@ use pgrx::pg_sys::{self, NodeTag};
 
 use super::args::function_name;
 use super::collation::{collation_is_c, deterministic};
-use super::expr::{decimal_scale, groupable, Parts, Scope};
+use super::expr::{decimal_scale, groupable};
+use super::scope::{Parts, Scope};
 use super::{Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
+use crate::plan::bridge::{foldable, Fold, PgFold};
 use crate::plan::collate::extreme::CollatedExtreme;
 
 impl Translator {
@@ -31,6 +33,7 @@ impl Translator {
         }
         let distinct = !a.aggdistinct.is_null();
         let mut args = Vec::new();
+        let mut images = false;
         // SAFETY: an Aggref's args are TargetEntries.
         for target in unsafe { list::<pg_sys::TargetEntry>(a.args) } {
             // SAFETY: as above.
@@ -40,7 +43,27 @@ impl Translator {
                 unsafe { groupable(arg, "DISTINCT in an aggregate")? };
             }
             // SAFETY: as above.
-            args.push(unsafe { self.expr(arg, &Scope::Rows)? });
+            let value = unsafe { self.expr(arg, &Scope::Rows)? };
+            // SAFETY: as above.
+            images |= unsafe { self.numeric_image(arg, &value, &Scope::Rows) };
+            args.push(value);
+        }
+        if images {
+            // A numeric carried as its image: counted, or folded by
+            // Postgres (its sum by numeric_add, as numeric's sum adds).
+            let f = a.aggfnoid.to_u32();
+            return match f {
+                _ if distinct => Err(Refusal::inexact(
+                    "DISTINCT over numerics without a declared scale, whose equal values may differ in their bytes",
+                )),
+                pg_sys::F_COUNT_ANY => Ok(count(args.into_iter().next().ok_or("count without an argument")?)),
+                pg_sys::F_SUM_NUMERIC => {
+                    // SAFETY: as above.
+                    unsafe { self.folded(a, pg_sys::Oid::from(pg_sys::F_NUMERIC_ADD), args) }
+                }
+                // SAFETY: as above.
+                _ => unsafe { self.fold_of(a, args) },
+            };
         }
         let one = || {
             args.first()
@@ -91,6 +114,9 @@ impl Translator {
                     ));
                 }
             }
+            // Any other aggregate Postgres folds with one function.
+            // SAFETY: as above.
+            _ if !distinct => return unsafe { self.fold_of(a, args) },
             other => {
                 // SAFETY: a function OID.
                 let name = unsafe { function_name(other) };
@@ -107,6 +133,76 @@ impl Translator {
             };
         }
         Ok(call)
+    }
+
+    /// Aggregate `a` over `args` folded by Postgres with its own
+    /// transition function ([`crate::plan::bridge::PgFold`]), or why it cannot
+    /// be.
+    ///
+    /// # Safety
+    /// `a` is an Aggref of the current level.
+    unsafe fn fold_of(&mut self, a: &pg_sys::Aggref, args: Vec<Expr>) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller; a function OID.
+        let name = unsafe { function_name(a.aggfnoid.to_u32()) };
+        // SAFETY: an Aggref's args are TargetEntries.
+        let nodes = unsafe { list::<pg_sys::TargetEntry>(a.args) };
+        let [arg] = nodes[..] else {
+            return Err(Refusal::Function(format!("aggregate {name} of several arguments")));
+        };
+        if !crate::guc::FUNCTION_BRIDGE.get() {
+            return Err(Refusal::Function(format!("aggregate {name}")));
+        }
+        if !deterministic(a.inputcollid) {
+            return Err(Refusal::inexact(format!(
+                "aggregate {name} under a nondeterministic collation"
+            )));
+        }
+        // SAFETY: as above; a catalog lookup.
+        let typid = unsafe { pg_sys::exprType((*arg).expr.cast()) };
+        // SAFETY: as above.
+        let transition = unsafe { foldable(a.aggfnoid, typid) }
+            .map_err(|why| Refusal::Function(format!("aggregate {name}: {why}")))?;
+        // min and max keep one of the values they compare: which one of
+        // equal values with different forms (-0 and 0, 1.0 and 1.00,
+        // '1 mon' and '30 days') depends on the order of the rows, which
+        // differs across participants. Sums by exact arithmetic do not.
+        let exact_sum = matches!(
+            transition.to_u32(),
+            pg_sys::F_NUMERIC_ADD | pg_sys::F_INTERVAL_PL | pg_sys::F_CASH_PL
+        );
+        // SAFETY: catalog lookups on the backend thread.
+        if !exact_sum && !unsafe { super::image::equal_images(typid, a.inputcollid) } {
+            return Err(Refusal::inexact(format!(
+                "aggregate {name} over a type whose equal values may differ in form, where the order of the rows picks one"
+            )));
+        }
+        // SAFETY: as above.
+        unsafe { self.folded(a, transition, args) }
+    }
+
+    /// Aggregate `a` over `args` folded by Postgres with `transition`.
+    ///
+    /// # Safety
+    /// `a` is an Aggref of the current level with one argument.
+    unsafe fn folded(&mut self, a: &pg_sys::Aggref, transition: pg_sys::Oid, args: Vec<Expr>) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller.
+        let (typid, typmod) = unsafe {
+            let arg = list::<pg_sys::TargetEntry>(a.args)
+                .first()
+                .map(|&t| (*t).expr.cast::<pg_sys::Node>())
+                .ok_or("an aggregate without arguments")?;
+            crate::types::base_type(pg_sys::exprType(arg), pg_sys::exprTypmod(arg))
+        };
+        let fold = Fold {
+            aggregate: a.aggfnoid,
+            transition,
+            typid,
+            typmod,
+            collation: a.inputcollid,
+        };
+        // SAFETY: on the backend thread.
+        let aggregate = unsafe { PgFold::new(fold) }.map_err(Refusal::inexact)?;
+        Ok(AggregateUDF::new_from_impl(aggregate).call(args))
     }
 
     /// The two parts DataFusion computes of an aggregate whose display
@@ -147,6 +243,14 @@ impl Translator {
         if avg {
             // SAFETY: as above.
             let value = unsafe { self.expr(arg, &Scope::Rows)? };
+            // SAFETY: as above.
+            if unsafe { self.numeric_image(arg, &value, &Scope::Rows) } {
+                // Summed by Postgres; Postgres divides (as numeric_avg
+                // does).
+                // SAFETY: as above.
+                let total = unsafe { self.folded(a, pg_sys::Oid::from(pg_sys::F_NUMERIC_ADD), vec![value.clone()])? };
+                return Ok(Some((Parts::Avg, total, count(value))));
+            }
             let scale = if f == pg_sys::F_AVG_NUMERIC {
                 decimal_scale(&value, self)?
             } else {

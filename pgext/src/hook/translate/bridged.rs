@@ -6,8 +6,8 @@ use datafusion::logical_expr::Expr;
 use pgrx::pg_sys::{self, Oid};
 
 use super::args::function_name;
-use super::expr::Scope;
 use super::function::bridge_call;
+use super::scope::Scope;
 use super::{Refusal, Translator};
 use crate::nodes::list;
 use crate::plan::bridge::{bridgeable, castable_via_text, Callee, PgCall};

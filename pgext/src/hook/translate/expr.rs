@@ -39,52 +39,12 @@ use pgrx::pg_sys::{self, NodeTag, Oid};
 
 use super::collation::{collation_is_c, deterministic};
 use super::function::{comparison, equality_kind};
+use super::scope::{Parts, Scope};
 use super::{df, Refusal, Translator};
 use crate::nodes::{array_elements, cast as node_cast, constant, list, tag};
 use crate::plan::collate::order::Comparator;
 use crate::plan::pgfn::{self};
 use crate::types::PgType;
-
-/// What an expression's Vars and Aggrefs mean.
-pub enum Scope {
-    /// Rows of the FROM clause.
-    Rows,
-    /// Rows after GROUP BY: a grouping expression is its group column, an
-    /// aggregate its result column, or two columns where only Postgres's
-    /// finishing expression gives the value its display scale.
-    Grouped {
-        groups: Vec<(*mut pg_sys::Node, String)>,
-        aggs: Vec<(*mut pg_sys::Aggref, String)>,
-        parted: Vec<Parted>,
-    },
-}
-
-/// An aggregate DataFusion computes as two columns, which Postgres's
-/// finishing expression combines into the value with Postgres's display
-/// scale (see [`Translator::lift`]).
-pub struct Parted {
-    /// The aggregate.
-    pub aggref: *mut pg_sys::Aggref,
-    /// How its columns combine.
-    pub kind: Parts,
-    /// The numeric sum's column.
-    pub sum: String,
-    /// The count's column ([`Parts::Avg`]) or the display scale's
-    /// ([`Parts::ScaledSum`]).
-    pub other: String,
-}
-
-/// How a [`Parted`] aggregate's columns combine.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Parts {
-    /// avg: `numeric_div(sum, count::numeric)`, which numeric_avg and
-    /// int8_avg compute.
-    Avg,
-    /// sum of numeric values of different display scales (a CASE with a
-    /// 0 branch): `round(sum, scale)`, the sum shown with the largest
-    /// display scale among the summed values, as numeric addition keeps.
-    ScaledSum,
-}
 
 impl Translator {
     /// Translates one expression.
@@ -108,6 +68,11 @@ impl Translator {
                                 ));
                             }
                             let sum = Expr::Column(p.sum.as_str().into());
+                            if !matches!(self.arrow_type(&sum, scope), Some(DataType::Decimal128(..))) {
+                                return Err(Refusal::inexact(
+                                    "an avg of numerics without a declared scale, compared",
+                                ));
+                            }
                             return Ok(match p.kind {
                                 Parts::Avg => {
                                     let count =
@@ -167,7 +132,7 @@ impl Translator {
                     self.value_only += usize::from(compares);
                     let args = self.exprs(op.args, scope);
                     self.value_only -= usize::from(compares);
-                    self.function(op.opfuncid, op.inputcollid, args?, node)
+                    self.function(op.opfuncid, op.inputcollid, args?, node, scope)
                 }
                 NodeTag::T_FuncExpr => {
                     let func = &*node.cast::<pg_sys::FuncExpr>();
@@ -175,7 +140,7 @@ impl Translator {
                         return Err(Refusal::shape("a set-returning function"));
                     }
                     let args = self.exprs(func.args, scope)?;
-                    self.function(func.funcid, func.inputcollid, args, node)
+                    self.function(func.funcid, func.inputcollid, args, node, scope)
                 }
                 NodeTag::T_BoolExpr => {
                     let b = &*node.cast::<pg_sys::BoolExpr>();
@@ -261,7 +226,7 @@ impl Translator {
                     }
                     let args = self.exprs(n.args, scope)?;
                     let first = args.first().cloned().ok_or("NULLIF without arguments")?;
-                    let equal = self.function(n.opfuncid, n.inputcollid, args, node)?;
+                    let equal = self.function(n.opfuncid, n.inputcollid, args, node, scope)?;
                     let null = lit(ScalarValue::Null);
                     Ok(Expr::Case(Case::new(
                         None,
@@ -281,7 +246,7 @@ impl Translator {
                     self.value_only += 1;
                     let args = self.exprs(d.args, scope);
                     self.value_only -= 1;
-                    let equal = self.function(d.opfuncid, d.inputcollid, args?, node)?;
+                    let equal = self.function(d.opfuncid, d.inputcollid, args?, node, scope)?;
                     match equal {
                         Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => {
                             Ok(datafusion::logical_expr::binary_expr(
@@ -308,6 +273,15 @@ impl Translator {
                         ));
                     }
                     let args = self.exprs(m.args, scope)?;
+                    if list::<pg_sys::Node>(m.args)
+                        .into_iter()
+                        .zip(&args)
+                        .any(|(n, value)| self.numeric_image(n, value, scope))
+                    {
+                        return Err(Refusal::inexact(
+                            "GREATEST or LEAST over numerics without a declared scale",
+                        ));
+                    }
                     self.one_display_scale(node, args.iter())?;
                     Ok(if m.op == pg_sys::MinMaxOp::IS_GREATEST {
                         datafusion::functions::core::expr_fn::greatest(args)
@@ -494,6 +468,11 @@ impl Translator {
         // SAFETY: per the caller.
         let value = unsafe { self.expr(left, scope)? };
         // SAFETY: as above.
+        if unsafe { self.numeric_image(left, &value, scope) } {
+            // SAFETY: as above.
+            return unsafe { self.array_call(s, scope) };
+        }
+        // SAFETY: as above.
         let items: Vec<Expr> = unsafe {
             if let Some(array) = node_cast::<pg_sys::ArrayExpr>(right, NodeTag::T_ArrayExpr) {
                 list::<pg_sys::Node>((*array).elements)
@@ -576,8 +555,12 @@ pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<()
             "{what} over intervals, which are equal by their span ('1 mon' = '30 days')"
         ))),
         _ if !deterministic(collation) => Err(Refusal::inexact(format!("{what} under a nondeterministic collation"))),
+        // A numeric is an image only without a declared scale, which the
+        // caller tells from its translation.
         // SAFETY: catalog lookups on the backend thread.
-        _ if unsafe { super::image::is_image(typid) && !super::image::equal_images(typid, collation) } => {
+        _ if typid != pg_sys::NUMERICOID
+            && unsafe { super::image::is_image(typid) && !super::image::equal_images(typid, collation) } =>
+        {
             Err(Refusal::inexact(format!(
                 "{what} over a type whose equal values may differ in their bytes (no btree equalimage)"
             )))
@@ -620,11 +603,12 @@ pub(super) struct SortKey {
 }
 
 /// How an ORDER BY sorts `expr` with `sortop`, or why weft cannot sort
-/// it as Postgres does.
+/// it as Postgres does; `image` where the value is carried as its image
+/// (a numeric without a declared scale), which only Postgres compares.
 ///
 /// # Safety
 /// `expr` is a valid expression node.
-pub(super) unsafe fn sort_key(sortop: Oid, expr: *mut pg_sys::Node) -> Result<SortKey, Refusal> {
+pub(super) unsafe fn sort_key(sortop: Oid, expr: *mut pg_sys::Node, image: bool) -> Result<SortKey, Refusal> {
     let mut reverse = false;
     // SAFETY: a catalog lookup on the backend thread.
     let eq = unsafe { pg_sys::get_equality_op_for_ordering_op(sortop, &mut reverse) };
@@ -634,7 +618,8 @@ pub(super) unsafe fn sort_key(sortop: Oid, expr: *mut pg_sys::Node) -> Result<So
     // SAFETY: per the caller.
     let (typid, typmod, collation) = unsafe { crate::nodes::expr_type(expr) };
     let text = matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID);
-    let comparator = if ordered_natively(typid) || (text && collation_is_c(collation)) {
+    let natively = ordered_natively(typid) && !(image && typid != pg_sys::BYTEAOID);
+    let comparator = if natively || (text && collation_is_c(collation)) {
         None
     } else if text && deterministic(collation) {
         Some(Comparator::Collation(collation))

@@ -13,7 +13,7 @@
 use datafusion::logical_expr::Expr;
 use pgrx::pg_sys::{self, NodeTag};
 
-use super::expr::{Parts, Scope};
+use super::scope::{Parts, Scope};
 use super::Translator;
 use crate::hook::refusal::Refusal;
 use crate::nodes::{cast, list};

@@ -14,6 +14,7 @@ use pgrx::pg_sys::{self, NodeTag, Oid};
 
 use super::args::{function_name, one, two};
 use super::collation::{collation_is_c, deterministic};
+use super::scope::Scope;
 use super::{df, Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
 use crate::plan::bridge::{bridgeable, Callee, PgCall, PgFunction};
@@ -28,7 +29,19 @@ impl Translator {
         collation: Oid,
         args: Vec<Expr>,
         node: *mut pg_sys::Node,
+        scope: &Scope,
     ) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller.
+        let nodes = unsafe { arg_nodes(node) };
+        let image = |(&n, value): (&*mut pg_sys::Node, &Expr)| {
+            // SAFETY: as above.
+            unsafe { self.numeric_image(n, value, scope) }
+        };
+        if nodes.iter().zip(&args).any(image) {
+            // A numeric carried as its image: Postgres computes with it.
+            // SAFETY: as above.
+            return unsafe { bridged(funcid, collation, args, node) };
+        }
         let f = funcid.to_u32();
         if let Some(op) = comparison(f) {
             let [l, r] = two(args)?;
@@ -323,6 +336,25 @@ pub(super) fn int_arithmetic(f: u32) -> Option<IntOp> {
         | pg_sys::F_MOD_INT8_INT8 => IntOp::Mod,
         _ => return None,
     })
+}
+
+/// The argument nodes of a call: a FuncExpr's, an OpExpr's (and of the
+/// nodes shaped as one: NullIfExpr, DistinctExpr); none for others.
+///
+/// # Safety
+/// `node` is a valid expression node.
+unsafe fn arg_nodes(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::Node> {
+    // SAFETY: per the caller; NullIfExpr and DistinctExpr are OpExprs.
+    unsafe {
+        let args = match crate::nodes::tag(node) {
+            NodeTag::T_FuncExpr => (*node.cast::<pg_sys::FuncExpr>()).args,
+            NodeTag::T_OpExpr | NodeTag::T_NullIfExpr | NodeTag::T_DistinctExpr => {
+                (*node.cast::<pg_sys::OpExpr>()).args
+            }
+            _ => return Vec::new(),
+        };
+        list::<pg_sys::Node>(args)
+    }
 }
 
 /// A call of `funcid` on `args` (the translated arguments of `node`, an

@@ -34,6 +34,7 @@ mod fold;
 mod function;
 mod image;
 mod order;
+mod scope;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,14 +44,14 @@ use datafusion::common::{Column, DFSchemaRef, ExprSchema, JoinType};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::expr::{Exists, InSubquery};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
-use datafusion::logical_expr::{col, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowUDF};
+use datafusion::logical_expr::{col, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowUDF};
 use pgrx::pg_sys::{self, NodeTag};
 
 pub use crate::nodes::list;
 use crate::nodes::{cast, text};
 use crate::plan::collate::order::PgOrder;
-use expr::Scope;
 pub use order::{follow_stock_plan, plan_ranks, Ranks};
+use scope::Scope;
 
 pub use crate::hook::refusal::Refusal;
 
@@ -159,6 +160,9 @@ struct Level {
     /// The FROM clause's output schema, once built (outer references of
     /// sublinks are typed from it).
     schema: Option<DFSchemaRef>,
+    /// The aggregation's output schema, once built (expressions after
+    /// GROUP BY are typed from it).
+    grouped: Option<DFSchemaRef>,
     /// Postgres's row estimate for each table the WHERE clause filters,
     /// by range table index ([`estimate`]).
     estimates: HashMap<i32, f64>,
@@ -235,6 +239,7 @@ impl Translator {
             query,
             columns: HashMap::new(),
             schema: None,
+            grouped: None,
             estimates: HashMap::new(),
         });
         self.next_level += 1;
@@ -405,6 +410,20 @@ impl Translator {
                 // SAFETY: target entries of a valid Query.
                 unsafe { expr::groupable((*target).expr.cast(), "DISTINCT")? };
             }
+            // A numeric carried as its image (the only type groupable
+            // passes whose equal values may differ in their bytes).
+            if plan
+                .schema()
+                .fields()
+                .iter()
+                .any(|f| *f.data_type() == datafusion::arrow::datatypes::DataType::Binary)
+                // SAFETY: target entries of a valid Query.
+                && targets.iter().any(|&t| unsafe { pg_sys::exprType((*t).expr.cast()) } == pg_sys::NUMERICOID)
+            {
+                return Err(Refusal::inexact(
+                    "DISTINCT over numerics without a declared scale, whose equal values may differ in their bytes",
+                ));
+            }
             plan = LogicalPlanBuilder::from(plan)
                 .distinct()
                 .map_err(df)?
@@ -426,10 +445,16 @@ impl Translator {
                 let clause = unsafe { &*clause };
                 let target = find_target(&targets, clause.tleSortGroupRef)?;
                 // SAFETY: as above.
-                let key = unsafe { expr::sort_key(clause.sortop, (*target).expr.cast())? };
-                // SAFETY: as above.
                 let resno = unsafe { (*target).resno };
                 let mut column = format!("c{resno}");
+                // A value carried as its image sorts by Postgres's
+                // comparison, whatever its type.
+                let image = plan
+                    .schema()
+                    .field_with_unqualified_name(&column)
+                    .is_ok_and(|f| *f.data_type() == datafusion::arrow::datatypes::DataType::Binary);
+                // SAFETY: as above.
+                let key = unsafe { expr::sort_key(clause.sortop, (*target).expr.cast(), image)? };
                 if let Some(comparator) = key.comparator {
                     let order = WindowUDF::new_from_impl(PgOrder::new(comparator).map_err(Refusal::shape)?);
                     let place = format!("{column}_place{}", places.len());
@@ -651,6 +676,12 @@ impl Translator {
             unsafe { expr::groupable(node, "GROUP BY")? };
             // SAFETY: as above.
             let value = unsafe { self.expr(node, &Scope::Rows)? };
+            // SAFETY: as above.
+            if unsafe { self.numeric_image(node, &value, &Scope::Rows) } {
+                return Err(Refusal::inexact(
+                    "GROUP BY over numerics without a declared scale, whose equal values may differ in their bytes",
+                ));
+            }
             let name = format!("g{}", groups.len());
             group_exprs.push(value.alias(&name));
             groups.push((node, name));
@@ -663,7 +694,7 @@ impl Translator {
         // SAFETY: as above.
         unsafe { aggregate::collect_aggrefs(having, &mut aggrefs)? };
         let mut aggs = Vec::new();
-        let mut parted: Vec<expr::Parted> = Vec::new();
+        let mut parted: Vec<scope::Parted> = Vec::new();
         let mut agg_exprs = Vec::new();
         for aggref in aggrefs {
             // An aggregate whose display scale Postgres picks per value is
@@ -671,7 +702,7 @@ impl Translator {
             // `finish`).
             // SAFETY: an Aggref of this level.
             if let Some((kind, sum, other)) = unsafe { self.parts(aggref)? } {
-                let seen = |p: &expr::Parted| {
+                let seen = |p: &scope::Parted| {
                     // SAFETY: Aggrefs of this level.
                     unsafe { pg_sys::equal(p.aggref as *const _, aggref as *const _) }
                 };
@@ -679,7 +710,7 @@ impl Translator {
                     let (sum_name, other_name) = (format!("v{}_sum", parted.len()), format!("v{}_other", parted.len()));
                     agg_exprs.push(sum.alias(&sum_name));
                     agg_exprs.push(other.alias(&other_name));
-                    parted.push(expr::Parted {
+                    parted.push(scope::Parted {
                         aggref,
                         kind,
                         sum: sum_name,
@@ -706,7 +737,37 @@ impl Translator {
             .map_err(df)?
             .build()
             .map_err(df)?;
+        self.level().grouped = Some(plan.schema().clone());
         Ok((plan, Scope::Grouped { groups, aggs, parted }))
+    }
+
+    /// The Arrow type of `value`, an expression of `scope`; None where it
+    /// cannot be told.
+    fn arrow_type(&self, value: &Expr, scope: &Scope) -> Option<datafusion::arrow::datatypes::DataType> {
+        let level = self.levels.last()?;
+        let schema = match scope {
+            Scope::Rows => level.schema.clone(),
+            Scope::Grouped { .. } => level.grouped.clone(),
+        }
+        .unwrap_or_else(|| Arc::new(datafusion::common::DFSchema::empty()));
+        value.get_type(schema.as_ref()).ok()
+    }
+
+    /// Whether `value`, the translation of `node` in `scope`, is a numeric
+    /// carried as its image (a column or a result of Postgres's without a
+    /// declared scale), on which DataFusion's numeric kernels must not run:
+    /// only Postgres computes with it. Also where its Arrow type cannot be
+    /// told, which sends it to Postgres too.
+    ///
+    /// # Safety
+    /// `node` is a valid expression node.
+    unsafe fn numeric_image(&self, node: *mut pg_sys::Node, value: &Expr, scope: &Scope) -> bool {
+        // SAFETY: per the caller.
+        let (typid, _, _) = unsafe { crate::nodes::expr_type(node) };
+        typid == pg_sys::NUMERICOID
+            && self
+                .arrow_type(value, scope)
+                .is_none_or(|t| t == datafusion::arrow::datatypes::DataType::Binary)
     }
 
     fn level(&mut self) -> &mut Level {

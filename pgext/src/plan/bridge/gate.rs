@@ -133,3 +133,65 @@ pub unsafe fn castable_via_text(from: Oid, to: Oid) -> Result<(), &'static str> 
     }
     Ok(())
 }
+
+/// `pg_aggregate`'s attribute numbers (`pg_aggregate.h`).
+const ANUM_AGGKIND: i16 = 2;
+const ANUM_AGGNUMDIRECTARGS: i16 = 3;
+const ANUM_AGGTRANSFN: i16 = 4;
+const ANUM_AGGFINALFN: i16 = 5;
+const ANUM_AGGCOMBINEFN: i16 = 6;
+const ANUM_AGGTRANSTYPE: i16 = 17;
+const ANUM_AGGINITVAL: i16 = 21;
+
+/// The transition function of aggregate `aggfnoid` over values of type
+/// `typid`, where Postgres folds it ([`super::PgFold`]): a plain
+/// aggregate whose state is a value of the aggregated type, starting
+/// NULL, with no final function, combined across workers by its
+/// transition function itself, which may cross the bridge. A float sum
+/// stays with Postgres: its rounding depends on the order of the rows.
+///
+/// # Safety
+/// On the backend thread.
+pub unsafe fn foldable(aggfnoid: Oid, typid: Oid) -> Result<Oid, &'static str> {
+    // SAFETY: per the caller; a syscache entry, read and released.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::AGGFNOID as i32,
+            pg_sys::Datum::from(aggfnoid),
+        );
+        if tuple.is_null() {
+            return Err("not an aggregate");
+        }
+        let attribute = |attnum: i16| {
+            let mut null = false;
+            let value = pg_sys::SysCacheGetAttr(pg_sys::SysCacheIdentifier::AGGFNOID as i32, tuple, attnum, &mut null);
+            (!null).then_some(value)
+        };
+        let oid = |attnum| attribute(attnum).map_or(Oid::INVALID, |d| Oid::from(d.value() as u32));
+        let plain = attribute(ANUM_AGGKIND).is_some_and(|d| d.value() as u8 == b'n')
+            && attribute(ANUM_AGGNUMDIRECTARGS).is_some_and(|d| d.value() as i16 == 0);
+        let transition = oid(ANUM_AGGTRANSFN);
+        let shape = plain
+            && oid(ANUM_AGGFINALFN) == Oid::INVALID
+            && oid(ANUM_AGGCOMBINEFN) == transition
+            && attribute(ANUM_AGGINITVAL).is_none();
+        let state = oid(ANUM_AGGTRANSTYPE);
+        pg_sys::ReleaseSysCache(tuple);
+        if !shape {
+            return Err("an aggregate whose state is not one value of its type");
+        }
+        let base = |t| pg_sys::getBaseType(t);
+        // A polymorphic state (anyenum, anyarray) is the argument's type.
+        if state != base(typid) && pg_sys::get_typtype(state) as u8 != pg_sys::TYPTYPE_PSEUDO {
+            return Err("an aggregate whose state is not one value of its type");
+        }
+        if matches!(transition.to_u32(), pg_sys::F_FLOAT4PL | pg_sys::F_FLOAT8PL) {
+            return Err("a float sum, whose rounding depends on the order of the rows");
+        }
+        if !pg_sys::func_strict(transition) {
+            return Err("an aggregate whose transition function takes NULLs");
+        }
+        bridgeable(transition)?;
+        Ok(transition)
+    }
+}

@@ -33,10 +33,12 @@ use crate::pgcall;
 use crate::types::{ColumnReader, ColumnWriter, PgType};
 
 mod call;
+mod fold;
 mod gate;
 
 pub use call::{Callee, PgCall};
-pub use gate::{bridgeable, castable_via_text};
+pub use fold::{Fold, PgFold};
+pub use gate::{bridgeable, castable_via_text, foldable};
 
 /// Rows between two looks at whether the query is stopping
 /// ([`pgcall::should_stop`]): a batch of an expensive function can take
@@ -60,11 +62,9 @@ impl PgFunction {
     /// # Safety
     /// On the backend thread (reads the catalog).
     pub unsafe fn new(call: PgCall) -> Result<PgFunction, String> {
-        let args = call
-            .args
-            .iter()
-            .map(|&(typid, typmod)| PgType::of(typid, typmod).map(PgType::arrow))
-            .collect::<Result<Vec<_>, _>>()?;
+        for &(typid, typmod) in &call.args {
+            PgType::of(typid, typmod)?;
+        }
         PgType::of(call.result.0, call.result.1)?;
         // SAFETY: per the caller; catalog lookups of existing objects.
         let name = unsafe {
@@ -80,7 +80,11 @@ impl PgFunction {
         };
         Ok(PgFunction {
             name: format!("pg:{name}"),
-            signature: Signature::exact(args, Volatility::Volatile),
+            // The arguments' Arrow types are whatever the translation
+            // gives that converts into the Postgres types
+            // (`coerce_types`): a numeric may come as a Decimal128 or as
+            // its image.
+            signature: Signature::user_defined(Volatility::Volatile),
             call,
         })
     }
@@ -401,6 +405,23 @@ impl ScalarUDFImpl for PgFunction {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(self.result_type())
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() != self.call.args.len() {
+            return datafusion::common::plan_err!("{} takes {} arguments", self.name, self.call.args.len());
+        }
+        for (arrow, &(typid, typmod)) in arg_types.iter().zip(&self.call.args) {
+            // SAFETY: DataFusion plans on the backend thread; a catalog
+            // lookup of an existing type.
+            if !unsafe { ColumnWriter::accepts(arrow, typid, typmod) } {
+                return datafusion::common::plan_err!(
+                    "{}: an argument of type {arrow} has no Postgres form",
+                    self.name
+                );
+            }
+        }
+        Ok(arg_types.to_vec())
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

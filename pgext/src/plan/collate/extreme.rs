@@ -16,9 +16,9 @@ use crate::pgcall;
 use crate::plan::bridge::STOP_CHECK_ROWS;
 
 /// min's name in plans and EXPLAIN.
-pub const MIN: &str = "pg:min";
+pub const MIN: &str = "pg:collated_min";
 /// max's name in plans and EXPLAIN.
-pub const MAX: &str = "pg:max";
+pub const MAX: &str = "pg:collated_max";
 
 /// min (or max) of text under a collation.
 ///
