@@ -126,8 +126,14 @@ const FUNCTIONS: &[(bool, &str)] = &[
            FROM words WHERE i % 101 = 3 ORDER BY i",
     ),
     (true, "SELECT date_part('hour', ts)::int AS h, count(*) FROM words GROUP BY 1 ORDER BY 1"),
-    // extract returns numeric without a typmod, which weft does not carry.
+    // extract returns a numeric without a declared scale, whose equal
+    // values may differ in display scale: not a group key; cast, or
+    // summed, it is taken.
     (false, "SELECT extract(hour FROM ts) AS h, count(*) FROM words GROUP BY 1 ORDER BY 1"),
+    (
+        true,
+        "SELECT extract(hour FROM ts)::int AS h, count(*), sum(extract(epoch FROM ts) / 3600) FROM words GROUP BY 1 ORDER BY 1",
+    ),
     // Windows on the statement's time: folded once, as Postgres's
     // stable functions are the same for every row.
     (
