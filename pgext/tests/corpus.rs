@@ -169,6 +169,15 @@ const FUNCTIONS: &[(bool, &str)] = &[
         true,
         "SELECT count(*) FROM words WHERE w IS DISTINCT FROM v OR ts IS NOT DISTINCT FROM NULL",
     ),
+    // Text GREATEST and LEAST: byte order under C, Postgres's comparison
+    // under the others.
+    (
+        true,
+        "SELECT GREATEST(w, 'm'), LEAST(w, v, 'b'), i FROM words WHERE i % 97 = 1 ORDER BY i",
+    ),
+    // A char(n) value's padding is lost in weft's form of it; which
+    // argument's padding GREATEST returns is only Postgres's to know.
+    (false, "SELECT GREATEST(c, 'E'), i FROM words WHERE i % 97 = 1 ORDER BY i"),
     (true, "SELECT count(*) FROM words WHERE n IS DISTINCT FROM 12.50"),
 ];
 
@@ -204,16 +213,7 @@ fn the_corpus_in_an_icu_database() {
 #[test]
 fn the_corpus_in_a_c_database() {
     let cluster = Cluster::start();
-    let mut client = database(&cluster, "postgres", "");
-    corpus(&mut client);
-    // Text GREATEST and LEAST are byte order under C only.
-    check_both_ways(
-        &mut client,
-        &[(
-            true,
-            "SELECT GREATEST(w, 'm'), LEAST(w, v), i FROM words WHERE i % 97 = 1 ORDER BY i",
-        )],
-    );
+    corpus(&mut database(&cluster, "postgres", ""));
 }
 
 /// A nondeterministic collation makes different strings equal, which

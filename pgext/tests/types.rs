@@ -136,6 +136,10 @@ const TAKEN: &[&str] = &[
     "SELECT count(*) FROM kinds a JOIN moods ON a.n = length(moods.label) WHERE a.i < 3000",
     "SELECT sum(n / (i % 3)) FROM kinds",
     "SELECT sum(n::int) FROM kinds WHERE n NOT IN ('Infinity', '-Infinity')",
+    // GREATEST and LEAST by the type's own comparison: NaN above every
+    // number, of equal values the first.
+    "SELECT GREATEST(m, 'meh'), LEAST(ip, '10.1.0.0/16'), GREATEST(f, 1.5, NULL), LEAST(iv, interval '3 days'),
+            GREATEST(n, n * 2), LEAST(-0.0::float8, f), i FROM kinds WHERE i % 211 = 5 OR i % 11 = 1 ORDER BY i LIMIT 80",
     // Aggregates Postgres folds with their own transition function.
     "SELECT bool_and(i > 0), bool_or(m = 'meh'), every(p < 20000), bit_or(i), bit_and(i | 1), min(m), max(m), min(ip), max(l) FROM kinds",
     "SELECT m, min(ip), max(mo), sum(mo), sum(iv) FROM kinds GROUP BY m ORDER BY m",

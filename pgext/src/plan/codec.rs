@@ -165,54 +165,67 @@ impl HeapCodec {
     }
 }
 
+/// The first byte of a shipped function's bytes: which of weft's kinds of
+/// function the rest encodes (names alone may collide: a bridged
+/// function is named after whatever Postgres function it calls).
+const BRIDGED: u8 = 1;
+const COLLATED: u8 = 2;
+
 impl PhysicalExtensionCodec for HeapCodec {
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         if let Some(function) = node.inner().downcast_ref::<PgFunction>() {
+            buf.push(BRIDGED);
             buf.extend(function.call().encode());
         } else if let Some(bytes) = collate::encode_scalar(node) {
+            buf.push(COLLATED);
             buf.extend(bytes);
         }
         Ok(())
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        if let Some(comparison) = collate::decode_scalar(name, buf) {
-            return comparison;
+        match buf.split_first() {
+            Some((&COLLATED, bytes)) => collate::decode_scalar(name, bytes)
+                .unwrap_or_else(|| exec_err!("weft: no text comparison {name} to decode")),
+            Some((&BRIDGED, bytes)) => {
+                let call = PgCall::decode(bytes)?;
+                let function = pgcall::call("a Postgres function's lookup", || {
+                    // SAFETY: a participant decodes its plan on its backend
+                    // thread.
+                    unsafe { PgFunction::new(call) }.map_err(DataFusionError::Execution)
+                })?;
+                Ok(Arc::new(ScalarUDF::new_from_impl(function)))
+            }
+            _ => exec_err!("weft: no function {name} to decode"),
         }
-        if !name.starts_with("pg:") || buf.is_empty() {
-            return exec_err!("weft: no function {name} to decode");
-        }
-        let call = PgCall::decode(buf)?;
-        let function = pgcall::call("a Postgres function's lookup", || {
-            // SAFETY: a participant decodes its plan on its backend thread.
-            unsafe { PgFunction::new(call) }.map_err(DataFusionError::Execution)
-        })?;
-        Ok(Arc::new(ScalarUDF::new_from_impl(function)))
     }
 
     fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
         if let Some(fold) = node.inner().downcast_ref::<PgFold>() {
+            buf.push(BRIDGED);
             buf.extend(fold.fold().encode());
         } else if let Some(bytes) = collate::encode_aggregate(node) {
+            buf.push(COLLATED);
             buf.extend(bytes);
         }
         Ok(())
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        if let Some(extreme) = collate::decode_aggregate(name, buf) {
-            return extreme;
+        match buf.split_first() {
+            Some((&COLLATED, bytes)) => collate::decode_aggregate(name, bytes)
+                .unwrap_or_else(|| exec_err!("weft: no text aggregate {name} to decode")),
+            Some((&BRIDGED, bytes)) => {
+                let fold = Fold::decode(bytes)?;
+                let aggregate = pgcall::call("a Postgres aggregate's lookup", || {
+                    // SAFETY: decoding runs on the participant's backend
+                    // thread, inside pgcall::call.
+                    unsafe { PgFold::new(fold) }.map_err(DataFusionError::Execution)
+                })?;
+                Ok(Arc::new(AggregateUDF::new_from_impl(aggregate)))
+            }
+            _ => exec_err!("weft: no aggregate {name} to decode"),
         }
-        if !name.starts_with("pg:") || buf.is_empty() {
-            return exec_err!("weft: no aggregate {name} to decode");
-        }
-        let fold = Fold::decode(buf)?;
-        let aggregate = pgcall::call("a Postgres aggregate's lookup", || {
-            // SAFETY: decoding runs on the participant's backend thread,
-            // inside pgcall::call.
-            unsafe { PgFold::new(fold) }.map_err(DataFusionError::Execution)
-        })?;
-        Ok(Arc::new(AggregateUDF::new_from_impl(aggregate)))
     }
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {

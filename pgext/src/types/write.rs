@@ -42,6 +42,9 @@ enum Write {
     Interval,
     Uuid,
     Bytea,
+    /// A string into text (or an unconstrained varchar): its bytes in a
+    /// varlena, which is all `textin` makes of them.
+    Varlena,
     /// A value's image ([`super::Image`]) back into its Datum.
     Image(super::Image),
 }
@@ -174,6 +177,8 @@ impl ColumnWriter {
             }
             // SAFETY: per the caller.
             Write::Image(image) => unsafe { image_datum(image, array.as_binary::<i32>().value(row)) },
+            // SAFETY: per the caller.
+            Write::Varlena => unsafe { varlena_datum(string_value(array, row).as_bytes()) },
             Write::Text => {
                 let text = text_value(array, row);
                 let text = std::ffi::CString::new(text)
@@ -199,26 +204,50 @@ unsafe fn image_datum(image: super::Image, bytes: &[u8]) -> Datum {
         value[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
         return Datum::from(u64::from_le_bytes(value));
     }
-    let header = if image.len == -1 { pg_sys::VARHDRSZ } else { 0 };
-    if image.len > 0 && bytes.len() != image.len as usize {
+    if image.len == -1 {
+        // SAFETY: per the caller.
+        return unsafe { varlena_datum(bytes) };
+    }
+    if bytes.len() != image.len as usize {
         pgrx::error!(
             "weft: a value of type {:?} arrived with {} bytes",
             image.typid,
             bytes.len()
         );
     }
-    // SAFETY: per the caller; palloc'd memory, fully written; a varlena's
-    // 4-byte header holds its whole size (SET_VARSIZE), which fits: Arrow's
-    // offsets keep one value under 2 GB and Postgres's under 1 GB.
+    // SAFETY: per the caller; palloc'd memory, fully written.
     unsafe {
-        let value = pg_sys::palloc(header + bytes.len()).cast::<u8>();
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.add(header), bytes.len());
-        if header > 0 {
-            pgrx::varlena::set_varsize_4b(value.cast(), (header + bytes.len()) as i32);
-        }
+        let value = pg_sys::palloc(bytes.len()).cast::<u8>();
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), value, bytes.len());
         Datum::from(value)
     }
 }
+
+/// A varlena holding `bytes` (allocated in the current memory context).
+///
+/// # Safety
+/// On the backend thread.
+unsafe fn varlena_datum(bytes: &[u8]) -> Datum {
+    let size = pg_sys::VARHDRSZ + bytes.len();
+    if size > MAX_VARLENA {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("weft: a value of {} bytes exceeds Postgres's 1 GB limit", bytes.len())
+        );
+    }
+    // SAFETY: per the caller; palloc'd memory, fully written; the 4-byte
+    // header holds the whole size (SET_VARSIZE), under 1 GB as checked.
+    unsafe {
+        let value = pg_sys::palloc(size).cast::<u8>();
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.add(pg_sys::VARHDRSZ), bytes.len());
+        pgrx::varlena::set_varsize_4b(value.cast(), size as i32);
+        Datum::from(value)
+    }
+}
+
+/// The largest varlena Postgres allocates (`MaxAllocSize`, 1 GB - 1).
+const MAX_VARLENA: usize = 0x3fff_ffff;
 
 /// How `arrow` values become values of `typid(typmod)` (not a domain);
 /// None where no way fits.
@@ -239,6 +268,8 @@ fn how(arrow: &DataType, typid: Oid, typmod: i32) -> Option<Write> {
         pg_sys::FLOAT8OID if float => Write::Float8,
         pg_sys::FLOAT4OID | pg_sys::FLOAT8OID if int || decimal => Write::Text,
         pg_sys::NUMERICOID if int || decimal || float => Write::Text,
+        pg_sys::TEXTOID if string => Write::Varlena,
+        pg_sys::VARCHAROID if string && typmod < 0 => Write::Varlena,
         pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::NAMEOID if string => Write::Text,
         pg_sys::OIDOID if *arrow == A::UInt32 => Write::Oid,
         pg_sys::DATEOID if *arrow == A::Date32 => Write::Date,
@@ -294,12 +325,19 @@ fn timestamp_micros(array: &dyn Array, row: usize) -> i64 {
     }
 }
 
+/// A string array's value.
+fn string_value(array: &dyn Array, row: usize) -> &str {
+    match array.data_type() {
+        DataType::LargeUtf8 => array.as_string::<i64>().value(row),
+        DataType::Utf8View => array.as_string_view().value(row),
+        _ => array.as_string::<i32>().value(row),
+    }
+}
+
 /// A value's text form, as the declared type's input function reads it.
 fn text_value(array: &dyn Array, row: usize) -> String {
     match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().value(row).to_string(),
-        DataType::LargeUtf8 => array.as_string::<i64>().value(row).to_string(),
-        DataType::Utf8View => array.as_string_view().value(row).to_string(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => string_value(array, row).to_string(),
         DataType::Decimal128(_, scale) => decimal_text(array.as_primitive::<Decimal128Type>().value(row), *scale),
         DataType::Float32 => float_text(f64::from(array.as_primitive::<Float32Type>().value(row))),
         DataType::Float64 => float_text(array.as_primitive::<Float64Type>().value(row)),

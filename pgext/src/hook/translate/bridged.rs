@@ -73,3 +73,79 @@ impl Translator {
         }
     }
 }
+
+/// The most arguments a GREATEST or LEAST over Postgres's comparison
+/// takes: each argument past the first nests the expression so far in a
+/// CASE that reads it three times.
+const MIN_MAX_ARGS: usize = 4;
+
+/// btree's less-than strategy (`stratnum.h`).
+const BT_LESS_STRATEGY: i16 = 1;
+
+impl Translator {
+    /// GREATEST or LEAST (`m`, its arguments translated as `args`) over a
+    /// type DataFusion does not order as Postgres does, by the type's own
+    /// `<` in each participant, as Postgres's executor evaluates it
+    /// (`ExecEvalMinMax`): NULLs skipped, the running result replaced only
+    /// by a value strictly beyond it, so that of equal values the first
+    /// stays.
+    ///
+    /// # Safety
+    /// `m` is a valid MinMaxExpr of the current level.
+    pub(super) unsafe fn min_max_bridged(&mut self, m: &pg_sys::MinMaxExpr, args: Vec<Expr>) -> Result<Expr, Refusal> {
+        use datafusion::logical_expr::when;
+        if args.len() > MIN_MAX_ARGS {
+            return Err(Refusal::shape(format!(
+                "GREATEST or LEAST of more than {MIN_MAX_ARGS} values weft does not order natively"
+            )));
+        }
+        if !crate::guc::FUNCTION_BRIDGE.get() {
+            return Err(Refusal::Function("GREATEST or LEAST by Postgres's comparison".into()));
+        }
+        if m.minmaxtype == pg_sys::BPCHAROID {
+            // weft carries char(n) without its padding, and the result
+            // keeps the padding of whichever argument it is.
+            return Err(Refusal::inexact("GREATEST or LEAST of char(n) values"));
+        }
+        // SAFETY: per the caller; catalog lookups of an existing type.
+        let less = unsafe {
+            let (typid, typmod) = crate::types::base_type(m.minmaxtype, -1);
+            let opclass = pg_sys::GetDefaultOpClass(typid, pg_sys::BTREE_AM_OID);
+            if opclass == Oid::INVALID {
+                return Err(Refusal::shape("GREATEST or LEAST over a type without a btree order"));
+            }
+            let (opfamily, input) = (
+                pg_sys::get_opclass_family(opclass),
+                pg_sys::get_opclass_input_type(opclass),
+            );
+            let operator = pg_sys::get_opfamily_member(opfamily, input, input, BT_LESS_STRATEGY);
+            let funcid = pg_sys::get_opcode(operator);
+            bridgeable(funcid).map_err(|why| Refusal::Function(format!("GREATEST or LEAST: {why}")))?;
+            PgCall {
+                callee: Callee::Function(funcid),
+                args: vec![(typid, typmod), (typid, typmod)],
+                result: (pg_sys::BOOLOID, -1),
+                collation: m.inputcollid,
+            }
+        };
+        let greatest = m.op == pg_sys::MinMaxOp::IS_GREATEST;
+        let mut values = args.into_iter();
+        let mut result = values.next().ok_or("GREATEST or LEAST without arguments")?;
+        for value in values {
+            let (small, large) = if greatest {
+                (result.clone(), value.clone())
+            } else {
+                (value.clone(), result.clone())
+            };
+            // SAFETY: on the backend thread.
+            let beyond = unsafe { bridge_call(less.clone(), vec![small, large]) }
+                .map_err(|why| Refusal::inexact(format!("GREATEST or LEAST: {why}")))?;
+            result = when(value.clone().is_null(), result.clone())
+                .when(result.clone().is_null(), value.clone())
+                .when(beyond, value)
+                .otherwise(result)
+                .map_err(super::df)?;
+        }
+        Ok(result)
+    }
+}

@@ -267,22 +267,16 @@ impl Translator {
                     let natively_ordered = ordered_natively(m.minmaxtype)
                         || (matches!(m.minmaxtype, pg_sys::TEXTOID | pg_sys::VARCHAROID)
                             && collation_is_c(m.inputcollid));
-                    if !natively_ordered {
-                        return Err(Refusal::inexact(
-                            "GREATEST or LEAST over a type or collation weft does not order as Postgres does",
-                        ));
-                    }
                     let args = self.exprs(m.args, scope)?;
-                    if list::<pg_sys::Node>(m.args)
+                    let images = list::<pg_sys::Node>(m.args)
                         .into_iter()
                         .zip(&args)
-                        .any(|(n, value)| self.numeric_image(n, value, scope))
-                    {
-                        return Err(Refusal::inexact(
-                            "GREATEST or LEAST over numerics without a declared scale",
-                        ));
-                    }
+                        .any(|(n, value)| self.numeric_image(n, value, scope));
                     self.one_display_scale(node, args.iter())?;
+                    if !natively_ordered || images {
+                        // By the type's own comparison, in Postgres.
+                        return self.min_max_bridged(m, args);
+                    }
                     Ok(if m.op == pg_sys::MinMaxOp::IS_GREATEST {
                         datafusion::functions::core::expr_fn::greatest(args)
                     } else {
@@ -367,18 +361,22 @@ impl Translator {
     /// different scales, where the value may be shown. Postgres keeps each
     /// value's own display scale (`CASE WHEN .. THEN price ELSE 0 END` is
     /// `0` in its ELSE rows, and a sum of only those is `0`), while
-    /// DataFusion gives the whole column one scale (`0.00`).
+    /// DataFusion gives the whole column one scale (`0.00`). Numerics
+    /// carried as their images keep their own scales, but never mix with
+    /// Decimal128 ones in one column.
     fn one_display_scale<'a>(
         &self,
         node: *mut pg_sys::Node,
         results: impl Iterator<Item = &'a Expr>,
     ) -> Result<(), Refusal> {
         // SAFETY: per the caller of `expr`.
-        if self.value_only > 0 || unsafe { pg_sys::exprType(node) } != pg_sys::NUMERICOID {
+        if unsafe { pg_sys::exprType(node) } != pg_sys::NUMERICOID {
             return Ok(());
         }
+        let shown = self.value_only == 0;
         let schema = self.levels.last().and_then(|l| l.schema.clone());
         let mut scales = Vec::new();
+        let mut images = 0;
         for result in results {
             let scale = match result {
                 Expr::Literal(value, _) if value.is_null() => continue,
@@ -387,6 +385,9 @@ impl Translator {
             };
             match scale {
                 Some(DataType::Decimal128(_, scale)) => scales.push(scale),
+                // An image keeps its own display scale.
+                Some(DataType::Binary) => images += 1,
+                _ if !shown => {}
                 _ => {
                     return Err(Refusal::inexact(
                         "a numeric CASE or COALESCE whose display scale weft cannot tell",
@@ -395,7 +396,12 @@ impl Translator {
             }
         }
         scales.dedup();
-        if scales.len() > 1 {
+        if images > 0 && !scales.is_empty() {
+            return Err(Refusal::inexact(
+                "a numeric CASE, COALESCE, GREATEST or LEAST mixing numerics with and without a declared scale",
+            ));
+        }
+        if shown && scales.len() > 1 {
             return Err(Refusal::inexact(
                 "a numeric CASE or COALESCE of different scales, whose display scale Postgres picks per value",
             ));

@@ -88,6 +88,17 @@ impl Translator {
             return Ok(binary_expr(l, op, r));
         }
         Ok(match f {
+            // Characters of valid UTF-8 (a bpchar without its padding, as
+            // bpcharlen counts), and bytes.
+            pg_sys::F_LENGTH_TEXT
+            | pg_sys::F_CHAR_LENGTH_TEXT
+            | pg_sys::F_CHARACTER_LENGTH_TEXT
+            | pg_sys::F_LENGTH_BPCHAR
+            | pg_sys::F_CHAR_LENGTH_BPCHAR
+            | pg_sys::F_CHARACTER_LENGTH_BPCHAR => {
+                datafusion::functions::unicode::expr_fn::character_length(one(args)?)
+            }
+            pg_sys::F_OCTET_LENGTH_TEXT => datafusion::functions::string::expr_fn::octet_length(one(args)?),
             pg_sys::F_TEXTLIKE | pg_sys::F_TEXTNLIKE if deterministic(collation) => {
                 let [l, r] = two(args)?;
                 Expr::Like(Like::new(

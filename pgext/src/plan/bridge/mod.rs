@@ -33,6 +33,7 @@ use crate::pgcall;
 use crate::types::{ColumnReader, ColumnWriter, PgType};
 
 mod call;
+mod distinct;
 mod fold;
 mod gate;
 
@@ -134,8 +135,11 @@ impl PgFunction {
                     })?);
                 }
                 let mut callee = Called::new(&self.call, &self.name)?;
-                let mut reader = ColumnReader::new(result_type, rows.max(1));
                 let mut datums = vec![None; args.len()];
+                // Every result lives in this batch's memory until the
+                // reader has them all: one call of the reader per batch.
+                let mut results = Vec::with_capacity(rows);
+                let mut any_null = false;
                 for row in 0..rows {
                     if row % STOP_CHECK_ROWS == STOP_CHECK_ROWS - 1 && pgcall::should_stop() {
                         return Err(pgcall::stopped());
@@ -144,8 +148,11 @@ impl PgFunction {
                         *datum = writer.datum(array.as_ref(), row);
                     }
                     let (value, null) = callee.call(&datums);
-                    reader.push(value, null).map_err(|e| e.into_datafusion())?;
+                    any_null |= null;
+                    results.push((value, null));
                 }
+                let mut reader = ColumnReader::new(result_type, rows.max(1));
+                reader.push_all(&results, any_null).map_err(|e| e.into_datafusion())?;
                 reader.finish().map_err(|e| e.into_datafusion())
             })();
             pg_sys::MemoryContextSwitchTo(previous);
@@ -429,9 +436,18 @@ impl ScalarUDFImpl for PgFunction {
         let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let rows = if scalar { 1 } else { rows };
-        // SAFETY: DataFusion runs a participant's plan on its backend
-        // thread (a current-thread runtime), inside pgcall::call.
-        let array = pgcall::call("a Postgres function", || unsafe { self.evaluate(&arrays, rows) })?;
+        let call = |arrays: &[ArrayRef], rows: usize| {
+            // SAFETY: DataFusion runs a participant's plan on its backend
+            // thread (a current-thread runtime), inside pgcall::call.
+            pgcall::call("a Postgres function", || unsafe { self.evaluate(arrays, rows) })
+        };
+        let array = match distinct::distinct_rows(&arrays, rows)? {
+            Some((distinct, of_row)) => {
+                let results = call(&distinct, distinct.first().map_or(0, |a| a.len()))?;
+                datafusion::arrow::compute::take(results.as_ref(), &of_row, None)?
+            }
+            None => call(&arrays, rows)?,
+        };
         Ok(if scalar {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
         } else {
