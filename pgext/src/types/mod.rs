@@ -39,7 +39,7 @@
 mod read;
 mod write;
 
-pub use read::{fixed_scalar, is_special, scalar, ColumnReader, Scalar};
+pub use read::{fixed_scalar, is_special, numeric_image, scalar, ColumnReader, Scalar};
 pub use write::ColumnWriter;
 
 use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};

@@ -533,6 +533,24 @@ const POW10: [i128; 39] = {
     table
 };
 
+/// A numeric's image (its varlena data) as its value times
+/// 10^display scale and that display scale; None for NaN, the infinities
+/// and values beyond Decimal128.
+pub fn numeric_image(bytes: &[u8]) -> Option<(i128, u8)> {
+    let header = u16::from_ne_bytes(*bytes.first_chunk::<2>()?);
+    let dscale = match header & 0xC000 {
+        // NaN and the infinities.
+        0xC000 => return None,
+        // The short format: the display scale in bits 7 to 12.
+        0x8000 => (header & 0x1F80) >> 7,
+        // The long format: the display scale in the first word's low 14
+        // bits (`n_sign_dscale`), the weight in the second.
+        _ => header & 0x3FFF,
+    };
+    let scale = i8::try_from(dscale).ok().filter(|s| *s <= 38)?;
+    numeric_to_i128(bytes, scale).ok().map(|v| (v, scale as u8))
+}
+
 /// A numeric's value scaled by 10^`scale`, exactly, from its on-disk form
 /// (numeric.c's `NumericData` after the varlena header): a 16-bit header,
 /// then, in the long format, a 16-bit weight, then base-10000 digits, the

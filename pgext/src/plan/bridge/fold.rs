@@ -8,7 +8,7 @@
 use std::mem::size_of;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -195,7 +195,22 @@ impl Folding {
                     Some(value) => writer.datum(value.to_array()?.as_ref(), 0),
                     None => None,
                 };
+                // A numeric sum adds what fits in 128 bits natively, at
+                // the largest display scale met (numeric_add's), and hands
+                // Postgres only the rest and the batch's total.
+                let mut sum = NativeSum::default();
+                let images = match transition.to_u32() {
+                    pg_sys::F_NUMERIC_ADD => values.as_binary_opt::<i32>(),
+                    _ => None,
+                };
                 for row in 0..values.len() {
+                    if let Some(images) = images.filter(|_| values.is_valid(row)) {
+                        if let Some((value, scale)) = crate::types::numeric_image(images.value(row)) {
+                            if sum.add(value, scale) {
+                                continue;
+                            }
+                        }
+                    }
                     if row % STOP_CHECK_ROWS == STOP_CHECK_ROWS - 1 && pgcall::should_stop() {
                         return Err(pgcall::stopped());
                     }
@@ -209,6 +224,18 @@ impl Folding {
                             (!null).then_some(next)
                         }
                     };
+                }
+                if let Some(total) = sum.datum() {
+                    state = Some(match state {
+                        None => total,
+                        Some(current) => {
+                            let (next, null) = function.call(&[Some(current), Some(total)]);
+                            if null {
+                                return Ok(None);
+                            }
+                            next
+                        }
+                    });
                 }
                 let Some(state) = state else { return Ok(None) };
                 let mut reader = ColumnReader::new(PgType::of(typid, typmod).map_err(DataFusionError::Execution)?, 1);
@@ -252,5 +279,70 @@ impl Accumulator for Folding {
 
     fn size(&self) -> usize {
         size_of::<Self>() + self.state.as_ref().map_or(0, ScalarValue::size)
+    }
+}
+
+/// A sum of numerics kept in 128 bits: the total times 10^scale, scale
+/// the largest display scale added (as `numeric_add` keeps it).
+#[derive(Default)]
+struct NativeSum {
+    /// The total and its scale; None before the first value.
+    total: Option<(i128, u8)>,
+}
+
+impl NativeSum {
+    /// Adds `value` times 10^-`scale`; false (and nothing added) where the
+    /// total would leave 128 bits, which Postgres then adds.
+    fn add(&mut self, value: i128, scale: u8) -> bool {
+        let (total, at) = self.total.unwrap_or((0, scale));
+        let wide = at.max(scale);
+        let rescale = |v: i128, from: u8| {
+            10i128
+                .checked_pow(u32::from(wide - from))
+                .and_then(|p| v.checked_mul(p))
+        };
+        let sum = rescale(total, at)
+            .zip(rescale(value, scale))
+            .and_then(|(a, b)| a.checked_add(b));
+        match sum {
+            Some(sum) if sum.unsigned_abs() < 10u128.pow(38) => {
+                self.total = Some((sum, wide));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The total as a numeric Datum at its scale; None before any value.
+    ///
+    /// # Safety
+    /// On the backend thread, inside [`pgcall::call`] (allocates in the
+    /// current memory context).
+    unsafe fn datum(&self) -> Option<pg_sys::Datum> {
+        let (total, scale) = self.total?;
+        let text = std::ffi::CString::new(decimal(total, scale)).ok()?;
+        // SAFETY: per the caller; numeric_in reads a NUL-terminated
+        // decimal and keeps its scale as the display scale.
+        Some(unsafe {
+            pg_sys::OidInputFunctionCall(
+                Oid::from(pg_sys::F_NUMERIC_IN),
+                text.as_ptr().cast_mut(),
+                pg_sys::NUMERICOID,
+                -1,
+            )
+        })
+    }
+}
+
+/// `value` times 10^-`scale` as decimal text with exactly `scale`
+/// decimals.
+fn decimal(value: i128, scale: u8) -> String {
+    let digits = format!("{:0>width$}", value.unsigned_abs(), width = usize::from(scale) + 1);
+    let (whole, fraction) = digits.split_at(digits.len() - usize::from(scale));
+    let sign = if value < 0 { "-" } else { "" };
+    if scale == 0 {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{fraction}")
     }
 }
