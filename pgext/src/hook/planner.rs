@@ -390,13 +390,18 @@ unsafe fn take_over(
     // participants); a stock plan not much dearer than that reading alone
     // (index lookups instead of scans) is left to Postgres.
     let ratio = guc::SCAN_COST_RATIO.get();
-    // A call through the function bridge costs more per row than
-    // Postgres's own evaluation of the same function (measured: see
-    // benches/README.md, 'The function bridge'): until the cost gate
-    // weighs it, such a query is taken only under weft.force.
-    if !guc::FORCE.get() && crate::plan::bridge::calls_postgres(&translation.plan) {
+    // A call through the function bridge costs about what Postgres's own
+    // evaluation costs per row where its arguments repeat, and up to
+    // twice that on distinct values of wide types (measured: see
+    // benches/README.md, 'The function bridge'). Beside joins, grouping
+    // and DISTINCT, which weft runs several times faster, that cost
+    // weighs little; a query that only scans, filters and aggregates
+    // without grouping gains nothing to pay it with, and is taken only
+    // under weft.force.
+    let plan = &translation.plan;
+    if !guc::FORCE.get() && crate::plan::bridge::calls_postgres(plan) && !crate::plan::joins_or_groups(plan) {
         return Err(Refusal::Cheap(
-            "the query calls Postgres functions through the function bridge, which only weft.force takes".into(),
+            "the query calls Postgres functions through the function bridge and neither joins nor groups; only weft.force takes that".into(),
         ));
     }
     // A sort in Postgres's order (text under a collation other than C,

@@ -4,8 +4,9 @@
 //!
 //! - [`bridge`]: Postgres functions evaluated by Postgres in each
 //!   participant;
-//! - [`collate`]: text ordered by Postgres's comparison under a collation
-//!   other than C;
+//! - [`collate`]: values in Postgres's order where DataFusion's is not
+//!   it: text under a collation other than C, any type by its btree
+//!   comparison;
 //! - [`table`]: heap tables as DataFusion sources, and [`column`] their
 //!   columns;
 //! - [`scan`]: their scan node, and [`codec`] its form in a shipped plan;
@@ -52,6 +53,39 @@ pub fn any_expr(
             });
         }
         Ok(stop(seen))
+    });
+    seen
+}
+
+/// Whether `plan`, its subqueries included, joins, groups or removes
+/// duplicates: the work weft distributes best, beside which a bridged
+/// call's cost weighs least.
+pub fn joins_or_groups(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+    let mut seen = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        seen |= match node {
+            LogicalPlan::Join(_) | LogicalPlan::Distinct(_) => true,
+            LogicalPlan::Aggregate(aggregate) => {
+                !aggregate.group_expr.is_empty()
+                    || aggregate.aggr_expr.iter().any(|e| {
+                        // Under its alias.
+                        let mut distinct = false;
+                        let _ = e.apply(|part| {
+                            distinct |= matches!(part, Expr::AggregateFunction(f) if f.params.distinct);
+                            Ok(TreeNodeRecursion::Continue)
+                        });
+                        distinct
+                    })
+            }
+            _ => false,
+        };
+        Ok(if seen {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     });
     seen
 }
