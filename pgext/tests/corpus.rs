@@ -178,6 +178,7 @@ const FUNCTIONS: &[(bool, &str)] = &[
     // A char(n) value's padding is lost in weft's form of it; which
     // argument's padding GREATEST returns is only Postgres's to know.
     (false, "SELECT GREATEST(c, 'E'), i FROM words WHERE i % 97 = 1 ORDER BY i"),
+    (false, "SELECT min(c), max(c) FROM words"),
     (true, "SELECT count(*) FROM words WHERE n IS DISTINCT FROM 12.50"),
 ];
 
