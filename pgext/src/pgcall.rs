@@ -133,6 +133,33 @@ pub fn call<T>(what: &str, f: impl FnOnce() -> Result<T, DataFusionError>) -> Re
     }
 }
 
+/// Runs `f` in a memory context of its own, named `name`, deleted when `f`
+/// returns: whatever `f` allocates from Postgres lives until then (a
+/// batch's Datums). After a Postgres ERROR inside `f`, [`call`] restores
+/// the caller's context, and this one goes with its parent.
+///
+/// # Safety
+/// On the backend thread, inside [`call`]; nothing `f` allocates is used
+/// after it returns.
+pub unsafe fn in_scratch_memory<T>(name: &std::ffi::CStr, f: impl FnOnce() -> T) -> T {
+    // SAFETY: per the caller; the context is created, made current, and
+    // deleted after the previous one is current again.
+    unsafe {
+        let memory = pgrx::pg_sys::AllocSetContextCreateInternal(
+            pgrx::pg_sys::CurrentMemoryContext,
+            name.as_ptr(),
+            pgrx::pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pgrx::pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pgrx::pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        let previous = pgrx::pg_sys::MemoryContextSwitchTo(memory);
+        let result = f();
+        pgrx::pg_sys::MemoryContextSwitchTo(previous);
+        pgrx::pg_sys::MemoryContextDelete(memory);
+        result
+    }
+}
+
 /// Whether a Postgres error is waiting to be raised: Postgres's state is
 /// then only fit for the transaction's abort, so cleanup code skips its
 /// own Postgres calls.

@@ -178,15 +178,7 @@ impl Folding {
         // thread; every Datum lives in `memory` until it is deleted below,
         // after the state is copied out.
         unsafe {
-            let memory = pg_sys::AllocSetContextCreateInternal(
-                pg_sys::CurrentMemoryContext,
-                c"weft aggregate".as_ptr(),
-                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-            );
-            let previous = pg_sys::MemoryContextSwitchTo(memory);
-            let result = (|| -> Result<Option<ScalarValue>> {
+            crate::pgcall::in_scratch_memory(c"weft aggregate", || -> Result<Option<ScalarValue>> {
                 let no_form =
                     || DataFusionError::Execution(format!("weft: {} values have no Postgres form", self.arrow));
                 let mut writer = ColumnWriter::new(&self.arrow, typid, typmod).ok_or_else(no_form)?;
@@ -242,10 +234,7 @@ impl Folding {
                 reader.push(state, false).map_err(|e| e.into_datafusion())?;
                 let array = reader.finish().map_err(|e| e.into_datafusion())?;
                 Ok(Some(ScalarValue::try_from_array(&array, 0)?))
-            })();
-            pg_sys::MemoryContextSwitchTo(previous);
-            pg_sys::MemoryContextDelete(memory);
-            result
+            })
         }
     }
 }

@@ -111,19 +111,7 @@ impl PgFunction {
         // the backend thread; every pointer below is ours until the
         // context is deleted.
         unsafe {
-            let memory = pg_sys::AllocSetContextCreateInternal(
-                pg_sys::CurrentMemoryContext,
-                c"weft function bridge".as_ptr(),
-                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-            );
-            let previous = pg_sys::MemoryContextSwitchTo(memory);
-            // Every error returned goes back to the caller's context and frees
-            // the batch's memory, as success does (after a Postgres ERROR,
-            // pgcall::call restores the context; the memory goes with its
-            // parent).
-            let result = (|| -> Result<ArrayRef> {
+            crate::pgcall::in_scratch_memory(c"weft function bridge", || -> Result<ArrayRef> {
                 let mut writers = Vec::with_capacity(args.len());
                 for (array, &(typid, typmod)) in args.iter().zip(&self.call.args) {
                     writers.push(ColumnWriter::new(array.data_type(), typid, typmod).ok_or_else(|| {
@@ -154,10 +142,7 @@ impl PgFunction {
                 let mut reader = ColumnReader::new(result_type, rows.max(1));
                 reader.push_all(&results, any_null).map_err(|e| e.into_datafusion())?;
                 reader.finish().map_err(|e| e.into_datafusion())
-            })();
-            pg_sys::MemoryContextSwitchTo(previous);
-            pg_sys::MemoryContextDelete(memory);
-            result
+            })
         }
     }
 }

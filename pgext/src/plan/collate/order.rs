@@ -203,15 +203,7 @@ unsafe fn compare_sorted(
     // SAFETY: per the caller: memory contexts and fmgr on the backend
     // thread; every Datum lives in `memory` until it is deleted below.
     unsafe {
-        let memory = pg_sys::AllocSetContextCreateInternal(
-            pg_sys::CurrentMemoryContext,
-            c"weft ordering".as_ptr(),
-            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
-        let previous = pg_sys::MemoryContextSwitchTo(memory);
-        let result = (|| -> Result<Vec<u64>> {
+        crate::pgcall::in_scratch_memory(c"weft ordering", || -> Result<Vec<u64>> {
             let Some(mut writer) = ColumnWriter::new(values.data_type(), typid, typmod) else {
                 return exec_err!("weft: {} values have no Postgres form", values.data_type());
             };
@@ -246,10 +238,7 @@ unsafe fn compare_sorted(
                 places[pair[1]] = place;
             }
             Ok(places)
-        })();
-        pg_sys::MemoryContextSwitchTo(previous);
-        pg_sys::MemoryContextDelete(memory);
-        result
+        })
     }
 }
 
