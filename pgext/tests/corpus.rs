@@ -25,15 +25,7 @@ const WORDS: &str = "ARRAY['apple', 'Apple', 'APPLE', 'äpple', 'Äpfel', 'zebra
 /// varchar, with timestamps across daylight-saving changes, dates and
 /// numerics beside them; the session spreads queries over two workers.
 fn database(cluster: &Cluster, name: &str, options: &str) -> Client {
-    if name != "postgres" {
-        cluster
-            .connect()
-            .batch_execute(&format!(
-                "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' {options}"
-            ))
-            .unwrap();
-    }
-    let mut client = cluster.connect_to(name, "postgres");
+    let mut client = cluster.database(name, options);
     client
         .batch_execute(&format!(
             "CREATE EXTENSION weft;

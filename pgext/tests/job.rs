@@ -131,11 +131,7 @@ const QUERIES: &[(bool, &str)] = &[
 #[test]
 fn job_style_queries_in_an_en_us_database_answer_as_postgres() {
     let cluster = Cluster::start();
-    cluster
-        .connect()
-        .batch_execute("CREATE DATABASE imdb TEMPLATE template0 ENCODING 'UTF8' LOCALE 'en_US.UTF-8'")
-        .unwrap();
-    let mut client = cluster.connect_to("imdb", "postgres");
+    let mut client = cluster.database("imdb", "LOCALE 'en_US.UTF-8'");
     client.batch_execute("CREATE EXTENSION weft").unwrap();
     client.batch_execute(SCHEMA).unwrap();
     client.batch_execute("SET max_parallel_workers_per_gather = 2").unwrap();

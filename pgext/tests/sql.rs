@@ -16,11 +16,7 @@ fn tpch_in_plain_sql_matches_stock_postgres() {
     let cluster = Cluster::start();
     let in_c = tpch_both_ways(&mut cluster.connect());
     assert_eq!(in_c, (1..=22).collect::<Vec<_>>(), "queries taken under C");
-    cluster
-        .connect()
-        .batch_execute("CREATE DATABASE en TEMPLATE template0 ENCODING 'UTF8' LOCALE 'en_US.UTF-8'")
-        .unwrap();
-    let in_en_us = tpch_both_ways(&mut cluster.connect_to("en", "postgres"));
+    let in_en_us = tpch_both_ways(&mut cluster.database("en", "LOCALE 'en_US.UTF-8'"));
     assert_eq!(in_en_us, in_c, "queries taken under en_US.UTF-8, and under C");
 }
 

@@ -15,15 +15,7 @@ use weft_pg_harness::Cluster;
 /// A table of 20,000 rows of those types (NULLs among them) in database
 /// `name`, created with `options`.
 fn database(cluster: &Cluster, name: &str, options: &str) -> Client {
-    if name != "postgres" {
-        cluster
-            .connect()
-            .batch_execute(&format!(
-                "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' {options}"
-            ))
-            .unwrap();
-    }
-    let mut client = cluster.connect_to(name, "postgres");
+    let mut client = cluster.database(name, options);
     client
         .batch_execute(
             "CREATE EXTENSION weft;

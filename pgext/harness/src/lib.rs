@@ -487,6 +487,23 @@ impl Cluster {
         self.connect_as("postgres")
     }
 
+    /// Connects as `postgres` to database `name`, first creating it (UTF8, from `template0`, with
+    /// `options` such as `LOCALE 'en_US.UTF-8'`) unless it is `postgres` itself.
+    ///
+    /// # Panics
+    ///
+    /// If the database cannot be created or the connection fails.
+    pub fn database(&self, name: &str, options: &str) -> postgres::Client {
+        if name != "postgres" {
+            self.connect()
+                .batch_execute(&format!(
+                    "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' {options}"
+                ))
+                .unwrap_or_else(|e| panic!("creating database {name} failed: {e}"));
+        }
+        self.connect_to(name, "postgres")
+    }
+
     /// Connects as `user` to the `postgres` database. Authentication is `trust`, so any existing role
     /// works without a password.
     ///
