@@ -18,18 +18,43 @@ use crate::plan::bridge::{foldable, Fold, PgFold};
 use crate::plan::collate::extreme::CollatedExtreme;
 
 impl Translator {
-    /// One aggregate call.
+    /// One aggregate call, with its FILTER.
     ///
     /// # Safety
     /// `aggref` is an Aggref of the current level.
     pub(super) unsafe fn aggref(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Expr, Refusal> {
         // SAFETY: per the caller.
+        let filter = unsafe { self.aggregate_filter(aggref)? };
+        // SAFETY: as above.
+        filtered(unsafe { self.aggregate_call(aggref)? }, filter)
+    }
+
+    /// An aggregate's `FILTER (WHERE ...)`, over the rows it aggregates.
+    ///
+    /// # Safety
+    /// `aggref` is an Aggref of the current level.
+    unsafe fn aggregate_filter(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<Expr>, Refusal> {
+        // SAFETY: per the caller.
+        let filter = unsafe { (*aggref).aggfilter };
+        if filter.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: as above; the filter is an expression of the level's rows.
+        Ok(Some(unsafe { self.expr(filter.cast(), &Scope::Rows)? }))
+    }
+
+    /// One aggregate call, without its FILTER.
+    ///
+    /// # Safety
+    /// `aggref` is an Aggref of the current level.
+    unsafe fn aggregate_call(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Expr, Refusal> {
+        // SAFETY: per the caller.
         let a = unsafe { &*aggref };
         if a.agglevelsup != 0 {
             return Err(Refusal::shape("an outer-level aggregate"));
         }
-        if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdirectargs.is_null() {
-            return Err(Refusal::shape("an aggregate with ORDER BY, FILTER or direct arguments"));
+        if !a.aggorder.is_null() || !a.aggdirectargs.is_null() {
+            return Err(Refusal::shape("an aggregate with ORDER BY or direct arguments"));
         }
         let distinct = !a.aggdistinct.is_null();
         let mut args = Vec::new();
@@ -220,6 +245,23 @@ impl Translator {
     /// `aggref` is an Aggref of the current level.
     pub(super) unsafe fn parts(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<(Parts, Expr, Expr)>, Refusal> {
         // SAFETY: per the caller.
+        let Some((kind, sum, other)) = (unsafe { self.unfiltered_parts(aggref)? }) else {
+            return Ok(None);
+        };
+        // SAFETY: as above.
+        let filter = unsafe { self.aggregate_filter(aggref)? };
+        Ok(Some((kind, filtered(sum, filter.clone())?, filtered(other, filter)?)))
+    }
+
+    /// [`Translator::parts`] without the aggregate's FILTER.
+    ///
+    /// # Safety
+    /// `aggref` is an Aggref of the current level.
+    unsafe fn unfiltered_parts(
+        &mut self,
+        aggref: *mut pg_sys::Aggref,
+    ) -> Result<Option<(Parts, Expr, Expr)>, Refusal> {
+        // SAFETY: per the caller.
         let a = unsafe { &*aggref };
         let f = a.aggfnoid.to_u32();
         let avg = matches!(
@@ -229,14 +271,12 @@ impl Translator {
         if !avg && f != pg_sys::F_SUM_NUMERIC {
             return Ok(None);
         }
-        if !a.aggorder.is_null() || !a.aggfilter.is_null() || !a.aggdistinct.is_null() || a.agglevelsup != 0 {
+        if !a.aggorder.is_null() || !a.aggdistinct.is_null() || a.agglevelsup != 0 {
             if !avg {
                 // The plain aggregate's path refuses it, saying why.
                 return Ok(None);
             }
-            return Err(Refusal::shape(
-                "avg with ORDER BY, FILTER, DISTINCT or of an outer level",
-            ));
+            return Err(Refusal::shape("avg with ORDER BY, DISTINCT or of an outer level"));
         }
         // SAFETY: an Aggref's args are TargetEntries.
         let args = unsafe { list::<pg_sys::TargetEntry>(a.args) };
@@ -291,6 +331,19 @@ impl Translator {
             sum(cast(value, DataType::Decimal128(38, total_scale))),
             max(scale),
         )))
+    }
+}
+
+/// `call` (an aggregate) counting only the rows `filter` holds for, as
+/// Postgres's FILTER does (a NULL condition excludes the row).
+fn filtered(call: Expr, filter: Option<Expr>) -> Result<Expr, Refusal> {
+    match (call, filter) {
+        (call, None) => Ok(call),
+        (Expr::AggregateFunction(mut f), Some(filter)) => {
+            f.params.filter = Some(Box::new(filter));
+            Ok(Expr::AggregateFunction(f))
+        }
+        _ => Err(Refusal::shape("FILTER on an aggregate weft computes otherwise")),
     }
 }
 

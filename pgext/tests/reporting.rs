@@ -1,0 +1,66 @@
+//! The shapes of reporting SQL, differentially (weft forced on against
+//! off, in a C and an `en_US.UTF-8` database): aggregates with FILTER,
+//! set operations, DISTINCT ON.
+
+use weft_pg_harness::differential::check_both_ways;
+use weft_pg_harness::postgres::Client;
+use weft_pg_harness::Cluster;
+
+/// A table of 30,000 sales (NULLs among them) and a small one of regions,
+/// in database `name` created with `options`.
+fn database(cluster: &Cluster, name: &str, options: &str) -> Client {
+    let mut client = cluster.database(name, options);
+    client
+        .batch_execute(
+            "CREATE EXTENSION weft;
+             CREATE TABLE sales (i int, region text, amount numeric(12, 2), qty int, day date, f float8,
+                                 note text, n numeric);
+             INSERT INTO sales
+                  SELECT g, (ARRAY['north', 'South', 'east', 'West', 'Éire', NULL])[1 + g % 6],
+                         CASE WHEN g % 17 <> 0 THEN (g % 997) * 1.25 END, g % 13,
+                         date '2024-01-01' + g % 400, CASE WHEN g % 11 = 0 THEN 'NaN' ELSE (g % 7)::float8 / 4 END,
+                         CASE WHEN g % 5 = 0 THEN NULL ELSE 'note ' || (g % 9) END,
+                         round((g % 500)::numeric / 3, g % 3)
+                    FROM generate_series(1, 30000) g;
+             CREATE TABLE regions (region text, manager text);
+             INSERT INTO regions VALUES ('north', 'Ann'), ('South', 'Bo'), ('east', 'Cy'), ('nowhere', 'Di'), (NULL, 'Ed');
+             ANALYZE sales; ANALYZE regions;
+             SET max_parallel_workers_per_gather = 2",
+        )
+        .unwrap();
+    client
+}
+
+/// Queries weft takes, answered as Postgres answers them.
+const TAKEN: &[&str] = &[
+    // FILTER: only the rows whose condition is true (NULL excludes).
+    "SELECT count(*) FILTER (WHERE qty > 6), sum(amount) FILTER (WHERE region = 'north'),
+            avg(qty) FILTER (WHERE note IS NOT NULL), max(day) FILTER (WHERE amount > 100),
+            count(DISTINCT region) FILTER (WHERE qty < 3)
+       FROM sales",
+    "SELECT region, count(*) FILTER (WHERE amount IS NULL), sum(qty) FILTER (WHERE f > 1),
+            sum(n) FILTER (WHERE qty = 0), min(note) FILTER (WHERE qty > 10)
+       FROM sales GROUP BY region ORDER BY region",
+    "SELECT sum(CASE WHEN qty > 3 THEN amount ELSE 0 END) FILTER (WHERE region <> 'east'),
+            avg(amount) FILTER (WHERE day < date '2024-06-01')
+       FROM sales",
+];
+
+/// Queries that stay with Postgres.
+const KEPT: &[&str] = &[];
+
+fn check(client: &mut Client) {
+    let cases: Vec<(bool, &str)> = TAKEN
+        .iter()
+        .map(|&sql| (true, sql))
+        .chain(KEPT.iter().map(|&sql| (false, sql)))
+        .collect();
+    check_both_ways(client, &cases);
+}
+
+#[test]
+fn reporting_shapes_answer_as_postgres() {
+    let cluster = Cluster::start();
+    check(&mut database(&cluster, "postgres", ""));
+    check(&mut database(&cluster, "libc", "LOCALE 'en_US.UTF-8'"));
+}
