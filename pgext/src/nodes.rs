@@ -23,6 +23,21 @@ pub unsafe fn list<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
     }
 }
 
+/// The OIDs of an OID list (a `T_OidList`: each cell's `oid_value`).
+///
+/// # Safety
+/// `list` is NULL or a valid OID list.
+pub unsafe fn oid_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per the caller; `elements` holds `length` cells, each an OID.
+    unsafe {
+        let cells = std::slice::from_raw_parts((*list).elements, (*list).length as usize);
+        cells.iter().map(|cell| cell.oid_value).collect()
+    }
+}
+
 /// A node's tag.
 ///
 /// # Safety

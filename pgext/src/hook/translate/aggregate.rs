@@ -257,10 +257,7 @@ impl Translator {
     ///
     /// # Safety
     /// `aggref` is an Aggref of the current level.
-    unsafe fn unfiltered_parts(
-        &mut self,
-        aggref: *mut pg_sys::Aggref,
-    ) -> Result<Option<(Parts, Expr, Expr)>, Refusal> {
+    unsafe fn unfiltered_parts(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<(Parts, Expr, Expr)>, Refusal> {
         // SAFETY: per the caller.
         let a = unsafe { &*aggref };
         let f = a.aggfnoid.to_u32();

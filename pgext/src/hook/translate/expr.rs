@@ -553,6 +553,17 @@ impl Translator {
 pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<(), Refusal> {
     // SAFETY: per the caller.
     let (typid, _, collation) = unsafe { crate::nodes::expr_type(node) };
+    // A numeric is an image only without a declared scale, which the
+    // caller tells from its translation.
+    equal_as_bytes(typid, collation, &DataType::Null, what)
+}
+
+/// Refuses `what` (grouping, DISTINCT, a set operation) over values of
+/// type `typid` under `collation`, carried in Arrow as `arrow`, where
+/// equal values may differ in their bytes: floats (-0 and 0), intervals,
+/// text under a nondeterministic collation, numerics carried as their
+/// images, and image types without `equalimage`.
+pub(super) fn equal_as_bytes(typid: Oid, collation: Oid, arrow: &DataType, what: &str) -> Result<(), Refusal> {
     match typid {
         pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => Err(Refusal::inexact(format!(
             "{what} over floats, where -0 equals 0 and every NaN equals NaN"
@@ -561,12 +572,12 @@ pub(super) unsafe fn groupable(node: *mut pg_sys::Node, what: &str) -> Result<()
             "{what} over intervals, which are equal by their span ('1 mon' = '30 days')"
         ))),
         _ if !deterministic(collation) => Err(Refusal::inexact(format!("{what} under a nondeterministic collation"))),
-        // A numeric is an image only without a declared scale, which the
-        // caller tells from its translation.
+        pg_sys::NUMERICOID if *arrow == DataType::Binary => Err(Refusal::inexact(format!(
+            "{what} over numerics without a declared scale, whose equal values may differ in their bytes"
+        ))),
+        pg_sys::NUMERICOID => Ok(()),
         // SAFETY: catalog lookups on the backend thread.
-        _ if typid != pg_sys::NUMERICOID
-            && unsafe { super::image::is_image(typid) && !super::image::equal_images(typid, collation) } =>
-        {
+        _ if unsafe { super::image::is_image(typid) && !super::image::equal_images(typid, collation) } => {
             Err(Refusal::inexact(format!(
                 "{what} over a type whose equal values may differ in their bytes (no btree equalimage)"
             )))

@@ -35,6 +35,7 @@ mod function;
 mod image;
 mod order;
 mod scope;
+mod setop;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -227,7 +228,6 @@ impl Translator {
         refuse_if(q.hasModifyingCTE, "a data-modifying WITH")?;
         refuse_if(q.hasForUpdate || !q.rowMarks.is_null(), "FOR UPDATE/SHARE")?;
         refuse_if(q.hasRowSecurity, "row-level security")?;
-        refuse_if(!q.setOperations.is_null(), "UNION/INTERSECT/EXCEPT")?;
         refuse_if(!q.groupingSets.is_null(), "grouping sets")?;
         refuse_if(
             q.limitOption == pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES,
@@ -265,6 +265,16 @@ impl Translator {
             // SAFETY: fromlist items of a valid Query.
             .map(|item| unsafe { self.join_item(item) })
             .collect::<Result<Vec<_>, _>>()?;
+        if !q.setOperations.is_null() {
+            // The level's rows are the set operation's; its target list
+            // reads them as columns of the leftmost leaf's entry.
+            // SAFETY: the set operations of a valid Query.
+            let rows = unsafe { self.set_operation(q.setOperations)? };
+            // SAFETY: as above.
+            let leftmost = unsafe { setop::leftmost(q.setOperations)? };
+            let alias = format!("l{}_r{leftmost}", self.level().id);
+            items.push(self.aliased(rows, leftmost, alias)?);
+        }
         let mut plan = cross_join(items.clone())?;
         self.level().schema = Some(plan.schema().clone());
         if !quals.is_null() {
