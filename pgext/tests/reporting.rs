@@ -56,6 +56,11 @@ const TAKEN: &[&str] = &[
     "SELECT amount FROM sales WHERE region = 'north' UNION SELECT amount FROM sales WHERE region IS NULL
      INTERSECT SELECT amount FROM sales WHERE qty = 5 ORDER BY 1 NULLS FIRST LIMIT 40",
     "SELECT count(*) FROM (SELECT note FROM sales UNION SELECT manager FROM regions) u",
+    // DISTINCT ON: the first row of each group in the ORDER BY (a total
+    // order here, so that the first row is one row).
+    "SELECT DISTINCT ON (qty) qty, i, amount FROM sales ORDER BY qty, amount DESC NULLS LAST, i",
+    "SELECT DISTINCT ON (qty, day) qty, day, i FROM sales WHERE qty < 3 ORDER BY qty DESC, day, i DESC LIMIT 100",
+    "SELECT DISTINCT ON (day) day, region, i FROM sales ORDER BY day DESC, i",
 ];
 
 /// Queries that stay with Postgres.
@@ -66,6 +71,8 @@ const KEPT: &[&str] = &[
     // Equal values of different bytes.
     "SELECT f FROM sales UNION SELECT f FROM sales WHERE qty = 0 ORDER BY 1",
     "SELECT n FROM sales UNION SELECT n FROM sales ORDER BY 1",
+    // DISTINCT ON over floats, or ordered by text under a collation.
+    "SELECT DISTINCT ON (f) f, i FROM sales ORDER BY f, i",
     // Columns Postgres coerces to a common type.
     "SELECT qty FROM sales UNION ALL SELECT i::bigint FROM sales WHERE i < 5",
 ];

@@ -28,6 +28,7 @@ mod aggregate;
 mod args;
 mod bridged;
 mod collation;
+mod distinct;
 mod expr;
 mod finish;
 mod fold;
@@ -223,7 +224,6 @@ impl Translator {
         let refuse_if = |cond: bool, what: &str| if cond { Err(what.to_string()) } else { Ok(()) };
         refuse_if(q.hasWindowFuncs, "window functions")?;
         refuse_if(q.hasTargetSRFs, "set-returning functions")?;
-        refuse_if(q.hasDistinctOn, "DISTINCT ON")?;
         refuse_if(q.hasRecursive, "a recursive WITH")?;
         refuse_if(q.hasModifyingCTE, "a data-modifying WITH")?;
         refuse_if(q.hasForUpdate || !q.rowMarks.is_null(), "FOR UPDATE/SHARE")?;
@@ -405,40 +405,10 @@ impl Translator {
             .build()
             .map_err(df)?;
 
-        // DISTINCT (over every non-junk column).
+        // DISTINCT and DISTINCT ON.
         if !q.distinctClause.is_null() {
             // SAFETY: as above.
-            let clauses = unsafe { list::<pg_sys::SortGroupClause>(q.distinctClause) };
-            // SAFETY: target entries of a valid Query.
-            let visible = targets.iter().filter(|&&t| unsafe { !(*t).resjunk }).count();
-            if clauses.len() != visible || targets.len() != visible {
-                return Err(Refusal::shape(
-                    "DISTINCT with ORDER BY expressions outside the select list",
-                ));
-            }
-            for &target in &targets {
-                // SAFETY: target entries of a valid Query.
-                unsafe { expr::groupable((*target).expr.cast(), "DISTINCT")? };
-            }
-            // A numeric carried as its image (the only type groupable
-            // passes whose equal values may differ in their bytes).
-            if plan
-                .schema()
-                .fields()
-                .iter()
-                .any(|f| *f.data_type() == datafusion::arrow::datatypes::DataType::Binary)
-                // SAFETY: target entries of a valid Query.
-                && targets.iter().any(|&t| unsafe { pg_sys::exprType((*t).expr.cast()) } == pg_sys::NUMERICOID)
-            {
-                return Err(Refusal::inexact(
-                    "DISTINCT over numerics without a declared scale, whose equal values may differ in their bytes",
-                ));
-            }
-            plan = LogicalPlanBuilder::from(plan)
-                .distinct()
-                .map_err(df)?
-                .build()
-                .map_err(df)?;
+            plan = unsafe { self.distinct(q, plan, &targets)? };
         }
 
         // ORDER BY. Text under a collation other than C, and types
