@@ -360,7 +360,11 @@ pub(super) unsafe fn collect_aggrefs(
     unsafe {
         let found = pg_sys::pull_var_clause(
             node,
-            pg_sys::PVC_INCLUDE_AGGREGATES as i32 | pg_sys::PVC_RECURSE_PLACEHOLDERS as i32,
+            // Aggregates inside window functions (`sum(count(*)) OVER
+            // (...)`) are the level's too.
+            pg_sys::PVC_INCLUDE_AGGREGATES as i32
+                | pg_sys::PVC_RECURSE_WINDOWFUNCS as i32
+                | pg_sys::PVC_RECURSE_PLACEHOLDERS as i32,
         );
         for item in list::<pg_sys::Node>(found) {
             if let Some(aggref) = node_cast::<pg_sys::Aggref>(item, NodeTag::T_Aggref) {

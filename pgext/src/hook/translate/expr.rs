@@ -284,6 +284,7 @@ impl Translator {
                     })
                 }
                 NodeTag::T_Aggref => Err(Refusal::shape("an aggregate outside the select list and HAVING")),
+                NodeTag::T_WindowFunc => self.window_column(node.cast()),
                 other => Err(Refusal::shape(format!("an expression of node type {other:?}"))),
             }
         }

@@ -37,6 +37,7 @@ mod image;
 mod order;
 mod scope;
 mod setop;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -168,6 +169,9 @@ struct Level {
     /// Postgres's row estimate for each table the WHERE clause filters,
     /// by range table index ([`estimate`]).
     estimates: HashMap<i32, f64>,
+    /// The level's window functions and the columns holding their values
+    /// ([`window`]).
+    windows: Vec<(*mut pg_sys::WindowFunc, String)>,
 }
 
 struct Translator {
@@ -222,7 +226,6 @@ impl Translator {
             return Err(Refusal::shape("not a SELECT"));
         }
         let refuse_if = |cond: bool, what: &str| if cond { Err(what.to_string()) } else { Ok(()) };
-        refuse_if(q.hasWindowFuncs, "window functions")?;
         refuse_if(q.hasTargetSRFs, "set-returning functions")?;
         refuse_if(q.hasRecursive, "a recursive WITH")?;
         refuse_if(q.hasModifyingCTE, "a data-modifying WITH")?;
@@ -241,6 +244,7 @@ impl Translator {
             schema: None,
             grouped: None,
             estimates: HashMap::new(),
+            windows: Vec::new(),
         });
         self.next_level += 1;
         // SAFETY: as above.
@@ -344,6 +348,11 @@ impl Translator {
         } else {
             Scope::Rows
         };
+        // Window functions, over the rows after grouping.
+        if q.hasWindowFuncs {
+            // SAFETY: as above.
+            plan = unsafe { self.windows(q, plan, &targets, &scope)? };
+        }
 
         // Every target entry, junk included, as c{resno}; at the top
         // level, a visible entry DataFusion cannot compute exactly may be
