@@ -65,3 +65,17 @@ pub fn check_both_ways(client: &mut Client, cases: &[(bool, &str)]) {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// [`check_both_ways`] of every query in `taken`, which weft must take
+/// over, and every one in `kept`, which it must leave to Postgres.
+///
+/// # Panics
+/// With every case that failed.
+pub fn check_taken_and_kept(client: &mut Client, taken: &[&str], kept: &[&str]) {
+    let cases: Vec<(bool, &str)> = taken
+        .iter()
+        .map(|&sql| (true, sql))
+        .chain(kept.iter().map(|&sql| (false, sql)))
+        .collect();
+    check_both_ways(client, &cases);
+}

@@ -95,57 +95,44 @@ impl Translator {
                 .cloned()
                 .ok_or(Refusal::shape("an aggregate without arguments"))
         };
-        let call = match a.aggfnoid.to_u32() {
-            pg_sys::F_COUNT_ if a.aggstar => count(lit(1i64)),
-            pg_sys::F_COUNT_ANY => count(one()?),
-            // Postgres sums int2 and int4 into int8, exactly.
-            pg_sys::F_SUM_INT2 | pg_sys::F_SUM_INT4 => sum(cast(one()?, DataType::Int64)),
-            // int8 sums to numeric: sum in Decimal128, which cannot wrap
-            // (an overflow past 38 digits is an error).
-            pg_sys::F_SUM_INT8 => sum(cast(one()?, DataType::Decimal128(38, 0))),
-            pg_sys::F_SUM_NUMERIC => {
-                let value = one()?;
-                let scale = decimal_scale(&value, self)?;
-                sum(cast(value, DataType::Decimal128(38, scale)))
-            }
-            pg_sys::F_MIN_INT2
-            | pg_sys::F_MIN_INT4
-            | pg_sys::F_MIN_INT8
-            | pg_sys::F_MIN_NUMERIC
-            | pg_sys::F_MIN_DATE
-            | pg_sys::F_MIN_TIMESTAMP
-            | pg_sys::F_MIN_TIMESTAMPTZ => min(one()?),
-            pg_sys::F_MAX_INT2
-            | pg_sys::F_MAX_INT4
-            | pg_sys::F_MAX_INT8
-            | pg_sys::F_MAX_NUMERIC
-            | pg_sys::F_MAX_DATE
-            | pg_sys::F_MAX_TIMESTAMP
-            | pg_sys::F_MAX_TIMESTAMPTZ => max(one()?),
-            // Text: by its bytes under C, else by Postgres's comparison.
-            pg_sys::F_MIN_TEXT | pg_sys::F_MAX_TEXT => {
-                let largest = a.aggfnoid.to_u32() == pg_sys::F_MAX_TEXT;
-                if collation_is_c(a.inputcollid) {
-                    if largest {
-                        max(one()?)
-                    } else {
-                        min(one()?)
-                    }
-                } else if deterministic(a.inputcollid) {
-                    AggregateUDF::new_from_impl(CollatedExtreme::new(a.inputcollid, largest)).call(vec![one()?])
-                } else {
-                    return Err(Refusal::inexact(
-                        "min or max of text under a nondeterministic collation",
-                    ));
+        let f = a.aggfnoid.to_u32();
+        let call = if let Some(build) = ordinary(f) {
+            build(one()?)
+        } else {
+            match f {
+                pg_sys::F_COUNT_ if a.aggstar => count(lit(1i64)),
+                pg_sys::F_SUM_NUMERIC => {
+                    let value = one()?;
+                    let scale = decimal_scale(&value, self)?;
+                    sum(cast(value, DataType::Decimal128(38, scale)))
                 }
-            }
-            // Any other aggregate Postgres folds with one function.
-            // SAFETY: as above.
-            _ if !distinct => return unsafe { self.fold_of(a, args) },
-            other => {
-                // SAFETY: a function OID.
-                let name = unsafe { function_name(other) };
-                return Err(Refusal::Function(format!("aggregate {name}")));
+                pg_sys::F_MIN_NUMERIC => min(one()?),
+                pg_sys::F_MAX_NUMERIC => max(one()?),
+                // Text: by its bytes under C, else by Postgres's comparison.
+                pg_sys::F_MIN_TEXT | pg_sys::F_MAX_TEXT => {
+                    let largest = a.aggfnoid.to_u32() == pg_sys::F_MAX_TEXT;
+                    if collation_is_c(a.inputcollid) {
+                        if largest {
+                            max(one()?)
+                        } else {
+                            min(one()?)
+                        }
+                    } else if deterministic(a.inputcollid) {
+                        AggregateUDF::new_from_impl(CollatedExtreme::new(a.inputcollid, largest)).call(vec![one()?])
+                    } else {
+                        return Err(Refusal::inexact(
+                            "min or max of text under a nondeterministic collation",
+                        ));
+                    }
+                }
+                // Any other aggregate Postgres folds with one function.
+                // SAFETY: as above.
+                _ if !distinct => return unsafe { self.fold_of(a, args) },
+                other => {
+                    // SAFETY: a function OID.
+                    let name = unsafe { function_name(other) };
+                    return Err(Refusal::Function(format!("aggregate {name}")));
+                }
             }
         };
         if distinct {
@@ -329,6 +316,32 @@ impl Translator {
             max(scale),
         )))
     }
+}
+
+/// How DataFusion computes aggregate `f` as Postgres does, alike as a plain
+/// aggregate and over a window: `count(x)`, integer sums (int2 and int4
+/// into int8, exactly; int8 into numeric, summed in Decimal128, which
+/// cannot wrap: an overflow past 38 digits is an error), min and max of
+/// integers, dates and timestamps. None for any other aggregate.
+pub(super) fn ordinary(f: u32) -> Option<fn(Expr) -> Expr> {
+    Some(match f {
+        pg_sys::F_COUNT_ANY => count,
+        pg_sys::F_SUM_INT2 | pg_sys::F_SUM_INT4 => |v| sum(cast(v, DataType::Int64)),
+        pg_sys::F_SUM_INT8 => |v| sum(cast(v, DataType::Decimal128(38, 0))),
+        pg_sys::F_MIN_INT2
+        | pg_sys::F_MIN_INT4
+        | pg_sys::F_MIN_INT8
+        | pg_sys::F_MIN_DATE
+        | pg_sys::F_MIN_TIMESTAMP
+        | pg_sys::F_MIN_TIMESTAMPTZ => min,
+        pg_sys::F_MAX_INT2
+        | pg_sys::F_MAX_INT4
+        | pg_sys::F_MAX_INT8
+        | pg_sys::F_MAX_DATE
+        | pg_sys::F_MAX_TIMESTAMP
+        | pg_sys::F_MAX_TIMESTAMPTZ => max,
+        _ => return None,
+    })
 }
 
 /// `call` (an aggregate) counting only the rows `filter` holds for, as

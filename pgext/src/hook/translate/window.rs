@@ -18,10 +18,10 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
 use datafusion::logical_expr::{
-    cast, lit, Expr, ExprFunctionExt, ExprSchemable, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowFrame,
+    lit, Expr, ExprFunctionExt, ExprSchemable, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowFrame,
     WindowFrameBound, WindowFrameUnits,
 };
 use pgrx::pg_sys::{self, NodeTag};
@@ -234,29 +234,23 @@ fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>) -> Result<Ex
             .cloned()
             .ok_or_else(|| Refusal::shape(format!("window function {name} without arguments")))
     };
-    let aggregate = match w.winfnoid.to_u32() {
+    let f = w.winfnoid.to_u32();
+    if let Some(build) = super::aggregate::ordinary(f) {
+        return as_window(build(one()?), name);
+    }
+    let aggregate = match f {
         pg_sys::F_ROW_NUMBER => return Ok(row_number()),
         pg_sys::F_RANK_ => return Ok(rank()),
         pg_sys::F_DENSE_RANK_ => return Ok(dense_rank()),
         pg_sys::F_COUNT_ if w.winstar => count(lit(1i64)),
-        pg_sys::F_COUNT_ANY => count(one()?),
-        // Postgres sums int2 and int4 into int8, and int8 into numeric.
-        pg_sys::F_SUM_INT2 | pg_sys::F_SUM_INT4 => sum(cast(one()?, DataType::Int64)),
-        pg_sys::F_SUM_INT8 => sum(cast(one()?, DataType::Decimal128(38, 0))),
-        pg_sys::F_MIN_INT2
-        | pg_sys::F_MIN_INT4
-        | pg_sys::F_MIN_INT8
-        | pg_sys::F_MIN_DATE
-        | pg_sys::F_MIN_TIMESTAMP
-        | pg_sys::F_MIN_TIMESTAMPTZ => min(one()?),
-        pg_sys::F_MAX_INT2
-        | pg_sys::F_MAX_INT4
-        | pg_sys::F_MAX_INT8
-        | pg_sys::F_MAX_DATE
-        | pg_sys::F_MAX_TIMESTAMP
-        | pg_sys::F_MAX_TIMESTAMPTZ => max(one()?),
         _ => return Err(Refusal::Function(format!("window function {name}"))),
     };
+    as_window(aggregate, name)
+}
+
+/// Aggregate call `aggregate` (of window function `name`) as a window
+/// function.
+fn as_window(aggregate: Expr, name: &str) -> Result<Expr, Refusal> {
     match aggregate {
         Expr::AggregateFunction(AggregateFunction { func, params }) => {
             Ok(Expr::from(WindowFunction::new(func, params.args)))
