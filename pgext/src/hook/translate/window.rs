@@ -7,8 +7,9 @@
 //! (rows equal in the ORDER BY, which RANGE frames and the ranks group)
 //! found by the bytes, so over types whose equal values have equal bytes,
 //! ordered as DataFusion sorts natively; the ranking functions
-//! (`row_number`, `rank`, `dense_rank`) and `count`, integer `sum`, and
-//! `min`/`max` of integers, dates and timestamps as window aggregates;
+//! (`row_number`, `rank`, `dense_rank`, `percent_rank`, `cume_dist`) and
+//! `count`, integer `sum`, and `min`/`max` of integers, dates and
+//! timestamps as window aggregates;
 //! ROWS frames with constant offsets, RANGE frames without offsets.
 //! Rows equal in every ORDER BY key come in whichever order the plan
 //! meets them, in Postgres as here, so that `row_number` among them is
@@ -228,7 +229,7 @@ impl Translator {
 
 /// The DataFusion window function computing `w` (named `name`) on `args`.
 fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>) -> Result<Expr, Refusal> {
-    use datafusion::functions_window::expr_fn::{dense_rank, rank, row_number};
+    use datafusion::functions_window::expr_fn::{cume_dist, dense_rank, percent_rank, rank, row_number};
     let one = || {
         args.first()
             .cloned()
@@ -242,6 +243,8 @@ fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>) -> Result<Ex
         pg_sys::F_ROW_NUMBER => return Ok(row_number()),
         pg_sys::F_RANK_ => return Ok(rank()),
         pg_sys::F_DENSE_RANK_ => return Ok(dense_rank()),
+        pg_sys::F_PERCENT_RANK_ => return Ok(percent_rank()),
+        pg_sys::F_CUME_DIST_ => return Ok(cume_dist()),
         pg_sys::F_COUNT_ if w.winstar => count(lit(1i64)),
         _ => return Err(Refusal::Function(format!("window function {name}"))),
     };
