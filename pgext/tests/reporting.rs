@@ -94,6 +94,9 @@ const KEPT: &[&str] = &[
     // (Postgres's plan's order, not DataFusion's): not yet.
     "SELECT i, lag(qty) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, last_value(qty) OVER (ORDER BY day) FROM sales WHERE i < 100 ORDER BY i",
+    // Without an ORDER BY, what depends on the order of the rows.
+    "SELECT i, row_number() OVER (PARTITION BY qty) FROM sales WHERE i < 100 ORDER BY i",
+    "SELECT i, sum(qty) OVER (ROWS BETWEEN 2 PRECEDING AND 2 FOLLOWING) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, sum(f) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, avg(qty) OVER (PARTITION BY region) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, sum(qty) OVER (ORDER BY i RANGE BETWEEN 2 PRECEDING AND CURRENT ROW) FROM sales WHERE i < 100 ORDER BY i",

@@ -198,6 +198,18 @@ impl Translator {
             }
             order_by.push(SortExpr::new(value, !key.descending, sort.nulls_first));
         }
+        // Without an ORDER BY, rows come in the order the plan meets them,
+        // which is Postgres's plan's there and DataFusion's here: only
+        // what does not depend on it is weft's.
+        let whole = clause.frameOptions & NONDEFAULT == 0
+            || clause.frameOptions & RANGE != 0
+            || clause.frameOptions & (START_UNBOUNDED_PRECEDING | END_UNBOUNDED_FOLLOWING)
+                == START_UNBOUNDED_PRECEDING | END_UNBOUNDED_FOLLOWING;
+        if order_by.is_empty() && (w.winfnoid.to_u32() == pg_sys::F_ROW_NUMBER || !whole) {
+            return Err(Refusal::inexact(
+                "a window without ORDER BY whose values depend on the order of its rows",
+            ));
+        }
         // SAFETY: as above.
         let frame = unsafe { frame(clause, !order_by.is_empty())? };
         function
