@@ -391,13 +391,13 @@ unsafe fn take_over(
     // (index lookups instead of scans) is left to Postgres.
     let ratio = guc::SCAN_COST_RATIO.get();
     // A call through the function bridge costs about what Postgres's own
-    // evaluation costs per row where its arguments repeat, and up to
-    // twice that on distinct values of wide types (measured: see
-    // benches/README.md, 'The function bridge'). Beside joins, grouping
-    // and DISTINCT, which weft runs several times faster, that cost
-    // weighs little; a query that only scans, filters and aggregates
-    // without grouping gains nothing to pay it with, and is taken only
-    // under weft.force.
+    // evaluation costs per row where its arguments repeat, and more on
+    // distinct values of wide types, which are copied into Postgres's form
+    // and back (benches/README.md, 'The function bridge'). Beside joins,
+    // grouping and DISTINCT, where weft gains most, that cost weighs
+    // little; a query that only scans, filters and aggregates without
+    // grouping gains nothing to pay it with, and is taken only under
+    // weft.force.
     let plan = &translation.plan;
     if !guc::FORCE.get() && crate::plan::bridge::calls_postgres(plan) && !crate::plan::joins_or_groups(plan) {
         return Err(Refusal::Cheap(
