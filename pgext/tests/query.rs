@@ -724,7 +724,7 @@ fn a_statement_timeout_ends_a_running_query() {
 }
 
 #[test]
-fn a_shape_weft_cannot_distribute_runs_on_the_leader() {
+fn a_union_of_distributed_inputs_runs_on_every_participant() {
     let cluster = Cluster::start();
     let mut client = setup(
         &cluster,
@@ -733,12 +733,13 @@ fn a_shape_weft_cannot_distribute_runs_on_the_leader() {
              INSERT INTO u2 SELECT g FROM generate_series(1, 30000) g;
              ALTER TABLE u1 DROP COLUMN gone; SET weft.workers = 2;",
     );
-    // A union of distributed inputs is a shape Distribute refuses.
+    // Each participant puts its shares of both inputs together.
     let sql = "SELECT count(*) AS n, sum(a) AS s FROM (SELECT a FROM u1 UNION ALL SELECT a FROM u2) AS x";
     let expected = rows(&mut client, sql).unwrap();
     assert_eq!(weft(&mut client, sql, "n bigint, s bigint").unwrap(), expected);
     let plan = explain(&mut client, sql, false);
-    assert!(plan.lines().next().unwrap().contains("leader alone"), "{plan}");
+    assert!(plan.lines().next().unwrap().contains("3 participants"), "{plan}");
+    assert!(plan.contains("WeftUnion"), "{plan}");
     // Dropped columns are skipped: the live ones keep their names.
     assert_eq!(
         weft(&mut client, "SELECT * FROM u1 WHERE a = 7", "a int, b int").unwrap(),

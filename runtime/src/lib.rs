@@ -12,7 +12,8 @@
 //! - [`spmd`](crate::spmd): DataFusion above the transport.
 //!   [`ExchangeExec`] moves rows between participants, the [`Distribute`]
 //!   rule turns a single-process plan into an SPMD plan (with
-//!   [`LeaderOnlyExec`] where only participant 0 may run a node),
+//!   [`LeaderOnlyExec`] where only participant 0 may run a node, and
+//!   [`ParticipantUnionExec`] where a union's inputs are spread),
 //!   [`ShareRepeated`] runs a subplan read twice (a `WITH` query) once,
 //!   [`PlanCodec`] ships the plan from the leader to every participant,
 //!   and [`ImpliedEqualities`] writes out the column equalities a filter
@@ -34,6 +35,7 @@ pub use spmd::leader::LeaderOnlyExec;
 pub use spmd::reuse::{PlanBytes, ShareRepeated, SharedExec, SharedState, SHARE_ROWS};
 pub use spmd::share::{share, share_range};
 pub use spmd::ship::{exchange_count, PlanCodec};
+pub use spmd::union::ParticipantUnionExec;
 pub use transport::endpoint::{Inbox, Outbox};
 pub use transport::error::{CodedError, RuntimeError};
 pub use transport::local_mesh::LocalMesh;

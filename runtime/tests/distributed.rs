@@ -123,6 +123,29 @@ const QUERIES: &[(&str, &[&str])] = &[
         "SELECT count(*) AS n FROM orders WHERE o_cust % 25 = (SELECT DISTINCT c_nation FROM customers WHERE c_id = 7)",
         &["mode=broadcast"],
     ),
+    // UNION ALL of two aggregates and a scan: each participant's shares
+    // put together where they are.
+    (
+        "SELECT k, n FROM ( \
+           SELECT o_cust % 10 AS k, count(*) AS n FROM orders GROUP BY o_cust % 10 \
+           UNION ALL SELECT c_nation AS k, count(*) AS n FROM customers GROUP BY c_nation \
+           UNION ALL SELECT o_id AS k, o_cust AS n FROM orders WHERE o_id < 40) u ORDER BY k, n",
+        &["WeftUnion"],
+    ),
+    // UNION ALL with inputs whole on participant 0 (an aggregate without
+    // groups) and on every participant (constants): counted once.
+    (
+        "SELECT k, n FROM ( \
+           SELECT count(*) AS k, max(o_id) AS n FROM orders \
+           UNION ALL SELECT 1 AS k, 2 AS n \
+           UNION ALL SELECT c_id AS k, c_nation AS n FROM customers WHERE c_id % 100 = 3) u ORDER BY k, n",
+        &["WeftUnion", "mode=round_robin"],
+    ),
+    // UNION: duplicates removed across participants.
+    (
+        "SELECT o_cust % 7 AS k FROM orders UNION SELECT c_nation AS k FROM customers ORDER BY k",
+        &["WeftUnion", "mode=hash"],
+    ),
 ];
 
 /// The customers with the largest total, read from one aggregate twice.
@@ -182,7 +205,8 @@ fn shipped_plans_round_trip() {
     let codec = codec(tables());
     for (sql, _) in QUERIES {
         let ctx = leader(3, Fault::None);
-        let plan = block_on(async { ctx.sql(sql).await?.create_physical_plan().await }).unwrap();
+        let plan = block_on(async { ctx.sql(sql).await?.create_physical_plan().await })
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         let bytes = codec.encode(plan.clone()).unwrap();
         let back = codec.decode(&bytes, &ctx.task_ctx()).unwrap();
         let show = |p: &dyn datafusion::physical_plan::ExecutionPlan| displayable(p).indent(true).to_string();

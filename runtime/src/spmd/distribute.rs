@@ -28,10 +28,10 @@
 //! | a scalar subquery's plan (Single, or Distributed: a DISTINCT aggregated by hash) | broadcast: its value is read on every participant |
 //! | a shared subplan ([`SharedExec`]) read in several places | rewritten once: every place gets the same exchanges |
 //! | an aggregate without GROUP BY over a Single input | run on participant 0 alone ([`LeaderOnlyExec`]): it makes a row of an empty input |
+//! | `UnionExec` with a Distributed input | a [`ParticipantUnionExec`] (Distributed): each participant's shares put together, an input whole on participant 0 (or everywhere) first spread from participant 0 (and sorted again, if the union's partitions were sorted) |
 //! | a Distributed root | gathered |
 //!
-//! Shapes it cannot place (a union of distributed inputs, mixed inputs
-//! elsewhere) are refused with an error naming the node, so that the caller
+//! Shapes it cannot place (mixed inputs elsewhere) are refused with an error naming the node, so that the caller
 //! can run the query another way.
 
 use std::collections::HashMap;
@@ -49,13 +49,16 @@ use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 use crate::spmd::estimate::estimated_rows;
 use crate::spmd::exchange::{ExchangeExec, ExchangeMode, Senders};
 use crate::spmd::leader::LeaderOnlyExec;
 use crate::spmd::reuse::SharedExec;
+use crate::spmd::union::ParticipantUnionExec;
 use crate::transport::participant::Participant;
 
 /// A session config for planning SPMD plans for `participants`:
@@ -247,6 +250,26 @@ impl Rewrite {
             });
         }
 
+        if plan.downcast_ref::<UnionExec>().is_some() && children.iter().any(|(_, p)| *p == Placement::Distributed) {
+            let mut inputs = Vec::new();
+            for (child, placement) in children {
+                let mut input = match self.undo_gather(child, placement) {
+                    (distributed, Senders::All) => distributed,
+                    (whole, Senders::Leader) => self.exchange(ExchangeMode::RoundRobin, Senders::Leader, whole),
+                };
+                if let Some(ordering) = plan.output_ordering() {
+                    // The nodes above count on the union's partitions being
+                    // sorted; an input spread from participant 0 no longer is.
+                    if !input.equivalence_properties().ordering_satisfy(ordering.clone())? {
+                        input = Arc::new(SortExec::new(ordering.clone(), input).with_preserve_partitioning(true));
+                    }
+                }
+                inputs.push(input);
+            }
+            let union = ParticipantUnionExec::try_new(inputs)?;
+            return Ok((Arc::new(union), Placement::Distributed));
+        }
+
         if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
             let (right, right_placement) = children[1].clone();
             let (left, left_placement) = children[0].clone();
@@ -381,14 +404,6 @@ impl Rewrite {
             if placements.contains(&Placement::Single) {
                 return plan_err!("weft cannot distribute {}: distributed and single inputs", plan.name());
             }
-            if plan.output_partitioning().partition_count() != self.participants {
-                return plan_err!(
-                    "weft cannot distribute {}: {} output partitions for {} participants",
-                    plan.name(),
-                    plan.output_partitioning().partition_count(),
-                    self.participants
-                );
-            }
             Placement::Distributed
         } else if placements.contains(&Placement::Single) {
             Placement::Single
@@ -397,6 +412,14 @@ impl Rewrite {
         };
         let inputs = children.into_iter().map(|(child, _)| child).collect();
         let plan = replace_children_if_necessary(plan, inputs)?;
+        let partitions = plan.output_partitioning().partition_count();
+        if placement == Placement::Distributed && partitions != self.participants {
+            return plan_err!(
+                "weft cannot distribute {}: {partitions} output partitions for {} participants",
+                plan.name(),
+                self.participants
+            );
+        }
         if placement == Placement::Single && makes_a_row_of_nothing(&plan) {
             return Ok((Arc::new(LeaderOnlyExec::new(plan)), placement));
         }

@@ -16,6 +16,7 @@
 //! - [`implied`]: the column equalities a filter implies, written out;
 //! - [`ship`]: the plan's codec, leader to participants;
 //! - [`share`]: deterministic shares of a list among participants;
+//! - [`union`]: UNION ALL of distributed inputs, where each participant is;
 //! - [`explain`]: the EXPLAIN text of an SPMD plan and its traffic.
 
 pub mod distribute;
@@ -29,3 +30,4 @@ pub mod pass_through;
 pub mod reuse;
 pub mod share;
 pub mod ship;
+pub mod union;

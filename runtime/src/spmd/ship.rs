@@ -4,8 +4,8 @@
 //! [`PlanCodec`] turns an SPMD physical plan into bytes with
 //! datafusion-proto, and back in each participant. DataFusion's own nodes
 //! and expressions go through datafusion-proto; [`ExchangeExec`] through
-//! weft's extension message below (as do [`SharedExec`] and
-//! [`LeaderOnlyExec`]); and every other node (the sources:
+//! weft's extension message below (as do [`SharedExec`],
+//! [`LeaderOnlyExec`] and [`ParticipantUnionExec`]); and every other node (the sources:
 //! in-memory tables in tests, heap scans in pgext) through a pluggable
 //! source codec, an ordinary [`PhysicalExtensionCodec`] supplied by the
 //! caller.
@@ -38,6 +38,7 @@ use prost::Message;
 use crate::spmd::exchange::{ExchangeExec, ExchangeMode, Senders};
 use crate::spmd::leader::LeaderOnlyExec;
 use crate::spmd::reuse::{PlanBytes, SharedExec, SharedState};
+use crate::spmd::union::ParticipantUnionExec;
 use crate::transport::participant::Participant;
 
 /// Encodes SPMD plans on the leader and decodes them in participants; see
@@ -189,7 +190,7 @@ impl WeftCodec {
 /// beside it, in the enclosing `PhysicalExtensionNode`).
 #[derive(Clone, PartialEq, Message)]
 struct ExtensionNode {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5")]
     kind: Option<Kind>,
 }
 
@@ -205,10 +206,16 @@ enum Kind {
     /// A [`LeaderOnlyExec`]: nothing to say but its kind.
     #[prost(message, tag = "4")]
     LeaderOnly(LeaderOnlyNode),
+    /// A [`ParticipantUnionExec`]: its inputs say it all.
+    #[prost(message, tag = "5")]
+    Union(UnionNode),
 }
 
 #[derive(Clone, PartialEq, Message)]
 struct LeaderOnlyNode {}
+
+#[derive(Clone, PartialEq, Message)]
+struct UnionNode {}
 
 #[derive(Clone, PartialEq, Message)]
 struct SharedNode {
@@ -284,6 +291,7 @@ impl PhysicalExtensionCodec for WeftCodec {
                 };
                 return Ok(Arc::new(LeaderOnlyExec::new(Arc::clone(input))));
             }
+            Some(Kind::Union(UnionNode {})) => return Ok(Arc::new(ParticipantUnionExec::try_new(inputs.to_vec())?)),
             None => return exec_err!("weft plan node of unknown kind"),
         };
         let [input] = inputs else {
@@ -343,11 +351,15 @@ impl PhysicalExtensionCodec for WeftCodec {
                 .encode(buf)
                 .map_err(|e| internal_datafusion_err!("weft plan node: {e}"));
         }
-        if node.downcast_ref::<LeaderOnlyExec>().is_some() {
-            let node = ExtensionNode {
-                kind: Some(Kind::LeaderOnly(LeaderOnlyNode {})),
-            };
-            return node
+        let kind = if node.downcast_ref::<LeaderOnlyExec>().is_some() {
+            Some(Kind::LeaderOnly(LeaderOnlyNode {}))
+        } else if node.downcast_ref::<ParticipantUnionExec>().is_some() {
+            Some(Kind::Union(UnionNode {}))
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            return ExtensionNode { kind: Some(kind) }
                 .encode(buf)
                 .map_err(|e| internal_datafusion_err!("weft plan node: {e}"));
         }
