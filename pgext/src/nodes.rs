@@ -38,6 +38,22 @@ pub unsafe fn oid_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
     }
 }
 
+/// The integers of an integer list (a `T_IntList`: each cell's
+/// `int_value`).
+///
+/// # Safety
+/// `list` is NULL or a valid integer list.
+pub unsafe fn int_list(list: *mut pg_sys::List) -> Vec<i32> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per the caller; `elements` holds `length` cells, each an int.
+    unsafe {
+        let cells = std::slice::from_raw_parts((*list).elements, (*list).length as usize);
+        cells.iter().map(|cell| cell.int_value).collect()
+    }
+}
+
 /// A node's tag.
 ///
 /// # Safety

@@ -1,6 +1,6 @@
 //! The shapes of reporting SQL, differentially (weft forced on against
 //! off, in a C and an `en_US.UTF-8` database): aggregates with FILTER,
-//! set operations, DISTINCT ON, window functions.
+//! set operations, DISTINCT ON, window functions, grouping sets.
 
 use weft_pg_harness::differential::check_taken_and_kept;
 use weft_pg_harness::postgres::Client;
@@ -77,6 +77,27 @@ const TAKEN: &[&str] = &[
     "SELECT qty, sum(amount), count(*), rank() OVER (ORDER BY count(*) DESC, qty),
             sum(count(*)) OVER (ORDER BY qty ROWS UNBOUNDED PRECEDING)
        FROM sales GROUP BY qty ORDER BY qty",
+    // Grouping sets: a rolled-up NULL told from a NULL value by GROUPING()
+    // (in the ORDER BY, for a total order), duplicate sets kept, GROUP BY
+    // DISTINCT removing them, empty inputs (the grand total's row still
+    // made), windows and HAVING over the sets.
+    "SELECT region, qty % 3, count(*), sum(amount), GROUPING(region, qty % 3) FROM sales
+      GROUP BY ROLLUP(region, qty % 3) ORDER BY 5, 1, 2",
+    "SELECT region, day < date '2024-06-01' AS early, count(note), max(i), GROUPING(day < date '2024-06-01', region)
+       FROM sales GROUP BY CUBE(region, day < date '2024-06-01') ORDER BY 5, 1, 2",
+    "SELECT qty, region, count(*), GROUPING(qty), GROUPING(region, qty) FROM sales WHERE qty < 3
+      GROUP BY GROUPING SETS ((qty), (region), (qty), (), ()) ORDER BY 4, 5, 1, 2, 3",
+    "SELECT qty, region, count(*) FROM sales WHERE qty < 3
+      GROUP BY DISTINCT ROLLUP(qty, region), ROLLUP(qty) ORDER BY GROUPING(qty, region), 1, 2",
+    "SELECT qty, region, count(*) FROM sales WHERE qty < 3
+      GROUP BY ROLLUP(qty, region), ROLLUP(qty) ORDER BY GROUPING(qty, region), 1, 2, 3",
+    "SELECT region, count(*), sum(qty) FROM sales WHERE i < 0 GROUP BY ROLLUP(region)",
+    "SELECT qty, count(*) FROM sales WHERE i < 0 GROUP BY GROUPING SETS ((), qty, ())",
+    "SELECT region, qty, sum(amount), rank() OVER (PARTITION BY GROUPING(region, qty) ORDER BY count(*) DESC)
+       FROM sales GROUP BY ROLLUP(region, qty) HAVING count(*) > 100 ORDER BY GROUPING(region, qty), 1, 2",
+    "SELECT region, note, count(*) FROM sales GROUP BY region, ROLLUP(note) ORDER BY GROUPING(note), 1, 2",
+    "SELECT region, GROUPING(region), count(*) FROM sales GROUP BY region ORDER BY 1",
+    "SELECT count(*), sum(qty) FROM sales GROUP BY ()",
 ];
 
 /// Queries that stay with Postgres.
@@ -102,6 +123,8 @@ const KEPT: &[&str] = &[
     "SELECT i, sum(qty) OVER (ORDER BY i RANGE BETWEEN 2 PRECEDING AND CURRENT ROW) FROM sales WHERE i < 100 ORDER BY i",
     // Columns Postgres coerces to a common type.
     "SELECT qty FROM sales UNION ALL SELECT i::bigint FROM sales WHERE i < 5",
+    // Grouping sets that are all empty: DataFusion makes no row of them.
+    "SELECT count(*) FROM sales GROUP BY GROUPING SETS ((), ())",
 ];
 
 #[test]

@@ -33,6 +33,7 @@ mod expr;
 mod finish;
 mod fold;
 mod function;
+mod grouping;
 mod image;
 mod order;
 mod scope;
@@ -45,9 +46,12 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, ExprSchema, JoinType};
 use datafusion::datasource::provider_as_source;
+use datafusion::functions_aggregate::grouping::grouping_udaf;
 use datafusion::logical_expr::expr::{Exists, InSubquery};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
-use datafusion::logical_expr::{col, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowUDF};
+use datafusion::logical_expr::{
+    col, Expr, ExprSchemable, GroupingSet, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowUDF,
+};
 use pgrx::pg_sys::{self, NodeTag};
 
 pub use crate::nodes::list;
@@ -231,7 +235,6 @@ impl Translator {
         refuse_if(q.hasModifyingCTE, "a data-modifying WITH")?;
         refuse_if(q.hasForUpdate || !q.rowMarks.is_null(), "FOR UPDATE/SHARE")?;
         refuse_if(q.hasRowSecurity, "row-level security")?;
-        refuse_if(!q.groupingSets.is_null(), "grouping sets")?;
         refuse_if(
             q.limitOption == pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES,
             "FETCH ... WITH TIES",
@@ -331,7 +334,7 @@ impl Translator {
         // SAFETY: as above.
         let having = unsafe { fold(q.havingQual) };
         // GROUP BY, aggregates, HAVING.
-        let scope = if q.hasAggs || !q.groupClause.is_null() || !having.is_null() {
+        let scope = if q.hasAggs || !q.groupClause.is_null() || !q.groupingSets.is_null() || !having.is_null() {
             // SAFETY: as above.
             let (aggregated, scope) = unsafe { self.aggregate(q, plan, &targets, having)? };
             plan = aggregated;
@@ -655,8 +658,11 @@ impl Translator {
     ) -> Result<(LogicalPlan, Scope), Refusal> {
         let mut groups = Vec::new();
         let mut group_exprs = Vec::new();
+        let mut refs = Vec::new();
         // SAFETY: per the caller.
         for clause in unsafe { list::<pg_sys::SortGroupClause>(q.groupClause) } {
+            // SAFETY: as above.
+            refs.push(unsafe { (*clause).tleSortGroupRef });
             // SAFETY: as above.
             let target = find_target(targets, unsafe { (*clause).tleSortGroupRef })?;
             // SAFETY: as above.
@@ -721,6 +727,66 @@ impl Translator {
             agg_exprs.push(value.alias(&name));
             aggs.push((aggref, name));
         }
+        // SAFETY: as above.
+        let sets = unsafe { grouping::grouping_sets(q)? };
+        let mut grouping_funcs = Vec::new();
+        for &target in targets {
+            // SAFETY: as above.
+            unsafe { grouping::collect_grouping_funcs((*target).expr.cast(), &mut grouping_funcs) };
+        }
+        // SAFETY: as above.
+        unsafe { grouping::collect_grouping_funcs(having, &mut grouping_funcs) };
+        let (plan, group_exprs) = if sets.is_some() || !grouping_funcs.is_empty() {
+            // Grouping sets and GROUPING() name their columns: the group
+            // values computed first, as columns beside the input's.
+            let mut columns: Vec<Expr> = plan.schema().columns().into_iter().map(Expr::Column).collect();
+            columns.extend(group_exprs);
+            let plan = LogicalPlanBuilder::from(plan)
+                .project(columns)
+                .map_err(df)?
+                .build()
+                .map_err(df)?;
+            let group = |r: &u32| -> Result<Expr, Refusal> {
+                let i = refs
+                    .iter()
+                    .position(|g| g == r)
+                    .ok_or("a grouping set of a column not grouped")?;
+                Ok(col(format!("g{i}")))
+            };
+            for &func in &grouping_funcs {
+                // SAFETY: a GroupingFunc of this level's expressions.
+                let f = unsafe { &*func };
+                if f.agglevelsup != 0 {
+                    return Err(Refusal::shape("GROUPING() of an outer level"));
+                }
+                let seen = |(g, _): &(*mut pg_sys::Node, String)| {
+                    // SAFETY: parse trees of this level.
+                    unsafe { pg_sys::equal(g.cast(), func.cast()) }
+                };
+                if groups.iter().any(seen) {
+                    continue;
+                }
+                // SAFETY: its refs are an integer list.
+                let args = unsafe { crate::nodes::int_list(f.refs) }
+                    .iter()
+                    .map(|&r| group(&(r as u32)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let name = format!("q{}", groups.len());
+                agg_exprs.push(grouping_udaf().call(args).alias(&name));
+                groups.push((func.cast(), name));
+            }
+            let group_exprs = match sets {
+                Some(sets) => vec![Expr::GroupingSet(GroupingSet::GroupingSets(
+                    sets.iter()
+                        .map(|set| set.iter().map(group).collect::<Result<Vec<_>, _>>())
+                        .collect::<Result<Vec<_>, _>>()?,
+                ))],
+                None => (0..refs.len()).map(|i| col(format!("g{i}"))).collect(),
+            };
+            (plan, group_exprs)
+        } else {
+            (plan, group_exprs)
+        };
         let plan = LogicalPlanBuilder::from(plan)
             .aggregate(group_exprs, agg_exprs)
             .map_err(df)?
