@@ -1,6 +1,7 @@
 //! The shapes of reporting SQL, differentially (weft forced on against
 //! off, in a C and an `en_US.UTF-8` database): aggregates with FILTER,
-//! set operations, DISTINCT ON, window functions, grouping sets.
+//! set operations, DISTINCT ON, window functions, grouping sets, IN and
+//! NOT IN over columns that may be NULL.
 
 use weft_pg_harness::differential::check_taken_and_kept;
 use weft_pg_harness::postgres::Client;
@@ -98,6 +99,20 @@ const TAKEN: &[&str] = &[
     "SELECT region, note, count(*) FROM sales GROUP BY region, ROLLUP(note) ORDER BY GROUPING(note), 1, 2",
     "SELECT region, GROUPING(region), count(*) FROM sales GROUP BY region ORDER BY 1",
     "SELECT count(*), sum(qty) FROM sales GROUP BY ()",
+    // IN and NOT IN over columns that may be NULL, in WHERE and HAVING:
+    // a NULL in the subquery makes NOT IN drop every row, a NULL tested
+    // value is dropped unless the subquery is empty.
+    "SELECT count(*) FROM sales WHERE region NOT IN (SELECT region FROM regions)",
+    "SELECT region, count(*) FROM sales WHERE region NOT IN (SELECT region FROM regions WHERE region IS NOT NULL)
+      GROUP BY region ORDER BY 1",
+    "SELECT count(*), count(region) FROM sales WHERE region NOT IN (SELECT region FROM regions WHERE manager = 'nobody')",
+    "SELECT qty, count(*) FROM sales WHERE qty NOT IN (SELECT qty + 3 FROM sales WHERE amount IS NULL AND qty < 5)
+        AND i % 3 = 0 GROUP BY qty ORDER BY qty",
+    "SELECT region, count(*) FROM sales WHERE region IN (SELECT region FROM regions) GROUP BY region ORDER BY 1",
+    "SELECT note, count(*) FROM sales GROUP BY note HAVING note NOT IN (SELECT 'note ' || qty FROM sales WHERE qty < 4)
+      ORDER BY 1",
+    "SELECT count(*) FROM sales s JOIN regions r ON s.region = r.region
+      WHERE s.note NOT IN (SELECT note FROM sales WHERE qty = 1 AND note IS NOT NULL)",
 ];
 
 /// Queries that stay with Postgres.
@@ -125,6 +140,10 @@ const KEPT: &[&str] = &[
     "SELECT qty FROM sales UNION ALL SELECT i::bigint FROM sales WHERE i < 5",
     // Grouping sets that are all empty: DataFusion makes no row of them.
     "SELECT count(*) FROM sales GROUP BY GROUPING SETS ((), ())",
+    // IN over a column that may be NULL, where its NULL is not false.
+    "SELECT region IN (SELECT region FROM regions), count(*) FROM sales GROUP BY 1 ORDER BY 1",
+    "SELECT count(*) FROM sales WHERE region NOT IN (SELECT region FROM regions) OR qty = 1",
+    "SELECT count(*) FROM sales s WHERE region NOT IN (SELECT region FROM regions r WHERE r.manager <> s.note)",
 ];
 
 #[test]

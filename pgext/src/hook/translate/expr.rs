@@ -29,12 +29,10 @@
 //! Postgres; text min/max and ordering under collations other than C;
 //! nondeterministic collations) is refused.
 
-use std::sync::Arc;
-
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::Case;
-use datafusion::logical_expr::{cast, exists, in_list, in_subquery, lit, not, scalar_subquery, Expr, ExprSchemable};
+use datafusion::logical_expr::{cast, in_list, lit, not, Expr, ExprSchemable};
 use pgrx::pg_sys::{self, NodeTag, Oid};
 
 use super::collation::{collation_is_c, deterministic};
@@ -498,48 +496,6 @@ impl Translator {
             return unsafe { self.array_call(s, scope) };
         }
         Ok(in_list(value, items, negated))
-    }
-
-    /// EXISTS, IN (subquery), and scalar subqueries.
-    unsafe fn sublink(&mut self, link: &pg_sys::SubLink, scope: &Scope) -> Result<Expr, Refusal> {
-        // SAFETY: per the caller; a SubLink's subselect is a Query.
-        let plan = Arc::new(unsafe { self.query(link.subselect.cast())? });
-        match link.subLinkType {
-            pg_sys::SubLinkType::EXISTS_SUBLINK => Ok(exists(plan)),
-            pg_sys::SubLinkType::EXPR_SUBLINK => Ok(scalar_subquery(plan)),
-            pg_sys::SubLinkType::ANY_SUBLINK => {
-                // testexpr is `outer = Param(sub's column)`.
-                // SAFETY: as above.
-                let op = unsafe { node_cast::<pg_sys::OpExpr>(link.testexpr, NodeTag::T_OpExpr) }
-                    .ok_or("IN with a row or an unusual test")?;
-                // SAFETY: as above.
-                let op = unsafe { &*op };
-                if equality_kind(op.opfuncid) != Some(true) {
-                    return Err(Refusal::shape("ANY with an operator other than ="));
-                }
-                // SAFETY: as above.
-                let args = unsafe { list::<pg_sys::Node>(op.args) };
-                let outer = *args.first().ok_or("an empty IN test")?;
-                // SAFETY: as above.
-                let value = unsafe { self.expr(outer, scope)? };
-                if plan.schema().fields().len() != 1 {
-                    return Err(Refusal::shape("IN over several columns"));
-                }
-                // DataFusion's IN (subquery) is not NULL-aware under NOT
-                // (Postgres: NULL, not true, when the subquery holds a NULL
-                // and nothing matches), so weft takes it only where no NULL
-                // can occur on either side.
-                let nullable = match &self.levels.last().and_then(|l| l.schema.clone()) {
-                    Some(schema) => value.nullable(schema.as_ref()).map_err(df)?,
-                    None => true,
-                };
-                if nullable || plan.schema().field(0).is_nullable() {
-                    return Err(Refusal::inexact("IN (subquery) over columns that may be NULL"));
-                }
-                Ok(in_subquery(value, plan))
-            }
-            _ => Err(Refusal::shape("ALL, ARRAY or row subqueries")),
-        }
     }
 }
 

@@ -38,6 +38,7 @@ mod image;
 mod order;
 mod scope;
 mod setop;
+mod subquery;
 mod window;
 
 use std::collections::HashMap;
@@ -286,7 +287,7 @@ impl Translator {
         self.level().schema = Some(plan.schema().clone());
         if !quals.is_null() {
             // SAFETY: as above.
-            let predicate = unsafe { self.expr(quals, &Scope::Rows)? };
+            let predicate = unsafe { self.predicate(quals, &Scope::Rows)? };
             // An uncorrelated subquery condition (IN, EXISTS) on one FROM item
             // alone filters that item before the joins: the same rows (a WHERE
             // conjunct over a product filters the factor it reads), and
@@ -340,7 +341,7 @@ impl Translator {
             plan = aggregated;
             if !having.is_null() {
                 // SAFETY: as above.
-                let predicate = unsafe { self.expr(having, &scope)? };
+                let predicate = unsafe { self.predicate(having, &scope)? };
                 plan = LogicalPlanBuilder::from(plan)
                     .filter(predicate)
                     .map_err(df)?
@@ -543,7 +544,7 @@ impl Translator {
                 let mut plan = plan.ok_or("an empty FROM list")?;
                 if !f.quals.is_null() {
                     let saved = self.level().schema.replace(plan.schema().clone());
-                    let predicate = self.expr(fold(f.quals), &Scope::Rows);
+                    let predicate = self.predicate(fold(f.quals), &Scope::Rows);
                     self.level().schema = saved;
                     plan = LogicalPlanBuilder::from(plan)
                         .filter(predicate?)
@@ -799,13 +800,20 @@ impl Translator {
     /// The Arrow type of `value`, an expression of `scope`; None where it
     /// cannot be told.
     fn arrow_type(&self, value: &Expr, scope: &Scope) -> Option<datafusion::arrow::datatypes::DataType> {
+        let schema = self
+            .scope_schema(scope)
+            .unwrap_or_else(|| Arc::new(datafusion::common::DFSchema::empty()));
+        value.get_type(schema.as_ref()).ok()
+    }
+
+    /// The columns expressions of `scope` read at the current level, once
+    /// known.
+    fn scope_schema(&self, scope: &Scope) -> Option<DFSchemaRef> {
         let level = self.levels.last()?;
-        let schema = match scope {
+        match scope {
             Scope::Rows => level.schema.clone(),
             Scope::Grouped { .. } => level.grouped.clone(),
         }
-        .unwrap_or_else(|| Arc::new(datafusion::common::DFSchema::empty()));
-        value.get_type(schema.as_ref()).ok()
     }
 
     /// Whether `value`, the translation of `node` in `scope`, is a numeric
