@@ -7,8 +7,8 @@ use weft_pg_harness::differential::check_taken_and_kept;
 use weft_pg_harness::postgres::Client;
 use weft_pg_harness::Cluster;
 
-/// A table of 30,000 sales (NULLs among them) and a small one of regions,
-/// in database `name` created with `options`.
+/// A table of 30,000 sales (NULLs among them, `i` its primary key) and a
+/// small one of regions, in database `name` created with `options`.
 fn database(cluster: &Cluster, name: &str, options: &str) -> Client {
     let mut client = cluster.database(name, options);
     client
@@ -23,6 +23,7 @@ fn database(cluster: &Cluster, name: &str, options: &str) -> Client {
                          CASE WHEN g % 5 = 0 THEN NULL ELSE 'note ' || (g % 9) END,
                          round((g % 500)::numeric / 3, g % 3)
                     FROM generate_series(1, 30000) g;
+             ALTER TABLE sales ADD PRIMARY KEY (i);
              CREATE TABLE regions (region text, manager text);
              INSERT INTO regions VALUES ('north', 'Ann'), ('South', 'Bo'), ('east', 'Cy'), ('nowhere', 'Di'), (NULL, 'Ed');
              ANALYZE sales; ANALYZE regions;
@@ -78,6 +79,26 @@ const TAKEN: &[&str] = &[
     "SELECT qty, sum(amount), count(*), rank() OVER (ORDER BY count(*) DESC, qty),
             sum(count(*)) OVER (ORDER BY qty ROWS UNBOUNDED PRECEDING)
        FROM sales GROUP BY qty ORDER BY qty",
+    // lag, lead, first_value, last_value, nth_value and ntile over a total
+    // order (constant offsets and defaults, frames at partition edges), and
+    // over grouped rows; numeric sums, min and max over windows.
+    "SELECT i, lag(qty) OVER (ORDER BY i), lead(qty, 2, -1) OVER (ORDER BY i),
+            lag(amount, 3, 0.00) OVER (PARTITION BY region ORDER BY i), lead(note, 1, 'none') OVER (PARTITION BY qty ORDER BY i DESC)
+       FROM sales WHERE i < 3000 ORDER BY i",
+    "SELECT i, first_value(note) OVER (PARTITION BY qty ORDER BY i),
+            last_value(i) OVER (PARTITION BY qty ORDER BY i ROWS BETWEEN 1 PRECEDING AND 2 FOLLOWING),
+            nth_value(day, 3) OVER (PARTITION BY region ORDER BY i), last_value(amount) OVER (ORDER BY i)
+       FROM sales WHERE i % 5 = 0 ORDER BY i",
+    "SELECT i, ntile(7) OVER (ORDER BY i), ntile(4) OVER (PARTITION BY qty ORDER BY i DESC) FROM sales WHERE i < 1000 ORDER BY i",
+    "SELECT qty, sum(amount), lag(sum(amount)) OVER (ORDER BY qty),
+            sum(sum(amount)) OVER (ORDER BY qty ROWS UNBOUNDED PRECEDING),
+            first_value(count(*)) OVER (ORDER BY sum(amount) DESC NULLS LAST, qty)
+       FROM sales GROUP BY qty ORDER BY qty",
+    "SELECT region, day < date '2024-06-01', count(*), lag(count(*), 1, 0::bigint) OVER (PARTITION BY region ORDER BY day < date '2024-06-01')
+       FROM sales GROUP BY region, day < date '2024-06-01' ORDER BY 1, 2",
+    "SELECT i, sum(amount) OVER (PARTITION BY qty ORDER BY i ROWS BETWEEN 3 PRECEDING AND CURRENT ROW),
+            min(amount) OVER (ORDER BY day), max(amount) OVER (PARTITION BY region), sum(amount) OVER (PARTITION BY qty)
+       FROM sales WHERE i < 3000 ORDER BY i",
     // Grouping sets: a rolled-up NULL told from a NULL value by GROUPING()
     // (in the ORDER BY, for a total order), duplicate sets kept, GROUP BY
     // DISTINCT removing them, empty inputs (the grand total's row still
@@ -126,10 +147,19 @@ const KEPT: &[&str] = &[
     // DISTINCT ON over floats, or ordered by text under a collation.
     "SELECT DISTINCT ON (f) f, i FROM sales ORDER BY f, i",
     // Window functions weft does not compute yet, or not as Postgres.
-    // Functions whose value depends on the order of rows among peers
-    // (Postgres's plan's order, not DataFusion's): not yet.
-    "SELECT i, lag(qty) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
-    "SELECT i, last_value(qty) OVER (ORDER BY day) FROM sales WHERE i < 100 ORDER BY i",
+    // Values that follow the order of peers: keys that do not identify a
+    // row (sales.i is its primary key, day is not; regions has no key).
+    "SELECT i, lag(qty) OVER (ORDER BY day) FROM sales WHERE i < 100 ORDER BY i",
+    "SELECT i, sum(qty) OVER (PARTITION BY region ORDER BY day ROWS 2 PRECEDING) FROM sales WHERE i < 100 ORDER BY i",
+    "SELECT region, first_value(manager) OVER (ORDER BY region) FROM regions ORDER BY 1, 2",
+    // Over a sorted subquery, whose order Postgres keeps among peers.
+    "SELECT i, lag(i) OVER (ORDER BY qty) FROM (SELECT * FROM sales WHERE i < 100 ORDER BY qty, i) s ORDER BY i",
+    "SELECT i, row_number() OVER (PARTITION BY region ORDER BY qty) FROM (SELECT * FROM sales ORDER BY qty, i DESC) s
+      WHERE i < 200 ORDER BY i",
+    // A default Postgres shows at its own display scale; an offset per row.
+    "SELECT i, lag(amount, 3, 0) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
+    "SELECT i, lag(i, qty) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
+    "SELECT i, sum(n) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
     // Without an ORDER BY, what depends on the order of the rows.
     "SELECT i, row_number() OVER (PARTITION BY qty) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, sum(qty) OVER (ROWS BETWEEN 2 PRECEDING AND 2 FOLLOWING) FROM sales WHERE i < 100 ORDER BY i",

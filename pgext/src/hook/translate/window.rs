@@ -7,13 +7,26 @@
 //! (rows equal in the ORDER BY, which RANGE frames and the ranks group)
 //! found by the bytes, so over types whose equal values have equal bytes,
 //! ordered as DataFusion sorts natively; the ranking functions
-//! (`row_number`, `rank`, `dense_rank`, `percent_rank`, `cume_dist`) and
-//! `count`, integer `sum`, and `min`/`max` of integers, dates and
-//! timestamps as window aggregates;
-//! ROWS frames with constant offsets, RANGE frames without offsets.
-//! Rows equal in every ORDER BY key come in whichever order the plan
-//! meets them, in Postgres as here, so that `row_number` among them is
-//! either's choice. A window without PARTITION BY runs on one participant;
+//! (`row_number`, `rank`, `dense_rank`, `percent_rank`, `cume_dist`,
+//! `ntile`), `lag` and `lead` (constant offsets and defaults),
+//! `first_value`, `last_value` and `nth_value`, and `count`, integer and
+//! numeric `sum`, and `min`/`max` of integers, numerics, dates and
+//! timestamps as window aggregates; ROWS frames with constant offsets,
+//! RANGE frames without offsets.
+//!
+//! Rows equal in every ORDER BY key (peers) come in whichever order the
+//! plan meets them: Postgres's plan's, or weft's. `row_number` numbers a
+//! set of peers 1 to n either way, only which peer gets which number is
+//! either's choice; but for `lag`, `lead`, `first_value`, `last_value`,
+//! `nth_value`, `ntile` and ROWS frames the values themselves follow that
+//! order (and queries written for Postgres count on its order: a sorted
+//! subquery's, the scan's). Those are taken only where no row has a peer:
+//! the level is grouped by keys all among the window's, or reads one table
+//! whose unique key is among them. Over a subquery with an ORDER BY,
+//! whose order Postgres keeps among peers, `row_number` is taken only
+//! there too.
+//!
+//! A window without PARTITION BY runs on one participant;
 //! with it, each participant computes whole partitions (DataFusion hashes
 //! the rows to them by the partition keys).
 
@@ -159,7 +172,11 @@ impl Translator {
             // SAFETY: as above.
             .map(|arg| unsafe { self.expr(arg, scope) })
             .collect::<Result<Vec<_>, _>>()?;
-        let function = window_call(w, &name, args)?;
+        let types = args
+            .iter()
+            .map(|arg| arg.get_type(plan.schema().as_ref()).map_err(df))
+            .collect::<Result<Vec<_>, _>>()?;
+        let function = window_call(w, &name, args, &types)?;
 
         let mut partition_by = Vec::new();
         // SAFETY: as above.
@@ -210,6 +227,25 @@ impl Translator {
                 "a window without ORDER BY whose values depend on the order of its rows",
             ));
         }
+        // Peers (rows equal in the ORDER BY) come in the order the plan
+        // meets them; see the module docs.
+        let f = w.winfnoid.to_u32();
+        let rows_frame = clause.frameOptions & NONDEFAULT != 0 && clause.frameOptions & ROWS != 0;
+        if order_sensitive(f) || rows_frame {
+            // SAFETY: as above.
+            let unique = unsafe { one_row_per_key(q, clause, targets) };
+            if !unique && f != pg_sys::F_ROW_NUMBER {
+                return Err(Refusal::inexact(format!(
+                    "window function {name} whose values follow the order of peers: the window's keys do not identify a row"
+                )));
+            }
+            // SAFETY: as above.
+            if !unique && unsafe { reads_sorted_subquery(q) } {
+                return Err(Refusal::inexact(format!(
+                    "window function {name} over rows of a sorted subquery, whose order Postgres keeps among peers"
+                )));
+            }
+        }
         // SAFETY: as above.
         let frame = unsafe { frame(clause, !order_by.is_empty())? };
         function
@@ -239,9 +275,110 @@ impl Translator {
     }
 }
 
-/// The DataFusion window function computing `w` (named `name`) on `args`.
-fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>) -> Result<Expr, Refusal> {
-    use datafusion::functions_window::expr_fn::{cume_dist, dense_rank, percent_rank, rank, row_number};
+/// Whether window function `f`'s value for a row depends on the order of
+/// its peers (rows equal in the window's ORDER BY), whatever the frame.
+fn order_sensitive(f: u32) -> bool {
+    matches!(
+        f,
+        pg_sys::F_ROW_NUMBER
+            | pg_sys::F_NTILE
+            | pg_sys::F_FIRST_VALUE
+            | pg_sys::F_LAST_VALUE
+            | pg_sys::F_NTH_VALUE
+            | pg_sys::F_LAG_ANYELEMENT
+            | pg_sys::F_LAG_ANYELEMENT_INT4
+            | pg_sys::F_LAG_ANYCOMPATIBLE_INT4_ANYCOMPATIBLE
+            | pg_sys::F_LEAD_ANYELEMENT
+            | pg_sys::F_LEAD_ANYELEMENT_INT4
+            | pg_sys::F_LEAD_ANYCOMPATIBLE_INT4_ANYCOMPATIBLE
+    )
+}
+
+/// Whether no two rows of `q`'s level share the keys of window `clause`
+/// (so that no row has a peer): the level is grouped (plain GROUP BY) and
+/// every grouping column is a PARTITION BY or ORDER BY key; or it reads
+/// one table alone, whose columns among those keys include a unique key
+/// of it ([`crate::catalog::unique_keys`]).
+///
+/// # Safety
+/// `clause` is a WindowClause of the valid Query `q`, `targets` its target
+/// list.
+unsafe fn one_row_per_key(
+    q: &pg_sys::Query,
+    clause: &pg_sys::WindowClause,
+    targets: &[*mut pg_sys::TargetEntry],
+) -> bool {
+    // SAFETY: per the caller; a clause list refers to target entries by
+    // their sort-group reference, the same entry for the same expression.
+    unsafe {
+        let refs = |clauses: *mut pg_sys::List| {
+            list::<pg_sys::SortGroupClause>(clauses)
+                .into_iter()
+                .map(|c| (*c).tleSortGroupRef)
+                .collect::<Vec<_>>()
+        };
+        let keys: Vec<u32> = refs(clause.partitionClause)
+            .into_iter()
+            .chain(refs(clause.orderClause))
+            .collect();
+        if !q.groupClause.is_null() || !q.groupingSets.is_null() || q.hasAggs {
+            return q.groupingSets.is_null()
+                && !q.groupClause.is_null()
+                && refs(q.groupClause).iter().all(|group| keys.contains(group));
+        }
+        // One table alone: a unique key among the keys' columns.
+        let from = list::<pg_sys::Node>((*q.jointree).fromlist);
+        let [item] = from[..] else { return false };
+        let Some(table) = node_cast::<pg_sys::RangeTblRef>(item, NodeTag::T_RangeTblRef) else {
+            return false;
+        };
+        let rtindex = (*table).rtindex;
+        let Ok(rte) = super::rt_fetch(q as *const _ as *mut _, rtindex) else {
+            return false;
+        };
+        let rte = &*rte;
+        if rte.rtekind != pg_sys::RTEKind::RTE_RELATION
+            || rte.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
+            || (rte.inh && crate::catalog::may_have_children(rte.relid))
+        {
+            return false;
+        }
+        let columns: Vec<i16> = keys
+            .iter()
+            .filter_map(|&r| find_target(targets, r).ok())
+            .filter_map(|target| node_cast::<pg_sys::Var>((*target).expr.cast(), NodeTag::T_Var))
+            .filter(|&var| (*var).varno == rtindex && (*var).varlevelsup == 0)
+            .map(|var| (*var).varattno)
+            .collect();
+        crate::catalog::unique_keys(rte.relid)
+            .iter()
+            .any(|key| key.iter().all(|attnum| columns.contains(attnum)))
+    }
+}
+
+/// Whether `q`'s level reads a subquery with an ORDER BY in its FROM
+/// clause, whose order Postgres's window operators keep among peers.
+///
+/// # Safety
+/// `q` is a valid Query.
+unsafe fn reads_sorted_subquery(q: &pg_sys::Query) -> bool {
+    // SAFETY: per the caller.
+    unsafe {
+        list::<pg_sys::RangeTblEntry>(q.rtable).into_iter().any(|rte| {
+            (*rte).rtekind == pg_sys::RTEKind::RTE_SUBQUERY
+                && !(*rte).subquery.is_null()
+                && !(*(*rte).subquery).sortClause.is_null()
+        })
+    }
+}
+
+/// The DataFusion window function computing `w` (named `name`) on `args`
+/// (of Arrow `types`).
+fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>, types: &[DataType]) -> Result<Expr, Refusal> {
+    use datafusion::functions_aggregate::expr_fn::{max, min, sum};
+    use datafusion::functions_window::expr_fn::{
+        cume_dist, dense_rank, first_value, last_value, nth_value, ntile, percent_rank, rank, row_number,
+    };
     let one = || {
         args.first()
             .cloned()
@@ -257,10 +394,111 @@ fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>) -> Result<Ex
         pg_sys::F_DENSE_RANK_ => return Ok(dense_rank()),
         pg_sys::F_PERCENT_RANK_ => return Ok(percent_rank()),
         pg_sys::F_CUME_DIST_ => return Ok(cume_dist()),
+        pg_sys::F_FIRST_VALUE => return Ok(first_value(one()?)),
+        pg_sys::F_LAST_VALUE => return Ok(last_value(one()?)),
+        pg_sys::F_NTH_VALUE => return Ok(nth_value(one()?, positive(args.get(1), name)?)),
+        pg_sys::F_NTILE => return Ok(ntile(lit(positive(args.first(), name)?))),
+        pg_sys::F_LAG_ANYELEMENT | pg_sys::F_LAG_ANYELEMENT_INT4 | pg_sys::F_LAG_ANYCOMPATIBLE_INT4_ANYCOMPATIBLE => {
+            return shift(WindowShiftKind::Lag, &args, types, name)
+        }
+        pg_sys::F_LEAD_ANYELEMENT
+        | pg_sys::F_LEAD_ANYELEMENT_INT4
+        | pg_sys::F_LEAD_ANYCOMPATIBLE_INT4_ANYCOMPATIBLE => return shift(WindowShiftKind::Lead, &args, types, name),
         pg_sys::F_COUNT_ if w.winstar => count(lit(1i64)),
+        // A numeric of one display scale (weft's translation refuses one
+        // whose scale varies by value): each sum at that scale, as
+        // numeric addition keeps it.
+        pg_sys::F_SUM_NUMERIC => match types.first() {
+            Some(&DataType::Decimal128(_, scale)) => {
+                sum(datafusion::logical_expr::cast(one()?, DataType::Decimal128(38, scale)))
+            }
+            _ => {
+                return Err(Refusal::inexact(format!(
+                    "window function {name} over numerics without a declared scale"
+                )))
+            }
+        },
+        pg_sys::F_MIN_NUMERIC | pg_sys::F_MAX_NUMERIC => match types.first() {
+            Some(DataType::Decimal128(..)) if f == pg_sys::F_MIN_NUMERIC => min(one()?),
+            Some(DataType::Decimal128(..)) => max(one()?),
+            _ => {
+                return Err(Refusal::inexact(format!(
+                    "window function {name} over numerics without a declared scale"
+                )))
+            }
+        },
         _ => return Err(Refusal::Function(format!("window function {name}"))),
     };
     as_window(aggregate, name)
+}
+
+/// Which way `lag` and `lead` look.
+enum WindowShiftKind {
+    Lag,
+    Lead,
+}
+
+/// `lag(value [, offset [, default]])` or `lead`: a constant offset (at
+/// least 0) and a constant default, of the value's type.
+fn shift(kind: WindowShiftKind, args: &[Expr], types: &[DataType], name: &str) -> Result<Expr, Refusal> {
+    use datafusion::functions_window::expr_fn::{lag, lead};
+    let value = args
+        .first()
+        .cloned()
+        .ok_or_else(|| Refusal::shape(format!("window function {name} without arguments")))?;
+    // DataFusion's own default of 1 is not applied when the offset is
+    // left out: it is always given.
+    let offset = match args.get(1) {
+        None => 1,
+        Some(Expr::Literal(ScalarValue::Int32(Some(n)), _)) if *n >= 0 => i64::from(*n),
+        Some(_) => {
+            return Err(Refusal::shape(format!(
+                "window function {name} with an offset that is not a constant of at least 0"
+            )))
+        }
+    };
+    let default = match args.get(2) {
+        None => None,
+        Some(Expr::Literal(constant, _)) => {
+            let target = types.first().ok_or("a shifted value of unknown type")?;
+            if let (DataType::Decimal128(_, scale), ScalarValue::Decimal128(Some(_), _, default_scale)) =
+                (target, constant)
+            {
+                if scale != default_scale {
+                    // Postgres shows the default at its own display scale.
+                    return Err(Refusal::inexact(format!(
+                        "window function {name} with a default of another display scale"
+                    )));
+                }
+            }
+            Some(
+                constant
+                    .cast_to(target)
+                    .map_err(|_| Refusal::shape(format!("window function {name} with a default of another type")))?,
+            )
+        }
+        Some(_) => {
+            return Err(Refusal::shape(format!(
+                "window function {name} with a default that is not a constant"
+            )))
+        }
+    };
+    Ok(match kind {
+        WindowShiftKind::Lag => lag(value, Some(offset), default),
+        WindowShiftKind::Lead => lead(value, Some(offset), default),
+    })
+}
+
+/// A constant argument greater than zero (`ntile`'s buckets, `nth_value`'s
+/// row): Postgres raises an error for others, which weft leaves it to.
+fn positive(arg: Option<&Expr>, name: &str) -> Result<i64, Refusal> {
+    match arg {
+        Some(Expr::Literal(ScalarValue::Int32(Some(n)), _)) if *n > 0 => Ok(i64::from(*n)),
+        Some(Expr::Literal(ScalarValue::Int64(Some(n)), _)) if *n > 0 => Ok(*n),
+        _ => Err(Refusal::shape(format!(
+            "window function {name} with an argument that is not a constant above 0"
+        ))),
+    }
 }
 
 /// Aggregate call `aggregate` (of window function `name`) as a window
