@@ -11,7 +11,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 4
 export LOOM_MAX_PREEMPTIONS
 
-.PHONY: demo test setup fmt-check layers clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql bench-concurrency
+.PHONY: demo test setup fmt-check layers clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql bench-reporting bench-concurrency
 
 # One release build serves the whole demo: the workspace with both examples,
 # and weft with the features cargo-pgrx passes, so that the install inside
@@ -101,6 +101,9 @@ bench-pg: setup
 # TPC-H in plain SQL, weft on against weft off (pgext/benches/tpch_sql.rs).
 bench-sql: setup
 	WEFT_PG_PROFILE=release $(CARGO) bench -p weft --bench tpch_sql
+
+bench-reporting: setup
+	WEFT_BENCH_SET=reporting WEFT_PG_PROFILE=release $(CARGO) bench -p weft --bench tpch_sql
 
 # The concurrency test (pgext/tests/concurrency.rs) for minutes instead of
 # the 20 seconds `make test` gives it: writers moving money, vacuums and

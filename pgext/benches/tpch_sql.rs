@@ -17,12 +17,15 @@
 //! whether its rows equal stock's; then the geometric mean over the queries
 //! both finish, the queries slower than 0.9x, and the ones listed apart.
 //! `WEFT_BENCH_QUERIES` (e.g. `1,3,6`) picks queries; `WEFT_BENCH_LOCALE`
-//! (`en_US.UTF-8`, `icu:en-US`) loads a database of that collation.
+//! (`en_US.UTF-8`, `icu:en-US`) loads a database of that collation;
+//! `WEFT_BENCH_SET=reporting` runs the reporting queries over the same
+//! tables instead of TPC-H's (`weft_pg_harness::reporting`, `make
+//! bench-reporting`).
 
 use std::time::{Duration, Instant};
 
 use weft_pg_harness::postgres::{Client, SimpleQueryMessage};
-use weft_pg_harness::tpch;
+use weft_pg_harness::{reporting, tpch};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -110,7 +113,12 @@ fn main() {
         None => "DNF".to_string(),
     };
     let (mut ratios, mut slow, mut apart, mut differ) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (number, sql) in tpch::queries() {
+    let queries = match std::env::var("WEFT_BENCH_SET").as_deref() {
+        Ok("reporting") => reporting::queries(),
+        Ok("tpch") | Err(_) => tpch::queries(),
+        Ok(other) => panic!("WEFT_BENCH_SET: no query set {other:?} (tpch, reporting)"),
+    };
+    for (number, sql) in queries {
         if picked.as_ref().is_some_and(|p| !p.contains(&number)) {
             continue;
         }

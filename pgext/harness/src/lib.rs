@@ -36,6 +36,7 @@
 pub use postgres;
 
 pub mod differential;
+pub mod reporting;
 pub mod tpch;
 
 /// A query result as text: rows of column values, `None` for NULL.
