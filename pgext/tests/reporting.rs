@@ -58,6 +58,14 @@ const TAKEN: &[&str] = &[
     "SELECT amount FROM sales WHERE region = 'north' UNION SELECT amount FROM sales WHERE region IS NULL
      INTERSECT SELECT amount FROM sales WHERE qty = 5 ORDER BY 1 NULLS FIRST LIMIT 40",
     "SELECT count(*) FROM (SELECT note FROM sales UNION SELECT manager FROM regions) u",
+    // INTERSECT ALL and EXCEPT ALL: each row as often as it is on both
+    // sides, or on the left beyond the right (NULLs equal).
+    "SELECT qty FROM sales INTERSECT ALL SELECT qty FROM sales WHERE region = 'north' ORDER BY 1",
+    "SELECT qty FROM sales EXCEPT ALL SELECT qty FROM sales WHERE region = 'north' ORDER BY 1",
+    "SELECT region, note, count(*) FROM (SELECT region, note FROM sales EXCEPT ALL SELECT region, note FROM sales
+      WHERE i % 7 = 0) s GROUP BY 1, 2 ORDER BY 1, 2",
+    "SELECT region, count(*) FROM (SELECT region FROM sales WHERE qty < 2 INTERSECT ALL SELECT region FROM sales
+      WHERE qty > 10) s GROUP BY 1 ORDER BY 1",
     // DISTINCT ON: the first row of each group in the ORDER BY (a total
     // order here, so that the first row is one row).
     "SELECT DISTINCT ON (qty) qty, i, amount FROM sales ORDER BY qty, amount DESC NULLS LAST, i",
@@ -138,9 +146,6 @@ const TAKEN: &[&str] = &[
 
 /// Queries that stay with Postgres.
 const KEPT: &[&str] = &[
-    // DataFusion's INTERSECT ALL and EXCEPT ALL do not keep the counts.
-    "SELECT qty FROM sales INTERSECT ALL SELECT qty FROM sales WHERE region = 'north' ORDER BY 1",
-    "SELECT qty FROM sales EXCEPT ALL SELECT qty FROM sales WHERE region = 'north' ORDER BY 1",
     // Equal values of different bytes.
     "SELECT f FROM sales UNION SELECT f FROM sales WHERE qty = 0 ORDER BY 1",
     "SELECT n FROM sales UNION SELECT n FROM sales ORDER BY 1",

@@ -9,9 +9,12 @@
 //! Duplicates are removed (UNION, INTERSECT, EXCEPT) by equality of the
 //! bytes, so only over types whose equal values have equal bytes, with
 //! NULLs equal to each other as in Postgres. INTERSECT ALL and EXCEPT ALL,
-//! whose multiplicities DataFusion does not keep, stay with Postgres.
+//! whose multiplicities DataFusion's own do not keep, are INTERSECT and
+//! EXCEPT of rows numbered among their equals ([`numbered`]).
 
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::common::Column;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder};
 use pgrx::pg_sys::{self, NodeTag};
 
 use super::{df, expr, rt_fetch, Refusal, Translator};
@@ -75,10 +78,57 @@ impl Translator {
                 (pg_sys::SetOperation::SETOP_EXCEPT, false) => {
                     LogicalPlanBuilder::except(left, right, false).map_err(df)
                 }
-                _ => Err(Refusal::shape("INTERSECT ALL or EXCEPT ALL")),
+                (pg_sys::SetOperation::SETOP_INTERSECT, true) => {
+                    let intersection = LogicalPlanBuilder::intersect(numbered(left)?, numbered(right)?, false);
+                    unnumbered(intersection.map_err(df)?)
+                }
+                (pg_sys::SetOperation::SETOP_EXCEPT, true) => {
+                    let difference = LogicalPlanBuilder::except(numbered(left)?, numbered(right)?, false);
+                    unnumbered(difference.map_err(df)?)
+                }
+                _ => Err(Refusal::shape("an unusual set operation")),
             }
         }
     }
+}
+
+/// The column numbering a side's equal rows for INTERSECT ALL and EXCEPT
+/// ALL.
+const OCCURRENCE: &str = "__weft_occurrence";
+
+/// `rows` with each row's occurrence among the rows equal to it (1, 2,
+/// ...) beside it: with it, no two rows are equal, so that INTERSECT and
+/// EXCEPT without ALL keep each row as often as Postgres's ALL keeps it
+/// (min(m, n) and max(m - n, 0) of m equal rows on the left and n on the
+/// right).
+fn numbered(rows: LogicalPlan) -> Result<LogicalPlan, Refusal> {
+    let partition: Vec<Expr> = rows.schema().columns().into_iter().map(Expr::Column).collect();
+    let occurrence = row_number().partition_by(partition).build().map_err(df)?;
+    let name = occurrence.schema_name().to_string();
+    let mut columns: Vec<Expr> = rows.schema().columns().into_iter().map(Expr::Column).collect();
+    let windowed = LogicalPlanBuilder::window_plan(rows, vec![occurrence]).map_err(df)?;
+    columns.push(Expr::Column(Column::from_name(name)).alias(OCCURRENCE));
+    LogicalPlanBuilder::from(windowed)
+        .project(columns)
+        .map_err(df)?
+        .build()
+        .map_err(df)
+}
+
+/// `rows` of [`numbered`] sides without their occurrences.
+fn unnumbered(rows: LogicalPlan) -> Result<LogicalPlan, Refusal> {
+    let columns: Vec<Expr> = rows
+        .schema()
+        .columns()
+        .into_iter()
+        .filter(|c| c.name != OCCURRENCE)
+        .map(Expr::Column)
+        .collect();
+    LogicalPlanBuilder::from(rows)
+        .project(columns)
+        .map_err(df)?
+        .build()
+        .map_err(df)
 }
 
 /// The range table index of the leftmost leaf of set operation `node`,
