@@ -128,6 +128,14 @@ const TAKEN: &[&str] = &[
     "SELECT region, note, count(*) FROM sales GROUP BY region, ROLLUP(note) ORDER BY GROUPING(note), 1, 2",
     "SELECT region, GROUPING(region), count(*) FROM sales GROUP BY region ORDER BY 1",
     "SELECT count(*), sum(qty) FROM sales GROUP BY ()",
+    // Float aggregates: NaN above every number (a group's max, a sum
+    // with a NaN), an average of float4s in float8, sums of quarters
+    // (exact in any order), Postgres's overflow error.
+    "SELECT region, sum(f), avg(f), min(f), max(f), count(f) FROM sales GROUP BY region ORDER BY 1",
+    "SELECT qty, sum(f) FILTER (WHERE i % 11 <> 0), max(f) FILTER (WHERE i % 11 <> 0), min(f),
+            avg(f::float4), min(f::float4), max((f * 2)::float4) FROM sales GROUP BY qty ORDER BY 1",
+    "SELECT sum(f), avg(f), min(f), max(f), max(f) FILTER (WHERE i % 11 <> 0) FROM sales",
+    "SELECT sum(f * 1e307) FROM sales WHERE i % 11 <> 0",
     // IN and NOT IN over columns that may be NULL, in WHERE and HAVING:
     // a NULL in the subquery makes NOT IN drop every row, a NULL tested
     // value is dropped unless the subquery is empty.

@@ -1,7 +1,8 @@
 //! DataFusion functions that compute what Postgres computes where
 //! DataFusion's own operators differ: integer arithmetic that raises
-//! Postgres's errors instead of wrapping, and numeric division with
-//! Postgres's result scale and rounding.
+//! Postgres's errors instead of wrapping, numeric division with
+//! Postgres's result scale and rounding, and the overflow error of a
+//! float sum.
 //!
 //! Their errors are Postgres's, SQLSTATE and words
 //! ([`crate::error::Error::Postgres`]), kept across processes.
@@ -76,6 +77,15 @@ pub fn numeric_div(l: Expr, r: Expr) -> Expr {
     ScalarUDF::new_from_impl(PgNumericDiv::new()).call(vec![l, r])
 }
 
+/// A float8 sum (or average) `total` of values whose largest magnitude is
+/// `largest`, raising Postgres's overflow error where the total is
+/// infinite and no value was: Postgres's `float8pl` (and `float8_accum`)
+/// raise it as the running sum overflows; DataFusion's sum returns
+/// infinity.
+pub fn float8_checked(total: Expr, largest: Expr) -> Expr {
+    ScalarUDF::new_from_impl(PgFloat8Checked::new()).call(vec![total, largest])
+}
+
 /// Registers weft's functions in a session, so that plans that use them
 /// can be planned and decoded there.
 pub fn register(state: &mut SessionState) -> Result<()> {
@@ -84,7 +94,54 @@ pub fn register(state: &mut SessionState) -> Result<()> {
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgIntOp::new(op))))?;
     }
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgNumericDiv::new())))?;
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgFloat8Checked::new())))?;
     Ok(())
+}
+
+/// See [`float8_checked`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgFloat8Checked {
+    signature: Signature,
+}
+
+impl PgFloat8Checked {
+    fn new() -> PgFloat8Checked {
+        PgFloat8Checked {
+            signature: Signature::exact(vec![DataType::Float64, DataType::Float64], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgFloat8Checked {
+    fn name(&self) -> &str {
+        "pg_float8_checked"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Float64Type;
+        let (total, largest, scalar) = operands(args)?;
+        let (totals, largests) = (
+            total.as_primitive::<Float64Type>(),
+            largest.as_primitive::<Float64Type>(),
+        );
+        let overflowed = totals
+            .iter()
+            .zip(largests.iter())
+            .any(|pair| matches!(pair, (Some(t), Some(l)) if t.is_infinite() && l.is_finite()));
+        if overflowed {
+            return Err(Error::postgres("22003", "value out of range: overflow").into_datafusion());
+        }
+        result(total, scalar)
+    }
 }
 
 /// The scale quotients are held at: Postgres's own quotient scale for

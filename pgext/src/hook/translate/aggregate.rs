@@ -4,8 +4,10 @@
 //! aggregation.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
-use datafusion::logical_expr::{cast, lit, AggregateUDF, Expr};
+use datafusion::common::ScalarValue;
+use datafusion::functions::math::expr_fn::{abs, isnan};
+use datafusion::functions_aggregate::expr_fn::{avg, bool_or, count, max, min, sum};
+use datafusion::logical_expr::{cast, lit, when, AggregateUDF, Expr};
 use pgrx::pg_sys::{self, NodeTag};
 
 use super::args::function_name;
@@ -27,6 +29,46 @@ impl Translator {
         let filter = unsafe { self.aggregate_filter(aggref)? };
         // SAFETY: as above.
         filtered(unsafe { self.aggregate_call(aggref)? }, filter)
+    }
+
+    /// A second aggregate computed beside `aggref`, and how the two give
+    /// Postgres's value, where DataFusion's aggregate alone does not: a
+    /// float8 sum or average beside the largest magnitude among its values,
+    /// which tells an overflow from a sum of infinities
+    /// ([`crate::plan::pgfn::float8_checked`]); a float min or max (of the
+    /// numbers: DataFusion's grouped max passes over NaN) beside whether a
+    /// NaN was among the values. None for any other aggregate.
+    ///
+    /// # Safety
+    /// `aggref` is an Aggref of the current level.
+    pub(super) unsafe fn companion(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<Companion>, Refusal> {
+        // SAFETY: per the caller.
+        let a = unsafe { &*aggref };
+        let f = a.aggfnoid.to_u32();
+        let combine = match f {
+            pg_sys::F_SUM_FLOAT8 | pg_sys::F_AVG_FLOAT8 | pg_sys::F_AVG_FLOAT4 => Combine::Overflow,
+            pg_sys::F_MAX_FLOAT4 => Combine::Largest(ScalarValue::Float32(Some(f32::NAN))),
+            pg_sys::F_MAX_FLOAT8 => Combine::Largest(ScalarValue::Float64(Some(f64::NAN))),
+            pg_sys::F_MIN_FLOAT4 => Combine::Smallest(ScalarValue::Float32(Some(f32::NAN))),
+            pg_sys::F_MIN_FLOAT8 => Combine::Smallest(ScalarValue::Float64(Some(f64::NAN))),
+            _ => return Ok(None),
+        };
+        // SAFETY: an Aggref's args are TargetEntries.
+        let [arg] = unsafe { list::<pg_sys::TargetEntry>(a.args) }[..] else {
+            return Err(Refusal::shape("a float aggregate of several arguments"));
+        };
+        // SAFETY: as above.
+        let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows)? };
+        let beside = match combine {
+            Combine::Overflow => max(abs(cast(value, DataType::Float64))),
+            Combine::Largest(_) | Combine::Smallest(_) => bool_or(isnan(value)),
+        };
+        // SAFETY: as above.
+        let filter = unsafe { self.aggregate_filter(aggref)? };
+        Ok(Some(Companion {
+            aggregate: filtered(beside, filter)?,
+            combine,
+        }))
     }
 
     /// An aggregate's `FILTER (WHERE ...)`, over the rows it aggregates.
@@ -108,6 +150,16 @@ impl Translator {
                 }
                 pg_sys::F_MIN_NUMERIC => min(one()?),
                 pg_sys::F_MAX_NUMERIC => max(one()?),
+                // Floats: min and max of the numbers, NaN (above every
+                // number in Postgres) put back by `companion`; which of
+                // -0 and 0 they return follows the order of the rows, in
+                // Postgres too. Sums and averages add in whichever order
+                // the rows come, as Postgres's parallel plans do, raising
+                // Postgres's overflow error (`companion` again).
+                pg_sys::F_MIN_FLOAT4 | pg_sys::F_MIN_FLOAT8 => min(not_nan(one()?)),
+                pg_sys::F_MAX_FLOAT4 | pg_sys::F_MAX_FLOAT8 => max(not_nan(one()?)),
+                pg_sys::F_SUM_FLOAT8 => sum(one()?),
+                pg_sys::F_AVG_FLOAT8 | pg_sys::F_AVG_FLOAT4 => avg(cast(one()?, DataType::Float64)),
                 // Text: by its bytes under C, else by Postgres's comparison.
                 pg_sys::F_MIN_TEXT | pg_sys::F_MAX_TEXT => {
                     let largest = a.aggfnoid.to_u32() == pg_sys::F_MAX_TEXT;
@@ -342,6 +394,50 @@ pub(super) fn ordinary(f: u32) -> Option<fn(Expr) -> Expr> {
         | pg_sys::F_MAX_TIMESTAMPTZ => max,
         _ => return None,
     })
+}
+
+/// A second aggregate and how it combines with the first into Postgres's
+/// value; see [`Translator::companion`].
+pub(super) struct Companion {
+    /// The second aggregate.
+    pub aggregate: Expr,
+    combine: Combine,
+}
+
+/// How a [`Companion`] combines with its aggregate.
+enum Combine {
+    /// A float8 total and the largest magnitude among its values: the
+    /// total, or Postgres's overflow error.
+    Overflow,
+    /// The largest number and whether a NaN was among the values: NaN (of
+    /// this value) if one was.
+    Largest(ScalarValue),
+    /// The smallest number and whether a NaN was among the values: NaN
+    /// (of this value) if there was no number but a NaN.
+    Smallest(ScalarValue),
+}
+
+impl Companion {
+    /// Postgres's value, of the aggregate's result `first` and the
+    /// companion's `second`.
+    pub(super) fn read(&self, first: Expr, second: Expr) -> Expr {
+        match &self.combine {
+            Combine::Overflow => crate::plan::pgfn::float8_checked(first, second),
+            Combine::Largest(nan) => when(second, lit(nan.clone()))
+                .otherwise(first)
+                .expect("a CASE with a WHEN"),
+            Combine::Smallest(nan) => when(first.clone().is_null().and(second), lit(nan.clone()))
+                .otherwise(first)
+                .expect("a CASE with a WHEN"),
+        }
+    }
+}
+
+/// A float `value`, NULL where it is NaN.
+fn not_nan(value: Expr) -> Expr {
+    when(isnan(value.clone()), lit(ScalarValue::Null))
+        .otherwise(value)
+        .expect("a CASE with a WHEN")
 }
 
 /// `call` (an aggregate) counting only the rows `filter` holds for, as

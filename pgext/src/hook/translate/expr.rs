@@ -81,11 +81,11 @@ impl Translator {
                             });
                         }
                     }
-                    let (_, name) = aggs
+                    let (_, read) = aggs
                         .iter()
                         .find(|(a, _)| pg_sys::equal(a.cast(), aggref.cast()))
                         .ok_or("an aggregate weft did not compute")?;
-                    return Ok(Expr::Column(name.as_str().into()));
+                    return Ok(read.clone());
                 }
             }
         }

@@ -715,7 +715,7 @@ impl Translator {
                 }
                 continue;
             }
-            let same = |&(seen, _): &(*mut pg_sys::Aggref, String)| {
+            let same = |&(seen, _): &(*mut pg_sys::Aggref, Expr)| {
                 // SAFETY: Aggrefs of this level.
                 unsafe { pg_sys::equal(seen as *const _, aggref as *const _) }
             };
@@ -726,7 +726,16 @@ impl Translator {
             let value = unsafe { self.aggref(aggref)? };
             let name = format!("a{}", aggs.len());
             agg_exprs.push(value.alias(&name));
-            aggs.push((aggref, name));
+            // SAFETY: as above.
+            let read = match unsafe { self.companion(aggref)? } {
+                Some(companion) => {
+                    let beside = format!("{name}_beside");
+                    agg_exprs.push(companion.aggregate.clone().alias(&beside));
+                    companion.read(col(name.as_str()), col(beside.as_str()))
+                }
+                None => col(name.as_str()),
+            };
+            aggs.push((aggref, read));
         }
         // SAFETY: as above.
         let sets = unsafe { grouping::grouping_sets(q)? };

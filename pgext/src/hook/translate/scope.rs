@@ -2,6 +2,7 @@
 //! ([`Scope`]), and the aggregates computed in parts that Postgres
 //! finishes ([`Parted`]).
 
+use datafusion::logical_expr::Expr;
 use pgrx::pg_sys;
 
 /// What an expression's Vars and Aggrefs mean.
@@ -9,11 +10,12 @@ pub enum Scope {
     /// Rows of the FROM clause.
     Rows,
     /// Rows after GROUP BY: a grouping expression is its group column, an
-    /// aggregate its result column, or two columns where only Postgres's
+    /// aggregate the expression reading its result (its column, or a
+    /// check over its columns), or two columns where only Postgres's
     /// finishing expression gives the value its display scale.
     Grouped {
         groups: Vec<(*mut pg_sys::Node, String)>,
-        aggs: Vec<(*mut pg_sys::Aggref, String)>,
+        aggs: Vec<(*mut pg_sys::Aggref, Expr)>,
         parted: Vec<Parted>,
     },
 }
