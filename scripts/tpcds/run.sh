@@ -22,11 +22,16 @@
 #   TPCDS_LOCALE=C      the cluster's locale (weft leaves sorts of text
 #                       under a non-C collation to Postgres unless forced)
 #   TPCDS_KEEP=1        keep the cluster's temporary directory (stopped)
+#   TPCDS_OUT=DIR       where the report and out/ go (default target/tpcds):
+#                       a run of a few queries, or with a longer timeout,
+#                       then leaves the full run's report alone
 #   WEFT_PG_BINDIR      Postgres binaries (default /usr/lib/postgresql/15/bin)
 #
 # Output: target/tpcds/report.txt, and per query in target/tpcds/out/ the
 # EXPLAIN under weft.force (NN.explain) and both sides' sorted rows
-# (NN.stock, NN.weft); the texts run are in target/tpcds/queries/.
+# (NN.stock, NN.weft); the texts run are in target/tpcds/queries/, the
+# server's log in target/tpcds/server.log (TPCDS_OUT moves all but the
+# texts).
 #
 # Postgres refuses to run as root: as root the server runs as the
 # `postgres` OS user in a temporary directory it owns; psql, a client,
@@ -46,13 +51,14 @@ PORT=5477
 base=$root/target/tpcds
 venv=$base/venv
 cache=$base/sf$SF
-out=$base/out
+report_dir=$(realpath -m "${TPCDS_OUT:-$base}")
+out=$report_dir/out
 # Pinned: the extension wheel's binary is built for exactly this duckdb.
 DUCKDB_VERSION=1.5.5
 TPCDS_EXT_VERSION=1.5.5
 
 say() { echo "tpcds: $*" >&2; }
-mkdir -p "$base"
+mkdir -p "$base" "$report_dir"
 
 # --- venv with duckdb and its tpcds extension ---------------------------------------
 if ! "$venv/bin/python" - <<EOF 2>/dev/null; then
@@ -98,7 +104,7 @@ cleanup() {
             (cd "$tmp" && as_pg "${pg_env[@]}" "$BINDIR/pg_ctl" -D "$tmp/data" -m immediate -w stop >/dev/null 2>&1) || true
     fi
     # The server log is worth keeping: weft's panics and crashes land there.
-    [ -f "$tmp/server.log" ] && cp "$tmp/server.log" "$base/server.log"
+    [ -f "$tmp/server.log" ] && cp "$tmp/server.log" "$report_dir/server.log"
     if [ "${TPCDS_KEEP:-}" = 1 ]; then
         say "kept $tmp"
     else
@@ -180,20 +186,22 @@ mkdir -p "$out"
 weft_so=$("$BINDIR/pg_config" --pkglibdir)/weft.so
 {
     echo "# TPC-DS SF $SF, $(date -u '+%Y-%m-%d %H:%M UTC'); locale $LOCALE; statement_timeout ${TIMEOUT}s"
-    echo "# weft.so $(date -u -r "$weft_so" '+%Y-%m-%d %H:%M UTC') md5 $(md5sum "$weft_so" | cut -c1-12); work tree $(git -C "$root" rev-parse --short HEAD)"
+    # Which weft build answered: the installed one, not necessarily the work tree's.
+    echo "# weft.so $(date -u -r "$weft_so" '+%Y-%m-%d %H:%M UTC') md5 $(md5sum "$weft_so" | cut -c1-12);" \
+        "work tree $(git -C "$root" rev-parse --short HEAD)"
     echo "# data and queries: duckdb $DUCKDB_VERSION + duckdb-extension-tpcds $TPCDS_EXT_VERSION (PyPI)"
-} >"$base/report.head"
-cat "$base/report.head"
+} >"$report_dir/report.head"
+cat "$report_dir/report.head"
 t0=$SECONDS
 "$venv/bin/python" "$here/tpcds.py" run --bindir "$BINDIR" --host "$tmp/sock" --port "$PORT" \
-    --sql "$base/queries" --out "$out" --report "$base/report.body" \
+    --sql "$base/queries" --out "$out" --report "$report_dir/report.body" \
     --timeout "$TIMEOUT" --workers "$WORKERS" "$@"
 query_s=$((SECONDS - t0))
 timings="timings: data generation ${gen_s} s$([ "$gen_s" -lt 5 ] && echo ' (cached)'), load ${load_s} s, queries ${query_s} s"
 echo "$timings"
 {
-    cat "$base/report.head" "$base/report.body"
+    cat "$report_dir/report.head" "$report_dir/report.body"
     echo "$timings"
-} >"$base/report.txt"
-rm -f "$base/report.head" "$base/report.body"
-say "report: $base/report.txt"
+} >"$report_dir/report.txt"
+rm -f "$report_dir/report.head" "$report_dir/report.body"
+say "report: $report_dir/report.txt"

@@ -195,10 +195,8 @@ def gen(sf, out):
     for number, query in con.execute("SELECT query_nr, query FROM tpcds_queries()").fetchall():
         with open(os.path.join(out, "queries", f"{number:02d}.sql"), "w") as f:
             f.write(query)
-    import duckdb
-
     with open(os.path.join(out, "COMPLETE"), "w") as f:
-        f.write(f"duckdb {duckdb.__version__}, sf {sf}, {time.time() - t0:.1f} s\n")
+        f.write(f"{con.execute('SELECT version()').fetchone()[0]}, sf {sf}, {time.time() - t0:.1f} s\n")
 
 
 # --- the queries in Postgres's dialect ----------------------------------------------
@@ -206,6 +204,12 @@ def gen(sf, out):
 # Edits to DuckDB's query texts where Postgres reads them otherwise or not at
 # all: (query, old, new, why). Each must apply exactly once, so that a
 # different upstream text fails loudly instead of running unedited.
+# duckdb-extension-tpcds 1.5.5's texts need none: they are already the
+# portable variants (date ranges as precomputed literals, no `+ 30 days`;
+# ORDER BY repeating grouping() where the spec's text names an output
+# column inside an expression, q70/q86; q36's rollup spelled as UNIONs;
+# concat() for ||), and all 99 parse and run on Postgres 15 as they are.
+# Kept for a later upstream that does not.
 DIALECT_EDITS = []
 
 
@@ -417,13 +421,13 @@ def run(args):
             only_stock = sorted((collections.Counter(stock) - collections.Counter(weft)).elements())
             only_weft = sorted((collections.Counter(weft) - collections.Counter(stock)).elements())
             detail = f"{len(stock)} vs {len(weft)} rows; stock-only {only_stock[:1]}, weft-only {only_weft[:1]}"
-        results[n] = dict(taken=taken, gate=gate, result=result, reason=reason, detail=detail, stock_ms=stock_ms, weft_ms=weft_ms)
+        results[n] = dict(taken=taken, gate=gate, result=result, reason=reason)
         shown = reason if len(reason) <= args.reason_width else reason[: args.reason_width - 3] + "..."
         say(
             f"{n:>3} {'yes' if taken else 'no':>5} {'yes' if gate else 'no':>4} {result:<22}"
             f" {stock_ms:>9.0f} {weft_ms:>9.0f}  {shown or '-'}"
         )
-        if detail:
+        if detail and "statement timeout" not in detail:
             say(f"{'':>12}{detail[:300]}")
 
     # --- summary
@@ -431,16 +435,28 @@ def run(args):
     taken = [n for n, r in results.items() if r["taken"]]
     say()
     say(f"query run: {time.time() - t_all:.0f} s")
-    say(f"taken under weft.force: {len(taken)}/{total}; by the cost gate (defaults): {sum(r['gate'] for r in results.values())}/{total}")
+    gated = sum(r["gate"] for r in results.values())
+    say(f"taken under weft.force: {len(taken)}/{total}; by the cost gate (defaults): {gated}/{total}")
     by_result = collections.defaultdict(list)
     for n, r in results.items():
         by_result[r["result"]].append(n)
     for result, ns in sorted(by_result.items(), key=lambda kv: -len(kv[1])):
         say(f"  {result}: {len(ns)}  {' '.join(map(str, ns))}")
-    same_taken = [n for n in taken if results[n]["result"] in ("same", "same w/o LIMIT (ties)")]
-    say(f"taken and the same answer: {len(same_taken)}/{len(taken)}")
-    differs = [n for n, r in results.items() if r["result"].startswith("differs")]
-    say(f"differences: {' '.join(map(str, differs)) or 'none'}" + (f" (of those taken: {' '.join(str(n) for n in differs if results[n]['taken']) or 'none'})" if differs else ""))
+    def numbers_where(test, among):
+        return [n for n in among if test(results[n]["result"])]
+
+    same_taken = numbers_where(lambda r: r.startswith("same"), taken)
+    differs_taken = numbers_where(lambda r: r.startswith("differs"), taken)
+    # Taken, but stock Postgres did not answer in time: weft's answer is
+    # unchecked (a longer TPCDS_TIMEOUT checks it).
+    unchecked = [n for n in taken if n not in same_taken and n not in differs_taken]
+    say(
+        f"taken: {len(same_taken)} the same answer, {len(differs_taken)} a different one"
+        f" ({' '.join(map(str, differs_taken)) or 'none'}), {len(unchecked)} not compared"
+        f" ({', '.join(str(n) + ' ' + results[n]['result'] for n in unchecked) or 'none'})"
+    )
+    differs = numbers_where(lambda r: r.startswith("differs"), sorted(results))
+    say(f"all differences: {' '.join(map(str, differs)) or 'none'}")
     say()
     say("fallback reasons (not taken under weft.force), grouped:")
     groups = collections.defaultdict(list)

@@ -46,6 +46,21 @@ impl Output {
         }
     }
 
+    /// Refuses a result column whose values weft does not carry whole: a
+    /// char of unknown length (a bpchar expression without a type
+    /// modifier, as `COALESCE(c, '')` or a CASE over char columns of
+    /// different lengths is), whose padding Postgres shows as it came
+    /// from the row and weft, carrying chars without their padding,
+    /// cannot give back.
+    pub fn carried(&self) -> Result<(), Refusal> {
+        if self.typid == pg_sys::BPCHAROID && self.typmod < 0 {
+            return Err(Refusal::inexact(
+                "a char result of unknown length, whose padding weft does not carry",
+            ));
+        }
+        Ok(())
+    }
+
     /// A column of type `typid`, without a modifier or collation
     /// (numeric, int8 and int4 columns of an aggregate's parts).
     fn plain(typid: pg_sys::Oid) -> Output {

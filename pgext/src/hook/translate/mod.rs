@@ -377,6 +377,7 @@ impl Translator {
                     if top && !target.resjunk {
                         // SAFETY: as above.
                         let output = unsafe { finish::Output::of(node) };
+                        output.carried()?;
                         // SAFETY: on the backend thread.
                         self.finish.push(unsafe { output.var(visible.len() + 1) });
                         self.outputs.push(output);

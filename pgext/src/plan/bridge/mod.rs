@@ -65,6 +65,12 @@ impl PgFunction {
     pub unsafe fn new(call: PgCall) -> Result<PgFunction, String> {
         for &(typid, typmod) in &call.args {
             PgType::of(typid, typmod)?;
+            // weft carries chars without their padding and pads them back
+            // to the declared length; of a char of unknown length it
+            // cannot tell the padding the function would see.
+            if typid == pg_sys::BPCHAROID && typmod < 0 {
+                return Err("a char argument of unknown length, whose padding weft does not carry".into());
+            }
         }
         PgType::of(call.result.0, call.result.1)?;
         // SAFETY: per the caller; catalog lookups of existing objects.
