@@ -211,7 +211,18 @@ fn numeric_results_keep_postgres_s_display_scale() {
                 true,
                 "SELECT sum(CASE WHEN q > 100 THEN price ELSE 0 END) FROM sales WHERE q < 0",
             ),
-            (false, "SELECT coalesce(price, 0), q FROM sales ORDER BY q, 1 LIMIT 20"),
+            // Shown values of different scales: Postgres's numerics,
+            // each with its own scale.
+            (true, "SELECT coalesce(price, 0), q FROM sales ORDER BY q, 1 LIMIT 20"),
+            (
+                true,
+                "SELECT q, CASE WHEN avg(price) > 60 THEN avg(price) ELSE 0 END, sum(price) / count(*),
+                        coalesce(sum(price) / nullif(sum(q), 0), 0) FROM sales GROUP BY q ORDER BY q",
+            ),
+            (
+                true,
+                "SELECT q, avg(price) FROM sales GROUP BY q ORDER BY 2 DESC NULLS LAST, 1",
+            ),
             // A NULL has no scale of its own.
             (
                 true,

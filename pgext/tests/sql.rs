@@ -217,7 +217,7 @@ fn queries_weft_cannot_run_go_to_postgres() {
                 false,
                 "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 5) SELECT sum(i) FROM r",
             ),
-            (false, "SELECT a FROM t INTERSECT ALL SELECT c FROM nulls ORDER BY 1"),
+            (true, "SELECT a FROM t INTERSECT ALL SELECT c FROM nulls ORDER BY 1"),
             (false, "SELECT a, lag(a) OVER (ORDER BY a) FROM t ORDER BY a"),
         ],
     );

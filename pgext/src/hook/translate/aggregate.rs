@@ -27,8 +27,11 @@ impl Translator {
     pub(super) unsafe fn aggref(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Expr, Refusal> {
         // SAFETY: per the caller.
         let filter = unsafe { self.aggregate_filter(aggref)? };
+        self.one_scale += 1;
         // SAFETY: as above.
-        filtered(unsafe { self.aggregate_call(aggref)? }, filter)
+        let call = unsafe { self.aggregate_call(aggref) };
+        self.one_scale -= 1;
+        filtered(call?, filter)
     }
 
     /// A second aggregate computed beside `aggref`, and how the two give
@@ -283,11 +286,14 @@ impl Translator {
     /// # Safety
     /// `aggref` is an Aggref of the current level.
     pub(super) unsafe fn parts(&mut self, aggref: *mut pg_sys::Aggref) -> Result<Option<(Parts, Expr, Expr)>, Refusal> {
+        self.one_scale += 1;
         // SAFETY: per the caller.
-        let Some((kind, sum, other)) = (unsafe { self.unfiltered_parts(aggref)? }) else {
+        let parts = unsafe { self.unfiltered_parts(aggref) };
+        self.one_scale -= 1;
+        let Some((kind, sum, other)) = parts? else {
             return Ok(None);
         };
-        // SAFETY: as above.
+        // SAFETY: per the caller.
         let filter = unsafe { self.aggregate_filter(aggref)? };
         Ok(Some((kind, filtered(sum, filter.clone())?, filtered(other, filter)?)))
     }

@@ -60,23 +60,35 @@ impl Translator {
                 if let Some(aggref) = node_cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
                     if let Scope::Grouped { parted, .. } = scope {
                         if let Some(p) = parted.iter().find(|p| pg_sys::equal(p.aggref.cast(), aggref.cast())) {
-                            if self.value_only == 0 {
-                                return Err(Refusal::inexact(
-                                    "an aggregate whose display scale Postgres picks per value",
-                                ));
-                            }
                             let sum = Expr::Column(p.sum.as_str().into());
-                            if !matches!(self.arrow_type(&sum, scope), Some(DataType::Decimal128(..))) {
-                                return Err(Refusal::inexact(
-                                    "an avg of numerics without a declared scale, compared",
-                                ));
+                            let other = Expr::Column(p.other.as_str().into());
+                            let decimal = matches!(self.arrow_type(&sum, scope), Some(DataType::Decimal128(..)));
+                            if self.value_only == 0 || !decimal {
+                                // Shown, computed with, or of numerics
+                                // carried as images: Postgres's value
+                                // itself, as Postgres would finish it
+                                // (`finish`), in each participant.
+                                return match p.kind {
+                                    Parts::Avg => super::bridged::numeric_call(
+                                        pg_sys::F_NUMERIC_DIV,
+                                        vec![
+                                            (sum, pg_sys::NUMERICOID),
+                                            (cast(other, DataType::Decimal128(38, 0)), pg_sys::NUMERICOID),
+                                        ],
+                                        "an average",
+                                    ),
+                                    Parts::ScaledSum => super::bridged::numeric_call(
+                                        pg_sys::F_ROUND_NUMERIC_INT4,
+                                        vec![
+                                            (sum, pg_sys::NUMERICOID),
+                                            (cast(other, DataType::Int32), pg_sys::INT4OID),
+                                        ],
+                                        "a sum of numerics of different display scales",
+                                    ),
+                                };
                             }
                             return Ok(match p.kind {
-                                Parts::Avg => {
-                                    let count =
-                                        cast(Expr::Column(p.other.as_str().into()), DataType::Decimal128(38, 0));
-                                    pgfn::numeric_div(sum, count)
-                                }
+                                Parts::Avg => pgfn::numeric_div(sum, cast(other, DataType::Decimal128(38, 0))),
                                 Parts::ScaledSum => sum,
                             });
                         }
@@ -189,16 +201,25 @@ impl Translator {
                     let otherwise = if c.defresult.is_null() {
                         None
                     } else {
-                        Some(Box::new(self.expr(c.defresult.cast(), scope)?))
+                        Some(self.expr(c.defresult.cast(), scope)?)
                     };
-                    let results = when_then.iter().map(|(_, then)| &**then).chain(otherwise.as_deref());
-                    self.one_display_scale(node, results)?;
+                    let (conditions, mut results): (Vec<_>, Vec<_>) =
+                        when_then.into_iter().map(|(when, then)| (when, *then)).unzip();
+                    let has_otherwise = otherwise.is_some();
+                    results.extend(otherwise);
+                    let mut results = self.one_display_scale(node, results, scope)?;
+                    let otherwise = if has_otherwise {
+                        results.pop().map(Box::new)
+                    } else {
+                        None
+                    };
+                    let when_then = conditions.into_iter().zip(results.into_iter().map(Box::new)).collect();
                     Ok(Expr::Case(Case::new(None, when_then, otherwise)))
                 }
                 NodeTag::T_CoalesceExpr => {
                     let c = &*node.cast::<pg_sys::CoalesceExpr>();
                     let args = self.exprs(c.args, scope)?;
-                    self.one_display_scale(node, args.iter())?;
+                    let args = self.one_display_scale(node, args, scope)?;
                     Ok(datafusion::functions::core::expr_fn::coalesce(args))
                 }
                 NodeTag::T_ScalarArrayOpExpr => {
@@ -266,11 +287,11 @@ impl Translator {
                         || (matches!(m.minmaxtype, pg_sys::TEXTOID | pg_sys::VARCHAROID)
                             && collation_is_c(m.inputcollid));
                     let args = self.exprs(m.args, scope)?;
+                    let args = self.one_display_scale(node, args, scope)?;
                     let images = list::<pg_sys::Node>(m.args)
                         .into_iter()
                         .zip(&args)
                         .any(|(n, value)| self.numeric_image(n, value, scope));
-                    self.one_display_scale(node, args.iter())?;
                     if !natively_ordered || images {
                         // By the type's own comparison, in Postgres.
                         return self.min_max_bridged(m, args);
@@ -356,56 +377,73 @@ impl Translator {
         }
     }
 
-    /// Refuses a numeric CASE or COALESCE (`node`) whose `results` have
-    /// different scales, where the value may be shown. Postgres keeps each
-    /// value's own display scale (`CASE WHEN .. THEN price ELSE 0 END` is
-    /// `0` in its ELSE rows, and a sum of only those is `0`), while
-    /// DataFusion gives the whole column one scale (`0.00`). Numerics
-    /// carried as their images keep their own scales, but never mix with
-    /// Decimal128 ones in one column.
-    fn one_display_scale<'a>(
+    /// The `results` of a numeric CASE, COALESCE, GREATEST or LEAST
+    /// (`node`) in one Arrow form, each keeping the display scale Postgres
+    /// gives it. Postgres keeps each value's own display scale (`CASE WHEN
+    /// .. THEN price ELSE 0 END` is `0` in its ELSE rows), while DataFusion
+    /// gives a Decimal128 column one scale (`0.00`), and cannot put
+    /// Decimal128 values and numerics carried as images in one column.
+    /// Where the value may be shown (or mixes the two forms), every value
+    /// becomes Postgres's numeric, carried as its image (`numeric_uplus`,
+    /// which returns its argument, through the bridge). Inside an
+    /// aggregate's argument (`one_scale`), whose sum Postgres finishes from
+    /// a Decimal128 total and the largest scale instead, such a CASE is
+    /// refused.
+    fn one_display_scale(
         &self,
         node: *mut pg_sys::Node,
-        results: impl Iterator<Item = &'a Expr>,
-    ) -> Result<(), Refusal> {
+        results: Vec<Expr>,
+        scope: &Scope,
+    ) -> Result<Vec<Expr>, Refusal> {
         // SAFETY: per the caller of `expr`.
         if unsafe { pg_sys::exprType(node) } != pg_sys::NUMERICOID {
-            return Ok(());
+            return Ok(results);
         }
         let shown = self.value_only == 0;
-        let schema = self.levels.last().and_then(|l| l.schema.clone());
+        let schema = self.scope_schema(scope);
+        let form = |result: &Expr| match result {
+            Expr::Literal(value, _) if value.is_null() => None,
+            Expr::Literal(value, _) => Some(Some(value.data_type())),
+            other => Some(schema.as_ref().and_then(|schema| other.get_type(schema.as_ref()).ok())),
+        };
         let mut scales = Vec::new();
         let mut images = 0;
-        for result in results {
-            let scale = match result {
-                Expr::Literal(value, _) if value.is_null() => continue,
-                Expr::Literal(value, _) => Some(value.data_type()),
-                other => schema.as_ref().and_then(|schema| other.get_type(schema.as_ref()).ok()),
-            };
-            match scale {
-                Some(DataType::Decimal128(_, scale)) => scales.push(scale),
-                // An image keeps its own display scale.
-                Some(DataType::Binary) => images += 1,
-                _ if !shown => {}
-                _ => {
-                    return Err(Refusal::inexact(
-                        "a numeric CASE or COALESCE whose display scale weft cannot tell",
-                    ))
-                }
+        let mut unknown = false;
+        for result in &results {
+            match form(result) {
+                None => {}
+                Some(Some(DataType::Decimal128(_, scale))) => scales.push(scale),
+                Some(Some(DataType::Binary)) => images += 1,
+                Some(_) => unknown = true,
             }
         }
+        scales.sort_unstable();
         scales.dedup();
-        if images > 0 && !scales.is_empty() {
-            return Err(Refusal::inexact(
-                "a numeric CASE, COALESCE, GREATEST or LEAST mixing numerics with and without a declared scale",
-            ));
+        let one_form = images == 0 || (scales.is_empty() && !unknown);
+        if one_form && !(shown && (scales.len() > 1 || unknown)) {
+            return Ok(results);
         }
-        if shown && scales.len() > 1 {
+        if self.one_scale > 0 || unknown {
             return Err(Refusal::inexact(
                 "a numeric CASE or COALESCE of different scales, whose display scale Postgres picks per value",
             ));
         }
-        Ok(())
+        results
+            .into_iter()
+            .map(|result| match form(&result) {
+                Some(Some(DataType::Decimal128(..))) => {
+                    // SAFETY: on the backend thread.
+                    unsafe {
+                        super::bridged::numeric_call(
+                            pg_sys::F_NUMERIC_UPLUS,
+                            vec![(result, pg_sys::NUMERICOID)],
+                            "a numeric CASE or COALESCE of different scales",
+                        )
+                    }
+                }
+                _ => Ok(result),
+            })
+            .collect()
     }
 
     /// A parameter's value, when the statement's parameters are known

@@ -69,12 +69,13 @@ impl Translator {
             return pgfn::int_op(op, result, l, r).map_err(df);
         }
         if f == pg_sys::F_NUMERIC_DIV {
-            if self.value_only == 0 {
-                return Err(Refusal::inexact(
-                    "numeric division whose display scale Postgres picks per value",
-                ));
-            }
             let [l, r] = two(args)?;
+            if self.value_only == 0 {
+                // Shown, or computed with: Postgres's quotient itself.
+                let operands = vec![(l, pg_sys::NUMERICOID), (r, pg_sys::NUMERICOID)];
+                // SAFETY: on the backend thread.
+                return unsafe { super::bridged::numeric_call(f, operands, "numeric division") };
+            }
             return Ok(pgfn::numeric_div(l, r));
         }
         let op = match f {

@@ -192,6 +192,11 @@ struct Translator {
     /// quotient may be computed at a fixed scale, since its display scale
     /// (which Postgres picks per value) is never shown.
     value_only: usize,
+    /// Above zero while translating an aggregate's argument, where a
+    /// numeric CASE of different scales is refused rather than carried as
+    /// Postgres's numerics (see `one_display_scale`): its sum is finished
+    /// from a Decimal128 total and the largest scale.
+    one_scale: usize,
     levels: Vec<Level>,
     next_level: usize,
     /// The first level number each WITH query was translated at: every
@@ -214,6 +219,7 @@ impl Default for Translator {
             outputs: Vec::new(),
             finish: Vec::new(),
             value_only: 0,
+            one_scale: 0,
             levels: Vec::new(),
             next_level: 0,
             cte_levels: HashMap::new(),
