@@ -136,6 +136,11 @@ const TAKEN: &[&str] = &[
             avg(f::float4), min(f::float4), max((f * 2)::float4) FROM sales GROUP BY qty ORDER BY 1",
     "SELECT sum(f), avg(f), min(f), max(f), max(f) FILTER (WHERE i % 11 <> 0) FROM sales",
     "SELECT sum(f * 1e307) FROM sales WHERE i % 11 <> 0",
+    // A WITH query reading another, read from inside subqueries.
+    "WITH a AS (SELECT qty, count(*) AS n FROM sales GROUP BY qty), b AS (SELECT qty, n * 2 AS m FROM a)
+     SELECT * FROM (SELECT x.qty, x.m, y.n FROM b x JOIN a y ON x.qty = y.qty) s ORDER BY 1",
+    "WITH a AS (SELECT qty, count(*) AS n FROM sales GROUP BY qty)
+     SELECT qty FROM sales WHERE qty IN (SELECT qty FROM (SELECT qty FROM a WHERE n > 2000) z) GROUP BY qty ORDER BY 1",
     // IN and NOT IN over columns that may be NULL, in WHERE and HAVING:
     // a NULL in the subquery makes NOT IN drop every row, a NULL tested
     // value is dropped unless the subquery is empty.

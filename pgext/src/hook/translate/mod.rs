@@ -612,13 +612,18 @@ impl Translator {
             }
             pg_sys::RTEKind::RTE_CTE => {
                 // SAFETY: a CTE reference names a CTE of an enclosing level.
-                let cte = unsafe { self.find_cte(rte)? };
+                let (cte, owner) = unsafe { self.find_cte(rte)? };
                 // Inlined at every reference (a non-recursive CTE's result
                 // does not depend on where it is read), numbered alike.
                 let after = self.next_level;
                 self.next_level = *self.cte_levels.entry(cte as usize).or_insert(after);
+                // The CTE's query is a level below the one whose WITH
+                // holds it, wherever it is read: its own references (to
+                // other CTEs, to outer columns) count levels from there.
+                let reading = self.levels.split_off(owner + 1);
                 // SAFETY: the CTE's query.
                 let plan = unsafe { self.query((*cte).ctequery.cast()) };
+                self.levels.extend(reading);
                 self.next_level = self.next_level.max(after);
                 self.aliased(plan?, rtindex, alias)
             }
@@ -637,8 +642,9 @@ impl Translator {
             .map_err(df)
     }
 
-    /// The CTE an RTE_CTE entry reads.
-    unsafe fn find_cte(&self, rte: &pg_sys::RangeTblEntry) -> Result<*mut pg_sys::CommonTableExpr, Refusal> {
+    /// The CTE an RTE_CTE entry reads, and the index of the level whose
+    /// WITH holds it.
+    unsafe fn find_cte(&self, rte: &pg_sys::RangeTblEntry) -> Result<(*mut pg_sys::CommonTableExpr, usize), Refusal> {
         let up = rte.ctelevelsup as usize;
         let level = self
             .levels
@@ -651,6 +657,7 @@ impl Translator {
             list::<pg_sys::CommonTableExpr>((*self.levels[level].query).cteList)
                 .into_iter()
                 .find(|&cte| text((*cte).ctename) == name)
+                .map(|cte| (cte, level))
                 .ok_or_else(|| Refusal::shape(format!("WITH query {name} not found")))
         }
     }
