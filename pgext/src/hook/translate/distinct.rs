@@ -3,12 +3,15 @@
 //! bytes ([`expr::equal_as_bytes`]).
 //!
 //! DISTINCT ON keeps the first row of each group in the query's ORDER BY,
-//! which starts with the DISTINCT ON expressions (Postgres requires it);
-//! weft takes it where DataFusion orders every ORDER BY key as Postgres
-//! does. Of rows equal in every ORDER BY key Postgres keeps whichever its
-//! plan meets first, and so does weft.
+//! which starts with the DISTINCT ON expressions (Postgres requires it):
+//! the row numbered 1 in its group by `row_number()` over that order. weft
+//! takes it where DataFusion orders every ORDER BY key as Postgres does.
+//! Of rows equal in every ORDER BY key Postgres keeps whichever its plan
+//! meets first, and so does weft.
 
-use datafusion::logical_expr::{col, LogicalPlan, LogicalPlanBuilder, SortExpr};
+use datafusion::common::Column;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{col, lit, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr};
 use pgrx::pg_sys;
 
 use super::{df, expr, find_target, Refusal, Translator};
@@ -81,14 +84,17 @@ impl Translator {
             }
             order.push(SortExpr::new(col(column), !key.descending, clause.nulls_first));
         }
-        let columns = builder
-            .schema()
-            .columns()
-            .into_iter()
-            .map(datafusion::logical_expr::Expr::Column)
-            .collect();
-        builder
-            .distinct_on(on, columns, (!order.is_empty()).then_some(order))
+        // Each group's rows numbered in that order, the first kept: a
+        // sort within each group, where DataFusion's own DISTINCT ON keeps
+        // an ordered first_value per column and group, row by row.
+        let columns: Vec<Expr> = builder.schema().columns().into_iter().map(Expr::Column).collect();
+        let first = row_number().partition_by(on).order_by(order).build().map_err(df)?;
+        let name = first.schema_name().to_string();
+        let numbered = LogicalPlanBuilder::window_plan(builder.build().map_err(df)?, vec![first]).map_err(df)?;
+        LogicalPlanBuilder::from(numbered)
+            .filter(Expr::Column(Column::from_name(name)).eq(lit(1u64)))
+            .map_err(df)?
+            .project(columns)
             .map_err(df)?
             .build()
             .map_err(df)
