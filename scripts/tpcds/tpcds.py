@@ -326,18 +326,20 @@ def weft_lines(plan):
     return [line.strip() for line in plan.splitlines() if "weft" in line.lower()]
 
 
-def fallback_reason(plan_lines):
-    for line in plan_lines:
+def fallback_reason(plan):
+    """weft's reason, the last thing EXPLAIN prints; a DataFusion error
+    runs on over several lines ("caused by ..."), joined here."""
+    lines = plan.splitlines()
+    for i, line in enumerate(lines):
         if line.startswith("Weft: not used:"):
-            return line[len("Weft: not used:") :].strip()
-    return "; ".join(plan_lines) or "(no reason shown)"
+            rest = [line[len("Weft: not used:") :]] + lines[i + 1 :]
+            return " ".join(part.strip() for part in rest if part.strip())
+    return "; ".join(weft_lines(plan)) or "(no reason shown)"
 
 
 def reason_group(reason):
-    """The reason without the numbers and names that vary per query."""
-    reason = re.sub(r"about \d+ rows", "about N rows", reason)
-    reason = re.sub(r"\b\d+(\.\d+)?\b", "N", reason)
-    return reason
+    """The reason without the numbers that vary per query (row estimates)."""
+    return re.sub(r"\b\d+(\.\d+)?\b", "N", reason)
 
 
 def run(args):
@@ -376,13 +378,12 @@ def run(args):
             raise SystemExit("tpcds.py: the server did not come back")
         rc, plan, err, _ = psql.run(base + explain_settings + "SET weft.force = on;\nEXPLAIN " + sql + ";\n")
         if rc == 0:
-            lines = weft_lines(plan)
             taken = "Custom Scan (Weft)" in plan
-            reason = "" if taken else fallback_reason(lines)
+            reason = "" if taken else fallback_reason(plan)
         else:
             taken, reason = False, f"EXPLAIN failed: {first_error(err)}"
-        rc, gate_plan, _, _ = psql.run(base + "EXPLAIN " + sql + ";\n")
-        gate = rc == 0 and "Custom Scan (Weft)" in gate_plan
+        gate_rc, gate_plan, _, _ = psql.run(base + "EXPLAIN " + sql + ";\n")
+        gate = gate_rc == 0 and "Custom Scan (Weft)" in gate_plan
         with open(os.path.join(args.out, f"{n:02d}.explain"), "w") as f:
             f.write(plan if rc == 0 else err)
 
@@ -463,6 +464,8 @@ def run(args):
     for n, r in results.items():
         if not r["taken"]:
             groups[reason_group(r["reason"])].append(n)
+    if not groups:
+        say("  (none)")
     for reason, ns in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         say(f"  {len(ns):>3}  {reason}")
         say(f"       queries: {' '.join(map(str, ns))}")

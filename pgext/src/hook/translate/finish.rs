@@ -116,8 +116,11 @@ impl Translator {
             }
             if let Ok(value) = self.expr(node, scope) {
                 let output = Output::of(node);
-                leaves.push((value, output));
-                return Ok(output.var(offset + leaves.len()));
+                // A char of unknown length is no leaf: its parts may be.
+                if output.carried().is_ok() {
+                    leaves.push((value, output));
+                    return Ok(output.var(offset + leaves.len()));
+                }
             }
             if let Some(aggref) = cast::<pg_sys::Aggref>(node, NodeTag::T_Aggref) {
                 return self.lift_parted(aggref, scope, offset, leaves);
