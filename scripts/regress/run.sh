@@ -123,17 +123,9 @@ if [ "$mode" = weft ]; then
 fi
 
 # --- a throwaway cluster --------------------------------------------------------
-if [ "$(id -u)" -eq 0 ]; then
-    as_pg() { runuser -u postgres -- "$@"; }
-else
-    as_pg() { "$@"; }
-fi
-# The programs get a clean environment of ours: a developer's libpq
-# settings must not point them elsewhere, and RUST_BACKTRACE would make
-# weft's panics (and so its error reports) print differently.
-pg_env=(env -u PGHOST -u PGHOSTADDR -u PGPORT -u PGUSER -u PGDATABASE -u PGDATA
-    -u PGOPTIONS -u PGSERVICE -u PGSERVICEFILE -u PGPASSWORD -u PGPASSFILE
-    -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE)
+# as_pg and pg_env: the server's user and a clean environment.
+# shellcheck source=../lib/pg-env.sh
+. "$here/../lib/pg-env.sh"
 
 tmp=$(mktemp -d /tmp/weft-regress.XXXXXX)
 chmod 755 "$tmp"

@@ -84,17 +84,9 @@ if [ ! -f "$("$BINDIR/pg_config" --pkglibdir)/weft.so" ]; then
     say "weft is not installed in $BINDIR's Postgres"
     exit 1
 fi
-if [ "$(id -u)" -eq 0 ]; then
-    as_pg() { runuser -u postgres -- "$@"; }
-else
-    as_pg() { "$@"; }
-fi
-# A clean environment for the server and clients: a caller's libpq settings
-# must not point them elsewhere, and RUST_BACKTRACE would change how weft
-# reports its panics.
-pg_env=(env -u PGHOST -u PGHOSTADDR -u PGPORT -u PGUSER -u PGDATABASE -u PGDATA
-    -u PGOPTIONS -u PGSERVICE -u PGSERVICEFILE -u PGPASSWORD -u PGPASSFILE
-    -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE)
+# as_pg and pg_env: the server's user and a clean environment.
+# shellcheck source=../lib/pg-env.sh
+. "$here/../lib/pg-env.sh"
 
 tmp=$(mktemp -d /tmp/weft-tpcds.XXXXXX)
 chmod 755 "$tmp"

@@ -1,7 +1,6 @@
 //! Expressions Postgres evaluates in each participant that are not calls
 //! of one function: casts through text (`CoerceViaIO`) and `x op ANY/ALL
-//! (array)` over any array ([`crate::plan::bridge::Callee`]); and numerics
-//! whose display scale Postgres picks per value ([`numeric_call`]).
+//! (array)` over any array ([`crate::plan::bridge::Callee`]).
 
 use datafusion::logical_expr::Expr;
 use pgrx::pg_sys::{self, Oid};
@@ -149,31 +148,4 @@ impl Translator {
         }
         Ok(result)
     }
-}
-
-/// Postgres's numeric function `funcid` on `args` (each with its
-/// Postgres type), in each participant, for a numeric whose display scale
-/// Postgres picks per value (a quotient, an average): the result is
-/// Postgres's numeric itself, carried as its image, so that whatever reads
-/// it (a result column, arithmetic, a comparison, through the bridge)
-/// sees Postgres's display scale.
-///
-/// # Safety
-/// On the backend thread.
-pub(super) unsafe fn numeric_call(funcid: u32, args: Vec<(Expr, Oid)>, what: &str) -> Result<Expr, Refusal> {
-    if !crate::guc::FUNCTION_BRIDGE.get() {
-        return Err(Refusal::inexact(format!(
-            "{what} whose display scale Postgres picks per value"
-        )));
-    }
-    let (values, types): (Vec<Expr>, Vec<(Oid, i32)>) =
-        args.into_iter().map(|(value, typid)| (value, (typid, -1))).unzip();
-    let call = PgCall {
-        callee: Callee::Function(Oid::from(funcid)),
-        args: types,
-        result: (pg_sys::NUMERICOID, -1),
-        collation: Oid::INVALID,
-    };
-    // SAFETY: per the caller.
-    unsafe { bridge_call(call, values) }.map_err(|why| Refusal::inexact(format!("{what}: {why}")))
 }

@@ -69,7 +69,7 @@ impl Translator {
                                 // itself, as Postgres would finish it
                                 // (`finish`), in each participant.
                                 return match p.kind {
-                                    Parts::Avg => super::bridged::numeric_call(
+                                    Parts::Avg => super::function::numeric_call(
                                         pg_sys::F_NUMERIC_DIV,
                                         vec![
                                             (sum, pg_sys::NUMERICOID),
@@ -77,7 +77,7 @@ impl Translator {
                                         ],
                                         "an average",
                                     ),
-                                    Parts::ScaledSum => super::bridged::numeric_call(
+                                    Parts::ScaledSum => super::function::numeric_call(
                                         pg_sys::F_ROUND_NUMERIC_INT4,
                                         vec![
                                             (sum, pg_sys::NUMERICOID),
@@ -434,7 +434,7 @@ impl Translator {
                 Some(Some(DataType::Decimal128(..))) => {
                     // SAFETY: on the backend thread.
                     unsafe {
-                        super::bridged::numeric_call(
+                        super::function::numeric_call(
                             pg_sys::F_NUMERIC_UPLUS,
                             vec![(result, pg_sys::NUMERICOID)],
                             "a numeric CASE or COALESCE of different scales",

@@ -74,7 +74,7 @@ impl Translator {
                 // Shown, or computed with: Postgres's quotient itself.
                 let operands = vec![(l, pg_sys::NUMERICOID), (r, pg_sys::NUMERICOID)];
                 // SAFETY: on the backend thread.
-                return unsafe { super::bridged::numeric_call(f, operands, "numeric division") };
+                return unsafe { numeric_call(f, operands, "numeric division") };
             }
             return Ok(pgfn::numeric_div(l, r));
         }
@@ -424,4 +424,31 @@ pub(super) unsafe fn bridge_call(call: PgCall, args: Vec<Expr>) -> Result<Expr, 
         Arc::new(ScalarUDF::new_from_impl(function)),
         args,
     )))
+}
+
+/// Postgres's numeric function `funcid` on `args` (each with its
+/// Postgres type), in each participant, for a numeric whose display scale
+/// Postgres picks per value (a quotient, an average): the result is
+/// Postgres's numeric itself, carried as its image, so that whatever reads
+/// it (a result column, arithmetic, a comparison, through the bridge)
+/// sees Postgres's display scale.
+///
+/// # Safety
+/// On the backend thread.
+pub(super) unsafe fn numeric_call(funcid: u32, args: Vec<(Expr, Oid)>, what: &str) -> Result<Expr, Refusal> {
+    if !crate::guc::FUNCTION_BRIDGE.get() {
+        return Err(Refusal::inexact(format!(
+            "{what} whose display scale Postgres picks per value"
+        )));
+    }
+    let (values, types): (Vec<Expr>, Vec<(Oid, i32)>) =
+        args.into_iter().map(|(value, typid)| (value, (typid, -1))).unzip();
+    let call = PgCall {
+        callee: Callee::Function(Oid::from(funcid)),
+        args: types,
+        result: (pg_sys::NUMERICOID, -1),
+        collation: Oid::INVALID,
+    };
+    // SAFETY: per the caller.
+    unsafe { bridge_call(call, values) }.map_err(|why| Refusal::inexact(format!("{what}: {why}")))
 }
