@@ -18,8 +18,10 @@ pub fn utf8_database() -> bool {
 /// On the backend thread, with `relid` locked (the planner's lock).
 pub unsafe fn unique_keys(relid: pg_sys::Oid) -> Vec<Vec<i16>> {
     let mut keys = Vec::new();
-    // SAFETY: per the caller; the relation and its indexes opened with no
-    // further lock, their relcache entries read and closed.
+    // SAFETY: per the caller; the relation read under the caller's lock,
+    // each index opened and locked as the planner locks them (its lock
+    // kept to the transaction's end), their relcache entries read and
+    // closed.
     unsafe {
         let rel = pg_sys::RelationIdGetRelation(relid);
         if rel.is_null() {
@@ -27,7 +29,7 @@ pub unsafe fn unique_keys(relid: pg_sys::Oid) -> Vec<Vec<i16>> {
         }
         let list = pg_sys::RelationGetIndexList(rel);
         for index_oid in crate::nodes::oid_list(list) {
-            let index = pg_sys::index_open(index_oid, pg_sys::NoLock as i32);
+            let index = pg_sys::index_open(index_oid, pg_sys::AccessShareLock as i32);
             let form = &*(*index).rd_index;
             let enforced = form.indisunique
                 && form.indimmediate
