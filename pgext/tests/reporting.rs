@@ -107,6 +107,21 @@ const TAKEN: &[&str] = &[
     "SELECT i, sum(amount) OVER (PARTITION BY qty ORDER BY i ROWS BETWEEN 3 PRECEDING AND CURRENT ROW),
             min(amount) OVER (ORDER BY day), max(amount) OVER (PARTITION BY region), sum(amount) OVER (PARTITION BY qty)
        FROM sales WHERE i < 3000 ORDER BY i",
+    // avg over windows (Postgres's quotient and display scale), of integers
+    // and numerics, over grouped rows, read by comparisons and arithmetic
+    // and a CASE with a NULL branch; a filter on a partition key pushed
+    // below the window (the key then constant) across participants.
+    "SELECT i, avg(qty) OVER (PARTITION BY region ORDER BY day), avg(amount) OVER (PARTITION BY qty)
+       FROM sales WHERE i % 9 = 0 ORDER BY i",
+    "SELECT region, qty, s, a FROM (SELECT region, qty, sum(amount) s, avg(sum(amount)) OVER (PARTITION BY qty, region) a,
+                                           rank() OVER (PARTITION BY region ORDER BY qty DESC) rn
+                                      FROM sales GROUP BY region, qty) t
+      WHERE a > 0 AND qty = 5 AND rn > 1
+      ORDER BY s - a, 1, 2",
+    "SELECT region, qty, s, a FROM (SELECT region, qty, sum(amount) s, avg(sum(amount)) OVER (PARTITION BY region) a,
+                                           rank() OVER (PARTITION BY qty % 4 ORDER BY qty) rn
+                                      FROM sales GROUP BY region, qty) t
+      WHERE CASE WHEN a > 0 THEN abs(s - a) / a ELSE NULL END > 0.01 ORDER BY s - a, 1, 2",
     // Grouping sets: a rolled-up NULL told from a NULL value by GROUPING()
     // (in the ORDER BY, for a total order), duplicate sets kept, GROUP BY
     // DISTINCT removing them, empty inputs (the grand total's row still
@@ -182,7 +197,7 @@ const KEPT: &[&str] = &[
     "SELECT i, row_number() OVER (PARTITION BY qty) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, sum(qty) OVER (ROWS BETWEEN 2 PRECEDING AND 2 FOLLOWING) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, sum(f) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
-    "SELECT i, avg(qty) OVER (PARTITION BY region) FROM sales WHERE i < 100 ORDER BY i",
+    "SELECT i, avg(n) OVER (PARTITION BY region) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, sum(qty) OVER (ORDER BY i RANGE BETWEEN 2 PRECEDING AND CURRENT ROW) FROM sales WHERE i < 100 ORDER BY i",
     // Columns Postgres coerces to a common type.
     "SELECT qty FROM sales UNION ALL SELECT i::bigint FROM sales WHERE i < 5",

@@ -18,7 +18,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{exec_datafusion_err, DataFusionError, Result, Statistics};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{EvaluationType, SchedulingType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, RecordOutput, Time};
 use datafusion::physical_plan::repartition::BatchPartitioner;
@@ -91,28 +91,26 @@ impl ExchangeExec {
         participants: usize,
         input: Arc<dyn ExecutionPlan>,
     ) -> ExchangeExec {
-        let schema = input.schema();
         let input_props = input.properties();
-        let (partitioning, eq) = match &mode {
-            ExchangeMode::Hash(keys) => (
-                Partitioning::Hash(keys.clone(), participants),
-                EquivalenceProperties::new(schema.clone()),
-            ),
-            ExchangeMode::RoundRobin => (
-                Partitioning::RoundRobinBatch(participants),
-                EquivalenceProperties::new(schema.clone()),
-            ),
+        // What holds of every row still holds after the exchange (columns
+        // equal to each other or to a constant, which DataFusion's window
+        // and sort rules read); an order holds only where a gather merges.
+        let mut eq = input_props.equivalence_properties().clone();
+        eq.clear_orderings();
+        eq.clear_per_partition_constants();
+        let partitioning = match &mode {
+            ExchangeMode::Hash(keys) => Partitioning::Hash(keys.clone(), participants),
+            ExchangeMode::RoundRobin => Partitioning::RoundRobinBatch(participants),
             ExchangeMode::Gather {
                 ordering: Some(ordering),
                 ..
-            } => (
-                Partitioning::UnknownPartitioning(1),
-                EquivalenceProperties::new_with_orderings(schema.clone(), [ordering.clone()]),
-            ),
-            ExchangeMode::Gather { ordering: None, .. } | ExchangeMode::Broadcast => (
-                Partitioning::UnknownPartitioning(1),
-                EquivalenceProperties::new(schema.clone()),
-            ),
+            } => {
+                eq.add_ordering(ordering.clone());
+                Partitioning::UnknownPartitioning(1)
+            }
+            ExchangeMode::Gather { ordering: None, .. } | ExchangeMode::Broadcast => {
+                Partitioning::UnknownPartitioning(1)
+            }
         };
         // Eager (its producer runs the input as its own task) and not
         // cooperative by itself: DataFusion's EnsureCooperative then wraps

@@ -45,6 +45,51 @@ use crate::plan::pgfn::{self};
 use crate::types::PgType;
 
 impl Translator {
+    /// The value of an aggregate DataFusion computed in two parts
+    /// (`sum` and `other`, see [`Parts`]).
+    ///
+    /// # Safety
+    /// On the backend thread.
+    pub(super) unsafe fn parted_value(
+        &self,
+        kind: Parts,
+        sum: Expr,
+        other: Expr,
+        scope: &Scope,
+    ) -> Result<Expr, Refusal> {
+        let decimal = matches!(self.arrow_type(&sum, scope), Some(DataType::Decimal128(..)));
+        if self.value_only == 0 || !decimal {
+            // Shown, computed with, or of numerics carried as images:
+            // Postgres's value itself, as Postgres would finish it
+            // (`finish`), in each participant.
+            // SAFETY: per the caller.
+            return unsafe {
+                match kind {
+                    Parts::Avg => super::function::numeric_call(
+                        pg_sys::F_NUMERIC_DIV,
+                        vec![
+                            (sum, pg_sys::NUMERICOID),
+                            (cast(other, DataType::Decimal128(38, 0)), pg_sys::NUMERICOID),
+                        ],
+                        "an average",
+                    ),
+                    Parts::ScaledSum => super::function::numeric_call(
+                        pg_sys::F_ROUND_NUMERIC_INT4,
+                        vec![
+                            (sum, pg_sys::NUMERICOID),
+                            (cast(other, DataType::Int32), pg_sys::INT4OID),
+                        ],
+                        "a sum of numerics of different display scales",
+                    ),
+                }
+            };
+        }
+        Ok(match kind {
+            Parts::Avg => pgfn::numeric_div(sum, cast(other, DataType::Decimal128(38, 0))),
+            Parts::ScaledSum => sum,
+        })
+    }
+
     /// Translates one expression.
     ///
     /// # Safety
@@ -62,35 +107,7 @@ impl Translator {
                         if let Some(p) = parted.iter().find(|p| pg_sys::equal(p.aggref.cast(), aggref.cast())) {
                             let sum = Expr::Column(p.sum.as_str().into());
                             let other = Expr::Column(p.other.as_str().into());
-                            let decimal = matches!(self.arrow_type(&sum, scope), Some(DataType::Decimal128(..)));
-                            if self.value_only == 0 || !decimal {
-                                // Shown, computed with, or of numerics
-                                // carried as images: Postgres's value
-                                // itself, as Postgres would finish it
-                                // (`finish`), in each participant.
-                                return match p.kind {
-                                    Parts::Avg => super::function::numeric_call(
-                                        pg_sys::F_NUMERIC_DIV,
-                                        vec![
-                                            (sum, pg_sys::NUMERICOID),
-                                            (cast(other, DataType::Decimal128(38, 0)), pg_sys::NUMERICOID),
-                                        ],
-                                        "an average",
-                                    ),
-                                    Parts::ScaledSum => super::function::numeric_call(
-                                        pg_sys::F_ROUND_NUMERIC_INT4,
-                                        vec![
-                                            (sum, pg_sys::NUMERICOID),
-                                            (cast(other, DataType::Int32), pg_sys::INT4OID),
-                                        ],
-                                        "a sum of numerics of different display scales",
-                                    ),
-                                };
-                            }
-                            return Ok(match p.kind {
-                                Parts::Avg => pgfn::numeric_div(sum, cast(other, DataType::Decimal128(38, 0))),
-                                Parts::ScaledSum => sum,
-                            });
+                            return self.parted_value(p.kind, sum, other, scope);
                         }
                     }
                     let (_, read) = aggs
@@ -303,7 +320,7 @@ impl Translator {
                     })
                 }
                 NodeTag::T_Aggref => Err(Refusal::shape("an aggregate outside the select list and HAVING")),
-                NodeTag::T_WindowFunc => self.window_column(node.cast()),
+                NodeTag::T_WindowFunc => self.window_column(node.cast(), scope),
                 other => Err(Refusal::shape(format!("an expression of node type {other:?}"))),
             }
         }
@@ -421,7 +438,15 @@ impl Translator {
         scales.dedup();
         let one_form = images == 0 || (scales.is_empty() && !unknown);
         if one_form && !(shown && (scales.len() > 1 || unknown)) {
-            return Ok(results);
+            if images == 0 {
+                return Ok(results);
+            }
+            // A NULL branch as an image's NULL, of the CASE's one type.
+            let image_null = |result: Expr| match form(&result) {
+                None => lit(ScalarValue::Binary(None)),
+                _ => result,
+            };
+            return Ok(results.into_iter().map(image_null).collect());
         }
         if self.one_scale > 0 || unknown {
             return Err(Refusal::inexact(
@@ -441,6 +466,8 @@ impl Translator {
                         )
                     }
                 }
+                // A NULL branch as an image's NULL, of the CASE's one type.
+                None => Ok(lit(ScalarValue::Binary(None))),
                 _ => Ok(result),
             })
             .collect()

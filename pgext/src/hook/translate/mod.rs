@@ -176,7 +176,7 @@ struct Level {
     estimates: HashMap<i32, f64>,
     /// The level's window functions and the columns holding their values
     /// ([`window`]).
-    windows: Vec<(*mut pg_sys::WindowFunc, String)>,
+    windows: Vec<window::WindowColumn>,
 }
 
 struct Translator {

@@ -10,7 +10,8 @@
 //! (`row_number`, `rank`, `dense_rank`, `percent_rank`, `cume_dist`,
 //! `ntile`), `lag` and `lead` (constant offsets and defaults),
 //! `first_value`, `last_value` and `nth_value`, and `count`, integer and
-//! numeric `sum`, and `min`/`max` of integers, numerics, dates and
+//! numeric `sum`, `avg` of integers and numerics (a sum and a count that
+//! Postgres divides), and `min`/`max` of integers, numerics, dates and
 //! timestamps as window aggregates; ROWS frames with constant offsets,
 //! RANGE frames without offsets.
 //!
@@ -41,7 +42,7 @@ use datafusion::logical_expr::{
 use pgrx::pg_sys::{self, NodeTag};
 
 use super::args::function_name;
-use super::scope::Scope;
+use super::scope::{Parts, Scope};
 use super::{df, expr, find_target, Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
 
@@ -59,6 +60,15 @@ const START_OFFSET_FOLLOWING: i32 = 0x2000;
 const END_OFFSET_FOLLOWING: i32 = 0x4000;
 /// EXCLUDE CURRENT ROW, GROUP, TIES.
 const EXCLUDE: i32 = 0x8000 | 0x10000 | 0x20000;
+
+/// A window function of a query level and the columns of its values.
+pub(super) struct WindowColumn {
+    function: *mut pg_sys::WindowFunc,
+    /// The column of its values (of an average: of its sum).
+    value: String,
+    /// Of an average, the column of its count ([`Parts::Avg`]).
+    count: Option<String>,
+}
 
 impl Translator {
     /// `plan` (the level's rows in `scope`) with a column per window
@@ -105,10 +115,16 @@ impl Translator {
         let mut windows = Vec::with_capacity(found.len());
         for &w in &found {
             // SAFETY: a WindowFunc of this level.
-            let value = unsafe { self.window_function(q, &*w, targets, &plan, scope)? };
-            windows.push((w, value.schema_name().to_string()));
-            if !exprs.contains(&value) {
-                exprs.push(value);
+            let (value, count) = unsafe { self.window_function(q, &*w, targets, &plan, scope)? };
+            windows.push(WindowColumn {
+                function: w,
+                value: value.schema_name().to_string(),
+                count: count.as_ref().map(|c| c.schema_name().to_string()),
+            });
+            for e in std::iter::once(value).chain(count) {
+                if !exprs.contains(&e) {
+                    exprs.push(e);
+                }
             }
         }
         // One window node per distinct PARTITION BY and ORDER BY, as
@@ -125,19 +141,32 @@ impl Translator {
         Ok(plan)
     }
 
-    /// The column holding window function `node`'s values.
+    /// Window function `node`'s values: its column, or an average of its
+    /// sum's and count's columns.
     ///
     /// # Safety
-    /// `node` is a valid WindowFunc.
-    pub(super) unsafe fn window_column(&self, node: *mut pg_sys::WindowFunc) -> Result<Expr, Refusal> {
+    /// `node` is a valid WindowFunc, on the backend thread.
+    pub(super) unsafe fn window_column(&self, node: *mut pg_sys::WindowFunc, scope: &Scope) -> Result<Expr, Refusal> {
         let level = self.levels.last().ok_or("a window function outside a query")?;
-        level
+        let column = level
             .windows
             .iter()
             // SAFETY: per the caller; window functions of this level.
-            .find(|(w, _)| unsafe { pg_sys::equal(w.cast(), node.cast()) })
-            .map(|(_, name)| Expr::Column(datafusion::common::Column::from_name(name)))
-            .ok_or_else(|| Refusal::shape("a window function outside the select list"))
+            .find(|c| unsafe { pg_sys::equal(c.function.cast(), node.cast()) })
+            .ok_or_else(|| Refusal::shape("a window function outside the select list"))?;
+        let value = Expr::Column(datafusion::common::Column::from_name(&column.value));
+        match &column.count {
+            None => Ok(value),
+            // SAFETY: per the caller.
+            Some(count) => unsafe {
+                self.parted_value(
+                    Parts::Avg,
+                    value,
+                    Expr::Column(datafusion::common::Column::from_name(count)),
+                    scope,
+                )
+            },
+        }
     }
 
     /// Window function `w` over `plan`'s rows (the level's, in `scope`).
@@ -152,7 +181,7 @@ impl Translator {
         targets: &[*mut pg_sys::TargetEntry],
         plan: &LogicalPlan,
         scope: &Scope,
-    ) -> Result<Expr, Refusal> {
+    ) -> Result<(Expr, Option<Expr>), Refusal> {
         // SAFETY: per the caller.
         let name = unsafe { function_name(w.winfnoid.to_u32()) };
         if !w.aggfilter.is_null() {
@@ -176,7 +205,10 @@ impl Translator {
             .iter()
             .map(|arg| arg.get_type(plan.schema().as_ref()).map_err(df))
             .collect::<Result<Vec<_>, _>>()?;
-        let function = window_call(w, &name, args, &types)?;
+        let (function, count) = match window_average(w, &name, &args, &types)? {
+            Some((sum, count)) => (sum, Some(count)),
+            None => (window_call(w, &name, args, &types)?, None),
+        };
 
         let mut partition_by = Vec::new();
         // SAFETY: as above.
@@ -248,12 +280,15 @@ impl Translator {
         }
         // SAFETY: as above.
         let frame = unsafe { frame(clause, !order_by.is_empty())? };
-        function
-            .partition_by(partition_by)
-            .order_by(order_by)
-            .window_frame(frame)
-            .build()
-            .map_err(df)
+        let over = |function: Expr| {
+            function
+                .partition_by(partition_by.clone())
+                .order_by(order_by.clone())
+                .window_frame(frame.clone())
+                .build()
+                .map_err(df)
+        };
+        Ok((over(function)?, count.map(over).transpose()?))
     }
 
     /// Refuses `what` over `node` (translated as `value`, over `plan`'s
@@ -430,6 +465,43 @@ fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>, types: &[Dat
         _ => return Err(Refusal::Function(format!("window function {name}"))),
     };
     as_window(aggregate, name)
+}
+
+/// `avg` of integers or of numerics of one display scale over a window
+/// as two window functions, a sum (in Decimal128, as Postgres's avg sums
+/// in numeric) and a count, which Postgres divides as its avg does
+/// ([`Parts::Avg`]). None for any other window function.
+fn window_average(
+    w: &pg_sys::WindowFunc,
+    name: &str,
+    args: &[Expr],
+    types: &[DataType],
+) -> Result<Option<(Expr, Expr)>, Refusal> {
+    use datafusion::functions_aggregate::expr_fn::sum;
+    let f = w.winfnoid.to_u32();
+    if !matches!(
+        f,
+        pg_sys::F_AVG_INT2 | pg_sys::F_AVG_INT4 | pg_sys::F_AVG_INT8 | pg_sys::F_AVG_NUMERIC
+    ) {
+        return Ok(None);
+    }
+    let scale = match types.first() {
+        Some(DataType::Int16 | DataType::Int32 | DataType::Int64) => 0,
+        Some(&DataType::Decimal128(_, scale)) => scale,
+        _ => {
+            return Err(Refusal::inexact(format!(
+                "window function {name} over numerics without a declared scale"
+            )))
+        }
+    };
+    let [value] = args else {
+        return Err(Refusal::shape(format!("window function {name} of several arguments")));
+    };
+    let total = sum(datafusion::logical_expr::cast(
+        value.clone(),
+        DataType::Decimal128(38, scale),
+    ));
+    Ok(Some((as_window(total, name)?, as_window(count(value.clone()), name)?)))
 }
 
 /// Which way `lag` and `lead` look.
