@@ -312,6 +312,35 @@ fn expressions_over_a_final_aggregate_run_once() {
     }
 }
 
+/// A hash repartition of one sorted partition keeps each output
+/// partition in order, and DataFusion counts on it (a window partitioned
+/// by the keys another window sorted by, without a sort of its own):
+/// rows hashed to a participant from several senders must be sorted again.
+#[test]
+fn a_repartition_that_kept_order_still_does_across_participants() {
+    let (_cluster, mut client) = with_weft();
+    client
+        .batch_execute(
+            "CREATE TABLE t (i int, k int, d date);
+             INSERT INTO t SELECT g, g % 13, date '2024-01-01' + g % 40 FROM generate_series(1, 20000) g;
+             ANALYZE t",
+        )
+        .unwrap();
+    check_both_ways(
+        &mut client,
+        &[
+            (
+                true,
+                "SELECT i, k, rank() OVER (ORDER BY k), count(*) OVER (PARTITION BY k) FROM t ORDER BY i",
+            ),
+            (
+                true,
+                "SELECT i, rank() OVER (ORDER BY k, d), sum(i) OVER (PARTITION BY k ORDER BY d) FROM t ORDER BY i",
+            ),
+        ],
+    );
+}
+
 /// A join of many tables ships a deep plan; every participant decodes it.
 #[test]
 fn a_join_of_64_tables_runs() {

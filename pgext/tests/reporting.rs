@@ -24,6 +24,12 @@ fn database(cluster: &Cluster, name: &str, options: &str) -> Client {
                          round((g % 500)::numeric / 3, g % 3)
                     FROM generate_series(1, 30000) g;
              ALTER TABLE sales ADD PRIMARY KEY (i);
+             CREATE TABLE numbers (i int, x numeric);
+             INSERT INTO numbers
+                  SELECT g, (ARRAY[1.0, 1.00, -1.5, -1.55, -1, 0, 0.000, 'NaN', 'Infinity', '-Infinity', 10000,
+                                   9999.9999, -10000, 1e-20, -1e-20, 123456789012345678901234567890.5, NULL, 1e100,
+                                   -1e100, 0.0001, 1, 2, -2, -0.00])[1 + g % 24]
+                    FROM generate_series(1, 480) g;
              CREATE TABLE regions (region text, manager text);
              INSERT INTO regions VALUES ('north', 'Ann'), ('South', 'Bo'), ('east', 'Cy'), ('nowhere', 'Di'), (NULL, 'Ed');
              ANALYZE sales; ANALYZE regions;
@@ -122,6 +128,16 @@ const TAKEN: &[&str] = &[
                                            rank() OVER (PARTITION BY qty % 4 ORDER BY qty) rn
                                       FROM sales GROUP BY region, qty) t
       WHERE CASE WHEN a > 0 THEN abs(s - a) / a ELSE NULL END > 0.01 ORDER BY s - a, 1, 2",
+    // Windows keyed by numerics whose display scale is each value's (equal
+    // values of different scales are peers and share a partition;
+    // negatives, NaN, the infinities, NULLs), and by averages.
+    "SELECT i, x, rank() OVER (ORDER BY x), dense_rank() OVER (ORDER BY x DESC NULLS LAST),
+            count(*) OVER (PARTITION BY x), sum(i) OVER (ORDER BY x NULLS FIRST), cume_dist() OVER (PARTITION BY i % 3 ORDER BY x)
+       FROM numbers ORDER BY i",
+    "SELECT i, n, rank() OVER (ORDER BY n), count(*) OVER (PARTITION BY n / 2 ORDER BY n DESC)
+       FROM sales WHERE i % 7 = 0 ORDER BY i",
+    "SELECT qty, avg(amount), rank() OVER (ORDER BY avg(amount) DESC), sum(count(*)) OVER (ORDER BY avg(qty))
+       FROM sales GROUP BY qty ORDER BY qty",
     // Grouping sets: a rolled-up NULL told from a NULL value by GROUPING()
     // (in the ORDER BY, for a total order), duplicate sets kept, GROUP BY
     // DISTINCT removing them, empty inputs (the grand total's row still

@@ -1,8 +1,8 @@
 //! DataFusion functions that compute what Postgres computes where
 //! DataFusion's own operators differ: integer arithmetic that raises
 //! Postgres's errors instead of wrapping, numeric division with
-//! Postgres's result scale and rounding, and the overflow error of a
-//! float sum.
+//! Postgres's result scale and rounding, the overflow error of a float
+//! sum, and numerics' sort keys.
 //!
 //! Their errors are Postgres's, SQLSTATE and words
 //! ([`crate::error::Error::Postgres`]), kept across processes.
@@ -86,6 +86,14 @@ pub fn float8_checked(total: Expr, largest: Expr) -> Expr {
     ScalarUDF::new_from_impl(PgFloat8Checked::new()).call(vec![total, largest])
 }
 
+/// A key of a numeric carried as its image whose bytes sort and compare as
+/// Postgres's numerics do ([`crate::types::numeric_key`]): what a window's
+/// PARTITION BY and ORDER BY, which DataFusion sorts and compares by
+/// bytes, read of such a numeric.
+pub fn numeric_key(image: Expr) -> Expr {
+    ScalarUDF::new_from_impl(PgNumericKey::new()).call(vec![image])
+}
+
 /// Registers weft's functions in a session, so that plans that use them
 /// can be planned and decoded there.
 pub fn register(state: &mut SessionState) -> Result<()> {
@@ -95,7 +103,59 @@ pub fn register(state: &mut SessionState) -> Result<()> {
     }
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgNumericDiv::new())))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgFloat8Checked::new())))?;
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgNumericKey::new())))?;
     Ok(())
+}
+
+/// See [`numeric_key`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgNumericKey {
+    signature: Signature,
+}
+
+impl PgNumericKey {
+    fn new() -> PgNumericKey {
+        PgNumericKey {
+            signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgNumericKey {
+    fn name(&self) -> &str {
+        "pg_numeric_key"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{AsArray, BinaryBuilder};
+        let rows = args.number_rows;
+        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let [image] =
+            <[ColumnarValue; 1]>::try_from(args.args).map_err(|_| DataFusionError::Internal("one argument".into()))?;
+        let images = image.into_array(rows)?;
+        let images = images.as_binary::<i32>();
+        let mut keys = BinaryBuilder::with_capacity(images.len(), images.values().len() + images.len());
+        let mut key = Vec::new();
+        for image in images {
+            match image {
+                None => keys.append_null(),
+                Some(image) => {
+                    key.clear();
+                    crate::types::numeric_key(image, &mut key).map_err(Error::into_datafusion)?;
+                    keys.append_value(&key);
+                }
+            }
+        }
+        result(Arc::new(keys.finish()), scalar)
+    }
 }
 
 /// See [`float8_checked`].

@@ -36,9 +36,11 @@
 //! it, and the translation compares or hashes images only where the type's
 //! btree opclass says equal values have equal images (`equalimage`).
 
+mod key;
 mod read;
 mod write;
 
+pub use key::numeric_key;
 pub use read::{fixed_scalar, is_special, numeric_image, scalar, ColumnReader, Scalar};
 pub use write::ColumnWriter;
 

@@ -208,7 +208,14 @@ impl Rewrite {
             return Ok(match (repartition.partitioning(), placement) {
                 (Partitioning::Hash(keys, _), placement) => {
                     let senders = senders_of(placement);
-                    let exchange = self.exchange(ExchangeMode::Hash(keys.clone()), senders, input);
+                    let ordering = input.output_ordering().cloned();
+                    let mut exchange = self.exchange(ExchangeMode::Hash(keys.clone()), senders, input);
+                    // A repartition that keeps its input's order (of one
+                    // partition, or merging) promises it to the nodes
+                    // above; rows from several senders no longer have it.
+                    if let Some(ordering) = ordering.filter(|_| repartition.maintains_input_order()[0]) {
+                        exchange = Arc::new(SortExec::new(ordering, exchange).with_preserve_partitioning(true));
+                    }
                     (exchange, Placement::Distributed)
                 }
                 (Partitioning::RoundRobinBatch(_), Placement::Distributed)

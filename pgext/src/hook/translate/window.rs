@@ -5,8 +5,9 @@
 //!
 //! Taken where DataFusion's answer is Postgres's: partitions and peers
 //! (rows equal in the ORDER BY, which RANGE frames and the ranks group)
-//! found by the bytes, so over types whose equal values have equal bytes,
-//! ordered as DataFusion sorts natively; the ranking functions
+//! found by the bytes, so over types whose equal values have equal bytes
+//! (numerics whose display scale is each value's by their key,
+//! `pgfn::numeric_key`), ordered as DataFusion sorts natively; the ranking functions
 //! (`row_number`, `rank`, `dense_rank`, `percent_rank`, `cume_dist`,
 //! `ntile`), `lag` and `lead` (constant offsets and defaults),
 //! `first_value`, `last_value` and `nth_value`, and `count`, integer and
@@ -45,6 +46,7 @@ use super::args::function_name;
 use super::scope::{Parts, Scope};
 use super::{df, expr, find_target, Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
+use crate::plan::pgfn;
 
 /// `frameOptions` bits (`parsenodes.h`).
 const NONDEFAULT: i32 = 0x1;
@@ -218,9 +220,7 @@ impl Translator {
             // SAFETY: as above.
             let node: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
             // SAFETY: as above.
-            let value = unsafe { self.expr(node, scope)? };
-            // SAFETY: as above.
-            unsafe { self.compared_by_bytes(node, &value, plan, "PARTITION BY")? };
+            let value = unsafe { self.window_key(node, plan, scope, "PARTITION BY")? };
             partition_by.push(value);
         }
         let mut order_by = Vec::new();
@@ -232,14 +232,9 @@ impl Translator {
             // SAFETY: as above.
             let node: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
             // SAFETY: as above.
-            let value = unsafe { self.expr(node, scope)? };
+            let value = unsafe { self.window_key(node, plan, scope, "a window's ORDER BY")? };
             // SAFETY: as above.
-            unsafe { self.compared_by_bytes(node, &value, plan, "a window's ORDER BY")? };
-            let image = value
-                .get_type(plan.schema().as_ref())
-                .is_ok_and(|t| t == DataType::Binary);
-            // SAFETY: as above.
-            let key = unsafe { expr::sort_key(sort.sortop, node, image)? };
+            let key = unsafe { expr::sort_key(sort.sortop, node, false)? };
             if key.comparator.is_some() {
                 return Err(Refusal::inexact(
                     "a window ordered by a key DataFusion does not sort as Postgres does",
@@ -280,6 +275,18 @@ impl Translator {
         }
         // SAFETY: as above.
         let frame = unsafe { frame(clause, !order_by.is_empty())? };
+        // DataFusion types a RANGE frame by its first key, and has no type
+        // for a key of bytes; without offsets, GROUPS is the same frame.
+        let keyed = order_by.first().is_some_and(|key| {
+            key.expr
+                .get_type(plan.schema().as_ref())
+                .is_ok_and(|t| t == DataType::Binary)
+        });
+        let frame = if keyed && frame.units == WindowFrameUnits::Range {
+            WindowFrame::new_bounds(WindowFrameUnits::Groups, frame.start_bound, frame.end_bound)
+        } else {
+            frame
+        };
         let over = |function: Expr| {
             function
                 .partition_by(partition_by.clone())
@@ -291,22 +298,32 @@ impl Translator {
         Ok((over(function)?, count.map(over).transpose()?))
     }
 
-    /// Refuses `what` over `node` (translated as `value`, over `plan`'s
-    /// rows) where equal values may differ in their bytes.
+    /// Window key `node` (a PARTITION BY or ORDER BY expression, over
+    /// `plan`'s rows in `scope`) as DataFusion compares and sorts it by
+    /// its bytes: the value itself, or a numeric image's key
+    /// ([`pgfn::numeric_key`]); refused (for `what`) where equal values
+    /// may differ in their bytes.
     ///
     /// # Safety
-    /// `node` is a valid expression.
-    unsafe fn compared_by_bytes(
-        &self,
+    /// `node` is a valid expression of the current level.
+    unsafe fn window_key(
+        &mut self,
         node: *mut pg_sys::Node,
-        value: &Expr,
         plan: &LogicalPlan,
+        scope: &Scope,
         what: &str,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Expr, Refusal> {
         // SAFETY: per the caller.
+        let value = unsafe { self.expr(node, scope)? };
+        // SAFETY: as above.
+        if unsafe { self.numeric_image(node, &value, scope) } {
+            return Ok(pgfn::numeric_key(value));
+        }
+        // SAFETY: as above.
         let (typid, _, collation) = unsafe { crate::nodes::expr_type(node) };
         let arrow = value.get_type(plan.schema().as_ref()).map_err(df)?;
-        expr::equal_as_bytes(typid, collation, &arrow, what)
+        expr::equal_as_bytes(typid, collation, &arrow, what)?;
+        Ok(value)
     }
 }
 
