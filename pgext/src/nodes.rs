@@ -151,6 +151,19 @@ pub unsafe fn array_elements(c: *mut pg_sys::Const) -> Result<Vec<ScalarValue>, 
 /// # Safety
 /// `datum` is a valid value of the type, unless `null`.
 pub unsafe fn value(typid: pg_sys::Oid, typmod: i32, datum: pg_sys::Datum, null: bool) -> Result<ScalarValue, String> {
+    if typid == pg_sys::UNKNOWNOID {
+        // A literal Postgres left untyped (an argument of "any", as
+        // concat's): its text, a C string.
+        if null {
+            return Ok(ScalarValue::Utf8(None));
+        }
+        // SAFETY: per the caller, an unknown's datum is a C string.
+        let text = unsafe { std::ffi::CStr::from_ptr(datum.cast_mut_ptr::<std::ffi::c_char>()) };
+        return text
+            .to_str()
+            .map(|t| ScalarValue::Utf8(Some(t.to_owned())))
+            .map_err(|_| "a literal that is not UTF-8".into());
+    }
     let ty = match PgType::of(typid, typmod)? {
         // A numeric constant without a typmod reads at its own scale, as
         // a Decimal128 (as a column of values of one scale would), where

@@ -135,6 +135,21 @@ fn postgres_semantics_hold_when_weft_runs_a_query() {
                 "SELECT a FROM t WHERE 1000000 / a::numeric > 142857.142857 ORDER BY a",
             ),
             (true, "SELECT count(*) FROM t WHERE n / (a - a) > 0"),
+            // Sums of differences and products of numerics with each
+            // value's display scale (COALESCE with 0): the sum shows the
+            // largest; negation keeps a numeric's scale.
+            (
+                true,
+                "SELECT ch, sum(n - coalesce(n * a, 0)), sum(coalesce(n, 0) * 2.50), sum(-coalesce(n, 1)), -sum(n)
+                   FROM t GROUP BY ch ORDER BY ch",
+            ),
+            (true, "SELECT a, -n FROM t ORDER BY -n, a"),
+            // concat: NULLs skipped, chars shown padded to their length,
+            // an untyped literal as its text.
+            (
+                true,
+                "SELECT a, concat('k', ch, s, a, NULL, b), concat(NULL::text), concat(ch) FROM t ORDER BY a",
+            ),
             // Empty tables.
             (true, "SELECT count(*), sum(a), avg(n), max(n) FROM empty"),
             (true, "SELECT a, count(*) FROM empty GROUP BY a"),

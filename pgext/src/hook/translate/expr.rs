@@ -385,6 +385,25 @@ impl Translator {
                     return Ok(lit(ScalarValue::Int32(None)));
                 }
             }
+            if let Some(op) = node_cast::<pg_sys::OpExpr>(node, NodeTag::T_OpExpr) {
+                // numeric.c: a sum or difference shows the larger of its
+                // operands' display scales, a product their sum, a sign
+                // its operand's.
+                let args = list::<pg_sys::Node>((*op).args);
+                match ((*op).opfuncid.to_u32(), &args[..]) {
+                    (pg_sys::F_NUMERIC_ADD | pg_sys::F_NUMERIC_SUB, &[l, r]) => {
+                        let (l, r) = (self.scale_of(l)?, self.scale_of(r)?);
+                        return Ok(Expr::Case(Case::new(
+                            None,
+                            vec![(Box::new(l.clone().gt_eq(r.clone())), Box::new(l))],
+                            Some(Box::new(r)),
+                        )));
+                    }
+                    (pg_sys::F_NUMERIC_MUL, &[l, r]) => return Ok(self.scale_of(l)? + self.scale_of(r)?),
+                    (pg_sys::F_NUMERIC_UMINUS | pg_sys::F_NUMERIC_UPLUS, &[arg]) => return self.scale_of(arg),
+                    _ => {}
+                }
+            }
             // One display scale for every value: what the translation
             // allows only where the value may be shown.
             let value_only = std::mem::replace(&mut self.value_only, 0);

@@ -58,6 +58,11 @@ impl Output {
                 "a char result of unknown length, whose padding weft does not carry",
             ));
         }
+        if self.typid == pg_sys::UNKNOWNOID {
+            // An untyped literal has no column type; it stays in
+            // Postgres's expression.
+            return Err(Refusal::shape("an untyped literal as a column"));
+        }
         Ok(())
     }
 
@@ -116,7 +121,8 @@ impl Translator {
             }
             if let Ok(value) = self.expr(node, scope) {
                 let output = Output::of(node);
-                // A char of unknown length is no leaf: its parts may be.
+                // A char of unknown length or an untyped literal is no
+                // leaf: its parts may be.
                 if output.carried().is_ok() {
                     leaves.push((value, output));
                     return Ok(output.var(offset + leaves.len()));

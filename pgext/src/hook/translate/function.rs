@@ -88,6 +88,14 @@ impl Translator {
             let [l, r] = two(args)?;
             return Ok(binary_expr(l, op, r));
         }
+        if f == pg_sys::F_CONCAT {
+            // SAFETY: per the caller.
+            return unsafe { concat(&nodes, args) };
+        }
+        if f == pg_sys::F_NUMERIC_UMINUS {
+            // Exact, at the operand's scale.
+            return Ok(Expr::Negative(Box::new(one(args)?)));
+        }
         Ok(match f {
             // Characters of valid UTF-8 (a bpchar without its padding, as
             // bpcharlen counts), and bytes.
@@ -367,6 +375,35 @@ unsafe fn arg_nodes(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::Node> {
         };
         list::<pg_sys::Node>(args)
     }
+}
+
+/// `concat(...)` of `args` (translated from `nodes`): each non-NULL
+/// argument as Postgres's output function writes it, which DataFusion's
+/// `concat` does for text and integers; a char of known length padded to
+/// it, as bpcharout shows it.
+///
+/// # Safety
+/// `nodes` are valid expressions, on the backend thread.
+unsafe fn concat(nodes: &[*mut pg_sys::Node], args: Vec<Expr>) -> Result<Expr, Refusal> {
+    use datafusion::functions::unicode::expr_fn::rpad;
+    let mut parts = Vec::with_capacity(args.len());
+    for (&node, arg) in nodes.iter().zip(args) {
+        // SAFETY: per the caller.
+        let (typid, typmod) = unsafe { (pg_sys::exprType(node), pg_sys::exprTypmod(node)) };
+        parts.push(match typid {
+            pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::UNKNOWNOID => arg,
+            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => cast(arg, DataType::Utf8),
+            pg_sys::BPCHAROID if typmod > pg_sys::VARHDRSZ as i32 => {
+                rpad(vec![arg, lit(i64::from(typmod - pg_sys::VARHDRSZ as i32))])
+            }
+            _ => {
+                return Err(Refusal::Function(
+                    "concat of a type other than text and integers".into(),
+                ))
+            }
+        });
+    }
+    Ok(datafusion::functions::string::expr_fn::concat(parts))
 }
 
 /// A call of `funcid` on `args` (the translated arguments of `node`, an
