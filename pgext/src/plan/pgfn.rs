@@ -94,6 +94,15 @@ pub fn numeric_key(image: Expr) -> Expr {
     ScalarUDF::new_from_impl(PgNumericKey::new()).call(vec![image])
 }
 
+/// The one form of a group of equal numerics carried as images, given
+/// the smallest and largest image of the group (`min` and `max` of their
+/// bytes): that image where they are the same; where they differ (`1.0`
+/// and `1.00`), which one Postgres shows depends on its plan, and the
+/// query is handed back to Postgres ([`Error::HandBack`]).
+pub fn one_form(min: Expr, max: Expr) -> Expr {
+    ScalarUDF::new_from_impl(PgOneForm::new()).call(vec![min, max])
+}
+
 /// Registers weft's functions in a session, so that plans that use them
 /// can be planned and decoded there.
 pub fn register(state: &mut SessionState) -> Result<()> {
@@ -104,7 +113,54 @@ pub fn register(state: &mut SessionState) -> Result<()> {
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgNumericDiv::new())))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgFloat8Checked::new())))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgNumericKey::new())))?;
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgOneForm::new())))?;
     Ok(())
+}
+
+/// See [`one_form`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgOneForm {
+    signature: Signature,
+}
+
+impl PgOneForm {
+    fn new() -> PgOneForm {
+        PgOneForm {
+            signature: Signature::exact(vec![DataType::Binary, DataType::Binary], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgOneForm {
+    fn name(&self) -> &str {
+        "pg_one_form"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::AsArray;
+        let (min, max, scalar) = operands(args)?;
+        let differ = min
+            .as_binary::<i32>()
+            .iter()
+            .zip(max.as_binary::<i32>().iter())
+            .any(|pair| matches!(pair, (Some(a), Some(b)) if a != b));
+        if differ {
+            return Err(Error::HandBack(
+                "equal numerics of different display scales, of which Postgres shows the one its plan meets first"
+                    .into(),
+            )
+            .into_datafusion());
+        }
+        result(min, scalar)
+    }
 }
 
 /// See [`numeric_key`].

@@ -161,6 +161,16 @@ impl Translator {
                 // A constant of a type DataFusion has no column for (a
                 // tsquery, a regconfig): Postgres's own, as it is.
                 NodeTag::T_Const => Ok(pg_sys::copyObjectImpl(node.cast()).cast()),
+                NodeTag::T_CoalesceExpr => {
+                    let copy = pg_sys::copyObjectImpl(node.cast()).cast::<pg_sys::CoalesceExpr>();
+                    let mut lifted = std::ptr::null_mut();
+                    for arg in list::<pg_sys::Node>((*copy).args) {
+                        let arg = self.lift(arg, scope, offset, leaves)?;
+                        lifted = pg_sys::lappend(lifted, arg.cast());
+                    }
+                    (*copy).args = lifted;
+                    Ok(copy.cast())
+                }
                 NodeTag::T_RelabelType => {
                     let copy = pg_sys::copyObjectImpl(node.cast()).cast::<pg_sys::RelabelType>();
                     (*copy).arg = self.lift((*copy).arg.cast(), scope, offset, leaves)?.cast();

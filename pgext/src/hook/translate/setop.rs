@@ -3,22 +3,25 @@
 //! leaves are subquery entries of the level's range table).
 //!
 //! Postgres resolves each output column's type and coerces the leaves'
-//! columns to it when it plans; weft takes a set operation only where the
-//! leaves' columns already have the same form in Arrow (so that no
-//! coercion, and no change of a numeric's display scale, is needed).
+//! columns to it when it plans; weft puts both sides' columns in one
+//! Arrow form where that changes no value and no display scale
+//! ([`coerced`]), and refuses the others.
 //! Duplicates are removed (UNION, INTERSECT, EXCEPT) by equality of the
 //! bytes, so only over types whose equal values have equal bytes, with
-//! NULLs equal to each other as in Postgres. INTERSECT ALL and EXCEPT ALL,
+//! NULLs equal to each other as in Postgres; numerics whose display scale
+//! is each value's by value ([`by_value`]). INTERSECT ALL and EXCEPT ALL,
 //! whose multiplicities DataFusion's own do not keep, are INTERSECT and
 //! EXCEPT of rows numbered among their equals ([`numbered`]).
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Column;
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{lit, not, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder};
 use pgrx::pg_sys::{self, NodeTag};
 
 use super::{df, expr, rt_fetch, Refusal, Translator};
 use crate::nodes::{cast as node_cast, oid_list};
+use crate::plan::pgfn;
 
 impl Translator {
     /// The rows of the current level's set operation, `node` (a
@@ -42,23 +45,27 @@ impl Translator {
             let op = &*op;
             let left = self.set_operation(op.larg)?;
             let right = self.set_operation(op.rarg)?;
-            let (left_fields, right_fields) = (left.schema().fields(), right.schema().fields());
-            if left_fields.len() != right_fields.len()
-                || left_fields
-                    .iter()
-                    .zip(right_fields.iter())
-                    .any(|(l, r)| l.data_type() != r.data_type())
-            {
-                return Err(Refusal::shape(
-                    "a set operation whose sides' columns Postgres coerces to a common type",
-                ));
-            }
+            let (left, right) = coerced(&oid_list(op.colTypes), left, right)?;
+            let left_fields = left.schema().fields();
             if !op.all || op.op != pg_sys::SetOperation::SETOP_UNION {
-                // Duplicates removed by the bytes.
+                // Duplicates removed by the bytes, or numerics by value.
                 let types = oid_list(op.colTypes);
                 let collations = oid_list(op.colCollations);
+                let mut images = Vec::with_capacity(types.len());
                 for ((&typid, &collation), field) in types.iter().zip(&collations).zip(left_fields.iter()) {
-                    expr::equal_as_bytes(typid, collation, field.data_type(), "a set operation")?;
+                    let image = typid == pg_sys::NUMERICOID && field.data_type() == &DataType::Binary;
+                    if !image {
+                        expr::equal_as_bytes(typid, collation, field.data_type(), "a set operation")?;
+                    }
+                    images.push(image);
+                }
+                if images.contains(&true) {
+                    if op.all {
+                        return Err(Refusal::inexact(
+                            "INTERSECT ALL or EXCEPT ALL over numerics whose display scale is each value's",
+                        ));
+                    }
+                    return by_value(op.op, left, right, &images);
                 }
             }
             match (op.op, op.all) {
@@ -91,6 +98,189 @@ impl Translator {
         }
     }
 }
+
+/// `left` and `right` with their columns in one Arrow form, as Postgres
+/// coerces them to the set operation's column types (`types`) without
+/// changing a value or how it shows: integers widened, numerics of one
+/// display scale in one Decimal128, and numerics of different scales (or
+/// some carried as images) all as Postgres's numerics, carried as images
+/// (each value keeps its own display scale, as Postgres's column of
+/// numerics without a declared scale shows it).
+///
+/// # Safety
+/// On the backend thread.
+unsafe fn coerced(
+    types: &[pg_sys::Oid],
+    left: LogicalPlan,
+    right: LogicalPlan,
+) -> Result<(LogicalPlan, LogicalPlan), Refusal> {
+    let (l, r) = (left.schema().fields().clone(), right.schema().fields().clone());
+    if l.len() != r.len() || l.len() != types.len() {
+        return Err(Refusal::shape("a set operation whose sides differ in width"));
+    }
+    if l.iter().zip(r.iter()).all(|(a, b)| a.data_type() == b.data_type()) {
+        return Ok((left, right));
+    }
+    let refused = || Refusal::shape("a set operation whose sides' columns Postgres coerces to a common type");
+    // The form of each column on both sides.
+    let mut forms = Vec::with_capacity(types.len());
+    for ((a, b), &typid) in l.iter().zip(r.iter()).zip(types) {
+        let (a, b) = (a.data_type(), b.data_type());
+        forms.push(match (typid, a, b) {
+            _ if a == b => None,
+            (
+                pg_sys::INT8OID,
+                DataType::Int16 | DataType::Int32 | DataType::Int64,
+                DataType::Int16 | DataType::Int32 | DataType::Int64,
+            )
+            | (pg_sys::INT4OID, DataType::Int16 | DataType::Int32, DataType::Int16 | DataType::Int32) => {
+                Some(Form::Cast(if typid == pg_sys::INT8OID {
+                    DataType::Int64
+                } else {
+                    DataType::Int32
+                }))
+            }
+            (pg_sys::NUMERICOID, &DataType::Decimal128(_, x), &DataType::Decimal128(_, y)) if x == y => {
+                Some(Form::Cast(DataType::Decimal128(38, x)))
+            }
+            (
+                pg_sys::NUMERICOID,
+                DataType::Decimal128(..) | DataType::Binary,
+                DataType::Decimal128(..) | DataType::Binary,
+            ) => Some(Form::Image),
+            _ => return Err(refused()),
+        });
+    }
+    let side = |rows: LogicalPlan| -> Result<LogicalPlan, Refusal> {
+        let columns = rows
+            .schema()
+            .iter()
+            .zip(&forms)
+            .map(|((qualifier, field), form)| {
+                let value = Expr::Column(Column::from((qualifier, field)));
+                let value = match form {
+                    None => value,
+                    Some(Form::Cast(to)) => datafusion::logical_expr::cast(value, to.clone()),
+                    Some(Form::Image) if field.data_type() == &DataType::Binary => value,
+                    // SAFETY: per the caller.
+                    Some(Form::Image) => unsafe {
+                        super::function::numeric_call(
+                            pg_sys::F_NUMERIC_UPLUS,
+                            vec![(value, pg_sys::NUMERICOID)],
+                            "a set operation over numerics of different display scales",
+                        )?
+                    },
+                };
+                Ok(value.alias(field.name()))
+            })
+            .collect::<Result<Vec<_>, Refusal>>()?;
+        LogicalPlanBuilder::from(rows)
+            .project(columns)
+            .map_err(df)?
+            .build()
+            .map_err(df)
+    };
+    Ok((side(left)?, side(right)?))
+}
+
+/// How [`coerced`] puts a column in one form.
+enum Form {
+    /// A cast that keeps every value and how it shows.
+    Cast(DataType),
+    /// Postgres's numeric, carried as its image.
+    Image,
+}
+
+/// UNION, INTERSECT or EXCEPT (`op`, without ALL) of `left` and `right`
+/// whose columns marked in `images` are numerics carried as their images,
+/// compared by value: rows grouped by the other columns and the numerics'
+/// keys ([`pgfn::numeric_key`]), and kept by the sides they came from.
+/// Of equal numerics Postgres shows whichever its plan met first, so a
+/// group whose numerics differ in display scale (`1.0` and `1.00`) hands
+/// the query back to Postgres ([`pgfn::one_form`]); every other group has
+/// one form to show.
+fn by_value(
+    op: pg_sys::SetOperation::Type,
+    left: LogicalPlan,
+    right: LogicalPlan,
+    images: &[bool],
+) -> Result<LogicalPlan, Refusal> {
+    use datafusion::functions_aggregate::expr_fn::{bool_or, max, min};
+    let names: Vec<String> = left.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let column = |i: usize| format!("__weft_c{i}");
+    // Each side's columns under one set of names, and which side it is.
+    let side = |rows: LogicalPlan, is_left: bool| -> Result<LogicalPlan, Refusal> {
+        let mut columns: Vec<Expr> = rows
+            .schema()
+            .columns()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Expr::Column(c).alias(column(i)))
+            .collect();
+        columns.push(lit(is_left).alias(SIDE));
+        LogicalPlanBuilder::from(rows)
+            .project(columns)
+            .map_err(df)?
+            .build()
+            .map_err(df)
+    };
+    let both = LogicalPlanBuilder::from(side(left, true)?)
+        .union(side(right, false)?)
+        .map_err(df)?
+        .build()
+        .map_err(df)?;
+    let read = |i: usize| Expr::Column(Column::from_name(column(i)));
+    let mut groups = Vec::new();
+    let mut aggregates = Vec::new();
+    for (i, &image) in images.iter().enumerate() {
+        if image {
+            groups.push(pgfn::numeric_key(read(i)).alias(format!("__weft_k{i}")));
+            aggregates.push(min(read(i)).alias(format!("__weft_min{i}")));
+            aggregates.push(max(read(i)).alias(format!("__weft_max{i}")));
+        } else {
+            groups.push(read(i).alias(column(i)));
+        }
+    }
+    let side = Expr::Column(Column::from_name(SIDE));
+    aggregates.push(bool_or(side.clone()).alias("__weft_in_left"));
+    aggregates.push(bool_or(not(side)).alias("__weft_in_right"));
+    let grouped = LogicalPlanBuilder::from(both)
+        .aggregate(groups, aggregates)
+        .map_err(df)?;
+    let (in_left, in_right) = (col_named("__weft_in_left"), col_named("__weft_in_right"));
+    let kept = match op {
+        pg_sys::SetOperation::SETOP_UNION => None,
+        pg_sys::SetOperation::SETOP_INTERSECT => Some(in_left.and(in_right)),
+        pg_sys::SetOperation::SETOP_EXCEPT => Some(in_left.and(not(in_right))),
+        _ => return Err(Refusal::shape("an unusual set operation")),
+    };
+    let grouped = match kept {
+        Some(condition) => grouped.filter(condition).map_err(df)?,
+        None => grouped,
+    };
+    let columns: Vec<Expr> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match images[i] {
+            true => pgfn::one_form(
+                col_named(&format!("__weft_min{i}")),
+                col_named(&format!("__weft_max{i}")),
+            )
+            .alias(name),
+            false => read(i).alias(name),
+        })
+        .collect();
+    grouped.project(columns).map_err(df)?.build().map_err(df)
+}
+
+/// An unqualified column.
+fn col_named(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
+
+/// The column telling [`by_value`]'s rows of the left side from the
+/// right's.
+const SIDE: &str = "__weft_side";
 
 /// The column numbering a side's equal rows for INTERSECT ALL and EXCEPT
 /// ALL.
