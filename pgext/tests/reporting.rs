@@ -30,6 +30,12 @@ fn database(cluster: &Cluster, name: &str, options: &str) -> Client {
                                    9999.9999, -10000, 1e-20, -1e-20, 123456789012345678901234567890.5, NULL, 1e100,
                                    -1e100, 0.0001, 1, 2, -2, -0.00])[1 + g % 24]
                     FROM generate_series(1, 480) g;
+             CREATE TABLE ranged (i int, k int, b bigint);
+             INSERT INTO ranged
+                  SELECT g, CASE WHEN g % 17 = 0 THEN NULL WHEN g % 50 = 0 THEN 2147483647
+                                 WHEN g % 51 = 0 THEN -2147483648 ELSE g % 40 END,
+                         CASE WHEN g % 19 = 0 THEN NULL WHEN g % 23 = 0 THEN 9223372036854775807 ELSE g % 30 * 1000000000000 END
+                    FROM generate_series(1, 3000) g;
              CREATE TABLE regions (region text, manager text);
              INSERT INTO regions VALUES ('north', 'Ann'), ('South', 'Bo'), ('east', 'Cy'), ('nowhere', 'Di'), (NULL, 'Ed');
              ANALYZE sales; ANALYZE regions;
@@ -149,6 +155,22 @@ const TAKEN: &[&str] = &[
                                            rank() OVER (PARTITION BY qty % 4 ORDER BY qty) rn
                                       FROM sales GROUP BY region, qty) t
       WHERE CASE WHEN a > 0 THEN abs(s - a) / a ELSE NULL END > 0.01 ORDER BY s - a, 1, 2",
+    // RANGE frames with offsets (NULL keys, keys at the integers' edges,
+    // descending keys, numerics) and GROUPS frames.
+    "SELECT i, k, sum(i) OVER (ORDER BY k RANGE BETWEEN 3 PRECEDING AND 2 FOLLOWING),
+            count(*) OVER (ORDER BY k DESC NULLS LAST RANGE BETWEEN 1 FOLLOWING AND 5 FOLLOWING),
+            min(i) OVER (ORDER BY k RANGE BETWEEN 2147483647 PRECEDING AND 2147483647 FOLLOWING)
+       FROM ranged ORDER BY i",
+    "SELECT i, sum(i) OVER (PARTITION BY i % 3 ORDER BY b RANGE BETWEEN 2000000000000 PRECEDING AND CURRENT ROW),
+            max(i) OVER (ORDER BY b DESC RANGE BETWEEN 9223372036854775807 PRECEDING AND 5 FOLLOWING)
+       FROM ranged ORDER BY i",
+    "SELECT i, sum(qty) OVER (ORDER BY i RANGE BETWEEN 2 PRECEDING AND CURRENT ROW),
+            count(*) OVER (PARTITION BY region ORDER BY amount NULLS FIRST RANGE BETWEEN 1.5 PRECEDING AND 0.25 FOLLOWING)
+       FROM sales WHERE i % 3 = 0 ORDER BY i",
+    "SELECT i, sum(i) OVER (ORDER BY k GROUPS BETWEEN 1 PRECEDING AND 1 FOLLOWING),
+            count(*) OVER (PARTITION BY i % 4 ORDER BY k DESC GROUPS 2 PRECEDING),
+            sum(i) OVER (ORDER BY k GROUPS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)
+       FROM ranged ORDER BY i",
     // Windows keyed by numerics whose display scale is each value's (equal
     // values of different scales are peers and share a partition;
     // negatives, NaN, the infinities, NULLs), and by averages.
@@ -234,7 +256,14 @@ const KEPT: &[&str] = &[
     "SELECT i, sum(qty) OVER (ROWS BETWEEN 2 PRECEDING AND 2 FOLLOWING) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, sum(f) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
     "SELECT i, avg(n) OVER (PARTITION BY region) FROM sales WHERE i < 100 ORDER BY i",
-    "SELECT i, sum(qty) OVER (ORDER BY i RANGE BETWEEN 2 PRECEDING AND CURRENT ROW) FROM sales WHERE i < 100 ORDER BY i",
+    // RANGE offsets that Postgres's in_range reads in other units, or
+    // beyond what weft widens the keys to.
+    "SELECT i, count(*) OVER (ORDER BY day RANGE BETWEEN INTERVAL '3 days' PRECEDING AND CURRENT ROW) FROM sales
+      WHERE i < 100 ORDER BY i",
+    "SELECT i, sum(i) OVER (ORDER BY k RANGE BETWEEN 3000000000 PRECEDING AND CURRENT ROW) FROM ranged ORDER BY i",
+    // EXCLUDE.
+    "SELECT i, sum(i) OVER (ORDER BY i ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING EXCLUDE CURRENT ROW) FROM sales
+      WHERE i < 100 ORDER BY i",
     // Columns Postgres coerces to a common type through a cast that
     // changes how values show.
     "SELECT f FROM sales UNION ALL SELECT i FROM sales WHERE i < 5",

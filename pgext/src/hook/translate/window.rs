@@ -14,7 +14,7 @@
 //! numeric `sum`, `avg` of integers and numerics (a sum and a count that
 //! Postgres divides), and `min`/`max` of integers, numerics, dates and
 //! timestamps as window aggregates; ROWS frames with constant offsets,
-//! RANGE frames without offsets.
+//! RANGE frames with constant offsets over integer and numeric keys, GROUPS frames.
 //!
 //! Rows equal in every ORDER BY key (peers) come in whichever order the
 //! plan meets them: Postgres's plan's, or weft's. `row_number` numbers a
@@ -60,6 +60,8 @@ const START_OFFSET_PRECEDING: i32 = 0x800;
 const END_OFFSET_PRECEDING: i32 = 0x1000;
 const START_OFFSET_FOLLOWING: i32 = 0x2000;
 const END_OFFSET_FOLLOWING: i32 = 0x4000;
+/// Any bound with an offset.
+const OFFSETS: i32 = START_OFFSET_PRECEDING | START_OFFSET_FOLLOWING | END_OFFSET_PRECEDING | END_OFFSET_FOLLOWING;
 /// EXCLUDE CURRENT ROW, GROUP, TIES.
 const EXCLUDE: i32 = 0x8000 | 0x10000 | 0x20000;
 
@@ -274,7 +276,29 @@ impl Translator {
             }
         }
         // SAFETY: as above.
-        let frame = unsafe { frame(clause, !order_by.is_empty())? };
+        let mut order_types = order_by
+            .iter()
+            .map(|key| key.expr.get_type(plan.schema().as_ref()).map_err(df))
+            .collect::<Result<Vec<_>, _>>()?;
+        if clause.frameOptions & RANGE != 0 && clause.frameOptions & OFFSETS != 0 {
+            // A RANGE frame's bounds are the key plus or minus the offset,
+            // which Postgres's in_range never lets overflow: the key in a
+            // wider type, where they cannot.
+            if let ([key], [key_type]) = (&mut order_by[..], &mut order_types[..]) {
+                let wider = match key_type {
+                    DataType::Int16 | DataType::Int32 => Some(DataType::Int64),
+                    DataType::Int64 => Some(DataType::Decimal128(38, 0)),
+                    &mut DataType::Decimal128(_, scale) => Some(DataType::Decimal128(38, scale)),
+                    _ => None,
+                };
+                if let Some(wider) = wider {
+                    key.expr = datafusion::logical_expr::cast(key.expr.clone(), wider.clone());
+                    *key_type = wider;
+                }
+            }
+        }
+        // SAFETY: as above.
+        let frame = unsafe { frame(clause, &order_types)? };
         // DataFusion types a RANGE frame by its first key, and has no type
         // for a key of bytes; without offsets, GROUPS is the same frame.
         let keyed = order_by.first().is_some_and(|key| {
@@ -601,12 +625,13 @@ fn as_window(aggregate: Expr, name: &str) -> Result<Expr, Refusal> {
     }
 }
 
-/// The frame of `clause` (with an ORDER BY or not), where DataFusion's
-/// is Postgres's.
+/// The frame of `clause` (ordered by keys of Arrow `order_types`), where
+/// DataFusion's is Postgres's.
 ///
 /// # Safety
 /// `clause` is a valid WindowClause.
-unsafe fn frame(clause: &pg_sys::WindowClause, ordered: bool) -> Result<WindowFrame, Refusal> {
+unsafe fn frame(clause: &pg_sys::WindowClause, order_types: &[DataType]) -> Result<WindowFrame, Refusal> {
+    let ordered = !order_types.is_empty();
     let options = clause.frameOptions;
     if options & NONDEFAULT == 0 {
         // RANGE UNBOUNDED PRECEDING to the current row's last peer with
@@ -619,14 +644,14 @@ unsafe fn frame(clause: &pg_sys::WindowClause, ordered: bool) -> Result<WindowFr
     let units = if options & ROWS != 0 {
         WindowFrameUnits::Rows
     } else if options & RANGE != 0 {
-        if options & (START_OFFSET_PRECEDING | START_OFFSET_FOLLOWING | END_OFFSET_PRECEDING | END_OFFSET_FOLLOWING)
-            != 0
-        {
-            return Err(Refusal::shape("a RANGE frame with an offset"));
+        if options & OFFSETS != 0 {
+            // Offsets in the ORDER BY key's own units (in_range).
+            // SAFETY: per the caller.
+            return unsafe { range_frame(clause, order_types) };
         }
         WindowFrameUnits::Range
     } else {
-        return Err(Refusal::shape("a GROUPS frame"));
+        WindowFrameUnits::Groups
     };
     let unbounded = ScalarValue::UInt64(None);
     // SAFETY: per the caller; the offsets are expressions.
@@ -656,7 +681,91 @@ unsafe fn frame(clause: &pg_sys::WindowClause, ordered: bool) -> Result<WindowFr
     Ok(WindowFrame::new_bounds(units, start, end))
 }
 
-/// A ROWS frame's offset: a constant number of rows.
+/// A RANGE frame with offsets of `clause`, whose one ORDER BY key is of
+/// Arrow type `order_types[0]`: rows whose key lies within the offsets of
+/// the current row's, as Postgres's `in_range` support functions find
+/// them, over integers and numerics of one display scale (whose sums and
+/// differences DataFusion computes exactly).
+///
+/// # Safety
+/// `clause` is a valid WindowClause.
+unsafe fn range_frame(clause: &pg_sys::WindowClause, order_types: &[DataType]) -> Result<WindowFrame, Refusal> {
+    let options = clause.frameOptions;
+    let [key] = order_types else {
+        return Err(Refusal::shape("a RANGE frame with an offset and several ORDER BY keys"));
+    };
+    if !matches!(
+        key,
+        DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::Decimal128(..)
+    ) {
+        return Err(Refusal::shape(format!("a RANGE frame with an offset over {key} keys")));
+    }
+    let offset = |node: *mut pg_sys::Node| -> Result<ScalarValue, Refusal> {
+        if node.is_null() {
+            return Err(Refusal::shape("a window frame without its offset"));
+        }
+        // SAFETY: per the caller; the offsets are expressions.
+        let node = unsafe { super::fold(node) };
+        // SAFETY: as above.
+        let constant = unsafe { node_cast::<pg_sys::Const>(node, NodeTag::T_Const) }
+            .ok_or_else(|| Refusal::shape("a window frame offset that is not a constant"))?;
+        // SAFETY: a valid Const.
+        let value = unsafe { crate::nodes::constant(constant) }.map_err(Refusal::shape)?;
+        let negative = match &value {
+            ScalarValue::Int16(Some(v)) => *v < 0,
+            ScalarValue::Int32(Some(v)) => *v < 0,
+            ScalarValue::Int64(Some(v)) => *v < 0,
+            ScalarValue::Decimal128(Some(v), ..) => *v < 0,
+            // Postgres's error for a NULL offset, and other types'.
+            _ => true,
+        };
+        if negative {
+            return Err(Refusal::shape("a RANGE offset Postgres refuses"));
+        }
+        let beyond_int4 =
+            matches!(value.cast_to(&DataType::Int64), Ok(ScalarValue::Int64(Some(v))) if v > i64::from(i32::MAX));
+        if matches!(key, DataType::Int64) && beyond_int4 {
+            // Keys of int2 and int4 (widened to int8) plus such an offset
+            // could still overflow; Postgres's answer is then all rows.
+            return Err(Refusal::shape("a RANGE offset beyond the integers' range"));
+        }
+        // The offset in the key's type, exactly.
+        let cast = value
+            .cast_to(key)
+            .map_err(|_| Refusal::shape("a RANGE offset outside the key's type"))?;
+        if cast.cast_to(&value.data_type()).ok().as_ref() != Some(&value) {
+            return Err(Refusal::shape("a RANGE offset outside the key's type"));
+        }
+        Ok(cast)
+    };
+    let unbounded = ScalarValue::UInt64(None);
+    let start = if options & START_UNBOUNDED_PRECEDING != 0 {
+        WindowFrameBound::Preceding(unbounded.clone())
+    } else if options & START_CURRENT_ROW != 0 {
+        WindowFrameBound::CurrentRow
+    } else if options & START_OFFSET_PRECEDING != 0 {
+        WindowFrameBound::Preceding(offset(clause.startOffset)?)
+    } else if options & START_OFFSET_FOLLOWING != 0 {
+        WindowFrameBound::Following(offset(clause.startOffset)?)
+    } else {
+        return Err(Refusal::shape("an unusual window frame start"));
+    };
+    let end = if options & END_UNBOUNDED_FOLLOWING != 0 {
+        WindowFrameBound::Following(unbounded)
+    } else if options & END_CURRENT_ROW != 0 {
+        WindowFrameBound::CurrentRow
+    } else if options & END_OFFSET_PRECEDING != 0 {
+        WindowFrameBound::Preceding(offset(clause.endOffset)?)
+    } else if options & END_OFFSET_FOLLOWING != 0 {
+        WindowFrameBound::Following(offset(clause.endOffset)?)
+    } else {
+        return Err(Refusal::shape("an unusual window frame end"));
+    };
+    Ok(WindowFrame::new_bounds(WindowFrameUnits::Range, start, end))
+}
+
+/// A ROWS or GROUPS frame's offset: a constant number of rows or peer
+/// groups.
 ///
 /// # Safety
 /// `node` is NULL or a valid expression.
