@@ -181,6 +181,12 @@ const TAKEN: &[&str] = &[
        FROM sales WHERE i % 7 = 0 ORDER BY i",
     "SELECT qty, avg(amount), rank() OVER (ORDER BY avg(amount) DESC), sum(count(*)) OVER (ORDER BY avg(qty))
        FROM sales GROUP BY qty ORDER BY qty",
+    // FETCH FIRST .. WITH TIES: the rows tied with the last one kept.
+    "SELECT * FROM (SELECT i, qty FROM sales ORDER BY qty FETCH FIRST 5 ROWS WITH TIES) s ORDER BY i",
+    "SELECT * FROM (SELECT region, count(*) FROM sales GROUP BY region ORDER BY count(*) DESC
+                    FETCH FIRST 1 ROW WITH TIES) s ORDER BY 1 NULLS FIRST",
+    "SELECT * FROM (SELECT day, region FROM sales ORDER BY day DESC, region NULLS FIRST
+                    FETCH FIRST 100 ROWS WITH TIES) s ORDER BY 1, 2",
     // Grouping sets: a rolled-up NULL told from a NULL value by GROUPING()
     // (in the ORDER BY, for a total order), duplicate sets kept, GROUP BY
     // DISTINCT removing them, empty inputs (the grand total's row still
@@ -261,6 +267,9 @@ const KEPT: &[&str] = &[
     "SELECT i, count(*) OVER (ORDER BY day RANGE BETWEEN INTERVAL '3 days' PRECEDING AND CURRENT ROW) FROM sales
       WHERE i < 100 ORDER BY i",
     "SELECT i, sum(i) OVER (ORDER BY k RANGE BETWEEN 3000000000 PRECEDING AND CURRENT ROW) FROM ranged ORDER BY i",
+    // An OFFSET before WITH TIES cuts a set of peers where the plan meets
+    // them.
+    "SELECT * FROM (SELECT i, qty FROM sales ORDER BY qty OFFSET 3 ROWS FETCH FIRST 5 ROWS WITH TIES) s ORDER BY i",
     // EXCLUDE.
     "SELECT i, sum(i) OVER (ORDER BY i ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING EXCLUDE CURRENT ROW) FROM sales
       WHERE i < 100 ORDER BY i",
@@ -308,4 +317,41 @@ fn set_operations_hand_back_only_equal_numerics_of_several_forms() {
     assert!(!handed_back(&mut client, one_form), "{one_form}");
     let several = "SELECT x FROM numbers WHERE i % 5 = 0 UNION SELECT x FROM numbers WHERE i % 7 = 0";
     assert!(handed_back(&mut client, several), "{several}");
+}
+
+/// LIMIT, OFFSET and FETCH .. WITH TIES of a prepared statement's
+/// parameters, taken where the values are known (a custom plan).
+#[test]
+fn limits_of_parameters_are_taken() {
+    let cluster = Cluster::start();
+    let mut client = database(&cluster, "postgres", "");
+    client
+        .batch_execute(
+            "PREPARE page(int, int) AS SELECT i, amount FROM sales WHERE qty = 3 ORDER BY i LIMIT $1 OFFSET $2;
+             PREPARE top(bigint) AS SELECT i, qty FROM sales ORDER BY qty DESC FETCH FIRST $1 ROWS WITH TIES;
+             SET plan_cache_mode = force_custom_plan;
+             SET weft.force = on",
+        )
+        .unwrap();
+    for execute in ["EXECUTE page(7, 40)", "EXECUTE page(3, 0)", "EXECUTE top(4)"] {
+        let plan = text_rows(&mut client, &format!("EXPLAIN (COSTS OFF) {execute}")).unwrap();
+        assert!(
+            plan.iter()
+                .flatten()
+                .flatten()
+                .any(|l| l.contains("Custom Scan (Weft)")),
+            "{execute} not taken: {plan:?}"
+        );
+        let sorted = |client: &mut Client| {
+            let mut rows = text_rows(client, execute).unwrap_or_else(|e| panic!("{execute}: {e}"));
+            rows.sort();
+            rows
+        };
+        let weft = sorted(&mut client);
+        client.batch_execute("SET weft.enable = off").unwrap();
+        let stock = sorted(&mut client);
+        client.batch_execute("SET weft.enable = on").unwrap();
+        assert!(!stock.is_empty(), "{execute}: no rows");
+        assert_eq!(weft, stock, "{execute}");
+    }
 }

@@ -51,7 +51,7 @@ use datafusion::functions_aggregate::grouping::grouping_udaf;
 use datafusion::logical_expr::expr::{Exists, InSubquery};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
-    col, Expr, ExprSchemable, GroupingSet, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowUDF,
+    col, Expr, ExprFunctionExt, ExprSchemable, GroupingSet, LogicalPlan, LogicalPlanBuilder, SortExpr, WindowUDF,
 };
 use pgrx::pg_sys::{self, NodeTag};
 
@@ -179,6 +179,9 @@ struct Level {
     windows: Vec<window::WindowColumn>,
 }
 
+/// The column ranking rows for FETCH .. WITH TIES.
+const TIES_RANK: &str = "__weft_ties_rank";
+
 struct Translator {
     /// The statement's parameter values (NULL: none known).
     params: pg_sys::ParamListInfo,
@@ -242,10 +245,6 @@ impl Translator {
         refuse_if(q.hasModifyingCTE, "a data-modifying WITH")?;
         refuse_if(q.hasForUpdate || !q.rowMarks.is_null(), "FOR UPDATE/SHARE")?;
         refuse_if(q.hasRowSecurity, "row-level security")?;
-        refuse_if(
-            q.limitOption == pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES,
-            "FETCH ... WITH TIES",
-        )?;
 
         self.levels.push(Level {
             id: self.next_level,
@@ -431,6 +430,22 @@ impl Translator {
             plan = unsafe { self.distinct(q, plan, &targets)? };
         }
 
+        // FETCH FIRST .. WITH TIES: its count; an OFFSET before it would
+        // cut a set of peers where the plan meets them.
+        let ties = if q.limitOption == pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES {
+            // SAFETY: as above.
+            if unsafe { self.limit_value(q.limitOffset)? }.unwrap_or(0) != 0 {
+                return Err(Refusal::inexact("OFFSET with FETCH .. WITH TIES"));
+            }
+            // SAFETY: as above.
+            match unsafe { self.limit_value(q.limitCount)? } {
+                Some(count) => Some(count),
+                None => return Err(Refusal::shape("FETCH .. WITH TIES of no count")),
+            }
+        } else {
+            None
+        };
+
         // ORDER BY. Text under a collation other than C, and types
         // DataFusion does not order as Postgres, sort by each value's
         // place in Postgres's order of the whole input
@@ -468,6 +483,21 @@ impl Translator {
             if !places.is_empty() {
                 builder = builder.window(places).map_err(df)?;
             }
+            if let Some(count) = ties {
+                // FETCH FIRST n ROWS WITH TIES: the first n rows and the
+                // rows tied with the last of them, which are the rows
+                // fewer than n rows precede (rank() <= n).
+                let rank = datafusion::functions_window::expr_fn::rank()
+                    .order_by(keys.clone())
+                    .build()
+                    .map_err(df)?
+                    .alias(TIES_RANK);
+                builder = builder
+                    .window(vec![rank])
+                    .map_err(df)?
+                    .filter(col(TIES_RANK).lt_eq(datafusion::logical_expr::lit(count as u64)))
+                    .map_err(df)?;
+            }
             builder = builder.sort(keys).map_err(df)?;
             if builder.schema().fields().len() != columns.len() {
                 builder = builder.project(columns).map_err(df)?;
@@ -475,12 +505,13 @@ impl Translator {
             plan = builder.build().map_err(df)?;
         }
 
-        // LIMIT / OFFSET (constants only).
-        if !q.limitCount.is_null() || !q.limitOffset.is_null() {
+        // LIMIT / OFFSET (constants, and parameters whose values are
+        // known).
+        if (!q.limitCount.is_null() || !q.limitOffset.is_null()) && ties.is_none() {
             // SAFETY: as above.
-            let fetch = unsafe { limit_value(q.limitCount)? };
+            let fetch = unsafe { self.limit_value(q.limitCount)? };
             // SAFETY: as above.
-            let skip = unsafe { limit_value(q.limitOffset)? }.unwrap_or(0);
+            let skip = unsafe { self.limit_value(q.limitOffset)? }.unwrap_or(0);
             plan = LogicalPlanBuilder::from(plan)
                 .limit(skip, fetch)
                 .map_err(df)?
@@ -856,6 +887,37 @@ impl Translator {
                 .is_none_or(|t| t == datafusion::arrow::datatypes::DataType::Binary)
     }
 
+    /// A LIMIT or OFFSET value: a non-negative int8 constant or known
+    /// parameter, NULL (none), or a refusal.
+    ///
+    /// # Safety
+    /// `node` is NULL or a valid expression of the current level.
+    unsafe fn limit_value(&mut self, node: *mut pg_sys::Node) -> Result<Option<usize>, Refusal> {
+        if node.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: per the caller. The planner folds constant expressions.
+        let folded = unsafe { pg_sys::eval_const_expressions(std::ptr::null_mut(), node) };
+        use datafusion::common::ScalarValue;
+        // SAFETY: as above.
+        let value = match unsafe { self.expr(folded, &Scope::Rows) } {
+            Ok(Expr::Literal(value, _)) => Some(value),
+            // A parameter of another integer type, cast to int8.
+            Ok(Expr::Cast(cast)) => match *cast.expr {
+                Expr::Literal(value, _) => value.cast_to(cast.field.data_type()).ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        match value {
+            Some(ScalarValue::Int64(None)) => Ok(None),
+            Some(ScalarValue::Int64(Some(value))) => usize::try_from(value)
+                .map(Some)
+                .map_err(|_| "a negative LIMIT or OFFSET".into()),
+            _ => Err(Refusal::shape("a LIMIT or OFFSET that is not a constant")),
+        }
+    }
+
     fn level(&mut self) -> &mut Level {
         self.levels.last_mut().expect("inside a query level")
     }
@@ -933,31 +995,6 @@ unsafe fn rt_fetch(query: *mut pg_sys::Query, rtindex: i32) -> Result<*mut pg_sy
         .ok()
         .and_then(|i| entries.get(i).copied())
         .ok_or_else(|| Refusal::shape(format!("range table entry {rtindex} does not exist")))
-}
-
-/// A LIMIT or OFFSET value: a non-negative int8 constant, NULL (none), or
-/// a refusal.
-unsafe fn limit_value(node: *mut pg_sys::Node) -> Result<Option<usize>, Refusal> {
-    if node.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: per the caller. The planner folds constant expressions.
-    let folded = unsafe { pg_sys::eval_const_expressions(std::ptr::null_mut(), node) };
-    // SAFETY: as above.
-    match unsafe { cast::<pg_sys::Const>(folded, NodeTag::T_Const) } {
-        // SAFETY: a Const of LIMIT's type, int8.
-        Some(c) => unsafe {
-            if (*c).constisnull {
-                Ok(None)
-            } else {
-                let value = (*c).constvalue.value() as i64;
-                usize::try_from(value)
-                    .map(Some)
-                    .map_err(|_| "a negative LIMIT or OFFSET".into())
-            }
-        },
-        None => Err(Refusal::shape("a LIMIT or OFFSET that is not a constant")),
-    }
 }
 
 /// `node` with its constant subexpressions evaluated (a copy), as the
