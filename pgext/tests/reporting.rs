@@ -187,6 +187,18 @@ const TAKEN: &[&str] = &[
                     FETCH FIRST 1 ROW WITH TIES) s ORDER BY 1 NULLS FIRST",
     "SELECT * FROM (SELECT day, region FROM sales ORDER BY day DESC, region NULLS FIRST
                     FETCH FIRST 100 ROWS WITH TIES) s ORDER BY 1, 2",
+    // Variances and standard deviations of integers, digit for digit as
+    // Postgres's numerics (equal values: 0; one value: NULL for samples;
+    // values at the integers' edges; FILTER).
+    "SELECT stddev_samp(qty), var_samp(qty), stddev_pop(qty), var_pop(qty), stddev(i), variance(i) FROM sales",
+    "SELECT region, stddev_samp(qty), var_pop(i), stddev_pop(i) FILTER (WHERE qty > 3), variance(qty::int2), count(*)
+       FROM sales GROUP BY region ORDER BY 1",
+    "SELECT qty, stddev_samp(i), var_samp(7), stddev_pop(7), stddev_samp(i) FILTER (WHERE i < 14) FROM sales
+      WHERE i < 40 GROUP BY qty ORDER BY 1",
+    "SELECT i % 3, stddev_samp(k), var_pop(k), stddev_pop(k), var_samp(k) FROM ranged GROUP BY 1 ORDER BY 1",
+    "SELECT g, stddev_samp(x), stddev_pop(x), var_samp(x), var_pop(x)
+       FROM (SELECT i % 3000 g, ((i::bigint * 104729) % 2147483647 - 1073741823)::int x FROM sales) s
+      GROUP BY g ORDER BY g",
     // Grouping sets: a rolled-up NULL told from a NULL value by GROUPING()
     // (in the ORDER BY, for a total order), duplicate sets kept, GROUP BY
     // DISTINCT removing them, empty inputs (the grand total's row still
@@ -267,6 +279,9 @@ const KEPT: &[&str] = &[
     "SELECT i, count(*) OVER (ORDER BY day RANGE BETWEEN INTERVAL '3 days' PRECEDING AND CURRENT ROW) FROM sales
       WHERE i < 100 ORDER BY i",
     "SELECT i, sum(i) OVER (ORDER BY k RANGE BETWEEN 3000000000 PRECEDING AND CURRENT ROW) FROM ranged ORDER BY i",
+    // Variances of floats, numerics and int8 (not yet Postgres's own
+    // arithmetic here).
+    "SELECT stddev_samp(f), var_pop(amount), variance(i::bigint) FROM sales",
     // An OFFSET before WITH TIES cuts a set of peers where the plan meets
     // them.
     "SELECT * FROM (SELECT i, qty FROM sales ORDER BY qty OFFSET 3 ROWS FETCH FIRST 5 ROWS WITH TIES) s ORDER BY i",

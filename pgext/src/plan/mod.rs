@@ -15,7 +15,8 @@
 //! - [`lookup`]: a join's keys looked up in a btree index instead of a
 //!   whole scan;
 //! - [`estimate`]: Postgres's row estimates for filtered scans;
-//! - [`pgfn`]: DataFusion functions that compute as Postgres does;
+//! - [`pgfn`]: DataFusion functions that compute as Postgres does, and
+//!   [`spread`] the variances and standard deviations of integers;
 //! - [`stats`]: what pg_statistic says of a table's columns.
 
 pub mod bridge;
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod lookup;
 pub mod pgfn;
 pub mod scan;
+pub mod spread;
 pub mod stats;
 pub mod table;
 

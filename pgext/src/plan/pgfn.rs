@@ -114,7 +114,7 @@ pub fn register(state: &mut SessionState) -> Result<()> {
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgFloat8Checked::new())))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgNumericKey::new())))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgOneForm::new())))?;
-    Ok(())
+    super::spread::register(state)
 }
 
 /// See [`one_form`].

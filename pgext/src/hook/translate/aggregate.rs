@@ -18,6 +18,7 @@ use super::{Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
 use crate::plan::bridge::{foldable, Fold, PgFold};
 use crate::plan::collate::extreme::CollatedExtreme;
+use crate::plan::spread::Spread;
 
 impl Translator {
     /// One aggregate call, with its FILTER.
@@ -49,6 +50,9 @@ impl Translator {
         let a = unsafe { &*aggref };
         let f = a.aggfnoid.to_u32();
         let combine = match f {
+            _ if Spread::of_integers(f).is_some() && a.aggdistinct.is_null() => {
+                Combine::Spread(Spread::of_integers(f).expect("a spread"))
+            }
             pg_sys::F_SUM_FLOAT8 | pg_sys::F_AVG_FLOAT8 | pg_sys::F_AVG_FLOAT4 => Combine::Overflow,
             pg_sys::F_MAX_FLOAT4 => Combine::Largest(ScalarValue::Float32(Some(f32::NAN))),
             pg_sys::F_MAX_FLOAT8 => Combine::Largest(ScalarValue::Float64(Some(f64::NAN))),
@@ -63,13 +67,25 @@ impl Translator {
         // SAFETY: as above.
         let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows)? };
         let beside = match combine {
-            Combine::Overflow => max(abs(cast(value, DataType::Float64))),
-            Combine::Largest(_) | Combine::Smallest(_) => bool_or(isnan(value)),
+            Combine::Overflow => vec![max(abs(cast(value, DataType::Float64)))],
+            Combine::Largest(_) | Combine::Smallest(_) => vec![bool_or(isnan(value))],
+            // The sum and the sum of squares, exactly (an int4's square
+            // fits in int8).
+            Combine::Spread(_) => {
+                let wide = cast(value, DataType::Int64);
+                vec![
+                    sum(cast(wide.clone(), DataType::Decimal128(38, 0))),
+                    sum(cast(wide.clone() * wide, DataType::Decimal128(38, 0))),
+                ]
+            }
         };
         // SAFETY: as above.
         let filter = unsafe { self.aggregate_filter(aggref)? };
         Ok(Some(Companion {
-            aggregate: filtered(beside, filter)?,
+            aggregates: beside
+                .into_iter()
+                .map(|aggregate| filtered(aggregate, filter.clone()))
+                .collect::<Result<_, _>>()?,
             combine,
         }))
     }
@@ -146,6 +162,9 @@ impl Translator {
         } else {
             match f {
                 pg_sys::F_COUNT_ if a.aggstar => count(lit(1i64)),
+                // The count beside which `companion` sums the values and
+                // their squares.
+                _ if Spread::of_integers(f).is_some() && !distinct => count(one()?),
                 pg_sys::F_SUM_NUMERIC => {
                     let value = one()?;
                     let scale = decimal_scale(&value, self)?;
@@ -402,11 +421,11 @@ pub(super) fn ordinary(f: u32) -> Option<fn(Expr) -> Expr> {
     })
 }
 
-/// A second aggregate and how it combines with the first into Postgres's
-/// value; see [`Translator::companion`].
+/// Aggregates computed beside another and how they combine with it into
+/// Postgres's value; see [`Translator::companion`].
 pub(super) struct Companion {
-    /// The second aggregate.
-    pub aggregate: Expr,
+    /// The aggregates beside it.
+    pub aggregates: Vec<Expr>,
     combine: Combine,
 }
 
@@ -421,12 +440,21 @@ enum Combine {
     /// The smallest number and whether a NaN was among the values: NaN
     /// (of this value) if there was no number but a NaN.
     Smallest(ScalarValue),
+    /// A count of integers, beside their sum and sum of squares: their
+    /// variance or standard deviation ([`crate::plan::spread`]).
+    Spread(Spread),
 }
 
 impl Companion {
     /// Postgres's value, of the aggregate's result `first` and the
-    /// companion's `second`.
-    pub(super) fn read(&self, first: Expr, second: Expr) -> Expr {
+    /// companions' `beside` (one per aggregate of [`Companion::aggregates`]).
+    pub(super) fn read(&self, first: Expr, mut beside: Vec<Expr>) -> Expr {
+        if let Combine::Spread(kind) = self.combine {
+            let squares = beside.pop().expect("a sum of squares");
+            let sum = beside.pop().expect("a sum");
+            return crate::plan::spread::spread(kind, first, sum, squares);
+        }
+        let second = beside.pop().expect("a companion");
         match &self.combine {
             Combine::Overflow => crate::plan::pgfn::float8_checked(first, second),
             Combine::Largest(nan) => when(second, lit(nan.clone()))
@@ -435,6 +463,7 @@ impl Companion {
             Combine::Smallest(nan) => when(first.clone().is_null().and(second), lit(nan.clone()))
                 .otherwise(first)
                 .expect("a CASE with a WHEN"),
+            Combine::Spread(_) => unreachable!("read above"),
         }
     }
 }

@@ -774,9 +774,13 @@ impl Translator {
             // SAFETY: as above.
             let read = match unsafe { self.companion(aggref)? } {
                 Some(companion) => {
-                    let beside = format!("{name}_beside");
-                    agg_exprs.push(companion.aggregate.clone().alias(&beside));
-                    companion.read(col(name.as_str()), col(beside.as_str()))
+                    let mut beside = Vec::new();
+                    for (i, aggregate) in companion.aggregates.iter().enumerate() {
+                        let column = format!("{name}_beside{i}");
+                        agg_exprs.push(aggregate.clone().alias(&column));
+                        beside.push(col(column.as_str()));
+                    }
+                    companion.read(col(name.as_str()), beside)
                 }
                 None => col(name.as_str()),
             };
