@@ -199,6 +199,17 @@ const TAKEN: &[&str] = &[
     "SELECT g, stddev_samp(x), stddev_pop(x), var_samp(x), var_pop(x)
        FROM (SELECT i % 3000 g, ((i::bigint * 104729) % 2147483647 - 1073741823)::int x FROM sales) s
       GROUP BY g ORDER BY g",
+    // VALUES lists and generate_series in FROM (each participant makes
+    // every row): numerics of different display scales keep theirs, NULL
+    // bounds make no rows, steps down.
+    "SELECT v.x, v.y, count(s.i) FROM (VALUES (1, 'a'), (2, 'b'), (3, NULL), (40, 'd')) v(x, y)
+       LEFT JOIN sales s ON s.qty = v.x GROUP BY 1, 2 ORDER BY 1",
+    "SELECT s.i, v.n FROM sales s JOIN (VALUES (1, 1.5), (2, 2.25), (3, 3), (4, NULL)) v(k, n) ON s.qty = v.k
+      WHERE s.i < 100 ORDER BY 1, 2",
+    "SELECT g, count(s.i) FROM generate_series(0, 15) g LEFT JOIN sales s ON s.qty = g GROUP BY g ORDER BY g",
+    "SELECT g, count(*) FROM generate_series(20, 1, -3) g JOIN sales ON sales.qty = g GROUP BY g ORDER BY g",
+    "SELECT g, sum(i) FROM generate_series(1::bigint, 5::bigint) g JOIN sales ON sales.qty = g GROUP BY g ORDER BY g",
+    "SELECT count(*) FROM generate_series(1, NULL) g JOIN sales ON sales.qty = g",
     // Grouping sets: a rolled-up NULL told from a NULL value by GROUPING()
     // (in the ORDER BY, for a total order), duplicate sets kept, GROUP BY
     // DISTINCT removing them, empty inputs (the grand total's row still
@@ -282,6 +293,12 @@ const KEPT: &[&str] = &[
     // Variances of floats, numerics and int8 (not yet Postgres's own
     // arithmetic here).
     "SELECT stddev_samp(f), var_pop(amount), variance(i::bigint) FROM sales",
+    // Set-returning functions in FROM weft does not make: a step of zero
+    // (Postgres's error), ordinality, other functions.
+    "SELECT count(*) FROM generate_series(1, 10, 0) g JOIN sales ON sales.qty = g",
+    "SELECT g, o, count(*) FROM generate_series(1, 5) WITH ORDINALITY AS t(g, o) JOIN sales ON sales.qty = g
+      GROUP BY 1, 2 ORDER BY 1",
+    "SELECT u, count(*) FROM unnest(ARRAY[1, 2, 3]) u JOIN sales ON sales.qty = u GROUP BY u ORDER BY u",
     // An OFFSET before WITH TIES cuts a set of peers where the plan meets
     // them.
     "SELECT * FROM (SELECT i, qty FROM sales ORDER BY qty OFFSET 3 ROWS FETCH FIRST 5 ROWS WITH TIES) s ORDER BY i",

@@ -658,7 +658,19 @@ impl Translator {
                 self.next_level = self.next_level.max(after);
                 self.aliased(plan?, rtindex, alias)
             }
-            _ => Err(Refusal::shape("a FROM item other than a table, subquery or WITH query")),
+            pg_sys::RTEKind::RTE_FUNCTION => {
+                // SAFETY: a function entry's functions.
+                let plan = unsafe { self.function_scan(rte, &alias)? };
+                self.aliased(plan, rtindex, alias)
+            }
+            pg_sys::RTEKind::RTE_VALUES => {
+                // SAFETY: a VALUES entry's lists of expressions.
+                let plan = unsafe { self.values(rte)? };
+                self.aliased(plan, rtindex, alias)
+            }
+            _ => Err(Refusal::shape(
+                "a FROM item other than a table, subquery, WITH query or VALUES",
+            )),
         }
     }
 
@@ -671,6 +683,144 @@ impl Translator {
             .map_err(df)?
             .build()
             .map_err(df)
+    }
+
+    /// The rows of a set-returning function in FROM: `generate_series` of
+    /// integers with constant bounds and step, by DataFusion's own table
+    /// function (each participant makes every row, as of a constant).
+    ///
+    /// # Safety
+    /// `rte` is a valid RTE_FUNCTION entry of the current level.
+    unsafe fn function_scan(&mut self, rte: &pg_sys::RangeTblEntry, alias: &str) -> Result<LogicalPlan, Refusal> {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::catalog::TableFunctionImpl;
+        use datafusion::common::ScalarValue;
+        use datafusion::functions_table::generate_series::GenerateSeriesFunc;
+        if rte.lateral {
+            return Err(Refusal::shape("a function in FROM reading columns beside it (LATERAL)"));
+        }
+        if rte.funcordinality {
+            return Err(Refusal::shape("WITH ORDINALITY"));
+        }
+        // SAFETY: per the caller.
+        let functions = unsafe { list::<pg_sys::RangeTblFunction>(rte.functions) };
+        let [function] = functions[..] else {
+            return Err(Refusal::shape("ROWS FROM of several functions"));
+        };
+        // SAFETY: as above.
+        let call = unsafe { cast::<pg_sys::FuncExpr>((*function).funcexpr, NodeTag::T_FuncExpr) }
+            .ok_or_else(|| Refusal::shape("a function in FROM that is not a function call"))?;
+        // SAFETY: as above.
+        let call = unsafe { &*call };
+        let result = match call.funcid.to_u32() {
+            pg_sys::F_GENERATE_SERIES_INT4_INT4 | pg_sys::F_GENERATE_SERIES_INT4_INT4_INT4 => DataType::Int32,
+            pg_sys::F_GENERATE_SERIES_INT8_INT8 | pg_sys::F_GENERATE_SERIES_INT8_INT8_INT8 => DataType::Int64,
+            other => {
+                // SAFETY: a function OID.
+                let name = unsafe { args::function_name(other) };
+                return Err(Refusal::Function(format!("set-returning function {name} in FROM")));
+            }
+        };
+        let mut bounds = Vec::new();
+        // SAFETY: as above.
+        for arg in unsafe { list::<pg_sys::Node>(call.args) } {
+            // SAFETY: as above.
+            let Some(value) = (unsafe { self.constant_of(arg) }) else {
+                return Err(Refusal::shape("generate_series of bounds that are not constants"));
+            };
+            bounds.push(match value.cast_to(&DataType::Int64) {
+                Ok(ScalarValue::Int64(None)) => ScalarValue::Null,
+                // Within what DataFusion's series steps through without
+                // overflowing.
+                Ok(ScalarValue::Int64(Some(v))) if v.unsigned_abs() < 1 << 62 => ScalarValue::Int64(Some(v)),
+                _ => return Err(Refusal::shape("generate_series of bounds near the integers' edges")),
+            });
+        }
+        if bounds.get(2) == Some(&ScalarValue::Int64(Some(0))) {
+            // Postgres's error for a step of zero.
+            return Err(Refusal::shape("generate_series with a step of zero"));
+        }
+        let bounds: Vec<Expr> = bounds.into_iter().map(datafusion::logical_expr::lit).collect();
+        let session = datafusion::execution::SessionStateBuilder::new().build();
+        let series = GenerateSeriesFunc {}
+            .call_with_args(datafusion::catalog::TableFunctionArgs::new(&bounds, &session))
+            .map_err(df)?;
+        let scan = LogicalPlanBuilder::scan(format!("{alias}_series"), provider_as_source(series), None)
+            .map_err(df)?
+            .build()
+            .map_err(df)?;
+        let value = col("value");
+        let value = if result == DataType::Int32 {
+            datafusion::logical_expr::cast(value, DataType::Int32)
+        } else {
+            value
+        };
+        LogicalPlanBuilder::from(scan)
+            .project(vec![value.alias("value")])
+            .map_err(df)?
+            .build()
+            .map_err(df)
+    }
+
+    /// The rows of a `VALUES` list in FROM: each column in one Arrow form,
+    /// numerics of different display scales as Postgres's numerics
+    /// (carried as images, each value keeping its own scale, as Postgres's
+    /// column of numerics without a declared scale shows it).
+    ///
+    /// # Safety
+    /// `rte` is a valid RTE_VALUES entry of the current level.
+    unsafe fn values(&mut self, rte: &pg_sys::RangeTblEntry) -> Result<LogicalPlan, Refusal> {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::common::{DFSchema, ScalarValue};
+        if rte.lateral {
+            return Err(Refusal::shape("a VALUES list reading columns beside it (LATERAL)"));
+        }
+        let mut rows = Vec::new();
+        // SAFETY: per the caller; lists of expressions.
+        for row in unsafe { list::<pg_sys::List>(rte.values_lists) } {
+            let mut values = Vec::new();
+            // SAFETY: as above.
+            for node in unsafe { list::<pg_sys::Node>(row) } {
+                // SAFETY: as above.
+                values.push(unsafe { self.expr(node, &Scope::Rows)? });
+            }
+            rows.push(values);
+        }
+        // SAFETY: per the caller; the entry's column types.
+        let types = unsafe { crate::nodes::oid_list(rte.coltypes) };
+        let empty = DFSchema::empty();
+        for (column, &typid) in types.iter().enumerate() {
+            let forms: Vec<Option<DataType>> = rows
+                .iter()
+                .map(|row| match &row[column] {
+                    Expr::Literal(value, _) if value.is_null() => None,
+                    value => value.get_type(&empty).ok(),
+                })
+                .collect();
+            let known: Vec<&DataType> = forms.iter().flatten().collect();
+            if known.windows(2).all(|pair| pair[0] == pair[1]) {
+                continue;
+            }
+            if typid != pg_sys::NUMERICOID {
+                return Err(Refusal::shape("a VALUES column whose values differ in form"));
+            }
+            for (row, form) in rows.iter_mut().zip(&forms) {
+                let value = std::mem::replace(&mut row[column], Expr::Literal(ScalarValue::Null, None));
+                row[column] = match form {
+                    None => Expr::Literal(ScalarValue::Binary(None), None),
+                    Some(DataType::Binary) => value,
+                    // SAFETY: on the backend thread.
+                    Some(_) => unsafe {
+                        function::numeric_call(
+                            pg_sys::F_NUMERIC_UPLUS,
+                            vec![(value, pg_sys::NUMERICOID)],
+                            "a VALUES column of numerics of different display scales",
+                        )?
+                    },
+                };
+            }
+        }
+        LogicalPlanBuilder::values(rows).map_err(df)?.build().map_err(df)
     }
 
     /// The CTE an RTE_CTE entry reads, and the index of the level whose
@@ -891,6 +1041,26 @@ impl Translator {
                 .is_none_or(|t| t == datafusion::arrow::datatypes::DataType::Binary)
     }
 
+    /// The value of `node` where it is constant for the statement (a
+    /// constant expression, a parameter whose value is known, cast).
+    ///
+    /// # Safety
+    /// `node` is a valid expression of the current level.
+    unsafe fn constant_of(&mut self, node: *mut pg_sys::Node) -> Option<datafusion::common::ScalarValue> {
+        // SAFETY: per the caller. The planner folds constant expressions.
+        let folded = unsafe { pg_sys::eval_const_expressions(std::ptr::null_mut(), node) };
+        // SAFETY: as above.
+        match unsafe { self.expr(folded, &Scope::Rows) } {
+            Ok(Expr::Literal(value, _)) => Some(value),
+            // A parameter of another type, cast.
+            Ok(Expr::Cast(cast)) => match *cast.expr {
+                Expr::Literal(value, _) => value.cast_to(cast.field.data_type()).ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// A LIMIT or OFFSET value: a non-negative int8 constant or known
     /// parameter, NULL (none), or a refusal.
     ///
@@ -900,20 +1070,9 @@ impl Translator {
         if node.is_null() {
             return Ok(None);
         }
-        // SAFETY: per the caller. The planner folds constant expressions.
-        let folded = unsafe { pg_sys::eval_const_expressions(std::ptr::null_mut(), node) };
         use datafusion::common::ScalarValue;
-        // SAFETY: as above.
-        let value = match unsafe { self.expr(folded, &Scope::Rows) } {
-            Ok(Expr::Literal(value, _)) => Some(value),
-            // A parameter of another integer type, cast to int8.
-            Ok(Expr::Cast(cast)) => match *cast.expr {
-                Expr::Literal(value, _) => value.cast_to(cast.field.data_type()).ok(),
-                _ => None,
-            },
-            _ => None,
-        };
-        match value {
+        // SAFETY: per the caller.
+        match unsafe { self.constant_of(node) } {
             Some(ScalarValue::Int64(None)) => Ok(None),
             Some(ScalarValue::Int64(Some(value))) => usize::try_from(value)
                 .map(Some)
