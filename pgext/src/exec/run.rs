@@ -378,7 +378,7 @@ pub fn session_config(participants: usize) -> SessionConfig {
     spmd_config(config, participants)
 }
 
-/// A session with DataFusion's functions and weft's ([`pgfn`]).
+/// A session with DataFusion's functions and weft's ([`pgfn`], [`crate::plan::spread`]).
 pub fn new_state(config: SessionConfig) -> SessionState {
     let mut state = SessionStateBuilder::new()
         .with_default_features()
@@ -386,6 +386,7 @@ pub fn new_state(config: SessionConfig) -> SessionState {
         .with_analyzer_rule(Arc::new(ImpliedEqualities))
         .build();
     pgfn::register(&mut state).unwrap_or_else(|e| report("weft", &e.to_string()));
+    crate::plan::spread::register(&mut state).unwrap_or_else(|e| report("weft", &e.to_string()));
     state
 }
 

@@ -114,7 +114,7 @@ pub fn register(state: &mut SessionState) -> Result<()> {
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgFloat8Checked::new())))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgNumericKey::new())))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgOneForm::new())))?;
-    super::spread::register(state)
+    Ok(())
 }
 
 /// See [`one_form`].
@@ -192,11 +192,7 @@ impl ScalarUDFImpl for PgNumericKey {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use datafusion::arrow::array::{AsArray, BinaryBuilder};
-        let rows = args.number_rows;
-        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let [image] =
-            <[ColumnarValue; 1]>::try_from(args.args).map_err(|_| DataFusionError::Internal("one argument".into()))?;
-        let images = image.into_array(rows)?;
+        let ([images], scalar) = arguments(args)?;
         let images = images.as_binary::<i32>();
         let mut keys = BinaryBuilder::with_capacity(images.len(), images.values().len() + images.len());
         let mut key = Vec::new();
@@ -432,16 +428,28 @@ impl ScalarUDFImpl for PgIntOp {
 /// A binary function's operands as arrays, and whether both were scalars
 /// (then so is the result).
 fn operands(args: ScalarFunctionArgs) -> Result<(ArrayRef, ArrayRef, bool)> {
-    let rows = args.number_rows;
-    let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-    let [l, r] =
-        <[ColumnarValue; 2]>::try_from(args.args).map_err(|_| DataFusionError::Internal("two arguments".into()))?;
-    Ok((l.into_array(rows)?, r.into_array(rows)?, scalar))
+    let ([l, r], scalar) = arguments(args)?;
+    Ok((l, r, scalar))
 }
 
-/// A function's result: `array`, or its one value when the operands were
+/// A function's `N` arguments as arrays, and whether all were scalars
+/// (then so is the result, [`result`]).
+pub(super) fn arguments<const N: usize>(args: ScalarFunctionArgs) -> Result<([ArrayRef; N], bool)> {
+    let rows = args.number_rows;
+    let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let arrays = args
+        .args
+        .into_iter()
+        .map(|arg| arg.into_array(rows))
+        .collect::<Result<Vec<_>>>()?;
+    let arrays = <[ArrayRef; N]>::try_from(arrays)
+        .map_err(|_| DataFusionError::Internal(format!("a function of {N} arguments")))?;
+    Ok((arrays, scalar))
+}
+
+/// A function's result: `array`, or its one value when the arguments were
 /// scalars.
-fn result(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+pub(super) fn result(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
     Ok(if scalar {
         ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
     } else {

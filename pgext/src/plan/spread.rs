@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
+use datafusion::arrow::array::{Array, AsArray, BinaryBuilder};
 use datafusion::arrow::datatypes::{i256, DataType, Decimal128Type, Int64Type};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::{
@@ -131,15 +131,7 @@ impl ScalarUDFImpl for PgSpread {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let [count, sum, squares] = <[ColumnarValue; 3]>::try_from(args.args)
-            .map_err(|_| DataFusionError::Internal("three arguments".into()))?;
-        let (count, sum, squares) = (
-            count.into_array(rows)?,
-            sum.into_array(rows)?,
-            squares.into_array(rows)?,
-        );
+        let ([count, sum, squares], scalar) = super::pgfn::arguments(args)?;
         let (count, sum, squares) = (
             count.as_primitive::<Int64Type>(),
             sum.as_primitive::<Decimal128Type>(),
@@ -155,12 +147,7 @@ impl ScalarUDFImpl for PgSpread {
                     .map_err(|why| Error::HandBack(format!("{}: {why}", self.kind.name())).into_datafusion())
             })
             .collect::<Result<Vec<Option<String>>>>()?;
-        let images: ArrayRef = Arc::new(numerics(&texts)?);
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&images, 0)?)
-        } else {
-            ColumnarValue::Array(images)
-        })
+        super::pgfn::result(Arc::new(numerics(&texts)?), scalar)
     }
 }
 

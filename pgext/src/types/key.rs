@@ -18,6 +18,7 @@
 //! above any inverted digit, so that of two with the same leading digits
 //! the one with more digits (the larger magnitude) sorts first.
 
+use super::read::NumericImage;
 use crate::error::Error;
 
 /// Classes of values, in Postgres's order.
@@ -34,40 +35,22 @@ const NEGATIVE_END: u16 = 0xFFFF;
 /// after the varlena header) is `image` (so `1.5` and `1.50` have one
 /// key, and `-2`'s sorts before `-1.5`'s); see the module docs.
 pub fn numeric_key(image: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-    const CORRUPT: &str = "a corrupt numeric value";
-    let word = |at: usize| -> Result<u16, Error> {
-        image
-            .get(at..at + 2)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-            .ok_or_else(|| CORRUPT.into())
+    const CORRUPT: &str = NumericImage::CORRUPT;
+    let special = |class: u8, out: &mut Vec<u8>| {
+        out.push(class);
+        Ok(())
     };
-    let header = word(0)?;
-    // numeric.c's header: the top two bits tell the long format's sign
-    // (00 positive, 01 negative), the short format (10) and the special
-    // values (11: NaN, and the infinities by the next two bits).
-    let (negative, weight, digits_at) = match header & 0xC000 {
-        0xC000 => {
-            out.push(match header & 0xF000 {
-                0xC000 => NAN,
-                0xD000 => POS_INFINITY,
-                0xF000 => NEG_INFINITY,
-                _ => return Err(CORRUPT.into()),
-            });
-            return Ok(());
-        }
-        0x8000 => {
-            // Sign in bit 13, a 7-bit two's-complement weight in bits 0-6.
-            let mut weight = i32::from(header & 0x003F);
-            if header & 0x0040 != 0 {
-                weight -= 64;
-            }
-            (header & 0x2000 != 0, weight, 2)
-        }
-        sign => (sign == 0x4000, i32::from(word(2)? as i16), 4),
+    let (negative, weight, digits) = match NumericImage::read(image)? {
+        NumericImage::NaN => return special(NAN, out),
+        NumericImage::PosInfinity => return special(POS_INFINITY, out),
+        NumericImage::NegInfinity => return special(NEG_INFINITY, out),
+        NumericImage::Number {
+            negative,
+            weight,
+            digits,
+        } => (negative, weight, digits),
     };
-    let mut digits = image
-        .get(digits_at..)
-        .ok_or(CORRUPT)?
+    let mut digits = digits
         .chunks_exact(2)
         .map(|pair| match u16::from_ne_bytes([pair[0], pair[1]]) {
             d if d < 10_000 => Ok(d),

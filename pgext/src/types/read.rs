@@ -602,46 +602,83 @@ fn short_numeric(bytes: &[u8], scale: i8) -> Option<i128> {
     Some(if header & 0x2000 != 0 { -magnitude } else { magnitude })
 }
 
+/// A numeric's image (numeric.c's `NumericData` after the varlena
+/// header) read: a special value, or a number's sign, the weight of its
+/// first base-10000 digit, and its digits (16-bit words, native order).
+/// The header's top two bits tell the long format's sign (00 positive, 01
+/// negative), the short format (10: sign in bit 13, a 7-bit
+/// two's-complement weight in bits 0-6) and the special values (11: NaN,
+/// and the infinities by the next two bits); the long format's weight is
+/// the second word.
+pub(super) enum NumericImage<'a> {
+    NaN,
+    PosInfinity,
+    NegInfinity,
+    Number {
+        negative: bool,
+        weight: i32,
+        digits: &'a [u8],
+    },
+}
+
+impl<'a> NumericImage<'a> {
+    pub(super) const CORRUPT: &'static str = "a corrupt numeric value";
+
+    /// The numeric whose image is `bytes`.
+    pub(super) fn read(bytes: &'a [u8]) -> Result<NumericImage<'a>, Error> {
+        let word = |at: usize| -> Result<u16, Error> {
+            bytes
+                .get(at..at + 2)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+                .ok_or_else(|| Self::CORRUPT.into())
+        };
+        let header = word(0)?;
+        let (negative, weight, digits_at) = match header & 0xC000 {
+            0xC000 => {
+                return match header & 0xF000 {
+                    0xC000 => Ok(NumericImage::NaN),
+                    0xD000 => Ok(NumericImage::PosInfinity),
+                    0xF000 => Ok(NumericImage::NegInfinity),
+                    _ => Err(Self::CORRUPT.into()),
+                }
+            }
+            0x8000 => {
+                let mut weight = i32::from(header & 0x003F);
+                if header & 0x0040 != 0 {
+                    weight -= 64;
+                }
+                (header & 0x2000 != 0, weight, 2)
+            }
+            sign => (sign == 0x4000, i32::from(word(2)? as i16), 4),
+        };
+        let digits = bytes.get(digits_at..).ok_or(Self::CORRUPT)?;
+        Ok(NumericImage::Number {
+            negative,
+            weight,
+            digits,
+        })
+    }
+}
+
 /// [`numeric_to_i128`] of any numeric: every format and length, and the
 /// reason a value has no Decimal128 at this scale.
 #[inline(never)]
 fn any_numeric_to_i128(bytes: &[u8], scale: i8) -> Result<i128, Error> {
-    const SIGN_MASK: u16 = 0xC000;
-    const NEGATIVE: u16 = 0x4000;
-    const SHORT: u16 = 0x8000;
-    const SPECIAL: u16 = 0xC000;
-    const SHORT_NEGATIVE: u16 = 0x2000;
-    const SHORT_WEIGHT_SIGN: u16 = 0x0040;
-    const SHORT_WEIGHT: u16 = 0x003F;
-    const CORRUPT: &str = "a corrupt numeric value";
-
-    let word = |at: usize| -> Result<u16, Error> {
-        bytes
-            .get(at..at + 2)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-            .ok_or_else(|| CORRUPT.into())
-    };
-    let header = word(0)?;
-    let (negative, weight, digits_at) = match header & SIGN_MASK {
-        SPECIAL => {
-            return Err(match header & 0xF000 {
-                0xC000 => Error::HandBack("numeric NaN has no Decimal128 value".into()),
-                _ => Error::HandBack("numeric infinity has no Decimal128 value".into()),
-            })
+    let (negative, weight, digits) = match NumericImage::read(bytes)? {
+        NumericImage::NaN => return Err(Error::HandBack("numeric NaN has no Decimal128 value".into())),
+        NumericImage::PosInfinity | NumericImage::NegInfinity => {
+            return Err(Error::HandBack("numeric infinity has no Decimal128 value".into()))
         }
-        SHORT => {
-            let mut weight = i32::from(header & SHORT_WEIGHT);
-            if header & SHORT_WEIGHT_SIGN != 0 {
-                weight -= 64;
-            }
-            (header & SHORT_NEGATIVE != 0, weight, 2)
-        }
-        sign => (sign == NEGATIVE, i32::from(word(2)? as i16), 4),
+        NumericImage::Number {
+            negative,
+            weight,
+            digits,
+        } => (negative, weight, digits),
     };
-    let digits = bytes.get(digits_at..).ok_or(CORRUPT)?.chunks_exact(2);
+    let digits = digits.chunks_exact(2);
     let digit = |pair: &[u8]| match u16::from_ne_bytes([pair[0], pair[1]]) {
         d if d < 10_000 => Ok(d),
-        _ => Err(CORRUPT.to_string()),
+        _ => Err(NumericImage::CORRUPT.to_string()),
     };
     let ndigits = digits.len() as i32;
     let overflow = || format!("a numeric value too large for Decimal128 at scale {scale}");

@@ -653,9 +653,21 @@ unsafe fn frame(clause: &pg_sys::WindowClause, order_types: &[DataType]) -> Resu
     } else {
         WindowFrameUnits::Groups
     };
-    let unbounded = ScalarValue::UInt64(None);
     // SAFETY: per the caller; the offsets are expressions.
     let (start, end) = unsafe { (offset(clause.startOffset), offset(clause.endOffset)) };
+    bounds(options, units, start, end)
+}
+
+/// The frame of `units` whose bounds `options` give, with offsets `start`
+/// and `end` (their values, or why not, which only a bound with an offset
+/// reads).
+fn bounds(
+    options: i32,
+    units: WindowFrameUnits,
+    start: Result<ScalarValue, Refusal>,
+    end: Result<ScalarValue, Refusal>,
+) -> Result<WindowFrame, Refusal> {
+    let unbounded = ScalarValue::UInt64(None);
     let start = if options & START_UNBOUNDED_PRECEDING != 0 {
         WindowFrameBound::Preceding(unbounded.clone())
     } else if options & START_CURRENT_ROW != 0 {
@@ -701,16 +713,8 @@ unsafe fn range_frame(clause: &pg_sys::WindowClause, order_types: &[DataType]) -
         return Err(Refusal::shape(format!("a RANGE frame with an offset over {key} keys")));
     }
     let offset = |node: *mut pg_sys::Node| -> Result<ScalarValue, Refusal> {
-        if node.is_null() {
-            return Err(Refusal::shape("a window frame without its offset"));
-        }
         // SAFETY: per the caller; the offsets are expressions.
-        let node = unsafe { super::fold(node) };
-        // SAFETY: as above.
-        let constant = unsafe { node_cast::<pg_sys::Const>(node, NodeTag::T_Const) }
-            .ok_or_else(|| Refusal::shape("a window frame offset that is not a constant"))?;
-        // SAFETY: a valid Const.
-        let value = unsafe { crate::nodes::constant(constant) }.map_err(Refusal::shape)?;
+        let value = unsafe { offset_constant(node)? };
         let negative = match &value {
             ScalarValue::Int16(Some(v)) => *v < 0,
             ScalarValue::Int32(Some(v)) => *v < 0,
@@ -738,30 +742,12 @@ unsafe fn range_frame(clause: &pg_sys::WindowClause, order_types: &[DataType]) -
         }
         Ok(cast)
     };
-    let unbounded = ScalarValue::UInt64(None);
-    let start = if options & START_UNBOUNDED_PRECEDING != 0 {
-        WindowFrameBound::Preceding(unbounded.clone())
-    } else if options & START_CURRENT_ROW != 0 {
-        WindowFrameBound::CurrentRow
-    } else if options & START_OFFSET_PRECEDING != 0 {
-        WindowFrameBound::Preceding(offset(clause.startOffset)?)
-    } else if options & START_OFFSET_FOLLOWING != 0 {
-        WindowFrameBound::Following(offset(clause.startOffset)?)
-    } else {
-        return Err(Refusal::shape("an unusual window frame start"));
-    };
-    let end = if options & END_UNBOUNDED_FOLLOWING != 0 {
-        WindowFrameBound::Following(unbounded)
-    } else if options & END_CURRENT_ROW != 0 {
-        WindowFrameBound::CurrentRow
-    } else if options & END_OFFSET_PRECEDING != 0 {
-        WindowFrameBound::Preceding(offset(clause.endOffset)?)
-    } else if options & END_OFFSET_FOLLOWING != 0 {
-        WindowFrameBound::Following(offset(clause.endOffset)?)
-    } else {
-        return Err(Refusal::shape("an unusual window frame end"));
-    };
-    Ok(WindowFrame::new_bounds(WindowFrameUnits::Range, start, end))
+    bounds(
+        options,
+        WindowFrameUnits::Range,
+        offset(clause.startOffset),
+        offset(clause.endOffset),
+    )
 }
 
 /// A ROWS or GROUPS frame's offset: a constant number of rows or peer
@@ -770,22 +756,30 @@ unsafe fn range_frame(clause: &pg_sys::WindowClause, order_types: &[DataType]) -
 /// # Safety
 /// `node` is NULL or a valid expression.
 unsafe fn offset(node: *mut pg_sys::Node) -> Result<ScalarValue, Refusal> {
-    if node.is_null() {
-        return Err(Refusal::shape("a window frame without its offset"));
-    }
-    // The parser casts the offset to bigint; the planner folds that cast.
     // SAFETY: per the caller.
-    let node = unsafe { super::fold(node) };
-    // SAFETY: as above.
-    let constant = unsafe { node_cast::<pg_sys::Const>(node, NodeTag::T_Const) }
-        .ok_or_else(|| Refusal::shape("a window frame offset that is not a constant"))?;
-    // SAFETY: a valid Const.
-    let value = unsafe { crate::nodes::constant(constant) }.map_err(Refusal::shape)?;
-    match value {
+    match unsafe { offset_constant(node)? } {
         ScalarValue::Int64(Some(v)) if v >= 0 => Ok(ScalarValue::UInt64(Some(v as u64))),
         ScalarValue::Int32(Some(v)) if v >= 0 => Ok(ScalarValue::UInt64(Some(v as u64))),
         _ => Err(Refusal::shape(
             "a window frame offset that is not a non-negative integer",
         )),
     }
+}
+
+/// A frame offset's value: a constant, once folded (the parser casts the
+/// offset to the type the frame needs; the planner folds that cast).
+///
+/// # Safety
+/// `node` is NULL or a valid expression.
+unsafe fn offset_constant(node: *mut pg_sys::Node) -> Result<ScalarValue, Refusal> {
+    if node.is_null() {
+        return Err(Refusal::shape("a window frame without its offset"));
+    }
+    // SAFETY: per the caller.
+    let node = unsafe { super::fold(node) };
+    // SAFETY: as above.
+    let constant = unsafe { node_cast::<pg_sys::Const>(node, NodeTag::T_Const) }
+        .ok_or_else(|| Refusal::shape("a window frame offset that is not a constant"))?;
+    // SAFETY: a valid Const.
+    unsafe { crate::nodes::constant(constant) }.map_err(Refusal::shape)
 }
