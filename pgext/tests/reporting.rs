@@ -210,6 +210,11 @@ const TAKEN: &[&str] = &[
     "SELECT g, count(*) FROM generate_series(20, 1, -3) g JOIN sales ON sales.qty = g GROUP BY g ORDER BY g",
     "SELECT g, sum(i) FROM generate_series(1::bigint, 5::bigint) g JOIN sales ON sales.qty = g GROUP BY g ORDER BY g",
     "SELECT count(*) FROM generate_series(1, NULL) g JOIN sales ON sales.qty = g",
+    // sum, min and max of DISTINCT values (exact types, equal values of
+    // equal bytes).
+    "SELECT region, sum(DISTINCT qty), sum(DISTINCT amount), count(DISTINCT qty), min(DISTINCT day),
+            max(DISTINCT amount), sum(DISTINCT i::bigint % 7) FROM sales GROUP BY region ORDER BY 1",
+    "SELECT sum(DISTINCT qty) FILTER (WHERE region = 'north'), sum(DISTINCT amount) FROM sales",
     // Grouping sets: a rolled-up NULL told from a NULL value by GROUPING()
     // (in the ORDER BY, for a total order), duplicate sets kept, GROUP BY
     // DISTINCT removing them, empty inputs (the grand total's row still
@@ -299,6 +304,10 @@ const KEPT: &[&str] = &[
     "SELECT g, o, count(*) FROM generate_series(1, 5) WITH ORDINALITY AS t(g, o) JOIN sales ON sales.qty = g
       GROUP BY 1, 2 ORDER BY 1",
     "SELECT u, count(*) FROM unnest(ARRAY[1, 2, 3]) u JOIN sales ON sales.qty = u GROUP BY u ORDER BY u",
+    // DISTINCT in averages, and over values Postgres deems equal with
+    // other bytes.
+    "SELECT avg(DISTINCT qty) FROM sales",
+    "SELECT sum(DISTINCT f) FROM sales",
     // An OFFSET before WITH TIES cuts a set of peers where the plan meets
     // them.
     "SELECT * FROM (SELECT i, qty FROM sales ORDER BY qty OFFSET 3 ROWS FETCH FIRST 5 ROWS WITH TIES) s ORDER BY i",

@@ -210,12 +210,27 @@ impl Translator {
             }
         };
         if distinct {
+            // Over values whose equal ones have equal bytes (`groupable`
+            // above): counts, exact sums, and min and max (where DISTINCT
+            // changes nothing).
+            let exact = matches!(
+                a.aggfnoid.to_u32(),
+                pg_sys::F_COUNT_ANY
+                    | pg_sys::F_SUM_INT2
+                    | pg_sys::F_SUM_INT4
+                    | pg_sys::F_SUM_INT8
+                    | pg_sys::F_SUM_NUMERIC
+                    | pg_sys::F_MIN_NUMERIC
+                    | pg_sys::F_MAX_NUMERIC
+            ) || ordinary(a.aggfnoid.to_u32()).is_some();
             return match call {
-                Expr::AggregateFunction(mut f) if a.aggfnoid.to_u32() == pg_sys::F_COUNT_ANY => {
+                Expr::AggregateFunction(mut f) if exact => {
                     f.params.distinct = true;
                     Ok(Expr::AggregateFunction(f))
                 }
-                _ => Err(Refusal::shape("DISTINCT in an aggregate other than count")),
+                _ => Err(Refusal::shape(
+                    "DISTINCT in an aggregate other than count, sum, min and max",
+                )),
             };
         }
         Ok(call)
