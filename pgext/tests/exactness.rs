@@ -341,6 +341,47 @@ fn a_repartition_that_kept_order_still_does_across_participants() {
     );
 }
 
+/// DataFusion's sum of Decimal128 values adds with wrapping 128-bit
+/// arithmetic: three values of numeric(38, 0) near 10^38 summed to a
+/// negative number. Sums of values of more than 20 digits are checked, and
+/// one past 38 digits (76 for the squares a variance sums) is handed back
+/// to Postgres, as a plain aggregate, grouped, over a window frame, in an
+/// average and in a variance.
+#[test]
+fn a_numeric_sum_past_128_bits_is_handed_back_not_wrapped() {
+    let (_cluster, mut client) = with_weft();
+    client
+        .batch_execute(
+            "CREATE TABLE w (k int PRIMARY KEY, x numeric(38, 0), g int);
+             INSERT INTO w SELECT g, CASE WHEN g < 4 THEN 90000000000000000000000000000000000000
+                                          ELSE -90000000000000000000000000000000000000 END, g % 2
+               FROM generate_series(1, 6) g;
+             ANALYZE w",
+        )
+        .unwrap();
+    let sums = [
+        "SELECT sum(x) FROM w",
+        "SELECT g, sum(x), avg(x) FROM w GROUP BY g ORDER BY g",
+        "SELECT sum(x), avg(x) FROM w WHERE k < 4",
+        "SELECT var_pop(x), stddev_samp(x) FROM w",
+        "SELECT k, sum(x) OVER (ORDER BY k ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) FROM w ORDER BY k",
+    ];
+    check_both_ways(&mut client, &sums.map(|sql| (true, sql)));
+    client.batch_execute("SET weft.force = on").unwrap();
+    let plan = text_rows(
+        &mut client,
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT sum(x) FROM w WHERE k < 4",
+    )
+    .unwrap();
+    assert!(
+        plan.iter()
+            .flatten()
+            .flatten()
+            .any(|line| line.contains("handed back to Postgres's plan: a numeric sum beyond 38 digits")),
+        "{plan:?}"
+    );
+}
+
 /// A join of many tables ships a deep plan; every participant decodes it.
 #[test]
 fn a_join_of_64_tables_runs() {

@@ -199,6 +199,42 @@ const TAKEN: &[&str] = &[
     "SELECT g, stddev_samp(x), stddev_pop(x), var_samp(x), var_pop(x)
        FROM (SELECT i % 3000 g, ((i::bigint * 104729) % 2147483647 - 1073741823)::int x FROM sales) s
       GROUP BY g ORDER BY g",
+    // ... and of int8 and numerics of one display scale (the sums of
+    // squares in 256 bits; the result's scale at least twice the values').
+    "SELECT region, stddev_samp(amount), var_pop(amount), variance(i::bigint), stddev_pop(i::bigint * 1000000007),
+            var_samp(amount * qty), stddev_samp(amount) FILTER (WHERE qty < 3), var_samp(amount) FILTER (WHERE i < 3),
+            var_pop(n::numeric(10, 3)), stddev_pop(1.5), var_samp(0.001)
+       FROM sales GROUP BY region ORDER BY 1",
+    "SELECT i % 3, stddev_samp(b), var_pop(b), var_samp(b::numeric(30, 0) * 1000000), stddev_pop(b) FILTER (WHERE b > 0)
+       FROM ranged GROUP BY 1 ORDER BY 1",
+    "SELECT var_samp(amount), stddev_pop(i::bigint), var_pop(amount) FILTER (WHERE amount = 1.25) FROM sales WHERE i < 40",
+    // Statistics of floats, by Postgres's algorithm (Youngs-Cramer,
+    // combined pairwise across processes): equal in every digit where the
+    // result does not depend on how the rows were split (NaN, infinities,
+    // one value, no values, the overflow error), else rounded well above
+    // the last bits in which Postgres's own parallel plans differ run to
+    // run, each at a digit where its value (fixed by the data) is far from
+    // a rounding boundary.
+    "SELECT region, round(stddev_samp(f)::numeric, 7), round(var_pop(f)::numeric, 9),
+            round(variance(f::float4)::numeric, 9), round(stddev_pop((f * 3)::float4)::numeric, 8),
+            round(var_samp(f + 1e9)::numeric, 5)
+       FROM sales WHERE i % 11 <> 0 GROUP BY region ORDER BY 1",
+    "SELECT region, round(corr(f, qty)::numeric, 11), round(covar_pop(f, i)::numeric, 7),
+            round(covar_samp(f, qty)::numeric, 11), round(regr_slope(f, qty)::numeric, 12),
+            round(regr_intercept(f, qty)::numeric, 9), round(regr_r2(f, qty)::numeric, 12), regr_count(f, qty),
+            round(regr_avgx(f, qty)::numeric, 10), round(regr_avgy(f, qty)::numeric, 10),
+            round(regr_sxx(f, qty)::numeric, 5), round(regr_syy(f, qty)::numeric, 6), round(regr_sxy(f, qty)::numeric, 8)
+       FROM sales WHERE i % 11 <> 0 GROUP BY region ORDER BY 1",
+    "SELECT qty, var_samp(f), stddev_pop(f) FILTER (WHERE i < 14), var_pop(f) FILTER (WHERE i % 11 = 0),
+            regr_count(f, qty) FILTER (WHERE i < 0), corr(f, i) FILTER (WHERE i < 0), covar_samp(f, f) FILTER (WHERE i < 14)
+       FROM sales GROUP BY qty ORDER BY 1",
+    "SELECT var_pop(x), var_samp(x), stddev_samp(x), stddev_pop(x), regr_sxx(1, x), regr_syy(x, 1), regr_sxy(x, x),
+            covar_pop(x, x), corr(x, 2), regr_r2(x, x), regr_count(x, i)
+       FROM (SELECT i, CASE WHEN i = 3 THEN 'Infinity' WHEN i = 4 THEN '-Infinity' ELSE f END x FROM sales) s
+      WHERE i IN (1, 3, 4, 5) GROUP BY i = 1 ORDER BY 1",
+    "SELECT var_pop(f), stddev_samp(f), regr_count(f, f), regr_slope(f, f), covar_samp(f, f) FROM sales WHERE i < 0",
+    "SELECT var_pop(f * 1e300) FROM sales WHERE i % 11 <> 0",
+    "SELECT regr_sxy(f * 1e200, f * 1e200) FROM sales WHERE i % 11 <> 0",
     // VALUES lists and generate_series in FROM (each participant makes
     // every row): numerics of different display scales keep theirs, NULL
     // bounds make no rows, steps down.
@@ -295,9 +331,10 @@ const KEPT: &[&str] = &[
     "SELECT i, count(*) OVER (ORDER BY day RANGE BETWEEN INTERVAL '3 days' PRECEDING AND CURRENT ROW) FROM sales
       WHERE i < 100 ORDER BY i",
     "SELECT i, sum(i) OVER (ORDER BY k RANGE BETWEEN 3000000000 PRECEDING AND CURRENT ROW) FROM ranged ORDER BY i",
-    // Variances of floats, numerics and int8 (not yet Postgres's own
-    // arithmetic here).
-    "SELECT stddev_samp(f), var_pop(amount), variance(i::bigint) FROM sales",
+    // Variances of numerics whose display scale is each value's.
+    "SELECT stddev_samp(n), var_pop(amount / 7) FROM sales",
+    // A float variance over a window.
+    "SELECT i, stddev_samp(f) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
     // Set-returning functions in FROM weft does not make: a step of zero
     // (Postgres's error), ordinality, other functions.
     "SELECT count(*) FROM generate_series(1, 10, 0) g JOIN sales ON sales.qty = g",

@@ -387,6 +387,8 @@ pub fn new_state(config: SessionConfig) -> SessionState {
         .build();
     pgfn::register(&mut state).unwrap_or_else(|e| report("weft", &e.to_string()));
     crate::plan::spread::register(&mut state).unwrap_or_else(|e| report("weft", &e.to_string()));
+    crate::plan::decimal_sum::register(&mut state).unwrap_or_else(|e| report("weft", &e.to_string()));
+    crate::plan::moments::register(&mut state).unwrap_or_else(|e| report("weft", &e.to_string()));
     state
 }
 

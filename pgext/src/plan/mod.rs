@@ -15,17 +15,21 @@
 //! - [`lookup`]: a join's keys looked up in a btree index instead of a
 //!   whole scan;
 //! - [`estimate`]: Postgres's row estimates for filtered scans;
+//! - [`decimal_sum`]: sums of decimals that never wrap;
 //! - [`pgfn`]: DataFusion functions that compute as Postgres does, and
-//!   [`spread`] the variances and standard deviations of integers;
+//!   [`spread`] the variances and standard deviations of integers,
+//!   [`moments`] the statistics of floats;
 //! - [`stats`]: what pg_statistic says of a table's columns.
 
 pub mod bridge;
 pub mod codec;
 pub mod collate;
 pub mod column;
+pub mod decimal_sum;
 pub mod estimate;
 pub mod keys;
 pub mod lookup;
+pub mod moments;
 pub mod pgfn;
 pub mod scan;
 pub mod spread;

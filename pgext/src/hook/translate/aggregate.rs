@@ -12,13 +12,15 @@ use pgrx::pg_sys::{self, NodeTag};
 
 use super::args::function_name;
 use super::collation::{collation_is_c, deterministic};
-use super::expr::{decimal_scale, groupable};
+use super::expr::{decimal_type, groupable};
 use super::scope::{Parts, Scope};
 use super::{Refusal, Translator};
 use crate::nodes::{cast as node_cast, list};
 use crate::plan::bridge::{foldable, Fold, PgFold};
 use crate::plan::collate::extreme::CollatedExtreme;
-use crate::plan::spread::Spread;
+use crate::plan::decimal_sum::{decimal_sum, squares_sum};
+use crate::plan::moments::{statistic, Statistic};
+use crate::plan::spread::{Spread, Summed};
 
 impl Translator {
     /// One aggregate call, with its FILTER.
@@ -50,8 +52,9 @@ impl Translator {
         let a = unsafe { &*aggref };
         let f = a.aggfnoid.to_u32();
         let combine = match f {
-            _ if Spread::of_integers(f).is_some() && a.aggdistinct.is_null() => {
-                Combine::Spread(Spread::of_integers(f).expect("a spread"))
+            _ if Spread::of(f).is_some() && a.aggdistinct.is_null() => {
+                let (kind, summed) = Spread::of(f).expect("a spread");
+                Combine::Spread(kind, summed)
             }
             pg_sys::F_SUM_FLOAT8 | pg_sys::F_AVG_FLOAT8 | pg_sys::F_AVG_FLOAT4 => Combine::Overflow,
             pg_sys::F_MAX_FLOAT4 => Combine::Largest(ScalarValue::Float32(Some(f32::NAN))),
@@ -64,19 +67,28 @@ impl Translator {
         let [arg] = unsafe { list::<pg_sys::TargetEntry>(a.args) }[..] else {
             return Err(Refusal::shape("a float aggregate of several arguments"));
         };
+        // A numeric of one display scale, as the aggregate reads it.
+        self.one_scale += 1;
         // SAFETY: as above.
-        let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows)? };
+        let value = unsafe { self.expr((*arg).expr.cast(), &Scope::Rows) };
+        self.one_scale -= 1;
+        let value = value?;
         let beside = match combine {
             Combine::Overflow => vec![max(abs(cast(value, DataType::Float64)))],
             Combine::Largest(_) | Combine::Smallest(_) => vec![bool_or(isnan(value))],
             // The sum and the sum of squares, exactly (an int4's square
             // fits in int8).
-            Combine::Spread(_) => {
+            Combine::Spread(_, Summed::Narrow) => {
                 let wide = cast(value, DataType::Int64);
                 vec![
                     sum(cast(wide.clone(), DataType::Decimal128(38, 0))),
                     sum(cast(wide.clone() * wide, DataType::Decimal128(38, 0))),
                 ]
+            }
+            Combine::Spread(_, Summed::Int8) => vec![decimal_sum(value.clone(), 19, 0), squares_sum(value, 0)],
+            Combine::Spread(_, Summed::Numeric) => {
+                let (precision, scale) = decimal_type(&value, self)?;
+                vec![decimal_sum(value.clone(), precision, scale), squares_sum(value, scale)]
             }
         };
         // SAFETY: as above.
@@ -164,11 +176,17 @@ impl Translator {
                 pg_sys::F_COUNT_ if a.aggstar => count(lit(1i64)),
                 // The count beside which `companion` sums the values and
                 // their squares.
-                _ if Spread::of_integers(f).is_some() && !distinct => count(one()?),
+                _ if Spread::of(f).is_some() && !distinct => count(one()?),
+                // Statistics of floats, accumulated and combined as
+                // Postgres's float8_accum and float8_combine do.
+                _ if Statistic::of_floats(f).is_some() && !distinct => {
+                    let kind = Statistic::of_floats(f).expect("a statistic");
+                    statistic(kind, args.into_iter().map(|a| cast(a, DataType::Float64)).collect())
+                }
                 pg_sys::F_SUM_NUMERIC => {
                     let value = one()?;
-                    let scale = decimal_scale(&value, self)?;
-                    sum(cast(value, DataType::Decimal128(38, scale)))
+                    let (precision, scale) = decimal_type(&value, self)?;
+                    decimal_sum(value, precision, scale)
                 }
                 pg_sys::F_MIN_NUMERIC => min(one()?),
                 pg_sys::F_MAX_NUMERIC => max(one()?),
@@ -224,6 +242,10 @@ impl Translator {
                     | pg_sys::F_MAX_NUMERIC
             ) || ordinary(a.aggfnoid.to_u32()).is_some();
             return match call {
+                call if crate::plan::decimal_sum::is_checked(&call) => Err(Refusal::shape(format!(
+                    "sum(DISTINCT) of numerics of more than {} digits",
+                    crate::plan::decimal_sum::NATIVE_DIGITS
+                ))),
                 Expr::AggregateFunction(mut f) if exact => {
                     f.params.distinct = true;
                     Ok(Expr::AggregateFunction(f))
@@ -372,14 +394,14 @@ impl Translator {
                 let total = unsafe { self.folded(a, pg_sys::Oid::from(pg_sys::F_NUMERIC_ADD), vec![value.clone()])? };
                 return Ok(Some((Parts::Avg, total, count(value))));
             }
-            let scale = if f == pg_sys::F_AVG_NUMERIC {
-                decimal_scale(&value, self)?
+            let (precision, scale) = if f == pg_sys::F_AVG_NUMERIC {
+                decimal_type(&value, self)?
             } else {
-                0
+                (19, 0)
             };
             return Ok(Some((
                 Parts::Avg,
-                sum(cast(value.clone(), DataType::Decimal128(38, scale))),
+                decimal_sum(value.clone(), precision, scale),
                 count(value),
             )));
         }
@@ -401,10 +423,10 @@ impl Translator {
         let Ok(scale) = (unsafe { self.display_scale(arg, &value) }) else {
             return Err(refusal);
         };
-        let total_scale = decimal_scale(&value, self)?;
+        let (precision, total_scale) = decimal_type(&value, self)?;
         Ok(Some((
             Parts::ScaledSum,
-            sum(cast(value, DataType::Decimal128(38, total_scale))),
+            decimal_sum(value, precision, total_scale),
             max(scale),
         )))
     }
@@ -455,16 +477,17 @@ enum Combine {
     /// The smallest number and whether a NaN was among the values: NaN
     /// (of this value) if there was no number but a NaN.
     Smallest(ScalarValue),
-    /// A count of integers, beside their sum and sum of squares: their
-    /// variance or standard deviation ([`crate::plan::spread`]).
-    Spread(Spread),
+    /// A count of integers or numerics, beside their sum and sum of
+    /// squares: their variance or standard deviation
+    /// ([`crate::plan::spread`]).
+    Spread(Spread, Summed),
 }
 
 impl Companion {
     /// Postgres's value, of the aggregate's result `first` and the
     /// companions' `beside` (one per aggregate of [`Companion::aggregates`]).
     pub(super) fn read(&self, first: Expr, mut beside: Vec<Expr>) -> Expr {
-        if let Combine::Spread(kind) = self.combine {
+        if let Combine::Spread(kind, _) = self.combine {
             let squares = beside.pop().expect("a sum of squares");
             let sum = beside.pop().expect("a sum");
             return crate::plan::spread::spread(kind, first, sum, squares);
@@ -478,7 +501,7 @@ impl Companion {
             Combine::Smallest(nan) => when(first.clone().is_null().and(second), lit(nan.clone()))
                 .otherwise(first)
                 .expect("a CASE with a WHEN"),
-            Combine::Spread(_) => unreachable!("read above"),
+            Combine::Spread(..) => unreachable!("read above"),
         }
     }
 }

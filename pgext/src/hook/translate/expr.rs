@@ -703,13 +703,19 @@ pub(super) unsafe fn sort_key(sortop: Oid, expr: *mut pg_sys::Node, image: bool)
 
 /// The scale of a Decimal128 expression.
 pub(super) fn decimal_scale(value: &Expr, translator: &Translator) -> Result<i8, Refusal> {
+    Ok(decimal_type(value, translator)?.1)
+}
+
+/// The precision and scale of `value`, a Decimal128 expression of the
+/// current level's rows.
+pub(super) fn decimal_type(value: &Expr, translator: &Translator) -> Result<(u8, i8), Refusal> {
     let schema = translator
         .levels
         .last()
         .and_then(|l| l.schema.clone())
         .ok_or("an aggregate without a FROM clause")?;
     match value.get_type(&schema).map_err(df)? {
-        DataType::Decimal128(_, scale) => Ok(scale),
+        DataType::Decimal128(precision, scale) => Ok((precision, scale)),
         other => Err(Refusal::Function(format!("sum over {other}"))),
     }
 }

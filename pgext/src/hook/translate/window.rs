@@ -451,7 +451,7 @@ unsafe fn reads_sorted_subquery(q: &pg_sys::Query) -> bool {
 /// The DataFusion window function computing `w` (named `name`) on `args`
 /// (of Arrow `types`).
 fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>, types: &[DataType]) -> Result<Expr, Refusal> {
-    use datafusion::functions_aggregate::expr_fn::{max, min, sum};
+    use datafusion::functions_aggregate::expr_fn::{max, min};
     use datafusion::functions_window::expr_fn::{
         cume_dist, dense_rank, first_value, last_value, nth_value, ntile, percent_rank, rank, row_number,
     };
@@ -485,8 +485,8 @@ fn window_call(w: &pg_sys::WindowFunc, name: &str, args: Vec<Expr>, types: &[Dat
         // whose scale varies by value): each sum at that scale, as
         // numeric addition keeps it.
         pg_sys::F_SUM_NUMERIC => match types.first() {
-            Some(&DataType::Decimal128(_, scale)) => {
-                sum(datafusion::logical_expr::cast(one()?, DataType::Decimal128(38, scale)))
+            Some(&DataType::Decimal128(precision, scale)) => {
+                crate::plan::decimal_sum::decimal_sum(one()?, precision, scale)
             }
             _ => {
                 return Err(Refusal::inexact(format!(
@@ -518,7 +518,6 @@ fn window_average(
     args: &[Expr],
     types: &[DataType],
 ) -> Result<Option<(Expr, Expr)>, Refusal> {
-    use datafusion::functions_aggregate::expr_fn::sum;
     let f = w.winfnoid.to_u32();
     if !matches!(
         f,
@@ -526,9 +525,9 @@ fn window_average(
     ) {
         return Ok(None);
     }
-    let scale = match types.first() {
-        Some(DataType::Int16 | DataType::Int32 | DataType::Int64) => 0,
-        Some(&DataType::Decimal128(_, scale)) => scale,
+    let (precision, scale) = match types.first() {
+        Some(DataType::Int16 | DataType::Int32 | DataType::Int64) => (19, 0),
+        Some(&DataType::Decimal128(precision, scale)) => (precision, scale),
         _ => {
             return Err(Refusal::inexact(format!(
                 "window function {name} over numerics without a declared scale"
@@ -538,10 +537,7 @@ fn window_average(
     let [value] = args else {
         return Err(Refusal::shape(format!("window function {name} of several arguments")));
     };
-    let total = sum(datafusion::logical_expr::cast(
-        value.clone(),
-        DataType::Decimal128(38, scale),
-    ));
+    let total = crate::plan::decimal_sum::decimal_sum(value.clone(), precision, scale);
     Ok(Some((as_window(total, name)?, as_window(count(value.clone()), name)?)))
 }
 
