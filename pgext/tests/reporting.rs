@@ -235,6 +235,12 @@ const TAKEN: &[&str] = &[
     "SELECT var_pop(f), stddev_samp(f), regr_count(f, f), regr_slope(f, f), covar_samp(f, f) FROM sales WHERE i < 0",
     "SELECT var_pop(f * 1e300) FROM sales WHERE i % 11 <> 0",
     "SELECT regr_sxy(f * 1e200, f * 1e200) FROM sales WHERE i % 11 <> 0",
+    // count(DISTINCT (a, b)): rows with NULL fields counted, NULL the same
+    // as NULL.
+    "SELECT qty, count(DISTINCT (region, note)), count(DISTINCT (note, amount, day)) FILTER (WHERE i > 10),
+            count(DISTINCT ROW(region))
+       FROM sales GROUP BY qty ORDER BY 1",
+    "SELECT count(DISTINCT (region, note)), count(DISTINCT (region, qty)) FROM sales WHERE note IS NULL OR region IS NULL",
     // VALUES lists and generate_series in FROM (each participant makes
     // every row): numerics of different display scales keep theirs, NULL
     // bounds make no rows, steps down.
@@ -344,6 +350,7 @@ const KEPT: &[&str] = &[
     // DISTINCT in averages, and over values Postgres deems equal with
     // other bytes.
     "SELECT avg(DISTINCT qty) FROM sales",
+    "SELECT count(DISTINCT (f, qty)) FROM sales",
     "SELECT sum(DISTINCT f) FROM sales",
     // An OFFSET before WITH TIES cuts a set of peers where the plan meets
     // them.

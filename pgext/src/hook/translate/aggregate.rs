@@ -136,6 +136,12 @@ impl Translator {
         for target in unsafe { list::<pg_sys::TargetEntry>(a.args) } {
             // SAFETY: as above.
             let arg: *mut pg_sys::Node = unsafe { (*target).expr.cast() };
+            // SAFETY: as above.
+            if let Some(row) = unsafe { node_cast::<pg_sys::RowExpr>(arg, NodeTag::T_RowExpr) } {
+                // SAFETY: as above.
+                args.push(unsafe { self.distinct_row(a, row)? });
+                continue;
+            }
             if distinct {
                 // SAFETY: as above.
                 unsafe { groupable(arg, "DISTINCT in an aggregate")? };
@@ -256,6 +262,41 @@ impl Translator {
             };
         }
         Ok(call)
+    }
+
+    /// The row `row` counted by `count(DISTINCT (a, b, ...))` (`a`), as a
+    /// struct of its fields: a row is never NULL, whatever its fields, and
+    /// two rows are the same where each field is (NULL the same as NULL),
+    /// as Postgres's record equality has it, so every field must be one
+    /// whose equal values have equal bytes.
+    ///
+    /// # Safety
+    /// `a` is an Aggref of the current level, `row` one of its arguments.
+    unsafe fn distinct_row(&mut self, a: &pg_sys::Aggref, row: *mut pg_sys::RowExpr) -> Result<Expr, Refusal> {
+        if a.aggfnoid.to_u32() != pg_sys::F_COUNT_ANY || a.aggdistinct.is_null() {
+            return Err(Refusal::shape(
+                "a row value in an aggregate other than count(DISTINCT ...)",
+            ));
+        }
+        let mut fields = Vec::new();
+        // SAFETY: per the caller; a RowExpr's args are expressions.
+        for field in unsafe { list::<pg_sys::Node>((*row).args) } {
+            // SAFETY: as above.
+            unsafe { groupable(field, "DISTINCT in an aggregate")? };
+            // SAFETY: as above.
+            let value = unsafe { self.expr(field, &Scope::Rows)? };
+            // SAFETY: as above.
+            if unsafe { self.numeric_image(field, &value, &Scope::Rows) } {
+                return Err(Refusal::inexact(
+                    "DISTINCT over numerics without a declared scale, whose equal values may differ in their bytes",
+                ));
+            }
+            fields.push(value);
+        }
+        if fields.is_empty() {
+            return Err(Refusal::shape("count(DISTINCT ()) of an empty row"));
+        }
+        Ok(datafusion::functions::core::expr_fn::r#struct(fields))
     }
 
     /// Aggregate `a` over `args` folded by Postgres with its own
