@@ -252,6 +252,18 @@ const TAKEN: &[&str] = &[
     "SELECT g, count(*) FROM generate_series(20, 1, -3) g JOIN sales ON sales.qty = g GROUP BY g ORDER BY g",
     "SELECT g, sum(i) FROM generate_series(1::bigint, 5::bigint) g JOIN sales ON sales.qty = g GROUP BY g ORDER BY g",
     "SELECT count(*) FROM generate_series(1, NULL) g JOIN sales ON sales.qty = g",
+    // unnest of a constant array: elements in storage order (a
+    // two-dimensional array flattened), NULL elements as NULL rows, no row
+    // of an empty or NULL array, WITH ORDINALITY, numerics keeping each
+    // element's display scale.
+    "SELECT u, count(*) FROM unnest(ARRAY[1, 2, 3]) u JOIN sales ON sales.qty = u GROUP BY u ORDER BY u",
+    "SELECT u, o, count(s.i) FROM unnest(ARRAY[3, NULL, 1, 3]) WITH ORDINALITY AS t(u, o)
+       LEFT JOIN sales s ON s.qty = u GROUP BY 1, 2 ORDER BY 2",
+    "SELECT u, count(*) FROM unnest('{north,east,nowhere}'::text[]) u JOIN sales ON sales.region = u GROUP BY u ORDER BY u",
+    "SELECT u, count(*) FROM unnest('{{1,2},{3,4}}'::int[]) u JOIN sales ON sales.qty = u GROUP BY u ORDER BY u",
+    "SELECT count(*) FROM unnest('{}'::int[]) u JOIN sales ON sales.qty = u",
+    "SELECT count(*) FROM unnest(NULL::date[]) u JOIN sales ON sales.day = u",
+    "SELECT s.i, u FROM unnest(ARRAY[1.5, 2.50, 3, NULL]) u JOIN sales s ON s.qty = u::int WHERE s.i < 20 ORDER BY 1, 2",
     // sum, min and max of DISTINCT values (exact types, equal values of
     // equal bytes).
     "SELECT region, sum(DISTINCT qty), sum(DISTINCT amount), count(DISTINCT qty), min(DISTINCT day),
@@ -342,11 +354,11 @@ const KEPT: &[&str] = &[
     // A float variance over a window.
     "SELECT i, stddev_samp(f) OVER (ORDER BY i) FROM sales WHERE i < 100 ORDER BY i",
     // Set-returning functions in FROM weft does not make: a step of zero
-    // (Postgres's error), ordinality, other functions.
+    // (Postgres's error), generate_series WITH ORDINALITY, LATERAL calls.
     "SELECT count(*) FROM generate_series(1, 10, 0) g JOIN sales ON sales.qty = g",
     "SELECT g, o, count(*) FROM generate_series(1, 5) WITH ORDINALITY AS t(g, o) JOIN sales ON sales.qty = g
       GROUP BY 1, 2 ORDER BY 1",
-    "SELECT u, count(*) FROM unnest(ARRAY[1, 2, 3]) u JOIN sales ON sales.qty = u GROUP BY u ORDER BY u",
+    "SELECT count(*) FROM sales, unnest(ARRAY[sales.qty, 1]) u WHERE u = 2",
     // DISTINCT in averages, and over values Postgres deems equal with
     // other bytes.
     "SELECT avg(DISTINCT qty) FROM sales",

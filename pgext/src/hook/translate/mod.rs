@@ -21,8 +21,9 @@
 //! ([`function`]), what Postgres evaluates in each participant beyond
 //! single calls ([`bridged`]), what DataFusion may do with values carried
 //! as their images ([`image`]), what Postgres finishes ([`finish`]),
-//! expressions constant for the statement ([`fold`]) and the join order
-//! ([`order`]) live beside it.
+//! expressions constant for the statement ([`fold`]), set-returning
+//! functions in FROM ([`srf`]) and the join order ([`order`]) live beside
+//! it.
 
 mod aggregate;
 mod args;
@@ -38,6 +39,7 @@ mod image;
 mod order;
 mod scope;
 mod setop;
+mod srf;
 mod subquery;
 mod window;
 
@@ -680,83 +682,6 @@ impl Translator {
         self.level().columns.insert(rtindex, names);
         LogicalPlanBuilder::from(plan)
             .alias(alias)
-            .map_err(df)?
-            .build()
-            .map_err(df)
-    }
-
-    /// The rows of a set-returning function in FROM: `generate_series` of
-    /// integers with constant bounds and step, by DataFusion's own table
-    /// function (each participant makes every row, as of a constant).
-    ///
-    /// # Safety
-    /// `rte` is a valid RTE_FUNCTION entry of the current level.
-    unsafe fn function_scan(&mut self, rte: &pg_sys::RangeTblEntry, alias: &str) -> Result<LogicalPlan, Refusal> {
-        use datafusion::arrow::datatypes::DataType;
-        use datafusion::catalog::TableFunctionImpl;
-        use datafusion::common::ScalarValue;
-        use datafusion::functions_table::generate_series::GenerateSeriesFunc;
-        if rte.lateral {
-            return Err(Refusal::shape("a function in FROM reading columns beside it (LATERAL)"));
-        }
-        if rte.funcordinality {
-            return Err(Refusal::shape("WITH ORDINALITY"));
-        }
-        // SAFETY: per the caller.
-        let functions = unsafe { list::<pg_sys::RangeTblFunction>(rte.functions) };
-        let [function] = functions[..] else {
-            return Err(Refusal::shape("ROWS FROM of several functions"));
-        };
-        // SAFETY: as above.
-        let call = unsafe { cast::<pg_sys::FuncExpr>((*function).funcexpr, NodeTag::T_FuncExpr) }
-            .ok_or_else(|| Refusal::shape("a function in FROM that is not a function call"))?;
-        // SAFETY: as above.
-        let call = unsafe { &*call };
-        let result = match call.funcid.to_u32() {
-            pg_sys::F_GENERATE_SERIES_INT4_INT4 | pg_sys::F_GENERATE_SERIES_INT4_INT4_INT4 => DataType::Int32,
-            pg_sys::F_GENERATE_SERIES_INT8_INT8 | pg_sys::F_GENERATE_SERIES_INT8_INT8_INT8 => DataType::Int64,
-            other => {
-                // SAFETY: a function OID.
-                let name = unsafe { args::function_name(other) };
-                return Err(Refusal::Function(format!("set-returning function {name} in FROM")));
-            }
-        };
-        let mut bounds = Vec::new();
-        // SAFETY: as above.
-        for arg in unsafe { list::<pg_sys::Node>(call.args) } {
-            // SAFETY: as above.
-            let Some(value) = (unsafe { self.constant_of(arg) }) else {
-                return Err(Refusal::shape("generate_series of bounds that are not constants"));
-            };
-            bounds.push(match value.cast_to(&DataType::Int64) {
-                Ok(ScalarValue::Int64(None)) => ScalarValue::Null,
-                // Within what DataFusion's series steps through without
-                // overflowing.
-                Ok(ScalarValue::Int64(Some(v))) if v.unsigned_abs() < 1 << 62 => ScalarValue::Int64(Some(v)),
-                _ => return Err(Refusal::shape("generate_series of bounds near the integers' edges")),
-            });
-        }
-        if bounds.get(2) == Some(&ScalarValue::Int64(Some(0))) {
-            // Postgres's error for a step of zero.
-            return Err(Refusal::shape("generate_series with a step of zero"));
-        }
-        let bounds: Vec<Expr> = bounds.into_iter().map(datafusion::logical_expr::lit).collect();
-        let session = datafusion::execution::SessionStateBuilder::new().build();
-        let series = GenerateSeriesFunc {}
-            .call_with_args(datafusion::catalog::TableFunctionArgs::new(&bounds, &session))
-            .map_err(df)?;
-        let scan = LogicalPlanBuilder::scan(format!("{alias}_series"), provider_as_source(series), None)
-            .map_err(df)?
-            .build()
-            .map_err(df)?;
-        let value = col("value");
-        let value = if result == DataType::Int32 {
-            datafusion::logical_expr::cast(value, DataType::Int32)
-        } else {
-            value
-        };
-        LogicalPlanBuilder::from(scan)
-            .project(vec![value.alias("value")])
             .map_err(df)?
             .build()
             .map_err(df)
