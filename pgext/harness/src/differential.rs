@@ -18,16 +18,18 @@ pub fn taken(client: &mut Client, sql: &str) -> bool {
 }
 
 /// `sql`'s result with weft forced on and with weft off, in that order
-/// (weft is left on afterwards).
+/// (weft is left on afterwards). Plans the session has cached (prepared
+/// statements', PL/pgSQL's) are dropped before each run: a plan made with
+/// weft on would otherwise run again with it off.
 ///
 /// # Panics
 /// If the settings cannot be changed.
 pub fn both_ways(client: &mut Client, sql: &str) -> (Result<Rows, String>, Result<Rows, String>) {
     client
-        .batch_execute("SET weft.enable = on; SET weft.force = on")
+        .batch_execute("SET weft.enable = on; SET weft.force = on; DISCARD PLANS")
         .unwrap();
     let weft = text_rows(client, sql);
-    client.batch_execute("SET weft.enable = off").unwrap();
+    client.batch_execute("SET weft.enable = off; DISCARD PLANS").unwrap();
     let stock = text_rows(client, sql);
     client.batch_execute("SET weft.enable = on").unwrap();
     (weft, stock)

@@ -260,9 +260,17 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
     if !crate::catalog::utf8_database() {
         return Err(Refusal::NotEligible("the database's encoding is not UTF8"));
     }
-    if cursor_options & pg_sys::CURSOR_OPT_PARALLEL_OK as i32 == 0 {
+    // Without CURSOR_OPT_PARALLEL_OK (a cursor, a PL/pgSQL FOR loop, a
+    // query fetched a few rows at a time), Postgres plans no workers
+    // because its executor would stay in parallel mode between fetches.
+    // weft's run enters and leaves parallel mode within the first fetch,
+    // keeping every row, so that is no reason here. A cursor over a plain
+    // scan of one table may be updated `WHERE CURRENT OF` it, which needs
+    // the stock plan's scan of that table: such queries stay with Postgres.
+    // SAFETY: per the caller.
+    if cursor_options & pg_sys::CURSOR_OPT_PARALLEL_OK as i32 == 0 && unsafe { updatable_scan(q) } {
         return Err(Refusal::NotEligible(
-            "Postgres does not allow a parallel plan here (a cursor, or a function's query)",
+            "a cursor over a plain scan of one table, which WHERE CURRENT OF may update",
         ));
     }
     // SAFETY: plain reads of the backend's state.
@@ -284,6 +292,45 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// Whether `q` reads one table in FROM (through subqueries and views
+/// too) and no level of it groups, aggregates, windows, removes
+/// duplicates or combines sets: a query whose stock plan may be a scan of
+/// that table, through which `WHERE CURRENT OF` updates a row.
+///
+/// # Safety
+/// `q` is a valid Query.
+unsafe fn updatable_scan(q: &pg_sys::Query) -> bool {
+    /// The tables `q`'s FROM reads, or None where a level does more than
+    /// filter and project.
+    unsafe fn tables(q: &pg_sys::Query) -> Option<usize> {
+        if q.hasAggs
+            || q.hasWindowFuncs
+            || !q.groupClause.is_null()
+            || !q.groupingSets.is_null()
+            || !q.distinctClause.is_null()
+            || !q.setOperations.is_null()
+        {
+            return None;
+        }
+        let mut count = 0;
+        // SAFETY: per the caller; its range table.
+        for rte in unsafe { crate::nodes::list::<pg_sys::RangeTblEntry>(q.rtable) } {
+            // SAFETY: a range table entry, a subquery's Query.
+            unsafe {
+                match (*rte).rtekind {
+                    pg_sys::RTEKind::RTE_RELATION => count += 1,
+                    pg_sys::RTEKind::RTE_SUBQUERY if !(*rte).subquery.is_null() => count += tables(&*(*rte).subquery)?,
+                    _ => {}
+                }
+            }
+        }
+        Some(count)
+    }
+    // SAFETY: per the caller.
+    let count = unsafe { tables(q) };
+    count == Some(1)
 }
 
 /// The most rows a sort of text under a collation other than C may be
@@ -366,7 +413,7 @@ unsafe fn take_over(
     // thread.
     let translation = unsafe {
         translate::follow_stock_plan(query, stmt);
-        translate::translate(query, params)?
+        translate::translate(query, params, translate::Stage::Planning)?
     };
     // A query without a table has nothing to share among participants;
     // PL/pgSQL's simple expressions (`SELECT <expr>`), which it evaluates

@@ -128,6 +128,13 @@ pub unsafe fn plan(
         (*scan).custom_private = pg_sys::lappend(std::ptr::null_mut(), query.cast());
         (*scan).custom_plans = pg_sys::lappend(std::ptr::null_mut(), stock.cast());
         (*scan).methods = &raw const SCAN_METHODS;
+        // Rows are kept in a tuplestore that reads both ways; a cursor may
+        // fetch backward exactly where it could over the stock plan (a
+        // SCROLL cursor's has a Material node on top), so that weft
+        // changes neither what it allows nor, handed back, what runs.
+        if pg_sys::ExecSupportsBackwardScan(stock) {
+            (*scan).flags |= pg_sys::CUSTOMPATH_SUPPORT_BACKWARD_SCAN;
+        }
         scan.cast()
     }
 }
@@ -246,7 +253,8 @@ unsafe extern "C-unwind" fn next(node: *mut pg_sys::ScanState) -> *mut pg_sys::T
     unsafe {
         let scan = (*state).css.ss.ss_ScanTupleSlot;
         let fetched = (*state).slot;
-        if pg_sys::tuplestore_gettupleslot((*state).store, true, false, fetched) {
+        let forward = (*(*state).css.ss.ps.state).es_direction != pg_sys::ScanDirection::BackwardScanDirection;
+        if pg_sys::tuplestore_gettupleslot((*state).store, forward, false, fetched) {
             let copy = (*(*scan).tts_ops).copyslot.expect("every slot kind copies");
             copy(scan, fetched);
             scan
@@ -263,25 +271,23 @@ unsafe extern "C-unwind" fn recheck(_node: *mut pg_sys::ScanState, _slot: *mut p
 }
 
 /// The scan's query translated again, with the execution's parameter
-/// values.
+/// values; why not, where it no longer translates with them (a generic
+/// plan's parameters, unknown when it was planned, may hold values weft
+/// does not take).
 ///
 /// # Safety
 /// `state` is our scan's state, initialized by the executor.
-unsafe fn planned(state: *mut WeftScanState) -> Planned {
+unsafe fn planned(state: *mut WeftScanState) -> Result<Planned, String> {
     // SAFETY: per the caller.
     let (query, params) = unsafe { ((*state).query, (*(*state).css.ss.ps.state).es_param_list_info) };
     // SAFETY: the Query the plan keeps; the executor's parameters.
-    let translation = unsafe { translate::translate(query, params) }.unwrap_or_else(|refusal| {
-        crate::error::report(
-            "weft",
-            &format!("the query planned for weft no longer translates ({refusal}); plan it again"),
-        )
-    });
-    Planned::new(
+    let translation = unsafe { translate::translate(query, params, translate::Stage::Running) }
+        .map_err(|refusal| format!("the query does not translate with its parameters' values: {refusal}"))?;
+    Ok(Planned::new(
         run::new_state(run::session_config(1)),
         translation.plan,
         translation.relations,
-    )
+    ))
 }
 
 /// Translates and runs the query, materializing its rows.
@@ -291,9 +297,8 @@ unsafe fn planned(state: *mut WeftScanState) -> Planned {
 unsafe fn run(state: *mut WeftScanState) {
     // SAFETY: per the caller.
     unsafe {
-        let planned = planned(state);
         let analyze = !(*state).css.ss.ps.instrument.is_null();
-        let output = match run::run(planned, analyze) {
+        let output = match planned(state).and_then(|planned| run::run(planned, analyze)) {
             Ok(output) => output,
             Err(reason) => return hand_back(state, &reason),
         };
@@ -354,12 +359,14 @@ unsafe extern "C-unwind" fn explain(
     unsafe {
         match &(*state).explained {
             Some(explained) => emit(es, explained),
-            None => {
-                let planned = planned(state);
-                let explained = run::explain(&planned);
-                planned.close();
-                emit(es, &Explanation::Plan(explained));
-            }
+            None => match planned(state) {
+                Ok(planned) => {
+                    let explained = run::explain(&planned);
+                    planned.close();
+                    emit(es, &Explanation::Plan(explained));
+                }
+                Err(reason) => emit(es, &Explanation::HandedBack(reason)),
+            },
         }
     }
 }

@@ -492,34 +492,32 @@ impl Translator {
             .collect()
     }
 
-    /// A parameter's value, when the statement's parameters are known
-    /// (a custom plan of a prepared statement, and its execution).
+    /// A parameter's value: from the statement's parameters where they
+    /// hold it (a prepared statement's custom plan and every execution,
+    /// through the list's fetch hook for PL/pgSQL's variables); while
+    /// planning without it (a generic plan), a NULL of the parameter's
+    /// type ([`Stage::Planning`](super::Stage)).
     ///
     /// # Safety
     /// `self.params` is NULL or valid.
     unsafe fn param(&self, param: &pg_sys::Param) -> Result<ScalarValue, Refusal> {
-        let params = self.params;
-        // SAFETY: per the caller.
-        let known = !params.is_null() && unsafe { (*params).paramFetch.is_none() };
-        if param.paramkind != pg_sys::ParamKind::PARAM_EXTERN || !known {
-            return Err(Refusal::shape("a parameter whose value is not known when planning"));
+        if param.paramkind != pg_sys::ParamKind::PARAM_EXTERN {
+            return Err(Refusal::shape("a parameter of the executor's own"));
         }
-        // SAFETY: as above; `numParams` entries follow the header.
-        unsafe {
-            let count = (*params).numParams;
-            if param.paramid < 1 || param.paramid > count {
-                return Err(Refusal::shape(format!("parameter ${} has no value", param.paramid)));
+        let planning = self.stage == super::Stage::Planning;
+        // SAFETY: per the caller.
+        let known = unsafe { extern_param(self.params, param.paramid, planning) };
+        match known {
+            Some((value, null, typid)) if typid == param.paramtype => {
+                // SAFETY: a value of the parameter's type.
+                Ok(unsafe { crate::nodes::value(param.paramtype, param.paramtypmod, value, null) }?)
             }
-            let entry = &*(*params).params.as_ptr().add(param.paramid as usize - 1);
-            if entry.ptype != param.paramtype {
-                return Err(Refusal::shape(format!("parameter ${} has another type", param.paramid)));
+            Some(_) => Err(Refusal::shape(format!("parameter ${} has another type", param.paramid))),
+            None if planning => {
+                // SAFETY: a NULL reads no datum.
+                Ok(unsafe { crate::nodes::value(param.paramtype, param.paramtypmod, pg_sys::Datum::from(0), true) }?)
             }
-            Ok(crate::nodes::value(
-                param.paramtype,
-                param.paramtypmod,
-                entry.value,
-                entry.isnull,
-            )?)
+            None => Err(Refusal::shape(format!("parameter ${} has no value", param.paramid))),
         }
     }
 
@@ -717,5 +715,44 @@ pub(super) fn decimal_type(value: &Expr, translator: &Translator) -> Result<(u8,
     match value.get_type(&schema).map_err(df)? {
         DataType::Decimal128(precision, scale) => Ok((precision, scale)),
         other => Err(Refusal::Function(format!("sum over {other}"))),
+    }
+}
+
+/// Parameter `id`'s value, nullness and type in `params`, where the list
+/// holds one: stored in it, or fetched by its hook (PL/pgSQL's variables),
+/// `speculative`ly while planning (the hook then gives only values safe to
+/// read, as the planner asks for them), for good when the query runs.
+///
+/// # Safety
+/// `params` is NULL or a valid parameter list, on the backend thread.
+unsafe fn extern_param(
+    params: pg_sys::ParamListInfo,
+    id: i32,
+    speculative: bool,
+) -> Option<(pg_sys::Datum, bool, pg_sys::Oid)> {
+    if params.is_null() {
+        return None;
+    }
+    // SAFETY: per the caller; `numParams` entries follow the header, and a
+    // fetch hook fills the workspace (or returns an entry of the list).
+    unsafe {
+        if id < 1 || id > (*params).numParams {
+            return None;
+        }
+        let entry = match (*params).paramFetch {
+            Some(fetch) => {
+                let mut workspace = pg_sys::ParamExternData::default();
+                let entry = fetch(params, id, speculative, &mut workspace);
+                if entry.is_null() {
+                    return None;
+                }
+                *entry
+            }
+            None => *(*params).params.as_ptr().add(id as usize - 1),
+        };
+        // A list for a generic plan may have entries without values; a
+        // hook says "no such value" with an invalid type.
+        (entry.ptype != pg_sys::InvalidOid && (entry.pflags & pg_sys::PARAM_FLAG_CONST as u16 != 0 || !speculative))
+            .then_some((entry.value, entry.isnull, entry.ptype))
     }
 }

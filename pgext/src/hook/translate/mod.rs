@@ -81,17 +81,36 @@ pub struct Translation {
     pub finish: Vec<*mut pg_sys::Node>,
 }
 
+/// When a query is translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// While Postgres plans it, to decide whether weft takes it. A
+    /// parameter whose value is not known yet (a generic plan: a prepared
+    /// statement's, PL/pgSQL's) stands as a NULL of its type: the
+    /// translation decides only whether weft can take the query, and the
+    /// query is translated again when it runs.
+    Planning,
+    /// When it runs, with every parameter's value: a query that does not
+    /// translate with them goes back to the stock plan.
+    Running,
+}
+
 /// Translates `query`, or says why not (closing what it opened).
 /// Parameters (`$1`...) take their values from `params` (a prepared
-/// statement's custom plan, or its execution); without a value, the query
-/// is refused.
+/// statement's custom plan, its execution, a PL/pgSQL function's
+/// variables); what a parameter without one becomes depends on `stage`.
 ///
 /// # Safety
 /// `query` is a valid analyzed (and rewritten) Query, `params` NULL or
 /// valid, on the backend thread.
-pub unsafe fn translate(query: *mut pg_sys::Query, params: pg_sys::ParamListInfo) -> Result<Translation, Refusal> {
+pub unsafe fn translate(
+    query: *mut pg_sys::Query,
+    params: pg_sys::ParamListInfo,
+    stage: Stage,
+) -> Result<Translation, Refusal> {
     let mut translator = Translator {
         params,
+        stage,
         ..Translator::default()
     };
     // SAFETY: per the caller.
@@ -187,6 +206,9 @@ const TIES_RANK: &str = "__weft_ties_rank";
 struct Translator {
     /// The statement's parameter values (NULL: none known).
     params: pg_sys::ParamListInfo,
+    /// When the translation is made, which decides what a parameter
+    /// without a known value becomes.
+    stage: Stage,
     relations: Vec<(pg_sys::Oid, pg_sys::Relation)>,
     /// The top level's output columns and finishing expressions (see
     /// [`Translation`]).
@@ -220,6 +242,7 @@ impl Default for Translator {
     fn default() -> Translator {
         Translator {
             params: std::ptr::null_mut(),
+            stage: Stage::Running,
             relations: Vec::new(),
             outputs: Vec::new(),
             finish: Vec::new(),
