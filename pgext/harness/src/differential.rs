@@ -19,8 +19,9 @@ pub fn taken(client: &mut Client, sql: &str) -> bool {
 
 /// `sql`'s result with weft forced on and with weft off, in that order
 /// (weft is left on afterwards). Plans the session has cached (prepared
-/// statements', PL/pgSQL's) are dropped before each run: a plan made with
-/// weft on would otherwise run again with it off.
+/// statements', PL/pgSQL's) are dropped before each run and after: a plan
+/// made with weft on would otherwise run again with it off, and the other
+/// way round.
 ///
 /// # Panics
 /// If the settings cannot be changed.
@@ -31,7 +32,7 @@ pub fn both_ways(client: &mut Client, sql: &str) -> (Result<Rows, String>, Resul
     let weft = text_rows(client, sql);
     client.batch_execute("SET weft.enable = off; DISCARD PLANS").unwrap();
     let stock = text_rows(client, sql);
-    client.batch_execute("SET weft.enable = on").unwrap();
+    client.batch_execute("SET weft.enable = on; DISCARD PLANS").unwrap();
     (weft, stock)
 }
 

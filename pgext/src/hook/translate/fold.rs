@@ -47,24 +47,48 @@ pub unsafe fn folded(node: *mut pg_sys::Node, params: pg_sys::ParamListInfo) -> 
         {
             return None;
         }
+        // estimate_expression_value reads only the bound parameters of the
+        // planner state it is given.
+        let value = without_errors(|| pg_sys::estimate_expression_value(planner_with(params), node));
+        cast::<pg_sys::Const>(value?, NodeTag::T_Const)
+    }
+}
+
+/// A planner state as much as `eval_const_expressions` and
+/// `estimate_expression_value` read of one: the statement's parameter
+/// values `params` (NULL: none).
+///
+/// # Safety
+/// `params` is NULL or valid; on the backend thread.
+pub unsafe fn planner_with(params: pg_sys::ParamListInfo) -> *mut pg_sys::PlannerInfo {
+    // SAFETY: per the caller; zeroed nodes, tagged.
+    unsafe {
+        let glob = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannerGlobal>()).cast::<pg_sys::PlannerGlobal>();
+        (*glob).type_ = NodeTag::T_PlannerGlobal;
+        (*glob).boundParams = params;
+        let root = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannerInfo>()).cast::<pg_sys::PlannerInfo>();
+        (*root).type_ = NodeTag::T_PlannerInfo;
+        (*root).glob = glob;
+        root
+    }
+}
+
+/// `f`'s result, or None where it raised an ERROR, which is rolled back
+/// and forgotten: `f` runs in a subtransaction, as PL/pgSQL's exception
+/// blocks run their statements, with the caller's memory context (its
+/// result outlives the subtransaction) and resource owner restored.
+///
+/// # Safety
+/// On the backend thread, outside parallel mode; `f` calls Postgres.
+pub unsafe fn without_errors<T>(f: impl FnOnce() -> T) -> Option<T> {
+    // SAFETY: per the caller; the sequence PL/pgSQL's exception blocks use.
+    unsafe {
         let context = pg_sys::CurrentMemoryContext;
         let owner = pg_sys::CurrentResourceOwner;
         let (interrupts, cancels) = (pg_sys::InterruptHoldoffCount, pg_sys::QueryCancelHoldoffCount);
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        // The value belongs to the translation, not to the subtransaction.
         pg_sys::MemoryContextSwitchTo(context);
-        let value = catch_unwind(AssertUnwindSafe(|| {
-            // estimate_expression_value reads only the bound parameters of
-            // the planner state it is given.
-            let glob = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannerGlobal>()).cast::<pg_sys::PlannerGlobal>();
-            (*glob).type_ = NodeTag::T_PlannerGlobal;
-            (*glob).boundParams = params;
-            let root = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannerInfo>()).cast::<pg_sys::PlannerInfo>();
-            (*root).type_ = NodeTag::T_PlannerInfo;
-            (*root).glob = glob;
-            pg_sys::estimate_expression_value(root, node)
-        }));
-        let value = match value {
+        let value = match catch_unwind(AssertUnwindSafe(f)) {
             Ok(value) => {
                 pg_sys::ReleaseCurrentSubTransaction();
                 Some(value)
@@ -82,6 +106,6 @@ pub unsafe fn folded(node: *mut pg_sys::Node, params: pg_sys::ParamListInfo) -> 
         };
         pg_sys::MemoryContextSwitchTo(context);
         pg_sys::CurrentResourceOwner = owner;
-        cast::<pg_sys::Const>(value?, NodeTag::T_Const)
+        value
     }
 }

@@ -22,8 +22,8 @@
 //! single calls ([`bridged`]), what DataFusion may do with values carried
 //! as their images ([`image`]), what Postgres finishes ([`finish`]),
 //! expressions constant for the statement ([`fold`]), set-returning
-//! functions in FROM ([`srf`]) and the join order ([`order`]) live beside
-//! it.
+//! functions in FROM ([`srf`]), tables with inheritance children
+//! ([`partitions`]) and the join order ([`order`]) live beside it.
 
 mod aggregate;
 mod args;
@@ -37,6 +37,7 @@ mod function;
 mod grouping;
 mod image;
 mod order;
+mod partitions;
 mod scope;
 mod setop;
 mod srf;
@@ -637,14 +638,20 @@ impl Translator {
                 if !rte.tablesample.is_null() {
                     return Err(Refusal::shape("TABLESAMPLE"));
                 }
+                // SAFETY: a catalog lookup of a table the planner locked.
+                if rte.inh && unsafe { partitions::has_children(rte.relid) } {
+                    // SAFETY: per the caller.
+                    let plan = unsafe { self.inherited(rte, rtindex, &alias)? };
+                    return LogicalPlanBuilder::from(plan)
+                        .alias(alias)
+                        .map_err(df)?
+                        .build()
+                        .map_err(df);
+                }
                 // SAFETY: on the backend thread.
                 let (rel, mut table) = unsafe { crate::plan::table::open_table(rte.relid) }?;
                 table.filtered_rows = self.levels.last().and_then(|l| l.estimates.get(&rtindex).copied());
                 self.relations.push((rte.relid, rel));
-                // SAFETY: an open relation's catalog row.
-                if rte.inh && unsafe { (*(*rel).rd_rel).relhassubclass } {
-                    return Err(Refusal::shape("a table with inheritance children"));
-                }
                 let names = table.column_names();
                 self.level().columns.insert(rtindex, names);
                 LogicalPlanBuilder::scan(alias, provider_as_source(Arc::new(table)), None)
