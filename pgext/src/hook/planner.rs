@@ -254,8 +254,12 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
     }
     // SAFETY: per the caller.
     let q = unsafe { &*parse };
-    if q.commandType != pg_sys::CmdType::CMD_SELECT || !q.utilityStmt.is_null() {
+    if !q.utilityStmt.is_null() {
         return Err(Refusal::NotEligible("not a SELECT"));
+    }
+    if q.commandType != pg_sys::CmdType::CMD_SELECT {
+        // SAFETY: per the caller.
+        unsafe { crate::hook::insert::insert_of_select(q)? };
     }
     if !crate::catalog::utf8_database() {
         return Err(Refusal::NotEligible("the database's encoding is not UTF8"));
@@ -281,7 +285,17 @@ unsafe fn eligible(parse: *mut pg_sys::Query, cursor_options: i32) -> Result<(),
     // Restricted is enough: Postgres counts every sublink as restricted
     // (its executor runs them in the leader), and what weft runs in
     // workers is only its allowlist of built-in, parallel-safe functions.
-    if unsafe { pg_sys::max_parallel_hazard(parse) } as u8 == pg_sys::PROPARALLEL_UNSAFE {
+    // An INSERT's own target list (defaults, a serial column's nextval)
+    // is the leader's to compute, as each row is written; weft computes
+    // its SELECT.
+    let computed = if q.commandType == pg_sys::CmdType::CMD_INSERT {
+        // SAFETY: per the caller; eligible INSERTs read one subquery.
+        unsafe { crate::hook::insert::source(q) }
+    } else {
+        parse
+    };
+    // SAFETY: a valid Query.
+    if unsafe { pg_sys::max_parallel_hazard(computed) } as u8 == pg_sys::PROPARALLEL_UNSAFE {
         return Err(Refusal::NotEligible("the query calls a parallel-unsafe function"));
     }
     // SAFETY: a GUC variable.
@@ -400,8 +414,26 @@ unsafe fn take_over(
     query: *mut pg_sys::Query,
     params: pg_sys::ParamListInfo,
 ) -> Result<(), Refusal> {
-    // SAFETY: per the caller.
-    let stock = unsafe { (*stmt).planTree };
+    // SAFETY: per the caller. An INSERT's rows are what its ModifyTable
+    // reads: the plan under it, which weft replaces.
+    let insert = unsafe { (*query).commandType } == pg_sys::CmdType::CMD_INSERT;
+    // SAFETY: as above.
+    let modify = unsafe { (*stmt).planTree };
+    let (stock, leader_columns) = if insert {
+        // SAFETY: as above; the INSERT's plan is a ModifyTable over its
+        // source, and our copy of the Query becomes that source's SELECT.
+        unsafe {
+            if (*modify).type_ != pg_sys::NodeTag::T_ModifyTable || (*modify).lefttree.is_null() {
+                return Err(Refusal::shape(
+                    "an INSERT planned otherwise than a ModifyTable over its rows",
+                ));
+            }
+            let leader = crate::hook::insert::as_select(query)?;
+            ((*modify).lefttree, Some(leader))
+        }
+    } else {
+        (modify, None)
+    };
     // SAFETY: as above.
     let cost = unsafe { (*stock).total_cost };
     if !guc::FORCE.get() && cost < guc::MIN_COST.get() {
@@ -497,7 +529,13 @@ unsafe fn take_over(
         // enters parallel mode itself; the stock plan, if it runs, runs
         // without workers, as Postgres runs a parallel plan whose rows are
         // fetched a few at a time.
-        (*stmt).planTree = crate::hook::scan::plan(query, stock, &translation);
+        let scan = crate::hook::scan::plan(query, stock, &translation);
+        if let Some(columns) = &leader_columns {
+            crate::hook::insert::computed_by_leader(columns, scan);
+            (*modify).lefttree = scan;
+        } else {
+            (*stmt).planTree = scan;
+        }
         (*stmt).parallelModeNeeded = false;
     }
     Ok(())
