@@ -65,3 +65,25 @@ if ! locale -a 2>/dev/null | grep -qix 'en_US\.utf-\?8'; then
     grep -q '^en_US\.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' | $SUDO tee -a /etc/locale.gen >/dev/null
     $SUDO locale-gen
 fi
+
+# --- Client drivers for the driver tests (pgext/tests/drivers.rs) -------------
+# pgjdbc and a JDK from Debian; psycopg 3 from PyPI (pinned) in a venv under
+# the target directory.
+if ! need javac || [ ! -f /usr/share/java/postgresql.jar ]; then
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    echo "setup: installing a JDK and pgjdbc (apt)"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q default-jdk-headless libpostgresql-jdbc-java
+fi
+PSYCOPG_VERSION=3.2.3
+CLIENTS_VENV=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}/clients/venv
+if ! "$CLIENTS_VENV/bin/python" -c "import psycopg, sys; sys.exit(psycopg.__version__ != '$PSYCOPG_VERSION')" 2>/dev/null; then
+    echo "setup: installing psycopg $PSYCOPG_VERSION (PyPI) into $CLIENTS_VENV"
+    if ! python3 -c "import ensurepip, venv" 2>/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-venv
+    fi
+    python3 -m venv "$CLIENTS_VENV"
+    "$CLIENTS_VENV/bin/pip" install -q "psycopg[binary]==$PSYCOPG_VERSION"
+fi

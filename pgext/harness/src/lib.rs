@@ -344,6 +344,9 @@ pub struct Cluster {
     data: PathBuf,
     sock: PathBuf,
     log: PathBuf,
+    /// The server's port: its socket's name, and on 127.0.0.1 where it
+    /// listens there ([`Cluster::start_listening`]).
+    port: u16,
     // Declared last so it is removed only after `Drop::drop` has stopped the server.
     dir: tempfile::TempDir,
 }
@@ -385,7 +388,37 @@ impl Cluster {
         Cluster::launch("", settings)
     }
 
+    /// Like [`Cluster::start_with`], also listening on 127.0.0.1 at a free
+    /// port ([`Cluster::port`]), for clients that speak only TCP (pgjdbc).
+    ///
+    /// # Panics
+    ///
+    /// As [`Cluster::start`], or when no free port is found.
+    pub fn start_listening(settings: &[(&str, &str)]) -> Cluster {
+        install();
+        // A port the kernel has just handed out and taken back is free,
+        // unless another process takes it in between: then the start fails
+        // and says so.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap_or_else(|e| panic!("no free TCP port on 127.0.0.1: {e}"))
+            .port();
+        let listening = [("listen_addresses", "127.0.0.1")];
+        let settings: Vec<(&str, &str)> = listening.iter().chain(settings).copied().collect();
+        Cluster::launch_at(port, "weft", &settings)
+    }
+
+    /// The server's port (on its socket directory, and on 127.0.0.1 for a
+    /// cluster of [`Cluster::start_listening`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     fn launch(preload: &str, settings: &[(&str, &str)]) -> Cluster {
+        Cluster::launch_at(PORT, preload, settings)
+    }
+
+    fn launch_at(port: u16, preload: &str, settings: &[(&str, &str)]) -> Cluster {
         // Not $TMPDIR: a Unix socket path must fit in 107 bytes, and /tmp keeps it short.
         let dir = tempfile::Builder::new()
             .prefix("weft-pg-")
@@ -395,6 +428,7 @@ impl Cluster {
             data: dir.path().join("data"),
             sock: dir.path().join("sock"),
             log: dir.path().join("log"),
+            port,
             dir,
         };
         // From here on a panic drops `cluster`, which stops a half-started server and cleans up.
@@ -430,7 +464,7 @@ impl Cluster {
         );
 
         let socket_dir = cluster.sock.to_str().expect("the cluster directory is not UTF-8");
-        let port = PORT.to_string();
+        let port = cluster.port.to_string();
         let harness_settings = [
             ("listen_addresses", ""),
             ("unix_socket_directories", socket_dir),
@@ -523,7 +557,7 @@ impl Cluster {
     pub fn connect_to(&self, database: &str, user: &str) -> postgres::Client {
         postgres::Config::new()
             .host_path(&self.sock)
-            .port(PORT)
+            .port(self.port)
             .user(user)
             .dbname(database)
             .connect(postgres::NoTls)
@@ -558,7 +592,7 @@ impl Cluster {
         let collected = std::sync::Arc::clone(&notices);
         let client = postgres::Config::new()
             .host_path(&self.sock)
-            .port(PORT)
+            .port(self.port)
             .user(user)
             .dbname("postgres")
             .notice_callback(move |notice| {
@@ -574,7 +608,7 @@ impl Cluster {
     }
 
     /// The directory holding the server's Unix socket, for clients other than [`Cluster::connect`]
-    /// (use it as the host, with port 5432).
+    /// (use it as the host, with [`Cluster::port`]).
     pub fn socket_dir(&self) -> &Path {
         &self.sock
     }
@@ -634,7 +668,16 @@ impl Cluster {
         let mut cmd = pg_command("psql", self.dir.path());
         cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.sock)
-            .args(["-p", &PORT.to_string(), "-U", "postgres", "-d", "postgres", "-f", "-"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-f",
+                "-",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
