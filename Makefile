@@ -11,7 +11,7 @@ CARGO ?= cargo
 LOOM_MAX_PREEMPTIONS ?= 4
 export LOOM_MAX_PREEMPTIONS
 
-.PHONY: demo test setup fmt-check layers clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql bench-reporting bench-concurrency
+.PHONY: demo test setup fmt-check layers clippy unit doc loom benches-build no-std regress bench bench-pg bench-sql bench-reporting bench-dashboard bench-concurrency
 
 # One release build serves the whole demo: the workspace with both examples,
 # and weft with the features cargo-pgrx passes, so that the install inside
@@ -104,6 +104,11 @@ bench-sql: setup
 
 bench-reporting: setup
 	WEFT_BENCH_SET=reporting WEFT_PG_PROFILE=release $(CARGO) bench -p weft --bench tpch_sql
+
+# Five TPC-H queries with parameters, 20 executions each, through psycopg 3,
+# prepared and as plain text, weft on against off.
+bench-dashboard: setup
+	WEFT_PG_PROFILE=release $(CARGO) bench -p weft --bench dashboard
 
 # The concurrency test (pgext/tests/concurrency.rs) for minutes instead of
 # the 20 seconds `make test` gives it: writers moving money, vacuums and
