@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use weft_pg_harness::explained::{plans, run_by_weft, AUTO_EXPLAIN, SALES};
 use weft_pg_harness::postgres::Client;
 use weft_pg_harness::{text_rows, Cluster, Rows};
 
@@ -26,21 +27,9 @@ impl Sessions {
     fn start() -> Sessions {
         let cluster = Cluster::start();
         let (mut weft, notices) = cluster.connect_collecting_notices();
-        weft.batch_execute(
-            "CREATE EXTENSION weft;
-             CREATE TABLE sales (i int PRIMARY KEY, region text, qty int, amount numeric(10, 2));
-             INSERT INTO sales SELECT g, (ARRAY['north', 'south', 'east', NULL])[1 + g % 4], g % 13, (g % 97) * 1.5
-               FROM generate_series(1, 20000) g;
-             ANALYZE sales;
-             SET max_parallel_workers_per_gather = 2;
-             SET weft.force = on;
-             LOAD 'auto_explain';
-             SET auto_explain.log_min_duration = 0;
-             SET auto_explain.log_level = notice;
-             SET auto_explain.log_nested_statements = on;
-             SET auto_explain.log_analyze = on;
-             SET auto_explain.log_timing = off",
-        )
+        weft.batch_execute(&format!(
+            "CREATE EXTENSION weft; {SALES}; SET max_parallel_workers_per_gather = 2; SET weft.force = on; {AUTO_EXPLAIN}"
+        ))
         .unwrap();
         let mut stock = cluster.connect();
         stock
@@ -68,19 +57,8 @@ impl Sessions {
     /// The plans auto_explain reported in the weft session since the last
     /// call.
     fn plans(&self) -> Vec<String> {
-        std::mem::take(&mut *self.notices.lock().unwrap())
-            .into_iter()
-            .filter(|notice| notice.contains("Query Text:"))
-            .collect()
+        plans(&self.notices)
     }
-}
-
-/// How many of `plans` weft ran (a Weft scan not handed back).
-fn run_by_weft(plans: &[String]) -> usize {
-    plans
-        .iter()
-        .filter(|plan| plan.contains("Custom Scan (Weft)") && !plan.contains("handed back"))
-        .count()
 }
 
 /// A prepared statement runs under its custom plans and, once Postgres's

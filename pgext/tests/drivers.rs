@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use weft_pg_harness::explained::SALES;
 use weft_pg_harness::Cluster;
 
 /// A cluster listening on TCP too, logging every plan (auto_explain in
@@ -27,13 +28,7 @@ fn with_sales() -> Cluster {
     ]);
     cluster
         .connect()
-        .batch_execute(
-            "CREATE EXTENSION weft;
-             CREATE TABLE sales (i int PRIMARY KEY, region text, qty int, amount numeric(10, 2));
-             INSERT INTO sales SELECT g, (ARRAY['north', 'south', 'east', NULL])[1 + g % 4], g % 13, (g % 97) * 1.5
-               FROM generate_series(1, 20000) g;
-             ANALYZE sales",
-        )
+        .batch_execute(&format!("CREATE EXTENSION weft; {SALES}"))
         .unwrap();
     cluster
 }

@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use weft_pg_harness::explained::{plans, run_by_weft, AUTO_EXPLAIN, SALES};
 use weft_pg_harness::postgres::Client;
 use weft_pg_harness::{text_rows, Cluster};
 
@@ -16,29 +17,11 @@ fn with_sales() -> (Cluster, Client, Arc<Mutex<Vec<String>>>) {
     let cluster = Cluster::start();
     let (mut client, notices) = cluster.connect_collecting_notices();
     client
-        .batch_execute(
-            "CREATE EXTENSION weft;
-             CREATE TABLE sales (i int PRIMARY KEY, region text, qty int, amount numeric(10, 2));
-             INSERT INTO sales SELECT g, (ARRAY['north', 'south', 'east', NULL])[1 + g % 4], g % 13, (g % 97) * 1.5
-               FROM generate_series(1, 20000) g;
-             ANALYZE sales;
-             SET max_parallel_workers_per_gather = 2;
-             LOAD 'auto_explain';
-             SET auto_explain.log_min_duration = 0;
-             SET auto_explain.log_level = notice;
-             SET auto_explain.log_analyze = on;
-             SET auto_explain.log_timing = off",
-        )
+        .batch_execute(&format!(
+            "CREATE EXTENSION weft; {SALES}; SET max_parallel_workers_per_gather = 2; {AUTO_EXPLAIN}"
+        ))
         .unwrap();
     (cluster, client, notices)
-}
-
-/// The plans auto_explain reported since the last call.
-fn plans(notices: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
-    std::mem::take(&mut *notices.lock().unwrap())
-        .into_iter()
-        .filter(|notice| notice.contains("Query Text:"))
-        .collect()
 }
 
 /// Runs `write` (with `{}` for the table it writes) with weft forced into
@@ -53,11 +36,7 @@ fn written_alike(client: &mut Client, notices: &Arc<Mutex<Vec<String>>>, name: &
         .batch_execute(&format!("SET weft.force = on; {}", write.replace("{}", &weft_table)))
         .unwrap_or_else(|e| panic!("{write}: {e}"));
     let ran = plans(notices);
-    assert!(
-        ran.iter()
-            .any(|plan| plan.contains("Custom Scan (Weft)") && !plan.contains("handed back")),
-        "{write}: not run by weft: {ran:#?}"
-    );
+    assert!(run_by_weft(&ran) > 0, "{write}: not run by weft: {ran:#?}");
     client
         .batch_execute(&format!(
             "SET weft.enable = off; {}; SET weft.enable = on",
@@ -116,10 +95,7 @@ fn tables_created_from_a_query_hold_postgres_s_rows() {
             .batch_execute(&format!("SET weft.force = on; {}", refresh.replace("{}", "mv_weft")))
             .unwrap();
         let ran = plans(&notices);
-        assert!(
-            ran.iter().any(|plan| plan.contains("Custom Scan (Weft)")),
-            "{refresh}: not run by weft: {ran:#?}"
-        );
+        assert!(run_by_weft(&ran) > 0, "{refresh}: not run by weft: {ran:#?}");
         client
             .batch_execute(&format!(
                 "SET weft.enable = off; {}; SET weft.enable = on",
@@ -147,10 +123,7 @@ fn copy_of_a_query_writes_postgres_s_rows() {
     plans(&notices);
     let weft = read(&mut client);
     let ran = plans(&notices);
-    assert!(
-        ran.iter().any(|plan| plan.contains("Custom Scan (Weft)")),
-        "not run by weft: {ran:#?}"
-    );
+    assert!(run_by_weft(&ran) > 0, "not run by weft: {ran:#?}");
     client.batch_execute("SET weft.enable = off").unwrap();
     let stock = read(&mut client);
     assert_eq!(weft, stock);

@@ -36,6 +36,7 @@
 pub use postgres;
 
 pub mod differential;
+pub mod explained;
 pub mod reporting;
 pub mod tpch;
 
