@@ -221,6 +221,21 @@ fn pl_pgsql_queries_with_variables_are_taken() {
              RETURN total || ' ' || line;
          END $$",
     );
+    // A function's cached plan run inside a parallel query's leader,
+    // in parallel mode, where weft cannot start workers: the stock plan
+    // answers.
+    s.both(
+        "CREATE OR REPLACE FUNCTION peek(k int) RETURNS bigint LANGUAGE plpgsql PARALLEL RESTRICTED AS $$
+         BEGIN RETURN (SELECT count(*) FROM sales s JOIN sales t ON s.i = t.i WHERE s.qty < k); END $$;
+         SELECT peek(3);",
+    );
+    let (weft, stock) = s.rows(
+        "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+         SELECT qty, peek(qty), count(*) FROM sales WHERE i < 5000 GROUP BY qty ORDER BY 1;
+         RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size",
+    );
+    assert!(weft.as_ref().is_ok_and(|rows| rows.len() == 13), "{weft:?}");
+    assert_eq!(weft, stock);
     for below in 0..10 {
         let call = format!("SELECT report({below})");
         s.plans();

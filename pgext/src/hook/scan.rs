@@ -297,6 +297,15 @@ unsafe fn planned(state: *mut WeftScanState) -> Result<Planned, String> {
 unsafe fn run(state: *mut WeftScanState) {
     // SAFETY: per the caller.
     unsafe {
+        // A plan cached outside parallel mode may run inside it (a
+        // function's query, called by a parallel query's leader), where no
+        // parallel section can start.
+        if pg_sys::IsInParallelMode() {
+            return hand_back(
+                state,
+                "the query runs inside parallel mode, where weft cannot start its workers",
+            );
+        }
         let analyze = !(*state).css.ss.ps.instrument.is_null();
         let output = match planned(state).and_then(|planned| run::run(planned, analyze)) {
             Ok(output) => output,
