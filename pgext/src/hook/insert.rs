@@ -16,6 +16,7 @@
 use pgrx::pg_sys::{self, NodeTag};
 
 use crate::hook::refusal::Refusal;
+use crate::hook::translate::rt_fetch;
 use crate::nodes::{cast, list};
 
 /// Whether `q` is an INSERT weft may compute the rows of: rows from one
@@ -36,7 +37,8 @@ pub unsafe fn insert_of_select(q: &pg_sys::Query) -> Result<(), Refusal> {
     let source = unsafe {
         let from = list::<pg_sys::Node>((*q.jointree).fromlist);
         match from[..] {
-            [only] => cast::<pg_sys::RangeTblRef>(only, NodeTag::T_RangeTblRef).and_then(|r| entry(q, (*r).rtindex)),
+            [only] => cast::<pg_sys::RangeTblRef>(only, NodeTag::T_RangeTblRef)
+                .and_then(|r| rt_fetch(std::ptr::from_ref(q).cast_mut(), (*r).rtindex).ok()),
             _ => None,
         }
     };
@@ -55,7 +57,7 @@ pub unsafe fn source(q: &pg_sys::Query) -> *mut pg_sys::Query {
     // SAFETY: per the caller: one RangeTblRef to a subquery entry.
     unsafe {
         let from = list::<pg_sys::RangeTblRef>((*q.jointree).fromlist);
-        let rte = entry(q, (*from[0]).rtindex).expect("the INSERT's subquery");
+        let rte = rt_fetch(std::ptr::from_ref(q).cast_mut(), (*from[0]).rtindex).expect("the INSERT's subquery");
         (*rte).subquery
     }
 }
@@ -76,7 +78,7 @@ pub struct LeaderColumns(Vec<(usize, *mut pg_sys::Expr)>);
 pub unsafe fn as_select(q: *mut pg_sys::Query) -> Result<LeaderColumns, Refusal> {
     // SAFETY: per the caller.
     unsafe {
-        let target = entry(&*q, (*q).resultRelation).ok_or("an INSERT without its table")?;
+        let target = rt_fetch(q, (*q).resultRelation)?;
         let rel = pg_sys::table_open((*target).relid, pg_sys::NoLock as i32);
         let expanded = expanded_targets(q, rel);
         pg_sys::table_close(rel, pg_sys::NoLock as i32);
@@ -164,14 +166,4 @@ unsafe fn expanded_targets(q: *mut pg_sys::Query, rel: pg_sys::Relation) -> Resu
         }
         Ok(expanded)
     }
-}
-
-/// Range table entry `rtindex` (1-based) of `q`.
-///
-/// # Safety
-/// `q` is a valid Query.
-unsafe fn entry(q: &pg_sys::Query, rtindex: i32) -> Option<*mut pg_sys::RangeTblEntry> {
-    // SAFETY: per the caller.
-    let entries = unsafe { list::<pg_sys::RangeTblEntry>(q.rtable) };
-    usize::try_from(rtindex - 1).ok().and_then(|i| entries.get(i).copied())
 }

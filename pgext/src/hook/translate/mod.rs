@@ -1106,7 +1106,7 @@ fn find_target(targets: &[*mut pg_sys::TargetEntry], sortgroupref: u32) -> Resul
 }
 
 /// Range table entry `rtindex` (1-based) of `query`.
-unsafe fn rt_fetch(query: *mut pg_sys::Query, rtindex: i32) -> Result<*mut pg_sys::RangeTblEntry, Refusal> {
+pub(crate) unsafe fn rt_fetch(query: *mut pg_sys::Query, rtindex: i32) -> Result<*mut pg_sys::RangeTblEntry, Refusal> {
     // SAFETY: per the caller.
     let entries = unsafe { list::<pg_sys::RangeTblEntry>((*query).rtable) };
     usize::try_from(rtindex - 1)
